@@ -1,0 +1,56 @@
+# minitok: every target sets itself up. `make test` and `make demo` work on a fresh clone
+# with nothing but Python 3.10+ installed.
+#
+# torch is pinned here (not in pyproject, which admits a range for users) so that setup takes
+# the CPU wheel and never pulls a multi-GB CUDA build.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0
+
+.PHONY: setup test lint unit notebooks demo bench lab assign clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install "$(TORCH)"
+	$(PY) -m pip install "$(TORCH)" -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
+	touch $(STAMP)
+
+# The README's test command: lint, unit tests, generated lessons up to date, then every
+# notebook executed (solutions strictly, lessons as a learner would open them).
+test: setup
+	$(PY) -m minitok env
+	$(PY) -m ruff check minitok tests benchmarks scripts solutions
+	$(PY) -m minitok assign --check
+	$(PY) -m pytest -q tests
+	MINITOK_STRICT=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg solutions
+
+lint: setup
+	$(PY) -m ruff check minitok tests benchmarks scripts solutions
+
+unit: setup
+	$(PY) -m pytest -q tests -m "not slow"
+
+# The main job.
+demo: setup
+	$(PY) -m minitok demo
+
+bench: setup
+	$(PY) -m minitok.bench
+
+lab: setup
+	$(VENV)/bin/jupyter lab lessons/
+
+# Rebuild lessons/ from solutions/ (an instructor's step after editing a solution).
+assign: setup
+	$(PY) -m minitok assign
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache out

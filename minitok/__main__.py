@@ -1,0 +1,5 @@
+import sys
+
+from minitok.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The `minitok` command (also `python -m minitok`): env, assign, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _repo_root() -> Path:
+    """The course's top folder: the one holding solutions/ (the current folder or above)."""
+    here = Path.cwd().resolve()
+    for folder in [here, *here.parents]:
+        if (folder / "solutions").is_dir():
+            return folder
+    raise SystemExit("minitok: run this inside the course folder (no solutions/ found above here)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="minitok", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("env", help="check that this setup can run the course (OK/FAIL per line)")
+
+    p_assign = sub.add_parser("assign", help="build lessons/ from solutions/")
+    p_assign.add_argument("--check", action="store_true", help="fail if lessons/ is stale")
+
+    p_demo = sub.add_parser("demo", help="run the pipeline on the bundled digits")
+    p_demo.add_argument("--out", default="out", help="folder for the picture (default: out)")
+    p_demo.add_argument("--seed", type=int, default=0)
+    p_demo.add_argument("--device", default="cpu", help="cpu or cuda")
+    p_demo.add_argument("--quick", action="store_true", help="smaller settings, for tests")
+
+    args = parser.parse_args(argv)
+    if args.command == "env":
+        from minitok.env import run
+
+        return run()
+    if args.command == "assign":
+        from minitok.assign import AssignError, assign
+
+        try:
+            return assign(_repo_root(), check=args.check)
+        except AssignError as err:
+            print(f"assign: {err}", file=sys.stderr)
+            return 2
+    if args.command == "demo":
+        from minitok.demo import run_demo
+
+        return run_demo(out=Path(args.out), seed=args.seed, device=args.device, quick=args.quick)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

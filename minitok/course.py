@@ -1,0 +1,68 @@
+"""The course's switches, seeds and devices: what every notebook calls first.
+
+Environment switches (read each time, so a test can set them):
+
+    MINITOK_FAST=1    shrink training cells (CI uses it to execute the unsolved lessons fast)
+    MINITOK_STRICT=1  a failing or unfinished exercise is an error instead of a report
+                      (CI uses it for solutions/, where every exercise must pass)
+    MINITOK_DEVICE    "cpu" (default) or "cuda": where the notebooks run their models
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def fast_mode() -> bool:
+    """True when MINITOK_FAST is set: training cells should use their short settings."""
+    return _flag("MINITOK_FAST")
+
+
+def strict_mode() -> bool:
+    """True when MINITOK_STRICT is set: checks raise instead of falling back."""
+    return _flag("MINITOK_STRICT")
+
+
+def steps(full: int, fast: int) -> int:
+    """How many steps a training cell runs: `full` normally, `fast` under MINITOK_FAST."""
+    if full < 1 or fast < 1:
+        raise ValueError(f"steps: full and fast must be >= 1, got full={full}, fast={fast}")
+    return fast if fast_mode() else full
+
+
+def seed_everything(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and torch, and return a torch.Generator seeded the same way.
+
+    Notebooks call this at the top so that a run repeated on the same CPU prints the same
+    numbers. Functions that sample take an explicit generator when they can.
+    """
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def default_device() -> torch.device:
+    """The device the notebooks use: MINITOK_DEVICE if set, otherwise the CPU.
+
+    The CPU is the default even when a GPU is present, so that a notebook gives the same
+    numbers everywhere; set MINITOK_DEVICE=cuda to run the lessons on a GPU.
+    """
+    name = os.environ.get("MINITOK_DEVICE", "cpu").strip() or "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"MINITOK_DEVICE={name!r} asks for CUDA, but torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}). Unset MINITOK_DEVICE to run on the CPU."
+        )
+    return device

@@ -1,0 +1,77 @@
+"""Helpers for the notebook tests: find notebooks, execute them, pull out their exercises."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
+LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
+
+
+def execute(path: Path, env: dict[str, str], timeout: int = 600) -> nbformat.NotebookNode:
+    """Execute a notebook in a fresh kernel (in its own folder) and return it with outputs."""
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    old = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        client = NotebookClient(
+            notebook,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.parent)}},
+        )
+        client.execute()
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return notebook
+
+
+def stream_text(notebook: nbformat.NotebookNode) -> str:
+    """Everything the notebook printed, joined."""
+    parts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                parts.append(output.get("text", ""))
+    return "".join(parts)
+
+
+def check_module_name(notebook: nbformat.NotebookNode) -> str:
+    """The lesson's check module, from its `from minitok.checks import lessonNN as check`."""
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.ImportFrom) and node.module == "minitok.checks":
+                for alias in node.names:
+                    if alias.name.startswith("lesson"):
+                        return f"minitok.checks.{alias.name}"
+    raise LookupError("notebook never imports its check module from minitok.checks")
+
+
+def exercise_namespace(notebook: nbformat.NotebookNode) -> dict:
+    """Execute only the imports and the def/class blocks of a notebook's code cells.
+
+    That gives the notebook's own versions of its functions without running its training
+    cells, so a test can compare them with the package on seeded inputs.
+    """
+    keep = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)
+    namespace: dict = {"__name__": "solution_notebook"}
+    for cell in notebook.cells:
+        if cell.cell_type != "code" or cell.source.lstrip().startswith(("%", "!")):
+            continue
+        tree = ast.parse(cell.source)
+        tree.body = [node for node in tree.body if isinstance(node, keep)]
+        exec(compile(tree, "<notebook>", "exec"), namespace)
+    return namespace

@@ -1,0 +1,68 @@
+"""Every lesson: generated from its solution, in step with the package, runnable unsolved."""
+
+from __future__ import annotations
+
+import importlib
+
+import nbformat
+import pytest
+from notebooks import (
+    LESSONS,
+    ROOT,
+    SOLUTIONS,
+    check_module_name,
+    execute,
+    exercise_namespace,
+    stream_text,
+)
+
+from minitok.assign import assign, count_exercises
+from minitok.checks import exercises_in
+from minitok.checks._core import run_check
+
+IDS = [path.stem for path in SOLUTIONS]
+
+
+def test_there_are_solutions_and_lessons():
+    assert SOLUTIONS, "no solutions/NN_*.ipynb found"
+    assert [p.name for p in LESSONS] == [p.name for p in SOLUTIONS]
+
+
+def test_lessons_are_generated_from_solutions():
+    assert assign(ROOT, check=True) == 0, "run `python -m minitok assign`"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=IDS)
+def test_each_exercise_has_a_check_that_the_notebook_calls(path):
+    notebook = nbformat.read(path, as_version=4)
+    module = importlib.import_module(check_module_name(notebook))
+    checks = exercises_in(module)
+    assert count_exercises(notebook) >= 3, "a lesson has at least three exercises"
+    assert len(checks) >= 3
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    for name in checks:
+        assert f"def {name}(" in code or f"class {name}" in code, f"no exercise {name} in {path.name}"
+        assert f"check.{name}(" in code, f"{path.name} never calls check.{name}"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=IDS)
+def test_solution_code_matches_the_package(path):
+    """The notebook's own def/class blocks pass every check against minitok's reference."""
+    notebook = nbformat.read(path, as_version=4)
+    namespace = exercise_namespace(notebook)
+    module = importlib.import_module(check_module_name(notebook))
+    for name, check in exercises_in(module).items():
+        result = run_check(name, check.test, namespace[name])
+        assert result.passed, result.render()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_unsolved_lesson_runs_top_to_bottom(path):
+    """A learner who has written nothing still gets a notebook that runs, with a TODO per exercise."""
+    notebook = execute(path, env={"MINITOK_FAST": "1", "MINITOK_STRICT": "0"})
+    printed = stream_text(notebook)
+    module = importlib.import_module(check_module_name(notebook))
+    for name in exercises_in(module):
+        assert f"[TODO] {name}:" in printed, f"check {name} did not report TODO"
+    assert "[PASS]" not in printed, "an unsolved exercise passed its check"
