@@ -71,7 +71,7 @@ def draw(pictures, path: Path) -> None:
     for r, (title, images) in enumerate(pictures):
         for c in range(cols):
             ax = axes[r, c]
-            ax.imshow(to_unit_range(images[c, 0]), cmap="gray_r", vmin=0, vmax=1)
+            ax.imshow(to_unit_range(images[c, 0]).numpy(), cmap="gray_r", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=9)
