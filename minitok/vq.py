@@ -1,0 +1,391 @@
+"""Lesson 02: learning a codebook through a step that has no gradient.
+
+Lesson 01's lookup `idx = argmin_k ||z - e_k||^2` picks an integer, and an integer has no
+derivative: nudge z a little and the chosen code does not change, so d(code)/dz is zero almost
+everywhere (and undefined where the choice flips). An encoder in front of a quantizer would
+never learn. Three ideas from VQ-VAE (van den Oord et al., 2017) make it trainable:
+
+1. the straight-through estimator: the forward pass outputs the code q, the backward pass
+   pretends the quantizer was the identity, so the decoder's gradient reaches z unchanged:
+   `q_st = z + (q - z).detach()`;
+2. the codebook loss `mse(q, z.detach())` pulls the chosen codes towards the encoder outputs;
+3. the commitment loss `beta * mse(z, q.detach())` keeps the encoder's outputs close to
+   their codes, so they do not drift away from the codebook (beta = 0.25).
+
+`VectorQuantizer` packages these with the tricks that keep a codebook alive: EMA updates in
+place of the codebook loss, dead-code restarts, k-means initialisation, l2-normalised codes
+and a low-dimensional lookup with in/out projections (the LlamaGen design).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minitok.quantize import kmeans, nearest_code
+
+KMEANS_ITERS = 10  # Lloyd iterations for the first-batch k-means initialisation
+
+
+# --------------------------------------------------------------------------- the two tricks
+
+
+def straight_through(z: Tensor, q: Tensor) -> Tensor:
+    """The straight-through estimator: q's value going forward, z's gradient coming back.
+
+    Forward: z + (q - z) = q (up to rounding). Backward: `(q - z).detach()` is a constant, so
+    d q_st / d z is the identity and nothing flows into q (the codebook) through this path.
+    """
+    if z.shape != q.shape:
+        raise ValueError(f"z and q must have the same shape, got {tuple(z.shape)} and {tuple(q.shape)}")
+    return z + (q - z).detach()
+
+
+def _check_beta(beta: float) -> None:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+        raise TypeError(f"beta must be a number, got {type(beta).__name__}")
+    if not math.isfinite(beta) or beta < 0:
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+
+
+def commitment_loss(z: Tensor, q: Tensor) -> Tensor:
+    """mse(z, q.detach()): moves only the encoder output z towards its (fixed) code."""
+    return F.mse_loss(z, q.detach())
+
+
+def codebook_loss(z: Tensor, q: Tensor) -> Tensor:
+    """mse(q, z.detach()): moves only the chosen codes q towards the (fixed) encoder output."""
+    return F.mse_loss(q, z.detach())
+
+
+def vq_loss(z: Tensor, q: Tensor, beta: float = 0.25) -> Tensor:
+    """The VQ-VAE loss: codebook loss + beta * commitment loss.
+
+    q must be the looked-up codes (with their gradient path to the codebook), not the
+    straight-through q_st. The value is (1 + beta) * mse(z, q) whichever term carries beta;
+    only the gradients tell the orientations apart: dL/dz = 2 beta (z - q) / n and
+    dL/dq = 2 (q - z) / n, with n the number of elements.
+    """
+    _check_beta(beta)
+    if z.shape != q.shape:
+        raise ValueError(f"z and q must have the same shape, got {tuple(z.shape)} and {tuple(q.shape)}")
+    return codebook_loss(z, q) + beta * commitment_loss(z, q)
+
+
+# --------------------------------------------------------------------------- EMA codebook
+
+
+class EMAStep(NamedTuple):
+    """The result of one EMA codebook update (see `ema_update`)."""
+
+    indices: Tensor  # (N,) assignments, from the codebook BEFORE the update
+    cluster_size: Tensor  # (K,) decayed count of vectors per code
+    embed_avg: Tensor  # (K, D) decayed sum of the vectors per code
+    codebook: Tensor  # (K, D) the new codebook, embed_avg / smoothed cluster_size
+
+
+def _check_decay(decay: float) -> None:
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)):
+        raise TypeError(f"decay must be a number, got {type(decay).__name__}")
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"decay must lie strictly between 0 and 1, got {decay!r}")
+
+
+def laplace_smoothed(cluster_size: Tensor, eps: float = 1e-5) -> Tensor:
+    """Counts nudged away from zero, keeping their total: (N_k + eps) / (sum N + K eps) * sum N.
+
+    Dividing embed_avg by a raw count of 0 would give NaN for a code nobody uses; the
+    smoothing makes every count positive while changing the used ones by a negligible amount.
+    """
+    total = cluster_size.sum()
+    return (cluster_size + eps) / (total + cluster_size.numel() * eps) * total
+
+
+def ema_statistics(
+    cluster_size: Tensor, embed_avg: Tensor, z: Tensor, indices: Tensor, decay: float, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One EMA step from given assignments: (new cluster_size, new embed_avg, new codebook).
+
+    z: (N, D) vectors, indices: (N,) their codes. Each code moves to the running mean of the
+    vectors assigned to it: N_k <- d N_k + (1 - d) n_k, m_k <- d m_k + (1 - d) sum z_i,
+    e_k = m_k / smoothed N_k.
+    """
+    num_codes = cluster_size.shape[0]
+    z = z.to(embed_avg.dtype)
+    counts = torch.bincount(indices, minlength=num_codes).to(cluster_size.dtype)  # (K,)
+    sums = torch.zeros_like(embed_avg).index_add_(0, indices, z)  # (K, D)
+    cluster_size = decay * cluster_size + (1 - decay) * counts  # (K,)
+    embed_avg = decay * embed_avg + (1 - decay) * sums  # (K, D)
+    codebook = embed_avg / laplace_smoothed(cluster_size, eps)[:, None]  # (K, D)
+    return cluster_size, embed_avg, codebook
+
+
+def ema_update(
+    codebook: Tensor,
+    cluster_size: Tensor,
+    embed_avg: Tensor,
+    z: Tensor,
+    decay: float = 0.99,
+    eps: float = 1e-5,
+) -> EMAStep:
+    """Assign z (N, D) to the current codebook (K, D), then move the codes by EMA.
+
+    The assignments come from the codebook as it was *before* this step: they are the tokens
+    this batch produced, and the update only changes what the next batch will see.
+    """
+    _check_decay(decay)
+    if z.dim() != 2 or z.shape[1] != codebook.shape[1]:
+        raise ValueError(f"z must be (N, {codebook.shape[1]}), got shape {tuple(z.shape)}")
+    indices = nearest_code(z, codebook)  # (N,)
+    cluster_size, embed_avg, new_codebook = ema_statistics(
+        cluster_size, embed_avg, z, indices, decay, eps
+    )
+    return EMAStep(indices, cluster_size, embed_avg, new_codebook)
+
+
+# --------------------------------------------------------------------------- the module
+
+
+class VQOutput(NamedTuple):
+    """What `VectorQuantizer.forward` returns."""
+
+    quantized: Tensor  # same shape/layout as the input z, straight-through (gradient flows to z)
+    indices: Tensor  # int64: (B, H, W) for a (B, C, H, W) input, (B, N) for a (B, N, C) input
+    loss: Tensor  # scalar: codebook loss + beta * commitment loss (codebook term omitted with EMA)
+    perplexity: Tensor  # scalar, of this batch's code use (for logging)
+    usage: Tensor  # scalar in [0, 1]: fraction of codes used in this batch
+
+
+def usage_stats(indices: Tensor, num_codes: int) -> tuple[Tensor, Tensor]:
+    """(perplexity, usage) of a batch of indices, as tensors that stay on the device."""
+    counts = torch.bincount(indices.flatten(), minlength=num_codes).float()  # (K,)
+    p = counts / counts.sum()  # (K,)
+    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
+    return entropy.exp(), (counts > 0).float().mean()
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-code quantization with a learnable codebook and a straight-through output.
+
+    forward(z) takes a feature map (B, C, H, W) or a sequence (B, N, C) with C == dim and
+    returns a VQOutput. Options:
+
+    - `ema=True`: the codebook is a buffer moved by exponential moving averages of the
+      vectors assigned to each code (decay, Laplace smoothing with eps), and the loss is only
+      beta * commitment. Otherwise the codebook is an nn.Parameter trained by the codebook loss.
+    - `dead_code_threshold=t > 0`: a code whose decayed usage count falls below t is
+      restarted at a random vector of the current batch.
+    - `kmeans_init=True`: the codebook is fitted by k-means to the first training batch.
+    - `l2_normalize=True`: z and the codes are projected onto the unit sphere, so the
+      nearest code is the one with the highest cosine similarity.
+    - `code_dim=d`: z is projected to d dimensions before the lookup and back to `dim`
+      after it; the codebook is (num_codes, d).
+
+    Training vs eval: only `train()` mode changes state (EMA update, dead-code restarts,
+    k-means init). In `eval()` the forward is the same lookup, STE output and loss, with the
+    codebook left untouched.
+    """
+
+    def __init__(
+        self,
+        num_codes: int,
+        dim: int,
+        beta: float = 0.25,
+        *,
+        ema: bool = False,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        dead_code_threshold: float = 0.0,
+        kmeans_init: bool = False,
+        l2_normalize: bool = False,
+        code_dim: int | None = None,
+    ):
+        super().__init__()
+        for name, value in (("num_codes", num_codes), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if code_dim is not None and (
+            isinstance(code_dim, bool) or not isinstance(code_dim, int) or code_dim < 1
+        ):
+            raise ValueError(f"code_dim must be a positive int or None, got {code_dim!r}")
+        _check_beta(beta)
+        _check_decay(decay)
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps!r}")
+        if not dead_code_threshold >= 0:
+            raise ValueError(f"dead_code_threshold must be >= 0, got {dead_code_threshold!r}")
+
+        self._num_codes = num_codes
+        self.dim = dim
+        self.code_dim = dim if code_dim is None else code_dim
+        self.beta = float(beta)
+        self.ema = ema
+        self.decay = float(decay)
+        self.eps = float(eps)
+        self.dead_code_threshold = float(dead_code_threshold)
+        self.kmeans_init = kmeans_init
+        self.l2_normalize = l2_normalize
+
+        # The low-dimensional lookup (LlamaGen): project in, look up, project back out.
+        projected = self.code_dim != dim
+        self.in_proj = nn.Linear(dim, self.code_dim) if projected else nn.Identity()
+        self.out_proj = nn.Linear(self.code_dim, dim) if projected else nn.Identity()
+
+        # taming / LlamaGen initialise the codebook uniformly in [-1/K, 1/K].
+        init = torch.empty(num_codes, self.code_dim).uniform_(-1.0 / num_codes, 1.0 / num_codes)
+        if ema:
+            self.register_buffer("codebook", init)
+            self.register_buffer("embed_avg", init.clone())
+        else:
+            self.codebook = nn.Parameter(init)
+        # Decayed count of vectors per code: drives EMA updates and dead-code restarts.
+        self.register_buffer("cluster_size", torch.ones(num_codes))
+        self.register_buffer("initted", torch.tensor(not kmeans_init))
+
+    @property
+    def num_codes(self) -> int:
+        return self._num_codes
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_codes={self.num_codes}, dim={self.dim}, code_dim={self.code_dim}, "
+            f"beta={self.beta}, ema={self.ema}, decay={self.decay}, "
+            f"dead_code_threshold={self.dead_code_threshold}, kmeans_init={self.kmeans_init}, "
+            f"l2_normalize={self.l2_normalize}"
+        )
+
+    # ----------------------------------------------------------------- layout helpers
+
+    def _channels_last(self, z: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, H, W, C); (B, N, C) unchanged. Checks rank and channels."""
+        if not isinstance(z, Tensor):
+            raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
+        if not z.is_floating_point():
+            raise TypeError(f"z must be a floating-point tensor, got dtype {z.dtype}")
+        if z.dim() == 4:
+            channels = z.shape[1]
+            z = z.permute(0, 2, 3, 1)  # (B, H, W, C)
+        elif z.dim() == 3:
+            channels = z.shape[2]
+        else:
+            raise ValueError(
+                f"z must be (B, C, H, W) or (B, N, C), got a {z.dim()}-d tensor of shape "
+                f"{tuple(z.shape)}"
+            )
+        if channels != self.dim:
+            raise ValueError(
+                f"z has {channels} channels but the quantizer's dim is {self.dim} "
+                f"(z shape {tuple(z.shape)})"
+            )
+        if z.numel() == 0:
+            raise ValueError(f"z is empty (shape {tuple(z.shape)}): nothing to quantize")
+        return z
+
+    @staticmethod
+    def _restore_layout(x: Tensor, like_4d: bool) -> Tensor:
+        return x.permute(0, 3, 1, 2) if like_4d else x  # (B, H, W, C) -> (B, C, H, W)
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        return F.normalize(x, dim=-1) if self.l2_normalize else x
+
+    def lookup_codebook(self) -> Tensor:
+        """The (K, code_dim) vectors the lookup compares against (unit length with l2)."""
+        return self._normalize(self.codebook)
+
+    # ----------------------------------------------------------------- forward
+
+    def forward(self, z: Tensor) -> VQOutput:
+        is_map = isinstance(z, Tensor) and z.dim() == 4
+        z_last = self._channels_last(z)  # (B, H, W, C) or (B, N, C)
+        z_code = self._normalize(self.in_proj(z_last))  # (..., code_dim)
+        flat = z_code.detach().reshape(-1, self.code_dim)  # (M, code_dim)
+
+        if self.training and not bool(self.initted):
+            self._init_from_kmeans(flat)
+
+        codebook = self.lookup_codebook()  # (K, code_dim)
+        indices = nearest_code(z_code.detach(), codebook.detach())  # (B, H, W) or (B, N)
+        q = codebook[indices].to(z_code.dtype)  # (..., code_dim), gradient reaches the codebook
+
+        if self.ema:
+            loss = self.beta * commitment_loss(z_code, q)
+        else:
+            loss = vq_loss(z_code, q, self.beta)
+        quantized = self.out_proj(straight_through(z_code, q))  # (..., dim)
+        perplexity, usage = usage_stats(indices, self.num_codes)
+
+        if self.training:
+            # After the output is computed: the update changes what the NEXT batch sees.
+            self._update_codebook(flat, indices.flatten())
+        return VQOutput(self._restore_layout(quantized, is_map), indices, loss, perplexity, usage)
+
+    def codes(self, indices: Tensor) -> Tensor:
+        """Decoder-side vectors of tokens: (B, H, W) -> (B, dim, H, W); (B, N) -> (B, N, dim)."""
+        if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.dtype == torch.bool:
+            raise TypeError("indices must be an integer torch.Tensor")
+        if indices.dim() not in (2, 3):
+            raise ValueError(
+                f"indices must be (B, H, W) or (B, N), got shape {tuple(indices.shape)}"
+            )
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
+            raise ValueError(
+                f"indices must lie in [0, {self.num_codes - 1}], "
+                f"got values in [{int(indices.min())}, {int(indices.max())}]"
+            )
+        vectors = self.out_proj(self.lookup_codebook()[indices])  # (..., dim)
+        return self._restore_layout(vectors, indices.dim() == 3)
+
+    # ----------------------------------------------------------------- training-time updates
+
+    @torch.no_grad()
+    def _init_from_kmeans(self, flat: Tensor) -> None:
+        """Fit the codebook to the first training batch with k-means."""
+        if flat.shape[0] < self.num_codes:
+            raise ValueError(
+                f"kmeans_init needs at least num_codes={self.num_codes} vectors in the first "
+                f"training batch, got {flat.shape[0]}"
+            )
+        fitted = self._normalize(kmeans(flat.float(), self.num_codes, iters=KMEANS_ITERS))
+        self.codebook.data.copy_(fitted)
+        self.cluster_size.fill_(1.0)
+        if self.ema:
+            self.embed_avg.copy_(fitted)
+        self.initted.fill_(True)
+
+    @torch.no_grad()
+    def _update_codebook(self, flat: Tensor, indices: Tensor) -> None:
+        """EMA step (if enabled), then dead-code restarts (if enabled). Training only."""
+        if not self.ema and self.dead_code_threshold <= 0:
+            return
+        if self.ema:
+            cluster_size, embed_avg, codebook = ema_statistics(
+                self.cluster_size, self.embed_avg, flat, indices, self.decay, self.eps
+            )
+            self.cluster_size.copy_(cluster_size)
+            self.embed_avg.copy_(embed_avg)
+            self.codebook.copy_(codebook)
+        else:
+            counts = torch.bincount(indices, minlength=self.num_codes).to(self.cluster_size.dtype)
+            self.cluster_size.mul_(self.decay).add_((1 - self.decay) * counts)
+        if self.dead_code_threshold > 0:
+            self._restart_dead_codes(flat)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, flat: Tensor) -> None:
+        """Move every code whose decayed count is below the threshold onto a batch vector."""
+        dead = (self.cluster_size < self.dead_code_threshold).nonzero().flatten()  # (n_dead,)
+        if dead.numel() == 0:
+            return
+        # At most one batch vector per dead code, drawn without replacement; if there are more
+        # dead codes than vectors, a random subset is restarted now and the rest next step.
+        dead = dead[torch.randperm(dead.numel(), device=dead.device)[: flat.shape[0]]]
+        picks = torch.randperm(flat.shape[0], device=flat.device)[: dead.numel()]
+        vectors = flat[picks].to(self.codebook.dtype)  # (n_dead, code_dim)
+        self.codebook.data[dead] = vectors
+        self.cluster_size[dead] = self.dead_code_threshold
+        if self.ema:
+            self.embed_avg[dead] = vectors * self.dead_code_threshold
