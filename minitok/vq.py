@@ -41,7 +41,9 @@ def straight_through(z: Tensor, q: Tensor) -> Tensor:
     d q_st / d z is the identity and nothing flows into q (the codebook) through this path.
     """
     if z.shape != q.shape:
-        raise ValueError(f"z and q must have the same shape, got {tuple(z.shape)} and {tuple(q.shape)}")
+        raise ValueError(
+            f"z and q must have the same shape, got {tuple(z.shape)} and {tuple(q.shape)}"
+        )
     return z + (q - z).detach()
 
 
@@ -72,7 +74,9 @@ def vq_loss(z: Tensor, q: Tensor, beta: float = 0.25) -> Tensor:
     """
     _check_beta(beta)
     if z.shape != q.shape:
-        raise ValueError(f"z and q must have the same shape, got {tuple(z.shape)} and {tuple(q.shape)}")
+        raise ValueError(
+            f"z and q must have the same shape, got {tuple(z.shape)} and {tuple(q.shape)}"
+        )
     return codebook_loss(z, q) + beta * commitment_loss(z, q)
 
 
@@ -325,7 +329,11 @@ class VectorQuantizer(nn.Module):
 
     def codes(self, indices: Tensor) -> Tensor:
         """Decoder-side vectors of tokens: (B, H, W) -> (B, dim, H, W); (B, N) -> (B, N, dim)."""
-        if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.dtype == torch.bool:
+        if (
+            not isinstance(indices, Tensor)
+            or indices.is_floating_point()
+            or indices.dtype == torch.bool
+        ):
             raise TypeError("indices must be an integer torch.Tensor")
         if indices.dim() not in (2, 3):
             raise ValueError(
