@@ -1,4 +1,4 @@
-"""The `minitok` command (also `python -m minitok`): env, assign, demo."""
+"""The `minitok` command (also `python -m minitok`): env, assign, demo, grade."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--device", default="cpu", help="cpu or cuda")
     p_demo.add_argument("--quick", action="store_true", help="smaller settings, for tests")
 
+    p_grade = sub.add_parser("grade", help="score submitted lesson notebooks per exercise")
+    p_grade.add_argument("submissions", nargs="+", type=Path, help="the .ipynb files to grade")
+    p_grade.add_argument("--json", type=Path, default=None, help="also write a JSON report here")
+    p_grade.add_argument("--timeout", type=float, default=60.0,
+                         help="seconds allowed per exercise (default 60)")
+
     args = parser.parse_args(argv)
     if args.command == "env":
         from minitok.env import run
@@ -48,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         from minitok.demo import run_demo
 
         return run_demo(out=Path(args.out), seed=args.seed, device=args.device, quick=args.quick)
+    if args.command == "grade":
+        from minitok.grade import grade
+
+        return grade(args.submissions, json_path=args.json, timeout=args.timeout)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import os
 from pathlib import Path
 
 import nbformat
+
+from minitok.grade import definitions, lesson_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
@@ -49,29 +50,15 @@ def stream_text(notebook: nbformat.NotebookNode) -> str:
 
 def check_module_name(notebook: nbformat.NotebookNode) -> str:
     """The lesson's check module, from its `from minitok.checks import lessonNN as check`."""
-    for cell in notebook.cells:
-        if cell.cell_type != "code":
-            continue
-        for node in ast.walk(ast.parse(cell.source)):
-            if isinstance(node, ast.ImportFrom) and node.module == "minitok.checks":
-                for alias in node.names:
-                    if alias.name.startswith("lesson"):
-                        return f"minitok.checks.{alias.name}"
-    raise LookupError("notebook never imports its check module from minitok.checks")
+    return lesson_module(notebook)
 
 
 def exercise_namespace(notebook: nbformat.NotebookNode) -> dict:
     """Execute only the imports and the def/class blocks of a notebook's code cells.
 
     That gives the notebook's own versions of its functions without running its training
-    cells, so a test can compare them with the package on seeded inputs.
+    cells (the same extraction the grader uses), so a test can compare them with the package.
     """
-    keep = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)
     namespace: dict = {"__name__": "solution_notebook"}
-    for cell in notebook.cells:
-        if cell.cell_type != "code" or cell.source.lstrip().startswith(("%", "!")):
-            continue
-        tree = ast.parse(cell.source)
-        tree.body = [node for node in tree.body if isinstance(node, keep)]
-        exec(compile(tree, "<notebook>", "exec"), namespace)
+    exec(compile(definitions(notebook), "<notebook>", "exec"), namespace)
     return namespace
