@@ -1,0 +1,432 @@
+"""Lesson 07: any-to-any, one causal transformer that reads and writes text and images.
+
+With the shared vocabulary of `minitok.vocab`, text-to-image and captioning are the same
+thing: continue a document. Both directions are trained in one mixed stream:
+
+    text -> image   "the digit 7" <boi> [64 codes] <eoi> <eot>     predict the image
+    image -> text   <boi> [64 codes] <eoi> "the digit 7" <eot>     predict the caption
+
+and the loss is taken only on the part being predicted (the answer), never on the prompt
+or the padding. At generation time the decoding is constrained by the document's grammar:
+inside an image span only image ids may be drawn and <eoi> is forced after exactly
+grid_size**2 codes; in text no image id may be drawn.
+
+Reading order: the captions and their held-out split, `CaptionedDigits` (the training
+stream), `masked_targets` and `span_loss`, `train`, `allowed_next` and `generate`, then the
+two tasks `text_to_image` and `image_to_text` and their checkers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from minitok.checkpoints import checkpoint_path, load_checkpoint
+from minitok.sampling import sample_logits
+from minitok.transformer import Transformer, TransformerConfig
+from minitok.vocab import Vocabulary, build_sequence, split_sequence
+
+IGNORE = -100  # the target value F.cross_entropy skips (its default ignore_index)
+
+# --------------------------------------------------------------------------- captions
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+# Six ways to say which digit an image shows: the digit as a word or a numeral, at the start,
+# in the middle or at the end. The model has to read the caption to know what to draw.
+TEMPLATES = (
+    "{word}",
+    "the digit {numeral}",
+    "a handwritten {word}",
+    "number {numeral}",
+    "the number {word}",
+    "{word} written by hand",
+)
+
+
+def caption(template: int, digit: int) -> str:
+    """The caption of `digit` (0..9) in wording `template` (an index into TEMPLATES)."""
+    if not isinstance(template, int) or not 0 <= template < len(TEMPLATES):
+        raise ValueError(f"template must be an int in [0, {len(TEMPLATES) - 1}], got {template!r}")
+    if not isinstance(digit, int) or not 0 <= digit <= 9:
+        raise ValueError(f"digit must be an int in [0, 9], got {digit!r}")
+    return TEMPLATES[template].format(word=DIGIT_WORDS[digit], numeral=str(digit))
+
+
+def held_out_pairs() -> list[tuple[int, int]]:
+    """The (template, digit) combinations never shown in training: one wording per digit.
+
+    Digit d is held out in wording d % 6, so every wording is still seen with other digits
+    and every digit with other wordings: to draw "the number four" the model must combine a
+    wording and a digit name it only ever saw apart.
+    """
+    return [(digit % len(TEMPLATES), digit) for digit in range(10)]
+
+
+def training_pairs() -> list[tuple[int, int]]:
+    """Every (template, digit) combination that is not held out (50 of 60)."""
+    held = set(held_out_pairs())
+    return [(t, d) for d in range(10) for t in range(len(TEMPLATES)) if (t, d) not in held]
+
+
+def read_digit(text: str) -> int | None:
+    """The digit a caption names, as a word or a numeral, or None if it names none or several.
+
+    This is the captioning checker: "a handwritten seven" -> 7, "number 3" -> 3,
+    "seven or 3" -> None, "" -> None.
+    """
+    named = set()
+    for word in re.findall(r"[a-z]+|[0-9]+", text.lower()):
+        if word in DIGIT_WORDS:
+            named.add(DIGIT_WORDS.index(word))
+        elif word.isdigit() and len(word) == 1:
+            named.add(int(word))
+        elif word.isdigit():
+            return None  # "17" names no single digit
+    return named.pop() if len(named) == 1 else None
+
+
+def is_known_wording(text: str) -> bool:
+    """True if `text` is exactly one of the 60 captions (any template, any digit)."""
+    return any(text == caption(t, d) for t in range(len(TEMPLATES)) for d in range(10))
+
+
+# --------------------------------------------------------------------------- the mixed stream
+
+
+class CaptionedDigits:
+    """Tokenised digit images with captions, served as a mixed stream of both directions.
+
+    grids: (N, G, G) int64 image codes (the Lesson 03 tokenizer's output), labels: (N,) the
+    digit of each. Each example draws an image, one of the wordings allowed for its digit
+    (`pairs`, by default the training pairs), and a direction, then builds the document and
+    notes where its answer starts:
+
+        text -> image   caption <boi> | codes <eoi> <eot>     answer_start = len(caption) + 1
+        image -> text   <boi> codes <eoi> | caption <eot>     answer_start = G*G + 2
+
+    Documents are right-padded with <pad> to `max_len`, the longest possible document.
+    """
+
+    def __init__(self, grids: torch.Tensor, labels: torch.Tensor, vocab: Vocabulary,
+                 pairs: list[tuple[int, int]] | None = None, p_text_to_image: float = 0.5):
+        G = vocab.grid_size
+        if not isinstance(grids, torch.Tensor) or grids.dim() != 3 or grids.shape[1:] != (G, G):
+            shape = tuple(grids.shape) if isinstance(grids, torch.Tensor) else type(grids).__name__
+            raise ValueError(f"grids must be (N, {G}, {G}) image codes, got {shape}")
+        if not isinstance(labels, torch.Tensor) or labels.shape != (grids.shape[0],):
+            raise ValueError(f"labels must be ({grids.shape[0]},) digits, one per grid")
+        if not 0.0 <= p_text_to_image <= 1.0:
+            raise ValueError(f"p_text_to_image must be in [0, 1], got {p_text_to_image!r}")
+        self.grids = grids.long().cpu()
+        self.labels = labels.long().cpu()
+        self.vocab = vocab
+        self.p_text_to_image = p_text_to_image
+        pairs = training_pairs() if pairs is None else pairs
+        self.templates_for = {d: [t for t, d2 in pairs if d2 == d] for d in range(10)}
+        missing = sorted({int(d) for d in self.labels.unique()} - {
+            d for d, ts in self.templates_for.items() if ts})
+        if missing:
+            raise ValueError(f"pairs give no wording for digits {missing} that the labels hold")
+        longest = max(len(caption(t, d)) for t, d in pairs)
+        self.max_len = longest + vocab.image_tokens + 3  # <boi>, <eoi>, <eot>
+
+    def __len__(self) -> int:
+        return self.grids.shape[0]
+
+    def example(self, index: int, template: int, text_to_image: bool) -> tuple[torch.Tensor, int]:
+        """One document (L,) and the position where its answer starts."""
+        text = caption(template, int(self.labels[index]))
+        grid = self.grids[index]  # (G, G)
+        if text_to_image:
+            return build_sequence([text, grid], self.vocab), len(text) + 1
+        return build_sequence([grid, text], self.vocab), self.vocab.image_tokens + 2
+
+    def batch(self, batch_size: int, generator: torch.Generator | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch: documents (B, max_len) padded with <pad>, answer starts (B,)."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        index = torch.randint(len(self), (batch_size,), generator=generator)  # (B,)
+        choice = torch.rand(batch_size, generator=generator)  # (B,) picks the wording
+        direction = torch.rand(batch_size, generator=generator) < self.p_text_to_image  # (B,)
+        seqs = torch.full((batch_size, self.max_len), self.vocab.pad, dtype=torch.long)
+        starts = torch.empty(batch_size, dtype=torch.long)
+        for b in range(batch_size):
+            i = int(index[b])
+            templates = self.templates_for[int(self.labels[i])]
+            template = templates[int(choice[b] * len(templates))]
+            seq, start = self.example(i, template, bool(direction[b]))
+            seqs[b, : len(seq)] = seq
+            starts[b] = start
+        return seqs, starts
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+def masked_targets(seqs: torch.Tensor, answer_start: torch.Tensor, vocab: Vocabulary
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets with the loss restricted to the answer.
+
+    seqs: (B, L) documents, answer_start: (B,) the position of each answer's first token.
+    Returns inputs = seqs[:, :-1] and targets = seqs[:, 1:], both (B, L-1), where a target
+    is set to IGNORE (-100) when it is part of the prompt (its position in seqs is before
+    answer_start) or padding. Target j is the token at position j + 1.
+    """
+    inputs = seqs[:, :-1]  # (B, L-1)
+    targets = seqs[:, 1:].clone()  # (B, L-1): target j is token j+1
+    position = torch.arange(1, seqs.shape[1], device=seqs.device)  # (L-1,) where targets sit
+    in_prompt = position[None, :] < answer_start[:, None]  # (B, L-1)
+    is_pad = targets == vocab.pad  # (B, L-1)
+    targets[in_prompt | is_pad] = IGNORE
+    return inputs, targets
+
+
+def span_loss(model: Transformer, seqs: torch.Tensor, answer_start: torch.Tensor,
+              vocab: Vocabulary) -> torch.Tensor:
+    """Mean cross-entropy over the answer tokens only (a scalar)."""
+    inputs, targets = masked_targets(seqs, answer_start, vocab)  # (B, L-1) each
+    logits = model(inputs)  # (B, L-1, V)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=IGNORE)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def model_config(vocab: Vocabulary, block_size: int, n_layer: int = 4, n_head: int = 4,
+                 n_embd: int = 128, dropout: float = 0.1) -> TransformerConfig:
+    """The transformer for a vocabulary: vocab_size = vocab.size, causal attention."""
+    return TransformerConfig(vocab_size=vocab.size, block_size=block_size, n_layer=n_layer,
+                             n_head=n_head, n_embd=n_embd, dropout=dropout, causal=True)
+
+
+def learning_rate(step: int, steps: int, peak: float, warmup: int = 100) -> float:
+    """Linear warm-up to `peak`, then a cosine decay to peak / 10 at the last step."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def train(model: Transformer, data: CaptionedDigits, steps: int, batch_size: int = 64,
+          lr: float = 1e-3, generator: torch.Generator | None = None,
+          log_every: int = 0) -> list[float]:
+    """Train on the mixed stream with the answer-only loss; returns the loss of every step."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1,
+                                  betas=(0.9, 0.95))
+    model.train()
+    losses = []
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, steps, lr, warmup=min(100, steps // 10 + 1))
+        seqs, starts = data.batch(batch_size, generator)
+        loss = span_loss(model, seqs.to(device), starts.to(device), data.vocab)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if log_every and (step % log_every == 0 or step == steps - 1):
+            print(f"step {step:5d}  loss {loss.item():.4f}")
+    model.eval()
+    return losses
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def allowed_next(tokens: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
+    """Which ids may come next after each prefix: (B, T) -> (B, V) bool, True = allowed.
+
+    The grammar of a document, read from the tokens so far:
+      - after <eot> the document is over: only <pad>;
+      - inside an image span (the last <boi> comes after the last <eoi>) holding n codes:
+        only image ids while n < grid_size**2, then only <eoi>;
+      - otherwise we are in text: text ids, <eot> (finish), or <boi> (start an image);
+        never an image id, an <eoi> or a <pad>.
+    """
+    B, T = tokens.shape
+    ids = torch.arange(vocab.size, device=tokens.device)  # (V,)
+    position = torch.arange(T, device=tokens.device)  # (T,)
+    last_boi = torch.where(tokens == vocab.boi, position, -1).max(dim=1).values  # (B,)
+    last_eoi = torch.where(tokens == vocab.eoi, position, -1).max(dim=1).values  # (B,)
+    ended = (tokens == vocab.eot).any(dim=1)  # (B,)
+    in_image = (last_boi > last_eoi) & ~ended  # (B,)
+    n_codes = T - 1 - last_boi  # (B,) tokens since the <boi> (meaningful when in_image)
+    want_code = in_image & (n_codes < vocab.image_tokens)  # (B,)
+    want_eoi = in_image & (n_codes >= vocab.image_tokens)  # (B,)
+    in_text = ~ended & ~in_image  # (B,)
+
+    text_ok = vocab.is_text(ids) | (ids == vocab.eot) | (ids == vocab.boi)  # (V,)
+    allowed = torch.zeros(B, vocab.size, dtype=torch.bool, device=tokens.device)  # (B, V)
+    allowed[ended] = ids == vocab.pad
+    allowed[want_code] = vocab.is_image(ids)
+    allowed[want_eoi] = ids == vocab.eoi
+    allowed[in_text] = text_ok
+    return allowed
+
+
+def constrain_logits(logits: torch.Tensor, tokens: torch.Tensor, vocab: Vocabulary
+                     ) -> torch.Tensor:
+    """Set the logits of every id the grammar forbids to -inf: (B, V) -> (B, V)."""
+    return logits.masked_fill(~allowed_next(tokens, vocab), float("-inf"))
+
+
+@torch.no_grad()
+def generate(model: Transformer, prompt: torch.Tensor, vocab: Vocabulary, max_new_tokens: int,
+             temperature: float = 1.0, top_k: int | None = None, greedy: bool = False,
+             generator: torch.Generator | None = None, constrained: bool = True
+             ) -> torch.Tensor:
+    """Continue the documents in `prompt` (B, T0): (B, T0 + n) with n <= max_new_tokens.
+
+    One token per step with a KV cache (prefill the prompt, then feed each new token).
+    With `constrained`, each step's logits are masked by `allowed_next` before the draw, so
+    the output always follows the grammar; generation stops early once every row has
+    reached <eot>. The prompt must be a well-formed start of a document (no <pad>).
+    """
+    if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.shape[1] == 0:
+        raise ValueError("prompt must be a (B, T0) tensor of token ids with T0 >= 1")
+    for row in prompt:
+        split_sequence(row, vocab, complete=False)  # a clear error for a malformed prompt
+    B, T0 = prompt.shape
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    if T0 + max_new_tokens > model.config.block_size:
+        raise ValueError(
+            f"max_new_tokens: prompt ({T0}) + max_new_tokens ({max_new_tokens}) exceeds the "
+            f"model's block_size = {model.config.block_size}"
+        )
+    model.eval()
+    tokens = prompt.long()  # (B, T)
+    cache = model.new_cache(B, max_len=T0 + max_new_tokens)
+    step_input = tokens  # the prompt first (prefill), then one token per step
+    for _ in range(max_new_tokens):
+        logits = model(step_input, cache)[:, -1, :].float()  # (B, V)
+        if constrained:
+            logits = constrain_logits(logits, tokens, vocab)
+        next_token = sample_logits(logits, temperature=temperature, top_k=top_k,
+                                   generator=generator, greedy=greedy)  # (B,)
+        step_input = next_token[:, None]  # (B, 1)
+        tokens = torch.cat([tokens, step_input], dim=1)  # (B, T + 1)
+        if constrained and (tokens == vocab.eot).any(dim=1).all():
+            break
+    return tokens
+
+
+# --------------------------------------------------------------------------- the two tasks
+
+
+def text_prompt(text: str, vocab: Vocabulary) -> torch.Tensor:
+    """The prompt that asks for an image of `text`: its characters then <boi>, (T0,)."""
+    if not text:
+        raise ValueError("text: an empty caption gives the model nothing to draw from")
+    return torch.cat([vocab.encode_text(text), torch.tensor([vocab.boi])])  # (T0,)
+
+
+def image_prompt(grids: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
+    """The prompts that ask for captions: <boi> codes <eoi> per grid, (N, G*G + 2)."""
+    G = vocab.grid_size
+    if not isinstance(grids, torch.Tensor) or grids.dim() != 3 or grids.shape[1:] != (G, G):
+        shape = tuple(grids.shape) if isinstance(grids, torch.Tensor) else type(grids).__name__
+        raise ValueError(f"grids must be (N, {G}, {G}) image codes (grid_size={G}), got {shape}")
+    N = grids.shape[0]
+    codes = vocab.image_ids(grids.reshape(N, -1).long())  # (N, G*G)
+    boi = torch.full((N, 1), vocab.boi, dtype=torch.long, device=codes.device)
+    eoi = torch.full((N, 1), vocab.eoi, dtype=torch.long, device=codes.device)
+    return torch.cat([boi, codes, eoi], dim=1)  # (N, G*G + 2)
+
+
+@torch.no_grad()
+def text_to_image(model: Transformer, vocab: Vocabulary, text: str, n: int,
+                  temperature: float = 1.0, top_k: int | None = None,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw `n` images of the caption `text`: (n, G, G) image codes.
+
+    The prompt ends with <boi>, so the constrained decoder writes exactly grid_size**2
+    image codes and then the forced <eoi>.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    device = next(model.parameters()).device
+    prompt = text_prompt(text, vocab).to(device).expand(n, -1)  # (n, T0)
+    out = generate(model, prompt, vocab, vocab.image_tokens + 1, temperature=temperature,
+                   top_k=top_k, generator=generator)  # (n, T0 + G*G + 1)
+    T0 = prompt.shape[1]
+    codes = vocab.image_codes(out[:, T0 : T0 + vocab.image_tokens])  # (n, G*G)
+    return codes.reshape(n, vocab.grid_size, vocab.grid_size).cpu()  # (n, G, G)
+
+
+@torch.no_grad()
+def image_to_text(model: Transformer, vocab: Vocabulary, grids: torch.Tensor,
+                  max_len: int | None = None, greedy: bool = True, temperature: float = 1.0,
+                  generator: torch.Generator | None = None) -> list[str]:
+    """Caption each (G, G) grid of codes: a list of N strings.
+
+    The caption is the text the model writes after <eoi>, up to its <eot> (greedy by
+    default: the most likely caption). A caption that is cut off by `max_len` (default:
+    as long as the model's context allows) is returned as far as it got.
+    """
+    device = next(model.parameters()).device
+    prompt = image_prompt(grids, vocab).to(device)  # (N, G*G + 2)
+    T0 = prompt.shape[1]
+    room = model.config.block_size - T0
+    max_len = room if max_len is None else max_len
+    if not isinstance(max_len, int) or not 1 <= max_len <= room:
+        raise ValueError(f"max_len must be an int in [1, {room}] (the context left after "
+                         f"the image), got {max_len!r}")
+    out = generate(model, prompt, vocab, max_len, greedy=greedy, temperature=temperature,
+                   generator=generator).cpu()  # (N, T0 + n)
+    captions = []
+    for row in out[:, T0:]:
+        is_text = vocab.is_text(row)  # (n,)
+        stop = int((~is_text).nonzero()[0]) if (~is_text).any() else len(row)
+        captions.append(vocab.decode_text(row[:stop]))
+    return captions
+
+
+# --------------------------------------------------------------------------- checkpoint
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file: ties the any-to-any checkpoint to the tokenizer it was trained on."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_anytoany(path: str | Path | None = None, device: torch.device | str = "cpu",
+                  tokenizer_path: str | Path | None = None
+                  ) -> tuple[Transformer, Vocabulary]:
+    """The shipped any-to-any model (scripts/train_anytoany.py) and its vocabulary.
+
+    Its image ids only mean something for the tokenizer it was trained with, so loading
+    checks that the tokenizer checkpoint is the same file (same sha256) and says how to
+    retrain when it is not.
+    """
+    path = checkpoint_path("anytoany") if path is None else Path(path)
+    payload = load_checkpoint(path, kind="anytoany")
+    tokenizer_path = checkpoint_path("tokenizer") if tokenizer_path is None else tokenizer_path
+    expected = payload["meta"].get("tokenizer_sha256")
+    if expected is not None and Path(tokenizer_path).is_file():
+        found = file_digest(tokenizer_path)
+        if found != expected:
+            raise ValueError(
+                f"path: {str(path)!r} was trained on a different tokenizer checkpoint "
+                f"(sha256 {expected[:12]}..., found {found[:12]}... at {str(tokenizer_path)!r}); "
+                f"its image ids would mean other codes. Rebuild it: "
+                f"python scripts/train_anytoany.py"
+            )
+    v = payload["config"]["vocab"]
+    vocab = Vocabulary(n_image_codes=v["n_image_codes"], grid_size=v["grid_size"],
+                       alphabet=v["alphabet"])
+    model = Transformer(TransformerConfig(**payload["config"]["model"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), vocab

@@ -1,0 +1,227 @@
+"""Lesson 07's checks pass minitok's reference and fail each classic mistake, naming it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minitok import anytoany, vocab
+from minitok.checks import exercises_in
+from minitok.checks import lesson07 as check
+from minitok.checks._core import run_check
+
+NAMES = ["build_sequence", "masked_targets", "allowed_next"]
+
+
+def verdict(check_fn, fn):
+    return run_check(check_fn.exercise, check_fn.test, fn)
+
+
+def assert_fails_with(check_fn, fn, hint_words: str):
+    result = verdict(check_fn, fn)
+    assert result.status == "failed", result.render()
+    assert hint_words in (result.hint or ""), result.render()
+
+
+def test_every_exercise_has_a_check():
+    assert list(exercises_in(check)) == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_passes(name):
+    check_fn = exercises_in(check)[name]
+    result = verdict(check_fn, check_fn.reference)
+    assert result.status == "passed", result.render()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unfinished_exercise_is_not_done(name):
+    def unfinished(*args):
+        raise NotImplementedError
+
+    assert verdict(exercises_in(check)[name], unfinished).status == "not done"
+
+
+def test_checks_do_not_touch_the_global_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    for check_fn in exercises_in(check).values():
+        verdict(check_fn, check_fn.reference)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# --------------------------------------------------------------------------- build_sequence
+
+
+def _build(parts, v, *, offset=True, raster=True, markers=True, eot=True, as_list=False):
+    """build_sequence with one classic mistake switched on."""
+    pieces = []
+    for part in parts:
+        if isinstance(part, str):
+            pieces.append(v.encode_text(part))
+            continue
+        grid = part if raster else part.t()
+        codes = grid.reshape(-1) + (v.image_offset if offset else 0)
+        pieces += [torch.tensor([v.boi]), codes, torch.tensor([v.eoi])] if markers else [codes]
+    if eot:
+        pieces.append(torch.tensor([v.eot]))
+    seq = torch.cat(pieces)
+    return seq.tolist() if as_list else seq
+
+
+@pytest.mark.parametrize(
+    "mistake, hint_words",
+    [
+        ({"offset": False}, "image_offset"),
+        ({"raster": False}, "row by row"),
+        ({"markers": False}, "vocab.boi, then"),
+        ({"eot": False}, "ends with one vocab.eot"),
+        ({"as_list": True}, "one 1-D tensor"),
+    ],
+)
+def test_build_sequence_catches(mistake, hint_words):
+    def wrong(parts, v):
+        return _build(parts, v, **mistake)
+
+    assert_fails_with(check.build_sequence, wrong, hint_words)
+
+
+def test_build_sequence_catches_float_ids_and_dropped_parts():
+    def floats(parts, v):
+        return _build(parts, v).float()
+
+    def first_part_only(parts, v):
+        return _build(parts[:1], v)
+
+    assert_fails_with(check.build_sequence, floats, "int64")
+    assert_fails_with(check.build_sequence, first_part_only, "handle the parts in order")
+
+
+# --------------------------------------------------------------------------- masked_targets
+
+
+def _targets(seqs, starts, v, *, shift=True, keep_from=1, mask_prompt=True, mask_pad=True,
+             ignore=-100, clone=True):
+    """masked_targets with one classic mistake switched on (keep_from: the right value is 1)."""
+    if not shift:
+        return seqs, seqs.clone()
+    inputs = seqs[:, :-1]
+    targets = seqs[:, 1:].clone() if clone else seqs[:, 1:]
+    j = torch.arange(targets.shape[1])[None, :]
+    mask = torch.zeros_like(targets, dtype=torch.bool)
+    if mask_prompt:
+        mask |= j + keep_from < starts[:, None]
+    if mask_pad:
+        mask |= targets == v.pad
+    targets[mask] = ignore
+    return inputs, targets
+
+
+@pytest.mark.parametrize(
+    "mistake, hint_words",
+    [
+        ({"shift": False}, "seqs[:, 1:]"),
+        ({"mask_prompt": False}, "prompt is given"),
+        ({"keep_from": 0}, "j + 1 >= answer_start"),
+        ({"keep_from": 2}, "j + 1 >= answer_start"),
+        ({"mask_pad": False}, "padding is not part"),
+        ({"ignore": 0}, "-100"),
+        ({"ignore": check.TINY.pad}, "-100"),
+        ({"clone": False}, "clone"),
+    ],
+)
+def test_masked_targets_catches(mistake, hint_words):
+    def wrong(seqs, starts, v):
+        return _targets(seqs, starts, v, **mistake)
+
+    assert_fails_with(check.masked_targets, wrong, hint_words)
+
+
+def test_masked_targets_catches_a_single_return_value():
+    def targets_only(seqs, starts, v):
+        return anytoany.masked_targets(seqs, starts, v)[1]
+
+    assert_fails_with(check.masked_targets, targets_only, "return inputs, targets")
+
+
+# --------------------------------------------------------------------------- allowed_next
+
+
+def _allowed(tokens, v, *, images_in_text=False, specials_in_text=True, force_eoi=True,
+             eoi_after=None, from_first_boi=False, after_eot_pad=True, text_in_image=False,
+             as_float=False):
+    """allowed_next as a row-by-row loop, with one classic mistake switched on."""
+    G2 = v.image_tokens if eoi_after is None else eoi_after
+    ids = torch.arange(v.size)
+    rows = []
+    for row in tokens.tolist():
+        if v.eot in row and after_eot_pad:
+            rows.append(ids == v.pad)
+            continue
+        boi_at = [i for i, t in enumerate(row) if t == v.boi]
+        eoi_at = [i for i, t in enumerate(row) if t == v.eoi]
+        opened = (boi_at[0] if from_first_boi else boi_at[-1]) if boi_at else -1
+        closed = eoi_at[-1] if eoi_at else -1
+        if opened > closed:
+            n_codes = len(row) - 1 - opened
+            if from_first_boi:
+                n_codes = sum(1 for t in row[opened:] if v.is_image(torch.tensor(t)))
+            if n_codes < G2 or not force_eoi:
+                allowed = v.is_image(ids)
+                if text_in_image:
+                    allowed = allowed | v.is_text(ids)
+                if not force_eoi and n_codes >= G2:
+                    allowed = allowed | (ids == v.eoi)
+            else:
+                allowed = ids == v.eoi
+        else:
+            allowed = v.is_text(ids)
+            if specials_in_text:
+                allowed = allowed | (ids == v.eot) | (ids == v.boi)
+            if images_in_text:
+                allowed = allowed | v.is_image(ids)
+        rows.append(allowed)
+    out = torch.stack(rows)
+    return out.float() if as_float else out
+
+
+def test_the_loop_version_passes():
+    """The test's own loop (no mistake switched on) is a correct learner answer."""
+    result = verdict(check.allowed_next, _allowed)
+    assert result.status == "passed", result.render()
+
+
+@pytest.mark.parametrize(
+    "mistake, hint_words",
+    [
+        ({"images_in_text": True}, "no image id may come next"),
+        ({"specials_in_text": False}, "<eot> (finish) and <boi>"),
+        ({"text_in_image": True}, "only image ids may come next"),
+        ({"force_eoi": False}, "force <eoi> after exactly"),
+        ({"eoi_after": 3}, "one code too early"),
+        ({"eoi_after": 5}, "force <eoi> after exactly"),
+        ({"from_first_boi": True}, "LAST <boi>"),
+        ({"after_eot_pad": False}, "only <pad> may follow"),
+        ({"as_float": True}, "bool tensor"),
+    ],
+)
+def test_allowed_next_catches(mistake, hint_words):
+    def wrong(tokens, v):
+        return _allowed(tokens, v, **mistake)
+
+    assert_fails_with(check.allowed_next, wrong, hint_words)
+
+
+def test_allowed_next_catches_a_batch_read_from_its_first_row():
+    def first_row_for_all(tokens, v):
+        return anytoany.allowed_next(tokens[:1], v).expand(tokens.shape[0], -1)
+
+    assert_fails_with(check.allowed_next, first_row_for_all, "rows are independent")
+
+
+def test_tiny_vocabulary_layout_is_what_the_hints_assume():
+    v = check.TINY
+    assert (v.text_size, v.image_offset, v.boi, v.eoi, v.eot, v.pad, v.size) == (
+        4, 4, 9, 10, 11, 12, 13)
+    assert vocab.build_sequence(["ab c"], v).tolist() == [0, 1, 2, 3, 11]
