@@ -1,0 +1,363 @@
+"""Lesson 01's checks pass minitok's reference and a learner's correct code, and fail each
+classic mistake with the hint that names it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from minitok import quantize
+from minitok.checks import exercises_in
+from minitok.checks import lesson01 as check
+from minitok.checks._core import run_check
+
+NAMES = [
+    "squared_distances",
+    "nearest_code",
+    "quantize_feature_map",
+    "codebook_usage",
+    "perplexity",
+    "kmeans_step",
+]
+
+
+def verdict(check_fn, fn):
+    return run_check(check_fn.exercise, check_fn.test, fn)
+
+
+def assert_passes(check_fn, fn):
+    result = verdict(check_fn, fn)
+    assert result.status == "passed", result.render()
+
+
+def assert_fails_with(check_fn, fn, hint_words: str):
+    result = verdict(check_fn, fn)
+    assert result.status == "failed", result.render()
+    assert hint_words in (result.hint or ""), result.render()
+
+
+def test_every_exercise_has_a_check():
+    assert list(exercises_in(check)) == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_passes(name):
+    check_fn = exercises_in(check)[name]
+    assert_passes(check_fn, check_fn.reference)
+
+
+def test_checks_do_not_touch_the_global_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    for check_fn in exercises_in(check).values():
+        verdict(check_fn, check_fn.reference)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_unfinished_exercise_is_not_done():
+    def unfinished(z, codebook):
+        raise NotImplementedError("Exercise squared_distances: write it")
+
+    assert verdict(check.squared_distances, unfinished).status == "not done"
+
+
+def test_precision_trap_is_a_real_trap():
+    """fp32 finds the planted codes; the same expansion in bf16 does not."""
+    z, codebook, answer = check.precision_trap(torch.Generator().manual_seed(0))
+    assert torch.equal(quantize.nearest_code(z, codebook), answer)
+    assert torch.equal(z.bfloat16().float(), z) and torch.equal(codebook.bfloat16().float(), codebook)
+    zb, cb = z.bfloat16(), codebook.bfloat16()
+    bf16 = ((zb * zb).sum(1, keepdim=True) - 2 * zb @ cb.t() + (cb * cb).sum(1)).argmin(1)
+    assert (bf16 != answer).sum() >= 5
+
+
+# --------------------------------------------------------------------------- squared_distances
+
+
+def learner_distances(z, codebook):
+    """How a learner writes it after reading the lesson."""
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        z, codebook = z.float(), codebook.float()
+        z_sq = (z**2).sum(dim=1, keepdim=True)
+        e_sq = (codebook**2).sum(dim=1)
+        return z_sq - 2 * z @ codebook.T + e_sq
+
+
+def test_squared_distances_accepts_a_learners_version():
+    assert_passes(check.squared_distances, learner_distances)
+
+
+def test_squared_distances_catches_the_wrong_sign():
+    def wrong(z, codebook):
+        return (z**2).sum(1, keepdim=True) + 2 * z @ codebook.T + (codebook**2).sum(1)
+
+    assert_fails_with(check.squared_distances, wrong, "minus sign")
+
+
+def test_squared_distances_catches_a_missing_two():
+    def wrong(z, codebook):
+        return (z**2).sum(1, keepdim=True) - z @ codebook.T + (codebook**2).sum(1)
+
+    assert_fails_with(check.squared_distances, wrong, "twice the dot product")
+
+
+def test_squared_distances_catches_a_square_root():
+    def wrong(z, codebook):
+        return torch.cdist(z, codebook)
+
+    assert_fails_with(check.squared_distances, wrong, "no square root")
+
+
+def test_squared_distances_catches_the_transpose():
+    def wrong(z, codebook):
+        return learner_distances(codebook, z)
+
+    assert_fails_with(check.squared_distances, wrong, "(N, K)")
+
+
+def test_squared_distances_catches_low_precision_under_autocast():
+    def wrong(z, codebook):  # correct in float32, but the matmul follows autocast into bf16
+        return (z**2).sum(1, keepdim=True) - 2 * z @ codebook.T + (codebook**2).sum(1)
+
+    assert_fails_with(check.squared_distances, wrong, "lost precision")
+
+
+def test_squared_distances_catches_bf16_arithmetic_on_bf16_inputs():
+    def wrong(z, codebook):  # autocast is off, but bf16 inputs are never cast up
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return (z**2).sum(1, keepdim=True) - 2 * z @ codebook.T + (codebook**2).sum(1)
+
+    assert_fails_with(check.squared_distances, wrong, "lost precision")
+
+
+# --------------------------------------------------------------------------- nearest_code
+
+
+def learner_nearest(z, codebook, chunk_size=None, argmin_dim=1, drop_last=False, argmax=False):
+    flat = z.reshape(-1, z.shape[-1])
+    n = flat.shape[0]
+    step = n if chunk_size is None else chunk_size
+    indices = torch.zeros(n, dtype=torch.long)
+    stop = n - step + 1 if drop_last else n
+    for start in range(0, stop, step):
+        d = learner_distances(flat[start : start + step], codebook)
+        found = d.argmax(dim=1) if argmax else d.argmin(dim=argmin_dim)
+        if argmin_dim == 0:
+            return found
+        indices[start : start + step] = found
+    return indices.reshape(z.shape[:-1])
+
+
+def test_nearest_code_accepts_a_learners_version():
+    assert_passes(check.nearest_code, learner_nearest)
+
+
+def test_nearest_code_catches_argmin_over_the_wrong_axis():
+    def wrong(z, codebook, chunk_size=None):
+        return learner_nearest(z, codebook, chunk_size, argmin_dim=0)
+
+    assert_fails_with(check.nearest_code, wrong, "argmin over dim=1")
+
+
+def test_nearest_code_catches_argmin_over_the_wrong_axis_when_n_equals_k():
+    def wrong(z, codebook, chunk_size=None):  # right shape whenever N = K
+        if z.shape[0] == codebook.shape[0]:
+            return learner_distances(z, codebook).argmin(dim=0)
+        return learner_nearest(z, codebook, chunk_size)
+
+    assert_fails_with(check.nearest_code, wrong, "argmin over dim=1")
+
+
+def test_nearest_code_catches_argmax():
+    def wrong(z, codebook, chunk_size=None):
+        return learner_nearest(z, codebook, chunk_size, argmax=True)
+
+    assert_fails_with(check.nearest_code, wrong, "argmin, not argmax")
+
+
+def test_nearest_code_catches_lost_leading_dims():
+    def wrong(z, codebook, chunk_size=None):
+        return learner_nearest(z, codebook, chunk_size).reshape(-1)
+
+    assert_fails_with(check.nearest_code, wrong, "z.shape[:-1]")
+
+
+def test_nearest_code_catches_a_dropped_last_chunk():
+    def wrong(z, codebook, chunk_size=None):
+        return learner_nearest(z, codebook, chunk_size, drop_last=True)
+
+    assert_fails_with(check.nearest_code, wrong, "the last, shorter chunk")
+
+
+def test_nearest_code_catches_low_precision_distances():
+    def wrong(z, codebook, chunk_size=None):  # distances left to autocast
+        flat = z.reshape(-1, z.shape[-1])
+        d = (flat**2).sum(1, keepdim=True) - 2 * flat @ codebook.T + (codebook**2).sum(1)
+        return d.argmin(dim=1).reshape(z.shape[:-1])
+
+    assert_fails_with(check.nearest_code, wrong, "lost precision")
+
+
+# --------------------------------------------------------------------------- quantize_feature_map
+
+
+def learner_map(z, codebook, flatten="permute", back="permute", grid="hw"):
+    b, c, h, w = z.shape
+    if flatten == "permute":
+        flat = z.permute(0, 2, 3, 1).reshape(-1, c)
+    elif flatten == "reshape":
+        flat = z.reshape(-1, c)
+    else:  # "wh": W before H
+        flat = z.permute(0, 3, 2, 1).reshape(-1, c)
+    indices = quantize.nearest_code(flat, codebook)
+    indices = indices.reshape(b, h, w) if grid == "hw" else indices.reshape(b, w, h)
+    looked_up = codebook[indices]  # (B, H, W, C)
+    if back == "permute":
+        quantized = looked_up.permute(0, 3, 1, 2)
+    else:
+        quantized = looked_up.reshape(b, c, h, w)
+    return quantized, indices
+
+
+def test_quantize_feature_map_accepts_a_learners_version():
+    assert_passes(check.quantize_feature_map, learner_map)
+
+
+def test_quantize_feature_map_catches_reshape_without_permute():
+    assert_fails_with(
+        check.quantize_feature_map, lambda z, cb: learner_map(z, cb, flatten="reshape"),
+        "z.permute(0, 2, 3, 1).reshape(-1, C)",
+    )
+
+
+def test_quantize_feature_map_catches_w_before_h():
+    assert_fails_with(
+        check.quantize_feature_map, lambda z, cb: learner_map(z, cb, flatten="wh"),
+        "puts H before W",
+    )
+
+
+def test_quantize_feature_map_catches_tokens_reshaped_back_wrongly():
+    assert_fails_with(
+        check.quantize_feature_map, lambda z, cb: learner_map(z, cb, grid="wh"),
+        "reshape to (B, H, W)",
+    )
+
+
+def test_quantize_feature_map_catches_the_map_reshaped_back_wrongly():
+    assert_fails_with(
+        check.quantize_feature_map, lambda z, cb: learner_map(z, cb, back="reshape"),
+        "permute(0, 3, 1, 2)",
+    )
+
+
+def test_quantize_feature_map_catches_the_pair_swapped():
+    def wrong(z, codebook):
+        quantized, indices = learner_map(z, codebook)
+        return indices, quantized
+
+    assert_fails_with(check.quantize_feature_map, wrong, "return (quantized, indices)")
+
+
+# --------------------------------------------------------------------------- usage and perplexity
+
+
+def test_codebook_usage_accepts_a_learners_version():
+    assert_passes(check.codebook_usage, lambda idx, k: torch.unique(idx).numel() / k)
+
+
+def test_codebook_usage_catches_counting_every_index():
+    assert_fails_with(check.codebook_usage, lambda idx, k: idx.numel() / k, "distinct codes")
+
+
+def test_codebook_usage_catches_dividing_by_n():
+    assert_fails_with(
+        check.codebook_usage, lambda idx, k: torch.unique(idx).numel() / idx.numel(),
+        "divide by the number of codes K",
+    )
+
+
+def learner_perplexity(indices, num_codes, zero_log=False, by_k=False, log=torch.log,
+                       exp=torch.exp, take_exp=True):
+    counts = torch.bincount(indices.flatten(), minlength=num_codes).double()
+    p = counts / (num_codes if by_k else indices.numel())
+    if not zero_log:
+        p = p[p > 0]
+    entropy = -(p * log(p)).sum()
+    return (exp(entropy) if take_exp else entropy).item()
+
+
+def test_perplexity_accepts_a_learners_version():
+    assert_passes(check.perplexity, learner_perplexity)
+
+
+def test_perplexity_catches_zero_log_zero():
+    assert_fails_with(check.perplexity, lambda i, k: learner_perplexity(i, k, zero_log=True),
+                      "0 log 0")
+
+
+def test_perplexity_catches_the_entropy_returned():
+    assert_fails_with(check.perplexity, lambda i, k: learner_perplexity(i, k, take_exp=False),
+                      "exp(entropy)")
+
+
+def test_perplexity_catches_mixed_bases():
+    assert_fails_with(check.perplexity, lambda i, k: learner_perplexity(i, k, log=torch.log2),
+                      "one base for log and exp")
+    assert_fails_with(check.perplexity,
+                      lambda i, k: learner_perplexity(i, k, exp=lambda h: 2.0**h),
+                      "one base for log and exp")
+
+
+def test_perplexity_catches_dividing_by_k():
+    assert_fails_with(check.perplexity, lambda i, k: learner_perplexity(i, k, by_k=True),
+                      "not / K")
+
+
+def test_perplexity_reference_agrees_with_its_definition():
+    indices = torch.tensor([0, 0, 1, 2])
+    assert math.isclose(quantize.perplexity(indices, 5), 2**1.5, rel_tol=1e-12)
+
+
+# --------------------------------------------------------------------------- kmeans_step
+
+
+def learner_kmeans_step(vectors, codebook, empty="keep", mean=True, in_place=False):
+    indices = quantize.nearest_code(vectors, codebook)
+    new = codebook if in_place else codebook.clone()
+    for k in range(codebook.shape[0]):
+        members = vectors[indices == k]
+        if len(members) == 0 and empty == "keep":
+            continue
+        if len(members) == 0 and empty == "zero":
+            new[k] = 0.0
+            continue
+        new[k] = members.mean(dim=0) if mean else members.sum(dim=0)
+    return new
+
+
+def test_kmeans_step_accepts_a_learners_version():
+    assert_passes(check.kmeans_step, learner_kmeans_step)
+
+
+def test_kmeans_step_catches_nan_for_an_empty_code():
+    assert_fails_with(check.kmeans_step, lambda v, c: learner_kmeans_step(v, c, empty="nan"),
+                      "0 / 0")
+
+
+def test_kmeans_step_catches_an_empty_code_sent_to_zero():
+    assert_fails_with(check.kmeans_step, lambda v, c: learner_kmeans_step(v, c, empty="zero"),
+                      "leave it where it was")
+
+
+def test_kmeans_step_catches_sums_instead_of_means():
+    assert_fails_with(check.kmeans_step, lambda v, c: learner_kmeans_step(v, c, mean=False),
+                      "MEAN of its vectors")
+
+
+def test_kmeans_step_catches_changing_the_argument():
+    assert_fails_with(check.kmeans_step, lambda v, c: learner_kmeans_step(v, c, in_place=True),
+                      "codebook.clone()")
