@@ -163,6 +163,15 @@ def test_default_chunking_covers_every_row(device, gen):
     assert torch.equal(nearest_code(z, codebook), nearest_code(z, codebook, chunk_size=len(z)))
 
 
+def test_nearest_code_accepts_tensors_that_require_grad(device, gen):
+    """A training loop passes its nn.Parameter codebook: the lookup must not try to backprop."""
+    z = randn(300, 8, gen=gen, device=device).requires_grad_()
+    codebook = torch.nn.Parameter(randn(50, 8, gen=gen, device=device))
+    got = nearest_code(z, codebook, chunk_size=64)
+    assert not got.requires_grad
+    assert torch.equal(got, nearest_code(z.detach(), codebook.detach()))
+
+
 def bf16_trap(gen, device, n=4000, k=256, d=64):
     """N(0, 1) vectors and codes, D = 64 (REFERENCE_FACTS: bf16 gets ~4.5% wrong)."""
     return randn(n, d, gen=gen, device=device), randn(k, d, gen=gen, device=device)
