@@ -191,9 +191,16 @@ class TransformerConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not isinstance(self.n_prefix, int) or self.n_prefix < 0:
+            raise ValueError(f"n_prefix must be a non-negative int, got {self.n_prefix!r}")
         if self.rope_grid is not None:
-            rows, cols = self.rope_grid
-            self.rope_grid = (int(rows), int(cols))
+            grid = tuple(self.rope_grid)
+            if len(grid) != 2 or not all(isinstance(n, int) and n >= 1 for n in grid):
+                raise ValueError(
+                    f"rope_grid must be (rows, cols) of positive ints, got {self.rope_grid!r}"
+                )
+            self.rope_grid = grid
+            rows, cols = grid
             if (self.n_embd // self.n_head) % 4 != 0:
                 raise ValueError(
                     f"rope_grid needs a head size divisible by 4, got n_embd // n_head = "

@@ -419,6 +419,8 @@ def test_bad_configs_are_refused():
         small_config(vocab_size=0)
     with pytest.raises(ValueError, match="block_size .* must be <= n_prefix"):
         small_config(block_size=30, rope_grid=(4, 4), n_prefix=1)
+    with pytest.raises(ValueError, match=r"rope_grid must be \(rows, cols\)"):
+        small_config(rope_grid=(4, 0))
     with pytest.raises(ValueError, match="causal=True"):
         make_model("cpu", causal=False).new_cache(1)
 
