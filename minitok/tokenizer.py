@@ -1,0 +1,477 @@
+"""Lesson 03: the image tokenizer, a VQ-VAE (optionally a VQ-GAN) that turns a digit into tokens.
+
+    image (B, 1, 16, 16) --encoder--> z (B, D, 8, 8) --quantizer--> indices (B, 8, 8)
+    indices (B, 8, 8) --codebook--> codes (B, D, 8, 8) --decoder--> image (B, 1, 16, 16)
+
+The encoder is a small convolutional network that halves the image once: every 2 x 2 pixel
+patch (with its neighbourhood) becomes one D-dimensional vector. Lesson 02's
+`VectorQuantizer` replaces each vector by its nearest code, and the code's index is the
+token. The decoder mirrors the encoder and turns the 8 x 8 grid of codes back into pixels.
+Trained end to end with the reconstruction loss + the VQ loss (and, for a VQ-GAN, the
+adversarial terms of `minitok/vqgan.py`), the tokenizer learns a vocabulary of K digit
+fragments. Later lessons model the token grids with transformers and decode what they
+generate with `decode`.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minitok.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from minitok.vq import VectorQuantizer, VQOutput
+from minitok.vqgan import (
+    PatchDiscriminator,
+    adaptive_weight,
+    disc_factor,
+    generator_loss,
+    hinge_d_loss,
+)
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """The tokenizer's shape. The token grid is (image_size / 2) x (image_size / 2)."""
+
+    image_size: int = 16  # images are (B, in_channels, image_size, image_size)
+    in_channels: int = 1
+    channels: int = 16  # width of the encoder and decoder
+    code_dim: int = 16  # D: the dimension of a code vector
+    num_codes: int = 64  # K: the vocabulary size
+    beta: float = 0.25  # commitment weight
+    kmeans_init: bool = True  # fit the codebook to the first batch with k-means
+    dead_code_threshold: float = 1.0  # restart codes used less than this (decayed count)
+
+    def __post_init__(self):
+        for name in ("image_size", "in_channels", "channels", "code_dim", "num_codes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.image_size % 2:
+            raise ValueError(f"image_size must be even (the encoder halves it), got {self.image_size}")
+
+    @property
+    def grid_size(self) -> int:
+        """G: an image becomes a G x G grid of tokens."""
+        return self.image_size // 2
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TokenizerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"config: unknown TokenizerConfig fields {sorted(unknown)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How `train_tokenizer` trains: optimiser, batches, and the VQ-GAN switches."""
+
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 2e-3  # Adam; cosine decay to 10% after a short warm-up
+    seed: int = 0
+    gan: bool = False  # add the PatchGAN discriminator and the adversarial terms
+    disc_start: int = 1000  # adversarial terms off while step < disc_start
+    disc_weight: float = 1.0  # multiplies the adaptive weight (taming's discriminator_weight)
+    disc_lr: float = 2e-4
+    disc_channels: int = 32
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "disc_channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("seed", "disc_start"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        for name in ("lr", "disc_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.disc_weight >= 0:
+            raise ValueError(f"disc_weight must be >= 0, got {self.disc_weight!r}")
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+class ResBlock(nn.Module):
+    """x + conv(act(norm(conv(act(norm(x)))))): two 3 x 3 convolutions that keep the shape."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(8, channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(8, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, C, H, W)
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return x + h
+
+
+class Encoder(nn.Module):
+    """images (B, C_in, S, S) -> z (B, D, S/2, S/2): one stride-2 convolution halves the size."""
+
+    def __init__(self, in_channels: int, channels: int, code_dim: int):
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)  # (B, ch, S, S)
+        self.block1 = ResBlock(channels)
+        self.down = nn.Conv2d(channels, channels, 4, stride=2, padding=1)  # (B, ch, S/2, S/2)
+        self.block2 = ResBlock(channels)
+        self.norm_out = nn.GroupNorm(8, channels)
+        self.conv_out = nn.Conv2d(channels, code_dim, 1)  # (B, D, S/2, S/2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.block1(self.conv_in(x))
+        h = self.block2(self.down(h))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    """codes (B, D, G, G) -> images (B, C_in, 2G, 2G) in (-1, 1), mirroring the encoder.
+
+    It upsamples with nearest-neighbour + a 3 x 3 convolution (no checkerboard artefacts,
+    unlike a transposed convolution) and ends in `conv_out` and a tanh. The weight of
+    `conv_out` is the W at which the VQ-GAN's adaptive weight compares gradients.
+    """
+
+    def __init__(self, in_channels: int, channels: int, code_dim: int):
+        super().__init__()
+        self.conv_in = nn.Conv2d(code_dim, channels, 3, padding=1)  # (B, ch, G, G)
+        self.block1 = ResBlock(channels)
+        self.up = nn.Conv2d(channels, channels, 3, padding=1)  # after 2x upsampling
+        self.block2 = ResBlock(channels)
+        self.norm_out = nn.GroupNorm(8, channels)
+        self.conv_out = nn.Conv2d(channels, in_channels, 3, padding=1)  # (B, C_in, 2G, 2G)
+
+    @property
+    def last_layer(self) -> Tensor:
+        """W: the weight of the last convolution (not its bias), for the adaptive weight."""
+        return self.conv_out.weight
+
+    def forward(self, codes: Tensor) -> Tensor:
+        h = self.block1(self.conv_in(codes))
+        h = self.up(F.interpolate(h, scale_factor=2.0, mode="nearest"))  # (B, ch, 2G, 2G)
+        h = self.block2(h)
+        return torch.tanh(self.conv_out(F.silu(self.norm_out(h))))
+
+
+def tokens_to_image(indices: Tensor, codebook: Tensor, decoder: nn.Module) -> Tensor:
+    """Token ids (B, G, G) -> images: look up each token's code, put channels first, decode.
+
+    codebook[indices] is (B, G, G, D), channels last; a convolutional decoder wants
+    (B, D, G, G). `permute` moves the axis; `view`/`reshape` to (B, D, G, G) would keep the
+    numbers in memory order and scramble codes across positions.
+    """
+    codes = codebook[indices]  # (B, G, G, D)
+    return decoder(codes.permute(0, 3, 1, 2))  # (B, D, G, G) -> (B, C, S, S)
+
+
+# --------------------------------------------------------------------------- the tokenizer
+
+
+class VQTokenizer(nn.Module):
+    """Encoder + VectorQuantizer + decoder: images <-> (G, G) grids of integer tokens.
+
+    encode(images) -> indices (B, G, G); decode(indices) -> images (B, C, S, S);
+    forward(images) -> (reconstruction, VQOutput) for training.
+    """
+
+    def __init__(self, config: TokenizerConfig | None = None):
+        super().__init__()
+        config = TokenizerConfig() if config is None else config
+        if not isinstance(config, TokenizerConfig):
+            raise TypeError(f"config must be a TokenizerConfig, got {type(config).__name__}")
+        self.config = config
+        self.encoder = Encoder(config.in_channels, config.channels, config.code_dim)
+        self.quantizer = VectorQuantizer(
+            config.num_codes,
+            config.code_dim,
+            config.beta,
+            kmeans_init=config.kmeans_init,
+            dead_code_threshold=config.dead_code_threshold,
+        )
+        self.decoder = Decoder(config.in_channels, config.channels, config.code_dim)
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def num_codes(self) -> int:
+        return self.config.num_codes
+
+    @property
+    def grid_size(self) -> int:
+        return self.config.grid_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.conv_out.weight.device
+
+    # ----------------------------------------------------------------- input checks
+
+    def _check_images(self, images) -> None:
+        c, s = self.config.in_channels, self.config.image_size
+        if not isinstance(images, Tensor) or not images.is_floating_point():
+            raise TypeError("images must be a floating-point torch.Tensor")
+        if images.dim() != 4 or tuple(images.shape[1:]) != (c, s, s):
+            raise ValueError(
+                f"images must be (B, {c}, {s}, {s}) (this tokenizer's in_channels={c}, "
+                f"image_size={s}), got shape {tuple(images.shape)}"
+            )
+        if images.shape[0] == 0:
+            raise ValueError("images is an empty batch")
+
+    def _check_indices(self, indices) -> None:
+        g, k = self.grid_size, self.num_codes
+        if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.dtype == torch.bool:
+            raise TypeError("indices must be an integer torch.Tensor of token ids")
+        if indices.dim() != 3 or tuple(indices.shape[1:]) != (g, g):
+            raise ValueError(f"indices must be (B, {g}, {g}), got shape {tuple(indices.shape)}")
+        if indices.numel() and (indices.min() < 0 or indices.max() >= k):
+            raise ValueError(
+                f"indices must lie in [0, {k - 1}] (num_codes={k}), "
+                f"got values in [{int(indices.min())}, {int(indices.max())}]"
+            )
+
+    # ----------------------------------------------------------------- the three directions
+
+    def forward(self, images: Tensor) -> tuple[Tensor, VQOutput]:
+        """images (B, C, S, S) -> (reconstruction (B, C, S, S), VQOutput with indices (B, G, G))."""
+        self._check_images(images)
+        z = self.encoder(images)  # (B, D, G, G)
+        vq = self.quantizer(z)  # quantized (B, D, G, G), straight-through
+        return self.decoder(vq.quantized), vq
+
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> Tensor:
+        """images (B, C, S, S) -> token ids (B, G, G), int64 in [0, K).
+
+        Encoding never changes the tokenizer: the quantizer runs in eval mode here even if
+        the model is training, so no codebook update or dead-code restart happens.
+        """
+        self._check_images(images)
+        was_training = self.quantizer.training
+        self.quantizer.eval()
+        try:
+            return self.quantizer(self.encoder(images)).indices
+        finally:
+            self.quantizer.train(was_training)
+
+    @torch.no_grad()
+    def decode(self, indices: Tensor) -> Tensor:
+        """token ids (B, G, G) -> images (B, C, S, S) in (-1, 1)."""
+        self._check_indices(indices)
+        codes = self.quantizer.codes(indices.long())  # (B, D, G, G)
+        return self.decoder(codes)
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def save(self, path: str | Path, meta: dict | None = None) -> Path:
+        """Write a weights-only checkpoint (loads with torch.load(weights_only=True))."""
+        return save_checkpoint(path, "tokenizer", asdict(self.config), self, meta)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path | None = None, device: str | torch.device = "cpu"
+    ) -> VQTokenizer:
+        """Load a checkpoint (default: the shipped minitok/checkpoints/tokenizer.pt), in eval mode."""
+        path = checkpoint_path("tokenizer") if path is None else path
+        payload = load_checkpoint(path, "tokenizer")
+        model = cls(TokenizerConfig.from_dict(payload["config"]))
+        model.load_state_dict(payload["state_dict"])
+        model.meta = payload["meta"]
+        return model.to(device).eval()
+
+
+def load_tokenizer(
+    path: str | Path | None = None, device: str | torch.device = "cpu"
+) -> VQTokenizer:
+    """The pretrained tokenizer (scripts/train_tokenizer.py rebuilds it), in eval mode."""
+    return VQTokenizer.from_pretrained(path, device)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _lr_scale(step: int, steps: int) -> float:
+    """Linear warm-up over the first 5% of steps, then a cosine down to 10%."""
+    warmup = max(1, steps // 20)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@contextmanager
+def deterministic_algorithms():
+    """Run a block with torch.use_deterministic_algorithms(True), then restore the setting.
+
+    The codebook lookup's backward (`codebook[indices]` accumulates gradients of repeated
+    indices) runs in parallel on a multi-core CPU and sums in a varying order, so two runs
+    with the same seed drift apart after a few steps. The deterministic kernels fix the order
+    (on the 2-core CPU they cost no measurable time). On CUDA, an op without a
+    deterministic kernel only warns.
+    """
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+def train_tokenizer(
+    config: TokenizerConfig | None = None,
+    train: TrainConfig | None = None,
+    images: Tensor | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    quantizer: nn.Module | None = None,
+) -> tuple[VQTokenizer, dict[str, list[float]]]:
+    """Train a tokenizer from scratch; returns (tokenizer in eval mode, history of the losses).
+
+    Each step: reconstruct a batch, minimise mse(x_hat, x) + the VQ loss; with `train.gan`,
+    from step `disc_start` on, also add lambda * disc_weight * (-mean D(x_hat)) with the
+    adaptive lambda, and train the discriminator on the hinge loss. images default to the
+    training digits at the config's size. Everything random (initial weights, batches)
+    follows `train.seed`: the same call gives the same tokenizer on the same machine.
+    `quantizer` swaps in another module with the VectorQuantizer interface (the benchmark
+    uses it to compare with vector-quantize-pytorch).
+
+    history: per step "rec" (MSE), "vq" (VQ loss), "usage" (fraction of codes in the
+    batch), "perplexity"; with the GAN also "g_loss", "d_loss", "lambda" (0 before disc_start).
+    """
+    from tqdm.auto import tqdm
+
+    from minitok.data import load_digits
+
+    config = TokenizerConfig() if config is None else config
+    train = TrainConfig() if train is None else train
+    if images is None:
+        images, _ = load_digits("train", size=config.image_size)
+    torch.manual_seed(train.seed)  # initial weights
+    generator = torch.Generator().manual_seed(train.seed)  # batches
+    model = VQTokenizer(config)
+    if quantizer is not None:
+        model.quantizer = quantizer
+    model.to(device).train()
+    model._check_images(images)
+    images = images.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
+    disc = d_optimizer = None
+    if train.gan:
+        disc = PatchDiscriminator(config.in_channels, train.disc_channels).to(device)
+        d_optimizer = torch.optim.Adam(disc.parameters(), lr=train.disc_lr, betas=(0.5, 0.9))
+
+    keys = ["rec", "vq", "usage", "perplexity"] + (["g_loss", "d_loss", "lambda"] if disc else [])
+    history: dict[str, list[float]] = {key: [] for key in keys}
+    bar = tqdm(range(train.steps), desc="tokenizer", disable=not progress)
+    with deterministic_algorithms():
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = train.lr * _lr_scale(step, train.steps)
+            rows = torch.randint(0, images.shape[0], (train.batch_size,), generator=generator)
+            x = images[rows.to(device)]  # (B, C, S, S)
+
+            # ---- the autoencoder (+ generator) step
+            x_hat, vq = model(x)
+            rec_loss = F.mse_loss(x_hat, x)
+            loss = rec_loss + vq.loss
+            gate = disc_factor(step, train.disc_start) if disc else 0.0
+            if gate > 0:
+                g_loss = generator_loss(disc(x_hat))
+                lam = adaptive_weight(rec_loss, g_loss, model.decoder.last_layer)
+                loss = loss + gate * train.disc_weight * lam * g_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+            # ---- the discriminator step, on a detached reconstruction
+            if gate > 0:
+                d_loss = gate * hinge_d_loss(disc(x), disc(x_hat.detach()))
+                d_optimizer.zero_grad(set_to_none=True)
+                d_loss.backward()
+                d_optimizer.step()
+
+            history["rec"].append(rec_loss.item())
+            history["vq"].append(vq.loss.item())
+            history["usage"].append(vq.usage.item())
+            history["perplexity"].append(vq.perplexity.item())
+            if disc:
+                history["g_loss"].append(g_loss.item() if gate > 0 else 0.0)
+                history["d_loss"].append(d_loss.item() if gate > 0 else 0.0)
+                history["lambda"].append(lam.item() if gate > 0 else 0.0)
+            if step % 50 == 0 or step == train.steps - 1:
+                bar.set_postfix(rec=f"{rec_loss.item():.4f}", usage=f"{vq.usage.item():.2f}")
+    return model.eval(), history
+
+
+# --------------------------------------------------------------------------- quality
+
+
+@torch.no_grad()
+def reconstruct(tokenizer: VQTokenizer, images: Tensor, batch_size: int = 512) -> tuple[Tensor, Tensor]:
+    """(reconstructions, indices) of a set of images, in batches, in eval mode."""
+    was_training = tokenizer.training
+    tokenizer.eval()
+    recons, indices = [], []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start : start + batch_size].to(tokenizer.device)
+        x_hat, vq = tokenizer(x)
+        recons.append(x_hat.cpu())
+        indices.append(vq.indices.cpu())
+    tokenizer.train(was_training)
+    return torch.cat(recons), torch.cat(indices)
+
+
+@torch.no_grad()
+def held_out_quality(tokenizer: VQTokenizer, classifier=None) -> dict[str, float]:
+    """The tokenizer's quality on the held-out test digits (never seen in training).
+
+    mse: reconstruction MSE in the [-1, 1] pixel range; usage: fraction of the K codes that
+    appear in the test set's token grids; perplexity: exp(entropy) of the codes' frequencies;
+    acc_real / acc_recon: the digit classifier's accuracy on the real test images and on
+    their reconstructions (a reconstruction that keeps the digit keeps its class).
+    """
+    from minitok.classifier import load_classifier
+    from minitok.data import load_digits
+    from minitok.vq import usage_stats
+
+    images, labels = load_digits("test", size=tokenizer.config.image_size)
+    recons, indices = reconstruct(tokenizer, images)
+    perplexity, usage = usage_stats(indices, tokenizer.num_codes)
+    classifier = load_classifier() if classifier is None else classifier
+    return {
+        "mse": F.mse_loss(recons, images).item(),
+        "usage": usage.item(),
+        "perplexity": perplexity.item(),
+        "acc_real": classifier.accuracy(images, labels),
+        "acc_recon": classifier.accuracy(recons, labels),
+    }
+
+
+def quality_lines(quality: dict[str, float], num_codes: int) -> list[str]:
+    """The held-out quality as the lines the notebook, the script and the benchmark print."""
+    gap = 100 * (quality["acc_real"] - quality["acc_recon"])
+    used = round(quality["usage"] * num_codes)
+    return [
+        f"reconstruction MSE (test, [-1, 1] pixels): {quality['mse']:.4f}",
+        f"codebook usage (test): {used}/{num_codes} codes = {100 * quality['usage']:.1f}% "
+        f"(goal >= 95%), perplexity {quality['perplexity']:.1f}",
+        f"classifier accuracy: real test images {100 * quality['acc_real']:.1f}%, "
+        f"reconstructions {100 * quality['acc_recon']:.1f}% "
+        f"(gap {gap:.1f} points, goal <= 2)",
+    ]

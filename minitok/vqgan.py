@@ -1,0 +1,120 @@
+"""Lesson 03: the VQ-GAN additions to a VQ-VAE tokenizer.
+
+A VQ-VAE trained with a pixel loss (MSE) learns the average of what a token could mean, and
+averages are blurry. VQGAN (Esser et al., 2021, taming-transformers) adds a second network,
+a discriminator, that learns to tell real images from reconstructions; the decoder is then
+also trained to fool it, which pushes reconstructions towards sharp, realistic detail
+instead of the blurry mean. Four pieces, each small:
+
+1. a PatchGAN discriminator: a few strided convolutions that output one real/fake logit
+   per image *patch* (a grid of logits, not one per image), so it judges local texture;
+2. the hinge loss that trains it: 0.5 * (mean relu(1 - D(x)) + mean relu(1 + D(x_hat)));
+3. the decoder's adversarial term -mean D(x_hat), weighted *adaptively* so that its
+   gradient at the decoder's last layer is as large as the reconstruction loss's:
+   lambda = ||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), clamped to [0, 1e4], detached;
+4. the `disc_start` gate: the adversarial terms are off until the autoencoder has learned
+   something (a discriminator facing noise wins at once and teaches nothing).
+
+The formulas follow taming's `taming/modules/losses/vqperceptual.py` (see
+REFERENCE_FACTS.md); the code is minitok's own.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ADAPTIVE_EPS = 1e-4  # taming's epsilon in the adaptive weight's denominator
+ADAPTIVE_MAX = 1e4  # taming clamps the adaptive weight to [0, 1e4]
+
+
+# --------------------------------------------------------------------------- discriminator
+
+
+class PatchDiscriminator(nn.Module):
+    """A PatchGAN discriminator: images (B, C, S, S) -> real/fake logits (B, 1, S/4, S/4).
+
+    taming's NLayerDiscriminator, scaled down for 16 x 16 digits: two stride-2 convolutions
+    (each halves the size) with LeakyReLU, then a 3 x 3 convolution to one channel. Each
+    output logit sees a patch of the input (10 x 10 pixels here), not the whole image, so
+    the discriminator judges whether every local patch looks real. taming puts BatchNorm
+    in the middle layers; we use none, so a logit depends only on its own image.
+    """
+
+    def __init__(self, in_channels: int = 1, channels: int = 32):
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("channels", channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.in_channels = in_channels
+        self.layers = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 4, stride=2, padding=1),  # S -> S/2
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(channels, 2 * channels, 4, stride=2, padding=1),  # S/2 -> S/4
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * channels, 1, 3, stride=1, padding=1),  # one logit per patch
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.dim() != 4 or images.shape[1] != self.in_channels:
+            raise ValueError(
+                f"images must be (B, {self.in_channels}, H, W), got shape {tuple(images.shape)}"
+            )
+        if images.shape[-1] % 4 or images.shape[-2] % 4:
+            raise ValueError(
+                f"images: height and width must be multiples of 4, got {tuple(images.shape[-2:])}"
+            )
+        return self.layers(images)  # (B, 1, H/4, W/4)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def hinge_d_loss(logits_real: Tensor, logits_fake: Tensor) -> Tensor:
+    """The discriminator's hinge loss: 0.5 * (mean relu(1 - D(x)) + mean relu(1 + D(x_hat))).
+
+    Real patches are pushed to logits >= 1, fake ones to <= -1; beyond those margins a
+    patch costs nothing, so the discriminator stops pushing on what it already gets right.
+    Pass D(x_hat) computed on a *detached* reconstruction: this loss trains D only.
+    """
+    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+
+
+def generator_loss(logits_fake: Tensor) -> Tensor:
+    """The decoder's adversarial term: -mean D(x_hat), lower when D calls x_hat real."""
+    return -logits_fake.mean()
+
+
+def adaptive_weight(
+    rec_loss: Tensor, g_loss: Tensor, last_layer: Tensor, max_weight: float = ADAPTIVE_MAX
+) -> Tensor:
+    """lambda = ||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), clamped to [0, max_weight], detached.
+
+    W (`last_layer`) is the weight of the decoder's last convolution. Scaling the
+    adversarial term by lambda makes its gradient at W as large as the reconstruction
+    loss's, whatever the two losses' scales are, so neither drowns the other. The 1e-4
+    keeps lambda finite when the adversarial gradient vanishes, the clamp bounds it, and
+    the detach makes lambda a number: no gradient flows through the weighting itself.
+    Both losses must still have their graphs (the grads are taken with retain_graph).
+    """
+    if not isinstance(last_layer, Tensor) or not last_layer.requires_grad:
+        raise ValueError("last_layer must be a weight tensor that requires grad (W)")
+    for name, loss in (("rec_loss", rec_loss), ("g_loss", g_loss)):
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            raise ValueError(f"{name} must be a scalar tensor")
+        if not loss.requires_grad:
+            raise ValueError(f"{name} has no graph: it must depend on last_layer")
+    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
+    g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    weight = rec_grad.norm() / (g_grad.norm() + ADAPTIVE_EPS)
+    return weight.clamp(0.0, max_weight).detach()
+
+
+def disc_factor(step: int, disc_start: int) -> float:
+    """The `disc_start` gate: 0.0 while step < disc_start, then 1.0 (taming's adopt_weight)."""
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be a non-negative int, got {step!r}")
+    if isinstance(disc_start, bool) or not isinstance(disc_start, int) or disc_start < 0:
+        raise ValueError(f"disc_start must be a non-negative int, got {disc_start!r}")
+    return 0.0 if step < disc_start else 1.0
