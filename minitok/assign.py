@@ -12,7 +12,7 @@ The solutions mark what the learner writes with nbgrader's markers:
         # YOUR CODE HERE
         raise NotImplementedError("Exercise nearest_code: write it, then run the check below")
 
-clears every output and execution count, and keeps everything else exactly as it is. A
+clears every output, execution count and run timestamp, and keeps everything else exactly as it is. A
 marked region must sit inside a `def` (the stub raises, and a raise at the top level of a
 cell would stop the unsolved notebook). In Markdown cells a marked region becomes a prompt
 for the learner's answer.
@@ -93,6 +93,7 @@ def make_lesson(solution: nbformat.NotebookNode, name: str) -> nbformat.Notebook
     lesson = nbformat.from_dict(solution)  # deep copy
     for index, cell in enumerate(lesson.cells):
         where = f"{name}, cell {index}"
+        cell.metadata.pop("execution", None)  # run timestamps belong to the solved copy
         if cell.cell_type == "code":
             cell.source = strip_code(cell.source, where)
             cell.outputs = []

@@ -70,6 +70,7 @@ def _notebook():
     code = nbformat.v4.new_code_cell(SOLVED)
     code.outputs = [nbformat.v4.new_output("stream", text="[PASS] double")]
     code.execution_count = 3
+    code.metadata["execution"] = {"iopub.status.idle": "2026-11-28T18:00:00Z"}
     nb.cells = [nbformat.v4.new_markdown_cell("# Title"), code]
     return nb
 
@@ -78,6 +79,7 @@ def test_make_lesson_clears_outputs_and_leaves_the_solution_alone():
     solution = _notebook()
     lesson = make_lesson(solution, "00_x.ipynb")
     assert lesson.cells[1].outputs == [] and lesson.cells[1].execution_count is None
+    assert "execution" not in lesson.cells[1].metadata, "run timestamps would churn lessons/"
     assert lesson.cells[0].source == "# Title"
     assert solution.cells[1].outputs, "the solution notebook must not be modified"
     assert "y = x * 2" in solution.cells[1].source
