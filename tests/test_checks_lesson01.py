@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
+from checking import assert_fails_with, assert_passes, verdict
 
 from minitok import quantize
 from minitok.checks import exercises_in
 from minitok.checks import lesson01 as check
-from minitok.checks._core import run_check
 
 NAMES = [
     "squared_distances",
@@ -21,21 +21,6 @@ NAMES = [
     "perplexity",
     "kmeans_step",
 ]
-
-
-def verdict(check_fn, fn):
-    return run_check(check_fn.exercise, check_fn.test, fn)
-
-
-def assert_passes(check_fn, fn):
-    result = verdict(check_fn, fn)
-    assert result.status == "passed", result.render()
-
-
-def assert_fails_with(check_fn, fn, hint_words: str):
-    result = verdict(check_fn, fn)
-    assert result.status == "failed", result.render()
-    assert hint_words in (result.hint or ""), result.render()
 
 
 def test_every_exercise_has_a_check():

@@ -5,22 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from checking import assert_fails_with, verdict
 
 from minitok import fsq, vq
 from minitok.checks import exercises_in
 from minitok.checks import lesson02 as check
-from minitok.checks._core import run_check
 from minitok.quantize import nearest_code
-
-
-def verdict(check_fn, fn):
-    return run_check(check_fn.exercise, check_fn.test, fn)
-
-
-def assert_fails_with(check_fn, fn, hint_words: str):
-    result = verdict(check_fn, fn)
-    assert result.status == "failed", result.render()
-    assert hint_words in (result.hint or ""), result.render()
 
 
 def test_every_exercise_has_a_check():
