@@ -315,21 +315,27 @@ def _lr_scale(step: int, steps: int) -> float:
 
 
 @contextmanager
-def deterministic_algorithms():
-    """Run a block with torch.use_deterministic_algorithms(True), then restore the setting.
+def reproducible():
+    """Run a block with deterministic kernels on one CPU thread, then restore both settings.
 
-    The codebook lookup's backward (`codebook[indices]` accumulates gradients of repeated
-    indices) runs in parallel on a multi-core CPU and sums in a varying order, so two runs
-    with the same seed drift apart after a few steps. The deterministic kernels fix the order
-    (on the 2-core CPU they cost no measurable time). On CUDA, an op without a
-    deterministic kernel only warns.
+    - Deterministic kernels: the codebook lookup's backward (`codebook[indices]` adds up the
+      gradients of repeated indices) runs in parallel on a multi-core CPU and sums in a
+      varying order, so two runs with the same seed would drift apart after a few steps.
+      `torch.use_deterministic_algorithms` fixes the order (on CUDA, an op without a
+      deterministic kernel only warns).
+    - One thread: this model is so small that a second thread spends more time waiting
+      than computing (on a busy 2-core machine, 100 steps took 6-10 s on one thread and
+      40-60 s on two), and with one thread the result does not depend on the core count.
     """
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    threads = torch.get_num_threads()
     torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(1)
     try:
         yield
     finally:
+        torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
@@ -347,7 +353,8 @@ def train_tokenizer(
     from step `disc_start` on, also add lambda * disc_weight * (-mean D(x_hat)) with the
     adaptive lambda, and train the discriminator on the hinge loss. images default to the
     training digits at the config's size. Everything random (initial weights, batches)
-    follows `train.seed`: the same call gives the same tokenizer on the same machine.
+    follows `train.seed`, and the loop runs under `reproducible()` (deterministic kernels,
+    one CPU thread): the same call gives the same tokenizer on the same CPU.
     `quantizer` swaps in another module with the VectorQuantizer interface (the benchmark
     uses it to compare with vector-quantize-pytorch).
 
@@ -379,7 +386,7 @@ def train_tokenizer(
     keys = ["rec", "vq", "usage", "perplexity"] + (["g_loss", "d_loss", "lambda"] if disc else [])
     history: dict[str, list[float]] = {key: [] for key in keys}
     bar = tqdm(range(train.steps), desc="tokenizer", disable=not progress)
-    with deterministic_algorithms():
+    with reproducible():
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = train.lr * _lr_scale(step, train.steps)

@@ -41,6 +41,13 @@ def test_check_does_not_touch_the_global_rng():
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_check_restores_the_thread_count():
+    before = torch.get_num_threads()
+    for check_fn in exercises_in(check).values():
+        verdict(check_fn, check_fn.reference)
+    assert torch.get_num_threads() == before
+
+
 # --------------------------------------------------------------------------- tokens_to_image
 
 

@@ -16,6 +16,7 @@ def clf():
     return load_classifier()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [8, 16, 32])
 def test_held_out_accuracy_is_about_97_percent(clf, size):
     images, labels = load_digits("test", size=size)
@@ -23,6 +24,7 @@ def test_held_out_accuracy_is_about_97_percent(clf, size):
     assert 0.96 <= accuracy <= 1.0, f"accuracy at {size}x{size}: {accuracy:.3f}"
 
 
+@pytest.mark.slow
 def test_accuracy_counts_correct_predictions(clf):
     images, labels = load_digits("test", size=16)
     predicted = clf.predict(images)
@@ -53,6 +55,7 @@ def test_training_is_deterministic():
         assert torch.equal(pa, pb), name
 
 
+@pytest.mark.slow
 def test_load_classifier_is_cached_and_returns_copies():
     first, second = load_classifier(), load_classifier()
     assert first is not second
@@ -70,12 +73,14 @@ def test_features_are_8x8_block_means(gen):
     assert torch.equal(to_features(eight), eight.reshape(3, 64))
 
 
+@pytest.mark.slow
 def test_same_predictions_on_every_device(clf, device):
     images, _ = load_digits("test", size=16)
     on_device = load_classifier(device)
     assert torch.equal(on_device.predict(images.to(device)), clf.predict(images))
 
 
+@pytest.mark.slow
 def test_bad_input(clf):
     images, labels = load_digits("test", size=16)
     with pytest.raises(ValueError, match="grayscale"):

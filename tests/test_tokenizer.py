@@ -1,0 +1,213 @@
+"""The tokenizer: shapes, round trips, bad input, the shipped checkpoint and its quality claims."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from minitok.checkpoints import checkpoint_path, save_checkpoint
+from minitok.data import load_digits
+from minitok.tokenizer import (
+    TokenizerConfig,
+    TrainConfig,
+    VQTokenizer,
+    held_out_quality,
+    load_tokenizer,
+    reconstruct,
+    tokens_to_image,
+    train_tokenizer,
+)
+from minitok.vq import VQOutput
+
+SHIPPED = checkpoint_path("tokenizer")
+
+
+@pytest.fixture
+def small(device) -> VQTokenizer:
+    torch.manual_seed(0)
+    return VQTokenizer(TokenizerConfig(channels=8, num_codes=16, kmeans_init=False)).to(device)
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def test_encode_decode_forward_shapes(small, device, gen):
+    images = (torch.rand(3, 1, 16, 16, generator=gen) * 2 - 1).to(device)
+    before = {k: v.clone() for k, v in small.state_dict().items()}
+    indices = small.encode(images)  # in train mode: must not touch the codebook
+    assert all(torch.equal(v, small.state_dict()[k]) for k, v in before.items())
+    assert indices.shape == (3, 8, 8) and indices.dtype == torch.int64
+    assert 0 <= indices.min() and indices.max() < 16
+    decoded = small.decode(indices)
+    assert decoded.shape == (3, 1, 16, 16)
+    assert decoded.abs().max() < 1  # tanh output
+    small.eval()
+    reconstruction, vq = small(images)
+    assert isinstance(vq, VQOutput)
+    assert reconstruction.shape == (3, 1, 16, 16) and vq.quantized.shape == (3, 16, 8, 8)
+    # In eval mode, decode(encode(x)) is exactly the forward's reconstruction.
+    assert torch.equal(vq.indices, indices)
+    torch.testing.assert_close(small.decode(indices), reconstruction)
+
+
+def test_tokens_to_image_equals_decode(small, device, gen):
+    indices = torch.randint(0, 16, (2, 8, 8), generator=gen).to(device)
+    with torch.no_grad():
+        by_hand = tokens_to_image(indices, small.quantizer.codebook, small.decoder)
+    torch.testing.assert_close(by_hand, small.decode(indices))
+
+
+def test_grid_size_follows_image_size():
+    config = TokenizerConfig(image_size=32, channels=8, num_codes=16, kmeans_init=False)
+    tok = VQTokenizer(config)
+    assert config.grid_size == 16
+    assert tok.encode(torch.zeros(1, 1, 32, 32)).shape == (1, 16, 16)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_images(small, device):
+    with pytest.raises(ValueError, match=r"images must be \(B, 1, 16, 16\).*\(2, 1, 8, 8\)"):
+        small.encode(torch.zeros(2, 1, 8, 8, device=device))
+    with pytest.raises(ValueError, match=r"in_channels=1"):
+        small.encode(torch.zeros(2, 3, 16, 16, device=device))
+    with pytest.raises(ValueError, match=r"images must be"):
+        small(torch.zeros(1, 16, 16, device=device))
+    with pytest.raises(TypeError, match="floating-point"):
+        small.encode(torch.zeros(2, 1, 16, 16, dtype=torch.uint8, device=device))
+    with pytest.raises(ValueError, match="empty"):
+        small.encode(torch.zeros(0, 1, 16, 16, device=device))
+
+
+def test_bad_indices(small, device):
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 15\].*got values in \[16, 16\]"):
+        small.decode(torch.full((1, 8, 8), 16, device=device))
+    with pytest.raises(ValueError, match=r"\[-1, 0\]"):
+        small.decode(torch.cat([torch.full((1, 1, 8), -1), torch.zeros(1, 7, 8, dtype=torch.int64)], 1).to(device))
+    with pytest.raises(ValueError, match=r"indices must be \(B, 8, 8\)"):
+        small.decode(torch.zeros(1, 64, dtype=torch.int64, device=device))
+    with pytest.raises(TypeError, match="integer"):
+        small.decode(torch.zeros(1, 8, 8, device=device))
+
+
+def test_bad_configs():
+    with pytest.raises(ValueError, match="image_size must be even"):
+        TokenizerConfig(image_size=15)
+    with pytest.raises(ValueError, match="num_codes"):
+        TokenizerConfig(num_codes=0)
+    with pytest.raises(ValueError, match="unknown TokenizerConfig fields"):
+        TokenizerConfig.from_dict({"num_codes": 8, "codes": 3})
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="disc_weight"):
+        TrainConfig(disc_weight=-1.0)
+    with pytest.raises(TypeError, match="TokenizerConfig"):
+        VQTokenizer({"num_codes": 8})
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.mark.slow
+def test_training_is_deterministic_and_learns():
+    config = TokenizerConfig(channels=8, num_codes=16)
+    train = TrainConfig(steps=40, batch_size=16)
+    a, history_a = train_tokenizer(config, train, progress=False)
+    b, history_b = train_tokenizer(config, train, progress=False)
+    assert history_a == history_b
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    assert not a.training
+    assert sum(history_a["rec"][-5:]) < 0.5 * sum(history_a["rec"][:5])
+    other, _ = train_tokenizer(config, dataclasses.replace(train, seed=1), progress=False)
+    assert not torch.equal(other.decoder.conv_out.weight, a.decoder.conv_out.weight)
+
+
+def test_train_restores_the_determinism_and_thread_settings():
+    before = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
+    train_tokenizer(TokenizerConfig(channels=8, num_codes=16), TrainConfig(steps=2, batch_size=16),
+                    progress=False)
+    assert (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()) == before
+
+
+def test_train_on_device(device):
+    config = TokenizerConfig(channels=8, num_codes=16)
+    tok, history = train_tokenizer(config, TrainConfig(steps=3, batch_size=16), device=device,
+                                   progress=False)
+    assert tok.device.type == torch.device(device).type
+    assert len(history["rec"]) == 3
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_save_and_load_round_trip(small, tmp_path, gen):
+    small = small.cpu().eval()
+    path = small.save(tmp_path / "tok.pt", meta={"note": "test"})
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    assert payload["kind"] == "tokenizer" and payload["meta"] == {"note": "test"}
+    loaded = VQTokenizer.from_pretrained(path)
+    assert loaded.config == small.config and not loaded.training
+    images = torch.rand(2, 1, 16, 16, generator=gen) * 2 - 1
+    assert torch.equal(loaded.encode(images), small.encode(images))
+
+
+def test_loading_the_wrong_kind_is_an_error(tmp_path):
+    path = save_checkpoint(tmp_path / "other.pt", "prior", {}, torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="expected 'tokenizer'"):
+        load_tokenizer(path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_tokenizer(tmp_path / "missing.pt")
+
+
+def test_shipped_checkpoint_is_small_and_weights_only():
+    assert SHIPPED.is_file(), "run scripts/train_tokenizer.py"
+    assert SHIPPED.stat().st_size < 512 * 1024
+    payload = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    assert payload["kind"] == "tokenizer"
+    assert payload["meta"]["script"] == "scripts/train_tokenizer.py"
+    config = TokenizerConfig.from_dict(payload["config"])
+    assert config.grid_size >= 8 and config.image_size == 16
+
+
+@pytest.fixture(scope="module")
+def shipped_quality():
+    return held_out_quality(load_tokenizer())
+
+
+@pytest.mark.slow
+def test_shipped_tokenizer_uses_at_least_95_percent_of_its_codes(shipped_quality):
+    assert shipped_quality["usage"] >= 0.95
+
+
+@pytest.mark.slow
+def test_shipped_tokenizer_reconstructions_keep_their_class(shipped_quality):
+    gap = shipped_quality["acc_real"] - shipped_quality["acc_recon"]
+    assert shipped_quality["acc_real"] >= 0.96
+    assert gap <= 0.02, shipped_quality
+
+
+@pytest.mark.slow
+def test_shipped_tokenizer_reconstructs_well(shipped_quality):
+    images, _ = load_digits("test", size=16)
+    # Far below the variance of the pixels (the error of predicting the mean image).
+    assert shipped_quality["mse"] < 0.05 * images.var().item()
+
+
+@pytest.mark.slow
+def test_shipped_tokenizer_matches_its_recorded_quality(shipped_quality):
+    meta = load_tokenizer().meta
+    assert shipped_quality["usage"] == pytest.approx(meta["test_usage"])
+    assert shipped_quality["mse"] == pytest.approx(meta["test_mse"], rel=1e-3)
+
+
+def test_shipped_tokenizer_on_device(device):
+    images, _ = load_digits("test", size=16)
+    cpu_recon, cpu_indices = reconstruct(load_tokenizer(), images)
+    recon, indices = reconstruct(load_tokenizer(device=device), images)
+    # Float rounding differs between devices, so a vector exactly between two codes may flip.
+    assert (indices == cpu_indices).float().mean() > 0.99
+    assert (recon - cpu_recon).abs().mean() < 1e-3
