@@ -6,7 +6,7 @@
 Trains `minitok.tokenizer.train_tokenizer` from scratch with the default TokenizerConfig and
 TrainConfig (a plain VQ-VAE: Lesson 03 shows that the GAN terms do not help on 16 x 16
 digits), writes a weights-only checkpoint, and prints the held-out quality. Same seed, same
-result on the same CPU (a minute or two on 2 cores).
+result on the same CPU (about two minutes on a busy 2-core machine).
 """
 
 from __future__ import annotations
