@@ -7,8 +7,8 @@ intended class has kept, or drawn, a recognisable digit.
 The model is deliberately small and boring: every image is average-pooled to 8 x 8 (the
 digits' native resolution, so 8 x 8, 16 x 16 and 32 x 32 images all look alike to it), then
 a one-hidden-layer MLP (64 -> 64 -> 10). It trains in float64 with full-batch L-BFGS on one
-CPU thread, so the same CPU gives the same weights every time, in a few seconds. It sees the training
-digits at sizes 8 and 16, and scores about 97-98% on the held-out test digits.
+CPU thread, so the same CPU gives the same weights every time, in a few seconds. It sees the
+training digits at sizes 8 and 16, and scores about 97-98% on the held-out test digits.
 """
 
 from __future__ import annotations
@@ -66,12 +66,15 @@ class DigitClassifier(nn.Module):
         labels = torch.as_tensor(labels)
         if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
             raise ValueError(
-                f"labels must be ({images.shape[0]},), one per image, got shape {tuple(labels.shape)}"
+                f"labels must be ({images.shape[0]},), one per image, "
+                f"got shape {tuple(labels.shape)}"
             )
         if labels.numel() == 0:
             raise ValueError("images is an empty batch: accuracy is undefined")
         if labels.min() < 0 or labels.max() > 9:
-            raise ValueError(f"labels must lie in 0..9, got [{int(labels.min())}, {int(labels.max())}]")
+            raise ValueError(
+                f"labels must lie in 0..9, got [{int(labels.min())}, {int(labels.max())}]"
+            )
         return (self.predict(images) == labels.cpu()).double().mean().item()
 
 
@@ -102,7 +105,10 @@ def train_classifier(
             layer.bias.uniform_(-bound, bound, generator=generator)
 
     optimizer = torch.optim.LBFGS(
-        model.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+        model.parameters(),
+        lr=1.0,
+        max_iter=max_iter,
+        history_size=20,
         line_search_fn="strong_wolfe",
     )
     weights = [model.net[0].weight, model.net[2].weight]

@@ -56,7 +56,9 @@ class TokenizerConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.image_size % 2:
-            raise ValueError(f"image_size must be even (the encoder halves it), got {self.image_size}")
+            raise ValueError(
+                f"image_size must be even (the encoder halves it), got {self.image_size}"
+            )
 
     @property
     def grid_size(self) -> int:
@@ -235,7 +237,11 @@ class VQTokenizer(nn.Module):
 
     def _check_indices(self, indices) -> None:
         g, k = self.grid_size, self.num_codes
-        if not isinstance(indices, Tensor) or indices.is_floating_point() or indices.dtype == torch.bool:
+        if (
+            not isinstance(indices, Tensor)
+            or indices.is_floating_point()
+            or indices.dtype == torch.bool
+        ):
             raise TypeError("indices must be an integer torch.Tensor of token ids")
         if indices.dim() != 3 or tuple(indices.shape[1:]) != (g, g):
             raise ValueError(f"indices must be (B, {g}, {g}), got shape {tuple(indices.shape)}")
@@ -256,7 +262,7 @@ class VQTokenizer(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
-        """images (B, C, S, S) -> token ids (B, G, G), int64 in [0, K).
+        """images (B, C, S, S) -> token ids (B, G, G), int64 in [0, K), on the model's device.
 
         Encoding never changes the tokenizer: the quantizer runs in eval mode here even if
         the model is training, so no codebook update or dead-code restart happens.
@@ -265,15 +271,15 @@ class VQTokenizer(nn.Module):
         was_training = self.quantizer.training
         self.quantizer.eval()
         try:
-            return self.quantizer(self.encoder(images)).indices
+            return self.quantizer(self.encoder(images.to(self.device))).indices
         finally:
             self.quantizer.train(was_training)
 
     @torch.no_grad()
     def decode(self, indices: Tensor) -> Tensor:
-        """token ids (B, G, G) -> images (B, C, S, S) in (-1, 1)."""
+        """token ids (B, G, G) -> images (B, C, S, S) in (-1, 1), on the model's device."""
         self._check_indices(indices)
-        codes = self.quantizer.codes(indices.long())  # (B, D, G, G)
+        codes = self.quantizer.codes(indices.to(self.device).long())  # (B, D, G, G)
         return self.decoder(codes)
 
     # ----------------------------------------------------------------- checkpoints
@@ -286,7 +292,7 @@ class VQTokenizer(nn.Module):
     def from_pretrained(
         cls, path: str | Path | None = None, device: str | torch.device = "cpu"
     ) -> VQTokenizer:
-        """Load a checkpoint (default: the shipped minitok/checkpoints/tokenizer.pt), in eval mode."""
+        """Load a checkpoint (default: the shipped minitok/checkpoints/tokenizer.pt), eval mode."""
         path = checkpoint_path("tokenizer") if path is None else path
         payload = load_checkpoint(path, "tokenizer")
         model = cls(TokenizerConfig.from_dict(payload["config"]))
@@ -430,7 +436,9 @@ def train_tokenizer(
 
 
 @torch.no_grad()
-def reconstruct(tokenizer: VQTokenizer, images: Tensor, batch_size: int = 512) -> tuple[Tensor, Tensor]:
+def reconstruct(
+    tokenizer: VQTokenizer, images: Tensor, batch_size: int = 512
+) -> tuple[Tensor, Tensor]:
     """(reconstructions, indices) of a set of images, in batches, in eval mode."""
     was_training = tokenizer.training
     tokenizer.eval()

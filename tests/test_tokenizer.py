@@ -83,10 +83,16 @@ def test_bad_images(small, device):
 
 
 def test_bad_indices(small, device):
-    with pytest.raises(ValueError, match=r"indices must lie in \[0, 15\].*got values in \[16, 16\]"):
+    with pytest.raises(
+        ValueError, match=r"indices must lie in \[0, 15\].*got values in \[16, 16\]"
+    ):
         small.decode(torch.full((1, 8, 8), 16, device=device))
     with pytest.raises(ValueError, match=r"\[-1, 0\]"):
-        small.decode(torch.cat([torch.full((1, 1, 8), -1), torch.zeros(1, 7, 8, dtype=torch.int64)], 1).to(device))
+        small.decode(
+            torch.cat([torch.full((1, 1, 8), -1), torch.zeros(1, 7, 8, dtype=torch.int64)], 1).to(
+                device
+            )
+        )
     with pytest.raises(ValueError, match=r"indices must be \(B, 8, 8\)"):
         small.decode(torch.zeros(1, 64, dtype=torch.int64, device=device))
     with pytest.raises(TypeError, match="integer"):
@@ -128,15 +134,19 @@ def test_training_is_deterministic_and_learns():
 
 def test_train_restores_the_determinism_and_thread_settings():
     before = (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads())
-    train_tokenizer(TokenizerConfig(channels=8, num_codes=16), TrainConfig(steps=2, batch_size=16),
-                    progress=False)
+    train_tokenizer(
+        TokenizerConfig(channels=8, num_codes=16),
+        TrainConfig(steps=2, batch_size=16),
+        progress=False,
+    )
     assert (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()) == before
 
 
 def test_train_on_device(device):
     config = TokenizerConfig(channels=8, num_codes=16)
-    tok, history = train_tokenizer(config, TrainConfig(steps=3, batch_size=16), device=device,
-                                   progress=False)
+    tok, history = train_tokenizer(
+        config, TrainConfig(steps=3, batch_size=16), device=device, progress=False
+    )
     assert tok.device.type == torch.device(device).type
     assert len(history["rec"]) == 3
 
@@ -211,3 +221,8 @@ def test_shipped_tokenizer_on_device(device):
     # Float rounding differs between devices, so a vector exactly between two codes may flip.
     assert (indices == cpu_indices).float().mean() > 0.99
     assert (recon - cpu_recon).abs().mean() < 1e-3
+    # encode/decode accept CPU tensors and answer on the model's device.
+    on_device = load_tokenizer(device=device)
+    ids = on_device.encode(images[:2])
+    assert ids.device.type == device.type
+    assert on_device.decode(cpu_indices[:2]).device.type == device.type

@@ -91,16 +91,27 @@ def tokens_to_image(fn):
         expected = decoder(codes.permute(0, 3, 1, 2))  # (B, 1, 2G, 2G)
         got = fn(indices, codebook, decoder)
         mistakes = [
-            (decoder(codes.reshape(B, D, G, G)), "codes were reshaped, not permuted",
-             VIEW_NOT_PERMUTE),
+            (
+                decoder(codes.reshape(B, D, G, G)),
+                "codes were reshaped, not permuted",
+                VIEW_NOT_PERMUTE,
+            ),
             (decoder(codes.permute(0, 3, 2, 1)), "the decoded image is transposed", TRANSPOSED),
         ]
-    expect_shape(got, (B, 1, 2 * G, 2 * G), "the decoded images",
-                 hint="look up codebook[indices], move the code axis first, call the decoder.")
+    expect_shape(
+        got,
+        (B, 1, 2 * G, 2 * G),
+        "the decoded images",
+        hint="look up codebook[indices], move the code axis first, call the decoder.",
+    )
     if not _close(got, expected):
         _name_the_mistake(got, mistakes)
-    expect_close(got, expected, "the decoded images",
-                 hint="decoder(codebook[indices].permute(0, 3, 1, 2)): one code per token.")
+    expect_close(
+        got,
+        expected,
+        "the decoded images",
+        hint="decoder(codebook[indices].permute(0, 3, 1, 2)): one code per token.",
+    )
     return "a random 4 x 4 grid through a tiny decoder"
 
 
@@ -131,10 +142,12 @@ def hinge_d_loss(fn):
     r, f = real.detach(), fake.detach()
     expected = vqgan.hinge_d_loss(r, f)
     mistakes = [
-        (0.5 * (F.relu(1 + r).mean() + F.relu(1 - f).mean()), "the signs are swapped",
-         SIGNS_SWAPPED),
-        (F.relu(1 - r).mean() + F.relu(1 + f).mean(), "the loss is twice the hinge loss",
-         NO_HALF),
+        (
+            0.5 * (F.relu(1 + r).mean() + F.relu(1 - f).mean()),
+            "the signs are swapped",
+            SIGNS_SWAPPED,
+        ),
+        (F.relu(1 - r).mean() + F.relu(1 + f).mean(), "the loss is twice the hinge loss", NO_HALF),
         (0.5 * ((1 - r).mean() + (1 + f).mean()), "the margins are missing", NO_RELU),
         ((1 - r).mean() + (1 + f).mean(), "the margins are missing", NO_RELU),
         (0.5 * (F.relu(1 - r).sum() + F.relu(1 + f).sum()), "the terms are sums", SUM_NOT_MEAN),
@@ -147,22 +160,38 @@ def hinge_d_loss(fn):
     expect_shape(loss, (), "the loss (a scalar)", hint="average over every patch logit.")
     if not _close(loss, expected):
         _name_the_mistake(loss, mistakes)
-    expect_close(loss, expected, "the hinge loss",
-                 hint="0.5 * (mean relu(1 - D(x)) + mean relu(1 + D(x_hat))).")
+    expect_close(
+        loss,
+        expected,
+        "the hinge loss",
+        hint="0.5 * (mean relu(1 - D(x)) + mean relu(1 + D(x_hat))).",
+    )
 
     # A discriminator that is right beyond both margins pays nothing.
     confident = fn(torch.full((2, 1, 4, 4), 3.0), torch.full((2, 1, 4, 4), -3.0))
-    expect_close(confident, torch.tensor(0.0), "the loss when D(x) = 3 and D(x_hat) = -3",
-                 hint=NO_RELU)
+    expect_close(
+        confident, torch.tensor(0.0), "the loss when D(x) = 3 and D(x_hat) = -3", hint=NO_RELU
+    )
 
-    expect(loss.requires_grad, "the loss has no gradient",
-           hint="do not detach the logits inside the loss: it is what trains the discriminator.")
+    expect(
+        loss.requires_grad,
+        "the loss has no gradient",
+        hint="do not detach the logits inside the loss: it is what trains the discriminator.",
+    )
     loss.backward()
     n = r.numel()
-    expect_close(real.grad, -0.5 * (r < 1).float() / n, "dL/dD(x)",
-                 hint="real logits below 1 get gradient -0.5 / n each, the others 0.")
-    expect_close(fake.grad, 0.5 * (f > -1).float() / n, "dL/dD(x_hat)",
-                 hint="fake logits above -1 get gradient 0.5 / n each, the others 0.")
+    expect_close(
+        real.grad,
+        -0.5 * (r < 1).float() / n,
+        "dL/dD(x)",
+        hint="real logits below 1 get gradient -0.5 / n each, the others 0.",
+    )
+    expect_close(
+        fake.grad,
+        0.5 * (f > -1).float() / n,
+        "dL/dD(x_hat)",
+        hint="fake logits above -1 get gradient 0.5 / n each, the others 0.",
+    )
     return "value, margins, gradients of both terms"
 
 
@@ -234,8 +263,7 @@ def _candidates(decoder, rec, adv):
     r_all = torch.stack([g.norm() for g in rec_grads.values()]).norm()
     a_all = torch.stack([g.norm() for g in adv_grads.values()]).norm()
     mistakes += [
-        ((r_all / (a_all + 1e-4)).clamp(0, 1e4), "the norms are over every parameter",
-         WRONG_LAYER),
+        ((r_all / (a_all + 1e-4)).clamp(0, 1e4), "the norms are over every parameter", WRONG_LAYER),
         ((a_w / (r_w + 1e-4)).clamp(0, 1e4), "the ratio is inverted", INVERTED),
         (r_w / (a_w + 1e-4), "the weight is not clamped", NO_CLAMP),
         ((r_w / a_w).clamp(0, 1e4), "the weight ignores the 1e-4 in the denominator", NO_EPS),
@@ -252,17 +280,28 @@ def _judge(fn, decoder, rec, adv, case: str) -> torch.Tensor:
         got = fn(rec, adv, decoder)
     except RuntimeError as err:
         if "backward through the graph a second time" in str(err):
-            raise CheckFailed(f"{case}: the second gradient found the graph freed", GRAPH_FREED) from err
+            raise CheckFailed(
+                f"{case}: the second gradient found the graph freed", GRAPH_FREED
+            ) from err
         raise
-    expect_tensor(got, f"the weight ({case})",
-                  hint="return a tensor: the ratio of the two gradient norms.")
-    expect(all(p.grad is None for p in decoder.parameters()),
-           f"{case}: adaptive_weight left gradients in the decoder's .grad", hint=BACKWARD_USED)
+    expect_tensor(
+        got, f"the weight ({case})", hint="return a tensor: the ratio of the two gradient norms."
+    )
+    expect(
+        all(p.grad is None for p in decoder.parameters()),
+        f"{case}: adaptive_weight left gradients in the decoder's .grad",
+        hint=BACKWARD_USED,
+    )
     if not _close(got.reshape(()) if got.numel() == 1 else got, expected, atol=1e-5):
         _name_the_mistake(got.reshape(()) if got.numel() == 1 else got, mistakes)
-    expect_close(got, expected, f"the weight ({case})", atol=1e-5,
-                 hint="||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), clamped to [0, 1e4], "
-                 "with W = decoder.conv_out.weight.")
+    expect_close(
+        got,
+        expected,
+        f"the weight ({case})",
+        atol=1e-5,
+        hint="||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), clamped to [0, 1e4], "
+        "with W = decoder.conv_out.weight.",
+    )
     return got
 
 
