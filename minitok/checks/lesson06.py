@@ -1,0 +1,460 @@
+"""Checks for Lesson 06: mask schedules, the training masker and loss, the MaskGIT decode loop.
+
+Each check runs the learner's function on small seeded cases, in the order that makes the
+first failure name the likely mistake: a schedule without its clip, the ratio t/T instead of
+(t+1)/T, floor instead of ceil when masking for training, a loss over every position,
+confidence taken from raw logits, known tokens resampled, the most confident tokens re-masked,
+and the decode loop counting its schedule from the grid size instead of the tokens that were
+masked at the start.
+
+The decode loop is judged with a fake model whose logits the check controls and which
+records every input it is shown, so the check sees what the loop did at every step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from minitok import maskgit
+from minitok.checks import (
+    CheckFailed,
+    exercise,
+    expect,
+    expect_close,
+    expect_equal,
+    expect_shape,
+    expect_tensor,
+)
+
+# --------------------------------------------------------------------------- schedule
+
+NO_CLIP = (
+    "gamma(1) should be clipped to 1e-6, not 0: the reference clips every schedule to "
+    "[1e-6, 1] (torch.clamp(gamma, 1e-6, 1.0))."
+)
+
+
+def _as_float_tensor(got, what: str) -> torch.Tensor:
+    if isinstance(got, (int, float)):
+        return torch.tensor(float(got), dtype=torch.float64)
+    expect_tensor(got, what)
+    return got.detach().double().cpu()
+
+
+@exercise("schedule", reference=maskgit.schedule)
+def schedule(fn):
+    ratios = torch.tensor([0.0, 0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64)
+    for name in ("cosine", "linear", "square"):
+        expected = maskgit.schedule(name, ratios)
+        got = _as_float_tensor(fn(name, ratios), f"schedule({name!r}, ratios)")
+        expect_shape(got, tuple(ratios.shape), f"schedule({name!r}, ratios)")
+        if got.numel() and abs(float(got[0]) - 1.0) > 1e-6:
+            raise CheckFailed(
+                f"schedule({name!r}, 0) = {float(got[0]):.4g}, but at ratio 0 every token is "
+                "still masked",
+                "gamma(r) is the fraction still MASKED: gamma(0) = 1, gamma(1) = 0. "
+                "cosine is cos(pi/2 r), linear 1 - r, square 1 - r^2.",
+            )
+        expect_close(
+            got, expected, f"schedule({name!r}, r) for r = {ratios.tolist()}", atol=1e-6,
+            hint="cosine: cos(pi/2 r); linear: 1 - r; square: 1 - r**2.",
+        )
+    for name in ("cosine", "linear", "square"):
+        at_one = _as_float_tensor(fn(name, 1.0), f"schedule({name!r}, 1.0)")
+        expect_close(at_one.reshape(()), torch.tensor(1e-6, dtype=torch.float64),
+                     f"schedule({name!r}, 1.0)", atol=1e-9, rtol=1e-3, hint=NO_CLIP)
+    return "cosine, linear and square at 7 ratios, clipped to [1e-6, 1]"
+
+
+# --------------------------------------------------------------------------- mask_len
+
+OFF_BY_ONE = (
+    "the ratio is off by one: after step t (0-based) t + 1 of T steps are done, so use "
+    "r = (t + 1) / T, not t / T. With t / T the first step reveals a single token."
+)
+NO_CLAMP = (
+    "clamp as the reference: keep at most n_unknown - 1 masked (every step reveals at least "
+    "one token) and at least 1 masked until the last step, where nothing stays masked."
+)
+OFFICIAL_TABLE = [251, 236, 212, 181, 142, 97, 49, 0]  # google-research/maskgit, N=256, T=8
+
+
+def _counts(fn, n_initial: torch.Tensor, steps: int, name: str) -> list[list[int]]:
+    """Run a mask_len function over every step; returns one list of counts per step."""
+    unknown = n_initial.clone()
+    counts = []
+    for t in range(steps):
+        got = fn(n_initial, unknown, t, steps, name)
+        expect_tensor(got, f"mask_len(..., step={t}, steps={steps})")
+        expect_shape(got, tuple(n_initial.shape), f"mask_len(..., step={t}, steps={steps})")
+        unknown = got.long()
+        counts.append(unknown.tolist())
+    return counts
+
+
+def _off_by_one(n_initial, n_unknown, step, steps, name):
+    planned = torch.floor(n_initial.double() * maskgit.schedule(name, step / steps)).long()
+    if step == steps - 1:
+        return torch.zeros_like(n_unknown)
+    return torch.minimum(torch.minimum(n_unknown - 1, planned).clamp(min=1), n_unknown)
+
+
+@exercise("mask_len", reference=maskgit.mask_len)
+def mask_len(fn):
+    n = torch.tensor([256])
+    got = [c[0] for c in _counts(fn, n, 8, "cosine")]
+    if got != OFFICIAL_TABLE:
+        wrong = [c[0] for c in _counts(_off_by_one, n, 8, "cosine")]
+        hint = OFF_BY_ONE if got == wrong else (
+            "floor(N0 * gamma((t + 1) / T)) tokens stay masked after step t; the last step "
+            "leaves 0."
+        )
+        raise CheckFailed(
+            f"N0 = 256, T = 8 (cosine): still masked after each step {got}, the reference "
+            f"gives {OFFICIAL_TABLE}",
+            hint,
+        )
+    for n0, steps, name in ((1024, 12, "cosine"), (64, 8, "linear"), (64, 4, "square")):
+        expected = maskgit.mask_counts(n0, steps, name)
+        got = [c[0] for c in _counts(fn, torch.tensor([n0]), steps, name)]
+        expect(got == expected, f"N0 = {n0}, T = {steps} ({name}): got {got}, expected {expected}",
+               hint="use the schedule you are given by name, at r = (t + 1) / T.")
+    expected = maskgit.mask_counts(4, 8, "cosine")
+    got = [c[0] for c in _counts(fn, torch.tensor([4]), 8, "cosine")]
+    expect(got == expected, f"N0 = 4, T = 8 (cosine): got {got}, expected {expected}",
+           hint=NO_CLAMP)
+    rows = torch.tensor([64, 10, 1, 0])  # every row counts from its own N0
+    got = _counts(fn, rows, 8, "cosine")
+    expected = [[maskgit.mask_counts(int(n0), 8)[t] for n0 in rows] for t in range(8)]
+    expect(got == expected, f"a batch with N0 = {rows.tolist()}: got {got}, expected {expected}",
+           hint="work per row: n_initial and n_unknown are (B,) tensors; a row with nothing "
+           "masked stays at 0.")
+    return "the official table 251..49, 0, three schedules, the small-N clamp, a batch"
+
+
+# --------------------------------------------------------------------------- random_mask
+
+
+def _expected_mean_fraction(n: int) -> float:
+    """E[ceil(cos(pi/2 r) N)] / N for r ~ U(0, 1), by a fine midpoint rule."""
+    r = (torch.arange(200_000, dtype=torch.float64) + 0.5) / 200_000
+    return float(torch.ceil(torch.cos(math.pi / 2 * r) * n).mean() / n)
+
+
+@exercise("random_mask", reference=maskgit.random_mask)
+def random_mask(fn):
+    g = torch.Generator().manual_seed(6)
+    K, mask_id = 12, 99
+    tokens = torch.randint(0, K, (4, 16), generator=g)  # (B, N)
+    ratio = torch.tensor([0.0, 0.3, 0.7, 1.0], dtype=torch.float64)
+    out = fn(tokens, mask_id, "cosine", ratio, torch.Generator().manual_seed(0))
+    expect(isinstance(out, tuple) and len(out) == 2, "random_mask should return (inputs, mask)")
+    inputs, mask = out
+    expect_shape(inputs, (4, 16), "inputs")
+    expect_tensor(mask, "mask", dtype=torch.bool, hint="mask is a bool tensor, True = hidden")
+    expect_shape(mask, (4, 16), "mask")
+    expected = torch.ceil(maskgit.schedule("cosine", ratio) * 16).long()  # (B,)
+    hidden = mask.sum(dim=1)
+    if torch.equal(hidden, torch.floor(maskgit.schedule("cosine", ratio) * 16).long()):
+        raise CheckFailed(
+            f"hidden per row {hidden.tolist()}, expected {expected.tolist()}",
+            "round UP: hide ceil(gamma(r) N) tokens, so at least one is always hidden.",
+        )
+    expect_equal(hidden, expected, "the number hidden per row for r = [0, 0.3, 0.7, 1]",
+                 hint="hide ceil(gamma(r) * N) tokens: gamma(r) is the fraction masked, "
+                 "not r itself.")
+    expect(bool((inputs[mask] == mask_id).all()),
+           "some hidden positions do not hold mask_id in inputs",
+           hint="the model must not see the answer: put mask_id at every hidden position.")
+    expect_equal(inputs[~mask], tokens[~mask], "inputs at the visible positions",
+                 hint="visible positions keep their true tokens.")
+    expect_equal(tokens, torch.randint(0, K, (4, 16), generator=torch.Generator().manual_seed(6)),
+                 "tokens after the call", hint="do not change tokens in place: use masked_fill.")
+
+    # Which positions are hidden must be uniform: each is hidden about as often as any other.
+    many = torch.zeros(2000, 16, dtype=torch.long)
+    half = torch.full((2000,), 0.7, dtype=torch.float64)  # ceil(16 cos(0.35 pi)) = 8 of 16
+    _, mask = fn(many, mask_id, "cosine", half, torch.Generator().manual_seed(1))
+    freq = mask.double().mean(dim=0)  # (16,), about 0.5 each
+    expect(bool(((freq - 0.5).abs() < 0.06).all()),
+           f"hidden frequency per position {[round(f, 2) for f in freq.tolist()]}, "
+           "expected about 0.5 each",
+           hint="choose the hidden positions uniformly at random (e.g. the n smallest of "
+           "torch.rand scores per row), not the first n.")
+
+    # Drawing r itself: over many rows the mean hidden fraction is about 2/pi for cosine.
+    many = torch.zeros(4000, 64, dtype=torch.long)
+    _, mask = fn(many, mask_id, "cosine", None, torch.Generator().manual_seed(2))
+    mean = float(mask.double().mean())
+    target = _expected_mean_fraction(64)
+    expect(abs(mean - target) < 0.015,
+           f"mean hidden fraction {mean:.3f} with r ~ U(0, 1), expected {target:.3f} "
+           f"(2/pi = {2 / math.pi:.3f} plus rounding up)",
+           hint="draw one r ~ U(0, 1) per row with the generator, then hide "
+           "ceil(gamma(r) N) positions.")
+    again = fn(many, mask_id, "cosine", None, torch.Generator().manual_seed(2))[1]
+    expect(torch.equal(mask, again), "two calls with the same seeded generator differ",
+           hint="draw every random number from `generator`.")
+    return "counts ceil(gamma(r) N), no answers shown, uniform positions, mean fraction ~2/pi"
+
+
+# --------------------------------------------------------------------------- masked_loss
+
+
+@exercise("masked_loss", reference=maskgit.masked_loss)
+def masked_loss(fn):
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(3, 10, 6, generator=g) * 2  # (B, N, K)
+    targets = torch.randint(0, 6, (3, 10), generator=g)  # (B, N)
+    mask = torch.rand(3, 10, generator=g) < 0.4  # (B, N)
+    expected = F.cross_entropy(logits[mask], targets[mask])
+    got = fn(logits, targets, mask)
+    expect_shape(got, (), "the loss (a scalar)")
+    flat = F.cross_entropy(logits.reshape(-1, 6), targets.reshape(-1))
+    if torch.allclose(got.detach(), flat):
+        raise CheckFailed(
+            "the loss is the cross-entropy over every position",
+            "only the masked positions carry a loss: the visible ones were in the input, "
+            "so predicting them teaches nothing. Use logits[mask] and targets[mask].",
+        )
+    if torch.allclose(got.detach(), F.cross_entropy(logits[~mask], targets[~mask])):
+        raise CheckFailed("the loss is over the VISIBLE positions",
+                          "mask is True where the token was hidden: use logits[mask].")
+    if torch.allclose(got.detach(), expected * mask.sum()):
+        raise CheckFailed("the loss is a sum over the masked positions",
+                          "average over the masked positions (F.cross_entropy's mean).")
+    expect_close(got, expected, "the masked cross-entropy",
+                 hint="F.cross_entropy(logits[mask], targets[mask]).")
+    return "cross-entropy averaged over the masked positions only"
+
+
+# --------------------------------------------------------------------------- sample_with_confidence
+
+RAW_LOGITS = (
+    "confidence is the PROBABILITY of the sampled token: softmax(logits) gathered at the "
+    "sampled code, not the raw logit (logits of different positions are not comparable)."
+)
+RESAMPLED = (
+    "a known token was resampled: only positions holding mask_id are sampled; every other "
+    "position keeps its token (torch.where(unknown, sampled, tokens))."
+)
+
+
+@exercise("sample_with_confidence", reference=maskgit.sample_with_confidence)
+def sample_with_confidence(fn):
+    g = torch.Generator().manual_seed(8)
+    K, mask_id = 5, 17
+    logits = torch.randn(4, 12, K, generator=g) * 2  # (B, N, K)
+    tokens = torch.randint(0, K, (4, 12), generator=g)  # (B, N)
+    unknown = torch.rand(4, 12, generator=g) < 0.5
+    tokens = tokens.masked_fill(unknown, mask_id)
+    out = fn(logits, tokens, mask_id, torch.Generator().manual_seed(0))
+    expect(isinstance(out, tuple) and len(out) == 2,
+           "sample_with_confidence should return (sampled, confidence)")
+    sampled, confidence = out
+    expect_shape(sampled, (4, 12), "sampled")
+    expect_shape(confidence, (4, 12), "confidence")
+    expect_equal(sampled[~unknown], tokens[~unknown], "sampled at the known positions",
+                 hint=RESAMPLED)
+    codes = sampled[unknown]
+    expect(bool(((codes >= 0) & (codes < K)).all()),
+           "sampled holds ids outside the codebook at masked positions",
+           hint="sample from the K code logits; never keep mask_id.")
+    expect(bool(torch.isinf(confidence[~unknown]).all() and (confidence[~unknown] > 0).all()),
+           "confidence at the known positions is not +inf",
+           hint="give known tokens confidence +inf so they are never re-masked.")
+    probs = torch.softmax(logits, dim=-1).gather(-1, sampled.clamp(0, K - 1)[..., None])[..., 0]
+    raw = logits.gather(-1, sampled.clamp(0, K - 1)[..., None])[..., 0]
+    conf = confidence[unknown].detach().float()
+    if torch.allclose(conf, raw[unknown]):
+        raise CheckFailed("confidence equals the raw logit of the sampled token", RAW_LOGITS)
+    if torch.allclose(conf, probs[unknown].log()):
+        raise CheckFailed("confidence is the log-probability",
+                          "return the probability itself, softmax(logits)[sampled].")
+    expect_close(conf, probs[unknown], "confidence at the masked positions", hint=RAW_LOGITS)
+
+    # The samples follow softmax(logits): not the argmax, not uniform.
+    p = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    many = torch.full((1, 4000), mask_id)
+    logits = p.log().expand(1, 4000, 4).clone()
+    drawn, _ = fn(logits, many, mask_id, torch.Generator().manual_seed(1))
+    freq = torch.bincount(drawn[0].clamp(0, 3), minlength=4).double() / 4000
+    expect(bool(((freq - p.double()).abs() < 0.03).all()),
+           f"over 4000 draws with probabilities {p.tolist()} the codes came out "
+           f"{[round(f, 3) for f in freq.tolist()]}",
+           hint="SAMPLE each masked position from softmax(logits) (torch.multinomial or "
+           "Gumbel-max), not argmax.")
+    return "known tokens kept, confidence = softmax probability (+inf where known), sampling"
+
+
+# --------------------------------------------------------------------------- remask_lowest
+
+MOST_CONFIDENT = (
+    "the MOST confident tokens were re-masked: keep the confident ones and mask again the "
+    "n_mask LOWEST scores (sort ascending, or topk(..., largest=False))."
+)
+
+
+@exercise("remask_lowest", reference=maskgit.remask_lowest)
+def remask_lowest(fn):
+    inf = math.inf
+    confidence = torch.tensor([
+        [0.9, 0.2, inf, 0.5, 0.05, inf, 0.7, 0.3],
+        [inf, 0.6, 0.1, 0.8, inf, 0.4, 0.95, 0.15],
+        [0.3, inf, inf, 0.2, 0.9, 0.6, inf, 0.1],
+    ])
+    n_mask = torch.tensor([3, 2, 0])
+    got = fn(confidence, n_mask, 0.0, torch.Generator().manual_seed(0))
+    expect_tensor(got, "the re-mask", dtype=torch.bool, hint="return a bool tensor, True = mask")
+    expect_shape(got, (3, 8), "the re-mask")
+    expected = maskgit.remask_lowest(confidence, n_mask, 0.0)
+    finite = torch.isfinite(confidence)
+    most = confidence.masked_fill(~finite, -inf).argsort(dim=1, descending=True).argsort(dim=1)
+    if torch.equal(got, most < n_mask[:, None]):
+        raise CheckFailed("the most confident positions were chosen", MOST_CONFIDENT)
+    expect_equal(got.sum(dim=1), n_mask, "the number re-masked per row (n_mask = [3, 2, 0])",
+                 hint="re-mask exactly n_mask[b] positions in row b.")
+    expect(not bool((got & ~finite).any()), "a known token (+inf confidence) was re-masked",
+           hint="known tokens have confidence +inf: they are never among the lowest.")
+    expect_equal(got, expected, "the re-mask at temperature 0",
+                 hint="with temperature 0 re-mask exactly the n_mask lowest confidences.")
+
+    # With noise: still exactly n_mask per row, still never a known token.
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        noisy = fn(confidence, n_mask, 4.5, g)
+        expect_equal(noisy.sum(dim=1), n_mask, "the number re-masked per row at temperature 4.5")
+        expect(not bool((noisy & ~finite).any()),
+               "a known token (+inf confidence) was re-masked at temperature 4.5",
+               hint="add the noise to log(confidence): +inf stays +inf.")
+
+    # The noise goes on log(confidence): P(lower of 1e-4 and 2e-4 is chosen) = 2/3 at T = 1.
+    pair = torch.tensor([[1e-4, 2e-4]]).expand(4000, 2).contiguous()
+    chosen = fn(pair, torch.ones(4000, dtype=torch.long), 1.0, torch.Generator().manual_seed(2))
+    share = float(chosen[:, 0].double().mean())
+    expect(abs(share - 2 / 3) < 0.04,
+           f"with confidences 1e-4 and 2e-4 at temperature 1 the lower one was re-masked "
+           f"{share:.2f} of the time, expected 2/3",
+           hint="score = log(confidence) + temperature * Gumbel noise, Gumbel = -log(-log(U)); "
+           "re-mask the n_mask lowest scores.")
+    return "the lowest at temperature 0, exact counts, known tokens never, Gumbel on log-confidence"
+
+
+# --------------------------------------------------------------------------- decode_loop
+
+FROM_GRID_SIZE = (
+    "the schedule counted from the grid size N: when inpainting only N0 tokens are masked "
+    "at the start, and floor(N0 * gamma((t + 1) / T)) must follow N0 = (tokens == "
+    "mask_id).sum(1), counted once before the loop."
+)
+
+
+class _SpyModel:
+    """A fake MaskGIT: fixed logits per position, and a record of every input it is shown."""
+
+    def __init__(self, logits: torch.Tensor, mask_id: int):
+        self.logits = logits  # (B, N, K)
+        self.mask_id = mask_id
+        self.num_codes = logits.shape[-1]
+        self.inputs: list[torch.Tensor] = []
+
+    def __call__(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(tokens.clone())
+        return self.logits.clone()
+
+
+def _peaked_logits(B: int, N: int, K: int, seed: int) -> torch.Tensor:
+    """Each position prefers one code with probability 0.9996 to 0.999998: all but certain.
+
+    The peak heights are 9 .. 14, a different one for every position of a row, so that the
+    probabilities of the preferred codes are distinct even in float32.
+    """
+    g = torch.Generator().manual_seed(seed)
+    best = torch.randint(0, K, (B, N), generator=g)
+    order = torch.stack([torch.randperm(N, generator=g) for _ in range(B)])  # (B, N)
+    height = 9 + 5 * order.float() / N  # (B, N) distinct peak heights
+    return F.one_hot(best, K).float() * height[..., None]  # (B, N, K)
+
+
+def _run_loop(fn, tokens, steps, choice_temperature, seed, K=4):
+    B, N = tokens.shape
+    model = _SpyModel(_peaked_logits(B, N, K, seed), mask_id=K + 11)
+    tokens = tokens.masked_fill(tokens < 0, model.mask_id)  # -1 marks "to generate"
+    labels = torch.zeros(B, dtype=torch.long)
+    final = fn(model, labels, tokens.clone(), steps, choice_temperature,
+               torch.Generator().manual_seed(seed))
+    return model, tokens, final
+
+
+def _judge_loop(model, start, final, steps, what):
+    mask_id = model.mask_id
+    K = model.num_codes
+    expect_shape(final, tuple(start.shape), f"{what}: the output")
+    expect(len(model.inputs) == steps,
+           f"{what}: the model was called {len(model.inputs)} times for {steps} steps",
+           hint="one forward pass per step, on the whole grid at once.")
+    n0 = (start == mask_id).sum(dim=1)  # (B,)
+    for b in range(start.shape[0]):
+        expected = [int(n0[b])] + maskgit.mask_counts(int(n0[b]), steps)[:-1]
+        got = [int((x[b] == mask_id).sum()) for x in model.inputs]
+        if got != expected:
+            hint = FROM_GRID_SIZE if int(n0[b]) < start.shape[1] else (
+                "after step t keep floor(N0 * gamma((t + 1) / T)) masked (mask_len), "
+                "nothing after the last step.")
+            raise CheckFailed(
+                f"{what}, row {b}: masked tokens the model saw at each step {got}, "
+                f"the schedule gives {expected}", hint)
+    expect(not bool((final == mask_id).any()), f"{what}: the output still holds mask ids",
+           hint="at the last step nothing stays masked: its samples are the output.")
+    expect(bool(((final >= 0) & (final < K)).all()), f"{what}: the output holds non-codes")
+    seen = model.inputs + [final]
+    for t in range(len(seen) - 1):
+        known = seen[t] != mask_id
+        expect(torch.equal(seen[t + 1][known], seen[t][known]),
+               f"{what}: a token known before step {t} changed at step {t}",
+               hint="tokens given at the start and tokens revealed at an earlier step never "
+               "change: sample only where the input holds mask_id.")
+
+
+def reference_decode_loop(model, labels, tokens, steps=8, choice_temperature=4.5, generator=None):
+    """minitok's loop with the exercise's signature: the final (B, N) tokens, cosine schedule."""
+    final, _, _ = maskgit.decode_tokens(model, labels, tokens, steps, "cosine",
+                                        choice_temperature, generator)
+    return final
+
+
+@exercise("decode_loop", reference=reference_decode_loop)
+def decode_loop(fn):
+    B, N = 3, 16
+    # Generation from scratch, no choice noise: the confident tokens are revealed first.
+    model, start, final = _run_loop(fn, torch.full((B, N), -1), 4, 0.0, seed=0)
+    expect(len(model.inputs) == 4,
+           f"the model was called {len(model.inputs)} times for 4 steps",
+           hint="one forward pass per step, on the whole grid at once.")
+    after_first = model.inputs[1] != model.mask_id  # (B, N) revealed by step 0
+    height = model.logits.amax(dim=-1)  # (B, N): a higher peak is a more confident sample
+    for b in range(B):
+        n = int(after_first[b].sum())
+        top = height[b].argsort(descending=True)[:n]
+        expect(bool(after_first[b, top].all()),
+               f"row {b}: step 0 kept {after_first[b].nonzero().flatten().tolist()}, but the "
+               f"most confident positions are {sorted(top.tolist())}",
+               hint="keep the confident tokens; re-mask the least confident ones.")
+    _judge_loop(model, start, final, 4, "generating 16 tokens in 4 steps")
+
+    # Inpainting: some tokens given, the schedule follows the number masked at the start.
+    g = torch.Generator().manual_seed(3)
+    grid = torch.randint(0, 4, (B, N), generator=g)
+    holes = torch.zeros(B, N, dtype=torch.bool)
+    holes[0, :5] = True  # 5 of 16 to fill
+    holes[1, 4:13] = True  # 9 of 16
+    holes[2] = True  # everything
+    start = grid.masked_fill(holes, -1)
+    model, start, final = _run_loop(fn, start, 6, 4.5, seed=4)
+    _judge_loop(model, start, final, 6, "inpainting with 5, 9 and 16 of 16 masked in 6 steps")
+    expect_equal(final[~holes], grid[~holes], "the given tokens in the output",
+                 hint="tokens given at the start are never resampled.")
+    return "one pass per step, the schedule from N0, known tokens fixed, confident ones first"
