@@ -1,12 +1,32 @@
 """minitok: how images become tokens, and tokens become images.
 
-One module per concept, in the order the lessons build them:
+One module per concept, in the order the lessons build them. Read them top to bottom:
 
+    course       seeds, devices and the switches the notebooks read (fast, strict)
     data         the bundled digits (scikit-learn), and a learner's own image folder
     quantize     Lesson 01: nearest-code lookup, quantizing a feature map, k-means, usage
-    course       seeds, devices and the switches the notebooks read (fast, strict)
+    vq           Lesson 02: the straight-through estimator, VQ losses, EMA, dead-code restarts
+    fsq          Lesson 02: finite scalar quantization, a quantizer with no codebook
+    tokenizer    Lesson 03: the VQ-VAE image tokenizer (digits -> 8 x 8 token grids)
+    vqgan        Lesson 03: PatchGAN discriminator, hinge loss, adaptive weight
+    classifier   Lesson 03: the digit classifier that judges reconstructions and samples
+    transformer  Lesson 04: attention from scratch, causal masks, the KV cache, generate
+    rope         Lesson 04: 2D rotary position embeddings for token grids
+    sampling     Lesson 05: temperature, top-k, top-p, classifier-free guidance on logits
+    prior        Lesson 05: the class-conditional autoregressive prior over digit tokens
+    maskgit      Lesson 06: mask schedules, the masker, parallel decoding, AR vs MaskGIT
+    vocab        Lesson 07: one vocabulary for text and image tokens, mixed sequences
+    anytoany     Lesson 07: one transformer for text-to-image and captioning
+
+The course's tooling:
+
     checks       the learner checks each lesson calls after an exercise
+    checkpoints  the small pretrained models shipped in minitok/checkpoints/
     assign       builds the exercise notebooks in lessons/ from solutions/
+    grade        `minitok grade`: scores submitted notebooks, one process per exercise
+    demo         `minitok demo`: the whole pipeline as one picture and one table
+    env          `minitok env`: is this setup able to run the course?
+    cli          the `minitok` command
 """
 
 __version__ = "0.1.0"
