@@ -53,7 +53,7 @@ class PriorConfig:
     num_classes: int = 10
     n_layer: int = 4
     n_head: int = 4
-    n_embd: int = 128
+    n_embd: int = 64
     dropout: float = 0.1
 
     def __post_init__(self):
@@ -186,7 +186,7 @@ def train_prior(
     seqs: torch.Tensor,
     steps: int,
     batch_size: int = 64,
-    lr: float = 2e-3,
+    lr: float = 3e-3,
     weight_decay: float = 0.05,
     p_uncond: float = 0.1,
     seed: int = 0,
