@@ -38,13 +38,14 @@ lint: setup
 unit: setup
 	$(PY) -m pytest -q tests -m "not slow"
 
-# The main job.
+# The main job: out/demo.png and a table. DEMO_ARGS="--train out/models" retrains everything.
 demo: setup
-	$(PY) -m minitok demo
+	$(PY) -m minitok demo $(DEMO_ARGS)
 
-# Every benchmark script in turn (each prints measured ratios); BENCH_ARGS=--quick for a smoke run.
+# Every lesson's benchmark in one run, one table of ratios, also written to out/bench.md
+# (each script in benchmarks/ still runs on its own). BENCH_ARGS=--quick for a smoke run.
 bench: setup
-	set -e; for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script $(BENCH_ARGS); done
+	$(PY) -m minitok.bench --out out/bench.md $(BENCH_ARGS)
 
 lab: setup
 	$(VENV)/bin/jupyter lab lessons/

@@ -26,10 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     p_assign.add_argument("--check", action="store_true", help="fail if lessons/ is stale")
 
     p_demo = sub.add_parser("demo", help="run the pipeline on the bundled digits")
-    p_demo.add_argument("--out", default="out", help="folder for the picture (default: out)")
-    p_demo.add_argument("--seed", type=int, default=0)
-    p_demo.add_argument("--device", default="cpu", help="cpu or cuda")
-    p_demo.add_argument("--quick", action="store_true", help="smaller settings, for tests")
+    p_demo.add_argument("--out", type=Path, default=Path("out"),
+                        help="folder for demo.png and demo_samples.pt (default: out)")
+    p_demo.add_argument("--seed", type=int, default=0, help="makes the run repeatable (default 0)")
+    p_demo.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p_demo.add_argument("--quick", action="store_true",
+                        help="3 samples per class instead of 20 (and tiny --train runs), for tests")
+    p_demo.add_argument("--train", type=Path, default=None, metavar="DIR",
+                        help="train every model from scratch (a few minutes), save them in DIR "
+                             "and use them instead of the shipped checkpoints")
 
     p_grade = sub.add_parser("grade", help="score submitted lesson notebooks per exercise")
     p_grade.add_argument("submissions", nargs="+", type=Path, help="the .ipynb files to grade")
@@ -53,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from minitok.demo import run_demo
 
-        return run_demo(out=Path(args.out), seed=args.seed, device=args.device, quick=args.quick)
+        return run_demo(out=args.out, seed=args.seed, device=args.device, quick=args.quick,
+                        train=args.train)
     if args.command == "grade":
         from minitok.grade import grade
 

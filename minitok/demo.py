@@ -1,104 +1,509 @@
-"""`make demo` / `minitok demo`: the course's pipeline on the bundled digits, as one picture.
+"""`make demo` / `minitok demo`: the whole course on the bundled digits, as one picture and one table.
 
-What it runs grows with the course. Today: Lesson 01's vector quantization. Real test digits
-are cut into 2x2 patches; a k-means codebook fitted on the training digits' patches turns each
-patch into one token; the picture shows the digits rebuilt from their tokens at several
-codebook sizes, and the table says how much was lost.
+    digits --tokenizer (L03)--> 8 x 8 token grids --decoder--> reconstructions
+    class  --AR prior (L05), with and without guidance--> token grids --decoder--> digits
+    class  --MaskGIT (L06), 8 parallel steps-->           token grids --decoder--> digits
+    text   --any-to-any (L07), when its checkpoint exists--> token grids --decoder--> digits
+
+Every generated digit is judged by the Lesson 03 classifier, which was trained on real
+digits only: accuracy is "the classifier reads the requested class", diversity is the
+within-class spread relative to real test digits (`minitok.maskgit.diversity`, 1.0 = as
+varied as real handwriting). Each method also reports its wall time and the sequential
+forward passes it needs per image.
+
+By default the shipped checkpoints (minitok/checkpoints/) are used. `--train DIR` trains
+the tokenizer, classifier, prior and MaskGIT from scratch with the same training functions
+as scripts/ (shorter: a few minutes on a laptop CPU), writes them into DIR and uses those.
+
+Outputs in the --out folder: demo.png (the picture) and demo_samples.pt (the token grids
+behind the table, a weights-only file: `torch.load(path, weights_only=True)`).
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from minitok.course import seed_everything
 from minitok.data import load_digits, to_unit_range
-from minitok.quantize import codebook_usage, kmeans, perplexity, quantize
 
-PATCH = 2
-
-
-def to_patches(images: torch.Tensor, patch: int = PATCH) -> torch.Tensor:
-    """(N, 1, S, S) -> (N, S/p, S/p, p*p): each non-overlapping p x p patch as one vector."""
-    n, _, size, _ = images.shape
-    grid = size // patch
-    x = images.reshape(n, grid, patch, grid, patch)  # (N, g, p, g, p)
-    return x.permute(0, 1, 3, 2, 4).reshape(n, grid, grid, patch * patch)
+AR_SCALE = 2.0  # the guidance scale of Lesson 05
+MASKGIT_STEPS = 8
+# Training steps of `--train` (shipped: tokenizer 2000, prior 2000, MaskGIT 1500 steps).
+TRAIN_STEPS = {"tokenizer": 600, "prior": 500, "maskgit": 500}
+QUICK_TRAIN_STEPS = {"tokenizer": 10, "prior": 10, "maskgit": 10}
 
 
-def from_patches(patches: torch.Tensor, patch: int = PATCH) -> torch.Tensor:
-    """The inverse of to_patches: (N, g, g, p*p) -> (N, 1, g*p, g*p)."""
-    n, grid, _, _ = patches.shape
-    x = patches.reshape(n, grid, grid, patch, patch).permute(0, 1, 3, 2, 4)  # (N, g, p, g, p)
-    return x.reshape(n, 1, grid * patch, grid * patch)
+# --------------------------------------------------------------------------- the models
 
 
-def vq_rows(sizes: list[int], seed: int, device: str, examples: int):
-    """Fit a codebook per K; return the table rows and the reconstructions to draw."""
-    gen = torch.Generator().manual_seed(seed)
-    train, _ = load_digits("train", size=8)
-    test, _ = load_digits("test", size=8)
-    train_vectors = to_patches(train.to(device)).reshape(-1, PATCH * PATCH)  # (N*16, 4)
-    test_patches = to_patches(test.to(device))  # (M, 4, 4, 4)
-    rows, pictures = [], []
-    for k in sizes:
-        start = time.perf_counter()
-        codebook = kmeans(train_vectors, k, iters=10, generator=gen)  # (K, 4)
-        quantized, indices = quantize(test_patches, codebook)  # (M, 4, 4, 4), (M, 4, 4)
-        rebuilt = from_patches(quantized)  # (M, 1, 8, 8)
-        rows.append({
-            "codes K": k,
-            "test MSE": ((rebuilt - test.to(device)) ** 2).mean().item(),
-            "usage": codebook_usage(indices, k),
-            "perplexity": perplexity(indices, k),
-            "seconds": time.perf_counter() - start,
-        })
-        pictures.append((f"K = {k}", rebuilt[:examples].cpu()))
-    return rows, [("original", test[:examples])] + pictures
+@dataclass
+class Models:
+    """Everything the demo runs, and where it came from (printed under the table)."""
+
+    tokenizer: object
+    classifier: object
+    prior: object | None  # None when there is no checkpoint
+    maskgit: object | None
+    anytoany: tuple | None  # (model, vocab)
+    notes: list[str] = field(default_factory=list)
 
 
-def draw(pictures, path: Path) -> None:
-    """One row per picture set, one column per digit."""
-    import matplotlib
+def load_shipped(device: str) -> Models:
+    """The checkpoints that ship in minitok/checkpoints/; a generator whose file is missing
+    (a lesson still being written) is left out, and a note says so."""
+    from minitok.checkpoints import checkpoint_path
+    from minitok.classifier import load_classifier
+    from minitok.tokenizer import load_tokenizer
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    notes = ["models: the shipped checkpoints in minitok/checkpoints/"]
+    loaded = {}
+    for name, lesson in (("prior", "05"), ("maskgit", "06"), ("anytoany", "07")):
+        if checkpoint_path(name).is_file():
+            loaded[name] = _load_generator(name, device)
+            if loaded[name] is None:
+                notes.append(f"minitok/checkpoints/{name}.pt does not match the shipped "
+                             f"tokenizer, so no {name} row: scripts/train_{name}.py rebuilds it")
+        else:
+            notes.append(f"no minitok/checkpoints/{name}.pt (Lesson {lesson}), so no {name} "
+                         f"row: scripts/train_{name}.py builds it")
+    return Models(load_tokenizer(device=device), load_classifier(device), loaded.get("prior"),
+                  loaded.get("maskgit"), loaded.get("anytoany"), notes)
 
-    cols = len(pictures[0][1])
-    fig, axes = plt.subplots(len(pictures), cols, figsize=(cols * 0.8, len(pictures) * 0.9))
-    for r, (title, images) in enumerate(pictures):
-        for c in range(cols):
-            ax = axes[r, c]
-            ax.imshow(to_unit_range(images[c, 0]).numpy(), cmap="gray_r", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle("Test digits rebuilt from 2x2-patch tokens (k-means codebooks)", fontsize=10)
-    fig.tight_layout()
+
+def _load_generator(name: str, device: str):
+    if name == "prior":
+        from minitok.prior import load_prior
+
+        return load_prior(device=device)
+    if name == "maskgit":
+        from minitok.maskgit import load_maskgit
+
+        return load_maskgit(device=device)
+    from minitok.anytoany import load_anytoany
+
+    try:
+        return load_anytoany(device=device)
+    except ValueError as err:  # trained on another tokenizer: its image ids mean other codes
+        print(f"minitok demo: skipping any-to-any: {err}", file=sys.stderr)
+        return None
+
+
+def train_from_scratch(folder: Path, device: str, seed: int, quick: bool) -> Models:
+    """Train every model with the course's own training functions; save into `folder`.
+
+    The models have their default sizes and train for TRAIN_STEPS, fewer steps than the
+    shipped checkpoints: the notes printed under the table compare steps and sizes.
+    """
+    steps = QUICK_TRAIN_STEPS if quick else TRAIN_STEPS
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    tokenizer = _train_tokenizer(folder / "tokenizer.pt", steps["tokenizer"], device, seed)
+    classifier = _train_classifier(folder / "classifier.pt", device, seed)
+    grids, labels = _encode("train", tokenizer)
+    prior = _train_prior(folder / "prior.pt", tokenizer, grids, labels, steps["prior"], device,
+                         seed)
+    maskgit = _train_maskgit(folder / "maskgit.pt", tokenizer, grids, labels, steps["maskgit"],
+                             device, seed)
+    notes = [f"models: trained from scratch into {folder} in "
+             f"{time.perf_counter() - start:.0f} s (seed {seed}); against the shipped ones:"]
+    notes += [f"  {line}" for line in compare_to_shipped(tokenizer, prior, maskgit)]
+    notes.append("any-to-any: not retrained by --train (its image ids belong to the shipped "
+                 "tokenizer), so no text -> image row")
+    return Models(tokenizer, classifier, prior, maskgit, None, notes)
+
+
+def compare_to_shipped(tokenizer, prior, maskgit) -> list[str]:
+    """One line per model: its training steps and size against the shipped checkpoint's."""
+    from minitok.checkpoints import checkpoint_path, load_checkpoint
+
+    lines = []
+    for name, model in (("tokenizer", tokenizer), ("prior", prior), ("maskgit", maskgit)):
+        if not checkpoint_path(name).is_file():
+            lines.append(f"{name}: {model.meta['steps']} training steps (no shipped checkpoint)")
+            continue
+        shipped = load_checkpoint(checkpoint_path(name), name)
+        size = sum(v.numel() for v in shipped["state_dict"].values())
+        mine = sum(v.numel() for v in model.state_dict().values())
+        steps = shipped["meta"].get("train", {}).get("steps", shipped["meta"].get("steps", "?"))
+        lines.append(f"{name}: {model.meta['steps']} training steps (shipped: {steps}), "
+                     f"{mine:,} weights (shipped: {size:,})")
+    return lines
+
+
+def _train_tokenizer(path: Path, steps: int, device: str, seed: int):
+    from minitok.tokenizer import TrainConfig, load_tokenizer, train_tokenizer
+
+    tokenizer, _ = train_tokenizer(train=TrainConfig(steps=steps, seed=seed), device=device)
+    tokenizer.save(path, {"script": "minitok demo --train", "steps": steps, "seed": seed})
+    return load_tokenizer(path, device=device)
+
+
+def _train_classifier(path: Path, device: str, seed: int):
+    from minitok.checkpoints import load_checkpoint, save_checkpoint
+    from minitok.classifier import DigitClassifier, train_classifier
+
+    hidden = 64
+    save_checkpoint(path, "classifier", {"hidden": hidden}, train_classifier(seed, hidden),
+                    {"script": "minitok demo --train", "seed": seed})
+    payload = load_checkpoint(path, "classifier")
+    classifier = DigitClassifier(payload["config"]["hidden"])
+    classifier.load_state_dict(payload["state_dict"])
+    return classifier.to(device).eval()
+
+
+def _train_prior(path: Path, tokenizer, grids, labels, steps: int, device: str, seed: int):
+    from minitok.prior import (
+        ARPrior,
+        PriorConfig,
+        load_prior,
+        make_sequences,
+        save_prior,
+        train_prior,
+    )
+
+    torch.manual_seed(seed)  # the initial weights
+    prior = ARPrior(PriorConfig(num_codes=tokenizer.num_codes, grid_size=tokenizer.grid_size))
+    seqs = make_sequences(grids, labels, tokenizer.num_codes)  # (N, 1 + G*G)
+    train_prior(prior.to(device), seqs, steps, seed=seed)
+    save_prior(prior, path, {"script": "minitok demo --train", "steps": steps, "seed": seed})
+    return load_prior(path, device=device)
+
+
+def _train_maskgit(path: Path, tokenizer, grids, labels, steps: int, device: str, seed: int):
+    from minitok.maskgit import MaskGIT, MaskGITConfig, load_maskgit, save_maskgit, train_maskgit
+
+    torch.manual_seed(seed)  # the initial weights
+    config = MaskGITConfig(num_codes=tokenizer.num_codes, grid_size=tokenizer.grid_size)
+    model = MaskGIT(config).to(device)
+    train_maskgit(model, grids, labels, steps, seed=seed)
+    save_maskgit(model, path, {"script": "minitok demo --train", "steps": steps, "seed": seed})
+    return load_maskgit(path, device=device)
+
+
+def _encode(split: str, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bundled digits of `split` as token grids (N, G, G) on the CPU, and labels (N,)."""
+    images, labels = load_digits(split, size=tokenizer.config.image_size)
+    return tokenizer.encode(images.to(tokenizer.device)).cpu(), labels
+
+
+# --------------------------------------------------------------------------- the methods
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_counted(module: torch.nn.Module, fn, n_images: int, device) -> tuple[object, dict]:
+    """Call fn(); count module's forward passes; seconds and passes per image."""
+    from minitok.prior import count_forward
+
+    _sync(device)
+    start = time.perf_counter()
+    with count_forward(module) as stats:
+        out = fn()
+        _sync(device)
+    seconds = time.perf_counter() - start
+    return out, {"ms/image": 1000 * seconds / n_images, "passes/image": stats["passes"]}
+
+
+def reconstruct_test(models: Models, device) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Tokenize and rebuild every held-out test digit: (row, images, reconstructions)."""
+    tokenizer = models.tokenizer
+    images, labels = load_digits("test", size=tokenizer.config.image_size)  # (360, 1, 16, 16)
+    _sync(device)
+    start = time.perf_counter()
+    grids = tokenizer.encode(images.to(device))  # (360, 8, 8)
+    recons = tokenizer.decode(grids).cpu()  # (360, 1, 16, 16)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    row = {"method": "tokenizer: encode + decode (test digits)",
+           "ms/image": 1000 * seconds / len(images), "passes/image": 2}
+    return row, images, recons
+
+
+def generate_all(models: Models, labels: torch.Tensor, seed: int, device) -> dict:
+    """Token grids (N, G, G) for `labels` by every method; with cost per image and traces."""
+    from minitok.maskgit import decode
+    from minitok.prior import generate
+
+    prior, maskgit = models.prior, models.maskgit
+    on_device = labels.to(device)
+    n = len(labels)
+    results = {}
+    scales = [] if prior is None else [("no guidance (s=1)", 1.0),
+                                        (f"guidance s={AR_SCALE:g}", AR_SCALE)]
+    for name, scale in scales:
+        grids, cost = run_counted(prior.transformer, lambda s=scale: generate(
+            prior, on_device, cfg_scale=s, seed=seed), n, device)
+        results[f"AR prior, {name}"] = {"grids": grids.cpu(), **cost}
+    if maskgit is not None:
+        gen = torch.Generator(device=device).manual_seed(seed)
+        (grids, trace), cost = run_counted(maskgit.transformer, lambda: decode(
+            maskgit, on_device, steps=MASKGIT_STEPS, generator=gen, return_steps=True), n,
+            device)
+        results[f"MaskGIT, {MASKGIT_STEPS} steps"] = {"grids": grids.cpu(), "trace": trace,
+                                                      **cost}
+    if models.anytoany is not None:
+        results["any-to-any: text -> image"] = text_to_image_all(models, labels, seed, device)
+    return results
+
+
+def held_out_caption(digit: int) -> str:
+    """The wording of `digit` that the any-to-any model never saw in training."""
+    from minitok.anytoany import caption, held_out_pairs
+
+    template = dict((d, t) for t, d in held_out_pairs())[digit]
+    return caption(template, digit)
+
+
+def text_to_image_all(models: Models, labels: torch.Tensor, seed: int, device) -> dict:
+    """Draw every label's digit from its held-out caption with the any-to-any model."""
+    from minitok.anytoany import text_to_image
+
+    model, vocab = models.anytoany
+    gen = torch.Generator(device=device).manual_seed(seed)
+    grids = torch.zeros(len(labels), vocab.grid_size, vocab.grid_size, dtype=torch.long)
+
+    def draw_all():
+        for digit in labels.unique().tolist():
+            where = (labels == digit).nonzero()[:, 0]  # (n,)
+            grids[where] = text_to_image(model, vocab, held_out_caption(digit), len(where),
+                                         generator=gen)
+        return grids
+
+    grids, cost = run_counted(model, draw_all, len(labels), device)
+    cost["passes/image"] /= len(labels.unique())  # one batch per digit: passes per batch
+    return {"grids": grids, **cost}
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def score(models: Models, results: dict, labels: torch.Tensor, recon: tuple) -> list[dict]:
+    """One table row per method: classifier accuracy, diversity, ms and passes per image."""
+    from minitok.maskgit import diversity
+
+    recon_row, real, recons = recon
+    _, real_labels = load_digits("test", size=models.tokenizer.config.image_size)
+    classifier = models.classifier
+    rows = [{"method": "real test digits (reference)", "accuracy": classifier.accuracy(
+                real, real_labels), "diversity": 1.0, "ms/image": None, "passes/image": None},
+            {**recon_row, "accuracy": classifier.accuracy(recons, real_labels),
+             "diversity": diversity(recons, real_labels, real, real_labels)}]
+    for name, result in results.items():
+        images = models.tokenizer.decode(result["grids"].to(models.tokenizer.device)).cpu()
+        rows.append({"method": name, "accuracy": classifier.accuracy(images, labels),
+                     "diversity": diversity(images, labels, real, real_labels),
+                     "ms/image": result["ms/image"], "passes/image": result["passes/image"]})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """The rows as an aligned text table."""
+    head = f"{'method':<42} {'accuracy':>8} {'diversity':>9} {'ms/image':>9} {'passes/image':>12}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ms = "" if r["ms/image"] is None else f"{r['ms/image']:.2f}"
+        passes = "" if r["passes/image"] is None else f"{r['passes/image']:g}"
+        lines.append(f"{r['method']:<42} {100 * r['accuracy']:>7.1f}% {r['diversity']:>9.2f} "
+                     f"{ms:>9} {passes:>12}")
+    return "\n".join(lines)
+
+
+TABLE_NOTES = (
+    "accuracy: the Lesson 03 classifier (trained on real digits only) reads the intended class",
+    "diversity: within-class pixel spread / that of real test digits (1.00 = as varied as real)",
+    "passes/image: sequential forward passes (a batch shares them; guidance runs a doubled "
+    "batch in the same passes)",
+)
+
+
+# --------------------------------------------------------------------------- the picture
+
+SCALE = 4  # screen pixels per image pixel
+PAD = 4  # between cells
+GAP = 28  # between groups
+TOP, LEFT, BOTTOM = 48, 36, 26  # title band, class-label band, footer
+MASKED = (150, 190, 255)  # a token still masked in a MaskGIT step: light blue
+
+
+def render(image: torch.Tensor) -> np.ndarray:
+    """(1, S, S) image in [-1, 1] -> (S*SCALE, S*SCALE, 3) uint8, ink dark on white."""
+    gray = 255 * (1 - to_unit_range(image[0]).clamp(0, 1).numpy())  # (S, S)
+    rgb = np.repeat(gray.round().astype(np.uint8)[:, :, None], 3, axis=2)
+    return rgb.repeat(SCALE, axis=0).repeat(SCALE, axis=1)
+
+
+def render_step(image: torch.Tensor, masked: torch.Tensor) -> np.ndarray:
+    """Like render, with the pixels of still-masked tokens (G, G) bool painted MASKED."""
+    rgb = render(image)
+    cell = rgb.shape[0] // masked.shape[0]  # screen pixels per token
+    pixel_mask = masked.numpy().repeat(cell, axis=0).repeat(cell, axis=1)
+    rgb[pixel_mask] = MASKED
+    return rgb
+
+
+def layout(groups: list[tuple[str, int]], rows: int, size: int) -> dict:
+    """Where each cell goes: {"width", "height", "cells": {(group, row, col): (x, y)}}."""
+    cell = size * SCALE
+    x, cells, starts = LEFT, {}, []
+    for g, (_, cols) in enumerate(groups):
+        starts.append(x)
+        for col in range(cols):
+            for row in range(rows):
+                cells[(g, row, col)] = (x + col * (cell + PAD), TOP + row * (cell + PAD))
+        x += cols * (cell + PAD) - PAD + GAP
+    return {"width": x - GAP + PAD, "height": TOP + rows * (cell + PAD) + BOTTOM,
+            "cells": cells, "starts": starts, "cell": cell}
+
+
+def picture_groups(models: Models, results: dict, real, recons, real_labels, labels,
+                   show: int) -> list[tuple[str, list[list[np.ndarray]]]]:
+    """The picture's column groups: (title, one list of rendered cells per class)."""
+    decode = models.tokenizer.decode
+    first = [int((real_labels == c).nonzero()[0]) for c in range(10)]  # a test digit per class
+    groups = [("held-out digit,\nrebuilt from tokens",
+               [[render(real[i]), render(recons[i])] for i in first])]
+    for name, result in results.items():
+        images = decode(result["grids"].to(models.tokenizer.device)).cpu()
+        picks = [(labels == c).nonzero()[:show, 0] for c in range(10)]
+        groups.append((name.replace(", ", ",\n", 1),
+                       [[render(images[i]) for i in p] for p in picks]))
+        if "trace" in result:
+            groups.append((f"MaskGIT decoding, steps 1 .. {MASKGIT_STEPS}\n"
+                           "(blue: tokens still masked)",
+                           [trace_cells(models, result["trace"], int(p[0])) for p in picks]))
+    return groups
+
+
+def trace_cells(models: Models, trace, index: int) -> list[np.ndarray]:
+    """One sample's MaskGIT steps: each step's prediction with its still-masked tokens blue."""
+    predicted = trace.predicted[:, index]  # (steps, G, G)
+    masked = (trace.revealed[:, index] == models.maskgit.mask_id).cpu()  # (steps, G, G)
+    images = models.tokenizer.decode(predicted.to(models.tokenizer.device)).cpu()
+    return [render_step(images[t], masked[t]) for t in range(len(images))]
+
+
+def draw(groups, path: Path, footer: str) -> dict:
+    """Paint the groups into one PNG at `path`; returns its layout (for tests)."""
+    from PIL import Image, ImageDraw
+
+    size = groups[0][1][0][0].shape[0] // SCALE
+    plan = layout([(title, len(cells[0])) for title, cells in groups], 10, size)
+    canvas = np.full((plan["height"], plan["width"], 3), 255, dtype=np.uint8)
+    for g, (_, per_class) in enumerate(groups):
+        for row, cells in enumerate(per_class):
+            for col, cell in enumerate(cells):
+                x, y = plan["cells"][(g, row, col)]
+                canvas[y : y + cell.shape[0], x : x + cell.shape[1]] = cell
+    img = Image.fromarray(canvas)
+    pen, font = ImageDraw.Draw(img), _font(13)
+    for (title, _), x in zip(groups, plan["starts"], strict=True):
+        pen.multiline_text((x, 6), title, fill=(0, 0, 0), font=font, spacing=3)
+    for row in range(10):
+        x, y = plan["cells"][(0, row, 0)]
+        pen.text((10, y + plan["cell"] // 2 - 8), str(row), fill=(0, 0, 0), font=_font(16))
+    pen.text((LEFT, plan["height"] - BOTTOM + 6), footer, fill=(90, 90, 90), font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    img.save(path)
+    return plan
 
 
-def print_table(rows: list[dict]) -> None:
-    keys = list(rows[0])
-    print(" | ".join(f"{k:>10}" for k in keys))
-    for row in rows:
-        cells = [f"{v:>10.4f}" if isinstance(v, float) else f"{v:>10}" for v in row.values()]
-        print(" | ".join(cells))
+def _font(size: int):
+    """matplotlib's DejaVu Sans (always installed with it), else PIL's built-in font."""
+    from PIL import ImageFont
+
+    try:
+        import matplotlib
+
+        ttf = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        return ImageFont.truetype(str(ttf), size)
+    except (ImportError, OSError):
+        return ImageFont.load_default()
 
 
-def run_demo(out: Path, seed: int = 0, device: str = "cpu", quick: bool = False) -> int:
-    """Run every stage that exists, write out/demo.png, print the table. Returns 0."""
+# --------------------------------------------------------------------------- the main job
+
+
+@dataclass
+class DemoResult:
+    rows: list[dict]
+    picture: Path
+    samples: Path
+    layout: dict
+    notes: list[str]
+
+
+def check_args(out, seed, device, train) -> None:
+    """Fail early, naming the bad argument."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {seed!r}")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be 'cpu' or 'cuda', got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available (torch.cuda.is_available())")
+        raise ValueError("--device cuda: torch sees no CUDA device (torch.cuda.is_available() "
+                         "is False); use --device cpu")
+    for name, folder in (("--out", out), ("--train", train)):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise ValueError(f"{name} must be a folder, but {str(folder)!r} is a file")
+
+
+def demo(out: Path, seed: int = 0, device: str = "cpu", quick: bool = False,
+         train: Path | None = None) -> DemoResult:
+    """Run the pipeline; write demo.png and demo_samples.pt into `out`; return the rows."""
+    check_args(out, seed, device, train)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is faster on a shared CPU, and repeatable
+    try:
+        return _demo(Path(out), seed, device, quick, train)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _demo(out: Path, seed: int, device: str, quick: bool, train: Path | None) -> DemoResult:
     seed_everything(seed)
-    sizes = [4, 16] if quick else [4, 16, 64]
-    rows, pictures = vq_rows(sizes, seed, device, examples=10)
-    print_table(rows)
-    path = Path(out) / "demo.png"
-    draw(pictures, path)
-    print(f"wrote {path}")
+    if train is None:
+        models = load_shipped(device)
+    else:
+        models = train_from_scratch(Path(train), device, seed, quick)
+    per_class = 3 if quick else 20
+    labels = torch.arange(10).repeat_interleave(per_class)  # (N,), every class equally
+    recon = reconstruct_test(models, device)
+    results = generate_all(models, labels, seed, device)
+    rows = score(models, results, labels, recon)
+    _, real_labels = load_digits("test", size=models.tokenizer.config.image_size)
+    groups = picture_groups(models, results, recon[1], recon[2], real_labels, labels,
+                            show=min(4, per_class))
+    footer = (f"seed {seed}, {device}; accuracy and diversity in the table printed with this "
+              f"picture (minitok demo)")
+    picture = out / "demo.png"
+    plan = draw(groups, picture, footer)
+    samples = out / "demo_samples.pt"
+    torch.save({"labels": labels, **{name: r["grids"] for name, r in results.items()}}, samples)
+    return DemoResult(rows, picture, samples, plan, models.notes)
+
+
+def run_demo(out: Path, seed: int = 0, device: str = "cpu", quick: bool = False,
+             train: Path | None = None) -> int:
+    """`minitok demo`: run, print the table and notes, return 0 (2 for a bad argument)."""
+    try:
+        result = demo(out, seed, device, quick, train)
+    except ValueError as err:
+        if not str(err).startswith("--"):
+            raise
+        print(f"minitok demo: {err}", file=sys.stderr)
+        return 2
+    samples = "3 per class (--quick)" if quick else "20 per class"
+    print(f"\nminitok demo: {samples}, seed {seed}, device {device}")
+    print(format_table(result.rows))
+    for line in (*TABLE_NOTES, *result.notes):
+        print(f"  {line}")
+    print(f"wrote {result.picture} and {result.samples}")
     return 0

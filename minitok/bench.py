@@ -1,0 +1,347 @@
+"""`make bench` / `python -m minitok.bench`: every lesson's benchmark in one run, one table.
+
+    python -m minitok.bench                   # full sizes, about 15-25 minutes on 2 busy cores
+    python -m minitok.bench --quick           # small sizes, notebooks skipped (under a minute)
+    python -m minitok.bench --out bench.md    # also write the table as Markdown
+
+It imports the scripts in benchmarks/ (each keeps working on its own) and calls their
+`run` functions, so all ratios come from the same run on the same machine:
+
+    nearest-code lookup vs torch.cdist       benchmarks/bench_nearest_code.py  (Lesson 01)
+    tokenizer vs vector-quantize-pytorch     benchmarks/bench_tokenizer.py     (Lesson 03)
+    KV cache vs recomputing, 64/256/1024     benchmarks/bench_kv_cache.py      (Lesson 04)
+    the AR prior's quality and cache         benchmarks/bench_ar.py            (Lesson 05)
+    AR vs MaskGIT                            benchmarks/bench_maskgit.py       (Lesson 06)
+    any-to-any, held-out captions            minitok.anytoany, if its checkpoint exists (L07)
+    executing every solution notebook        solutions/*.ipynb (skipped by --quick)
+
+A benchmark that fails is reported as a FAILED row (and the exit code is 1); the others
+still run. Timings on a shared machine are noisy: the table records the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]  # the course folder (minitok is installed editable)
+NOTEBOOK_GOAL_S = 180  # a solution notebook runs in under 3 minutes on 2 CPU cores
+
+
+@dataclass
+class Row:
+    """One line of the table. ratio: the number the goal is about (None when there is none)."""
+
+    benchmark: str
+    measured: str
+    ratio: float | None = None
+    goal: str = ""
+    met: bool | None = None
+
+
+class MissingScript(FileNotFoundError):
+    """benchmarks/bench_<name>.py is not there (yet)."""
+
+
+def load_script(name: str):
+    """Import benchmarks/bench_<name>.py as a module (they are scripts, not a package)."""
+    path = ROOT / "benchmarks" / f"bench_{name}.py"
+    if not path.is_file():
+        raise MissingScript(f"benchmarks/bench_{name}.py")
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------- the sections
+
+
+def nearest_code_rows(quick: bool) -> list[Row]:
+    bench = load_script("nearest_code")
+    ours, ref, ratio = bench.run(quick=quick, repeats=1 if quick else 3)
+    mib, size = 2**20, f"N={ratio['n']:,} K={ratio['k']:,} D={ratio['d']}"
+    return [
+        Row(f"nearest-code vs cdist, peak memory ({size})",
+            f"{ours['peak_bytes'] / mib:,.1f} MiB vs {ref['peak_bytes'] / mib:,.1f} MiB",
+            ratio["peak_bytes"], "<= 0.25", ratio["peak_bytes"] <= 0.25),
+        Row(f"nearest-code vs cdist, time ({size})",
+            f"{ours['seconds']:.2f} s vs {ref['seconds']:.2f} s; "
+            f"{ratio['disagreements']} indices differ", ratio["seconds"], "<= 1",
+            ratio["seconds"] <= 1),
+    ]
+
+
+def tokenizer_rows(quick: bool) -> list[Row]:
+    bench = load_script("tokenizer")
+    shipped = bench.quality_row()
+    steps = 10 if quick else bench.TrainConfig().steps
+    ours, theirs = bench.comparison_rows(steps)
+    gap = 100 * (shipped["acc_real"] - shipped["acc_recon"])
+    used = round(shipped["usage"] * shipped["num_codes"])
+    return [
+        Row("shipped tokenizer: codebook usage (test digits)",
+            f"{used}/{shipped['num_codes']} codes", shipped["usage"], ">= 0.95",
+            shipped["usage"] >= 0.95),
+        Row("shipped tokenizer: classifier on reconstructions / on real",
+            f"{100 * shipped['acc_recon']:.1f}% vs {100 * shipped['acc_real']:.1f}% "
+            f"(gap {gap:.1f} points)", shipped["acc_recon"] / shipped["acc_real"],
+            "gap <= 2 points", gap <= 2),
+        Row(f"tokenizer test MSE, minitok / vector-quantize-pytorch ({steps} steps each)",
+            f"{ours['mse']:.4f} vs {theirs['mse']:.4f}", ours["mse"] / theirs["mse"], "<= 1",
+            ours["mse"] <= theirs["mse"]),
+        Row(f"tokenizer code usage, minitok / vector-quantize-pytorch ({steps} steps each)",
+            f"{100 * ours['usage']:.0f}% vs {100 * theirs['usage']:.0f}%",
+            ours["usage"] / theirs["usage"], ">= 1", ours["usage"] >= theirs["usage"]),
+    ]
+
+
+def kv_cache_rows(quick: bool) -> list[Row]:
+    bench = load_script("kv_cache")
+    rows = []
+    for r in bench.run((32, 64) if quick else bench.LENGTHS):
+        goal = ">= 5 at 256" if r["tokens"] == 256 else ""
+        rows.append(Row(f"KV cache speed-up, {r['tokens']} tokens, batch 1",
+                        f"{r['cached_ms_per_token']:.2f} vs {r['recompute_ms_per_token']:.2f} "
+                        f"ms/token", r["speedup"], goal,
+                        r["speedup"] >= 5 if r["tokens"] == 256 else None))
+    return rows
+
+
+def ar_rows(quick: bool) -> list[Row]:
+    bench = load_script("ar")
+    if quick:
+        rows = bench.quality_rows(per_class=2, seed=0)
+        rows += bench.cost_rows((1,), cfg_scale=bench.LESSON_SCALE, repeats=1, seed=0)
+    else:
+        rows = bench.run(quick=False)
+    out = []
+    for r in (r for r in rows if r["kind"] == "quality"):
+        goal = r["cfg_scale"] == bench.LESSON_SCALE
+        out.append(Row(f"AR prior, s={r['cfg_scale']:g}: accuracy on {r['samples']} samples "
+                       f"/ on real digits",
+                       f"{100 * r['accuracy']:.1f}% vs {100 * r['real_accuracy']:.1f}%; "
+                       f"spread {r['spread']:.2f} (real {r['real_spread']:.2f})",
+                       r["accuracy"] / r["real_accuracy"], ">= 95% accuracy" if goal else "",
+                       r["accuracy"] >= bench.GOAL if goal else None))
+    cost = {(r["batch"], r["use_cache"]): r for r in rows if r["kind"] == "cost"}
+    for batch in sorted({b for b, _ in cost}):
+        cached, full = cost[(batch, True)], cost[(batch, False)]
+        out.append(Row(f"AR prior, KV cache speed-up, batch {batch}",
+                       f"{cached['ms_per_image']:.1f} vs {full['ms_per_image']:.1f} ms/image",
+                       full["ms_per_image"] / cached["ms_per_image"]))
+    return out
+
+
+def maskgit_rows(quick: bool) -> list[Row]:
+    bench = load_script("maskgit")
+    if quick:
+        from minitok import maskgit
+
+        model, prior, tokenizer, classifier = _generators()
+        settings = [maskgit.RaceSetting("AR"), maskgit.RaceSetting("MaskGIT", 8, "cosine")]
+        rows = maskgit.race(model, prior, tokenizer, classifier, settings, samples_per_class=2,
+                            latency_repeats=1, throughput_repeats=1)
+    else:
+        rows = bench.run(quick=False)
+    ar = next(r for r in rows if r["setting"].startswith("AR"))
+    mg = next(r for r in rows if r["setting"] == "MaskGIT 8 cosine")
+    gap = 100 * (ar["accuracy"] - mg["accuracy"])
+    fewer = ar["passes/image"] / mg["passes/image"]
+    latency = ar["ms/image @1"] / mg["ms/image @1"]
+    throughput = ar["ms/image @64"] / mg["ms/image @64"]
+    out = [
+        Row("AR / MaskGIT 8 steps: forward passes per image",
+            f"{ar['passes/image']} vs {mg['passes/image']}", fewer, ">= 4", fewer >= 4),
+        Row("AR / MaskGIT 8 steps: latency, batch 1",
+            f"{ar['ms/image @1']:.1f} vs {mg['ms/image @1']:.1f} ms/image", latency, "> 1",
+            latency > 1),
+        Row("AR / MaskGIT 8 steps: time per image, batch 64",
+            f"{ar['ms/image @64']:.2f} vs {mg['ms/image @64']:.2f} ms/image", throughput),
+        Row("MaskGIT 8 steps / AR: classifier accuracy",
+            f"{100 * mg['accuracy']:.1f}% vs {100 * ar['accuracy']:.1f}% "
+            f"({gap:+.1f} points for AR)", mg["accuracy"] / ar["accuracy"],
+            "within 2 points", gap <= 2),
+    ]
+    for r in rows:
+        if r is not ar and r is not mg:
+            out.append(Row(f"{r['setting']}: accuracy, diversity (AR: "
+                           f"{100 * ar['accuracy']:.1f}%, {ar['diversity']:.2f})",
+                           f"{100 * r['accuracy']:.1f}%, {r['diversity']:.2f}; "
+                           f"{r['passes/image']} passes"))
+    return out
+
+
+def _generators():
+    from minitok.classifier import load_classifier
+    from minitok.maskgit import load_maskgit
+    from minitok.prior import load_prior
+    from minitok.tokenizer import load_tokenizer
+
+    return load_maskgit(), load_prior(), load_tokenizer(), load_classifier()
+
+
+def anytoany_rows(quick: bool) -> list[Row]:
+    from minitok.checkpoints import checkpoint_path
+
+    if not checkpoint_path("anytoany").is_file():
+        return [Row("any-to-any (Lesson 07)", "not measured: no minitok/checkpoints/anytoany.pt")]
+    from minitok import anytoany
+    from minitok.classifier import load_classifier
+    from minitok.tokenizer import load_tokenizer
+
+    model, vocab = anytoany.load_anytoany()
+    tokenizer, classifier = load_tokenizer(), load_classifier()
+    generator = torch.Generator().manual_seed(0)
+    t2i = anytoany.text_to_image_accuracy(model, vocab, tokenizer, classifier,
+                                          per_caption=1 if quick else 20, generator=generator)
+    grids, labels = anytoany.encode_digits(tokenizer, "test")
+    n = 10 if quick else len(labels)
+    i2t = anytoany.image_to_text_accuracy(model, vocab, grids[:n], labels[:n])
+    return [
+        Row("any-to-any: text -> image on held-out captions (classifier agrees)",
+            f"{100 * t2i['accuracy']:.1f}% of {t2i['n']} images", t2i["accuracy"]),
+        Row("any-to-any: image -> text on test digits (caption names the digit)",
+            f"{100 * i2t['accuracy']:.1f}% of {i2t['n']} captions", i2t["accuracy"]),
+    ]
+
+
+def notebook_rows(quick: bool) -> list[Row]:
+    notebooks = sorted((ROOT / "solutions").glob("*.ipynb"))
+    if quick:
+        return [Row("executing the solution notebooks",
+                    f"skipped by --quick ({len(notebooks)} notebooks; takes minutes)")]
+    rows = []
+    for path in notebooks:
+        seconds = execute_notebook(path)
+        rows.append(Row(f"execute {path.relative_to(ROOT)} (MINITOK_STRICT=1)",
+                        f"{seconds / 60:.1f} min", seconds / NOTEBOOK_GOAL_S, "<= 1 (3 min)",
+                        seconds <= NOTEBOOK_GOAL_S))
+    return rows
+
+
+def execute_notebook(path: Path) -> float:
+    """Wall seconds to execute a notebook top to bottom (into a temporary copy) as CI does."""
+    env = {**os.environ, "MINITOK_STRICT": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook",
+                        "--execute", "--output-dir", tmp, "--ExecutePreprocessor.timeout=1200",
+                        str(path)], check=True, cwd=path.parent, env=env,
+                       capture_output=True, text=True)
+        return time.perf_counter() - start
+
+
+SECTIONS = {  # name (for --only) -> the function that measures it
+    "nearest_code": nearest_code_rows,  # Lesson 01
+    "tokenizer": tokenizer_rows,  # Lesson 03
+    "kv_cache": kv_cache_rows,  # Lesson 04
+    "ar": ar_rows,  # Lesson 05
+    "maskgit": maskgit_rows,  # Lesson 06
+    "anytoany": anytoany_rows,  # Lesson 07
+    "notebooks": notebook_rows,
+}
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def run_all(quick: bool, sections=None, threads: int = 1, log=print) -> tuple[list[Row], dict]:
+    """Run each section; a failing one becomes a FAILED row. Returns (rows, seconds per section).
+
+    Every section runs with `threads` torch threads (default 1: these models are small, and
+    on a shared CPU extra threads mostly add waiting; both sides of each ratio get the same).
+    """
+    rows, seconds = [], {}
+    unknown = set(sections or ()) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"sections: unknown {sorted(unknown)}; known: {list(SECTIONS)}")
+    for name in sections or SECTIONS:
+        log(f"== {name} ...")
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        start = time.perf_counter()
+        try:
+            rows += SECTIONS[name](quick)
+        except MissingScript as err:  # a lesson still being written: say so, not FAILED
+            rows.append(Row(name, f"not measured: {err} is not in this checkout"))
+        except Exception as err:  # noqa: BLE001 -- report it and carry on with the others
+            detail = err.stderr[-300:] if isinstance(err, subprocess.CalledProcessError) else err
+            rows.append(Row(f"{name}: FAILED", f"{type(err).__name__}: {detail}", met=False))
+        finally:
+            torch.set_num_threads(before)  # a script may have changed it
+        seconds[name] = time.perf_counter() - start
+        log(f"   {seconds[name]:.0f} s")
+    return rows, seconds
+
+
+def machine(threads: int) -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    cpu = platform.processor() or platform.machine()
+    return (f"{platform.platform()} ({cpu}, {os.cpu_count()} CPUs), Python "
+            f"{platform.python_version()}, torch {torch.__version__}, {threads} torch "
+            f"thread(s); load average {load:.1f} at the end (timings on a shared CPU are noisy)")
+
+
+def markdown(rows: list[Row], seconds: dict, quick: bool, threads: int = 1) -> str:
+    """The report: date, machine, one table, what each section cost."""
+    mark = {True: "yes", False: "**no**", None: ""}
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"Measured by `python -m minitok.bench{' --quick' if quick else ''}` on {now}, "
+        f"on {machine(threads)}.",
+        "" if not quick else "**--quick: small sizes, not the goals' sizes; notebooks skipped.**",
+        "",
+        "| benchmark | measured | ratio | goal | met |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = "" if r.ratio is None else f"{r.ratio:.3g}"
+        cells = [r.benchmark, r.measured, ratio, r.goal, mark[r.met]]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    total = sum(seconds.values())
+    lines += ["", f"Run time {total / 60:.1f} min: "
+              + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minitok.bench",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, notebooks skipped (a smoke run, for tests)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
+    parser.add_argument("--only", action="append", choices=list(SECTIONS), default=None,
+                        help="run only this section (repeatable)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(argv)
+    if args.out is not None and args.out.is_dir():
+        parser.error(f"--out must be a file path, but {str(args.out)!r} is a folder")
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    rows, seconds = run_all(args.quick, args.only, args.threads,
+                            log=lambda s: print(s, file=sys.stderr))
+    report = markdown(rows, seconds, args.quick, args.threads)
+    print(report)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+        print(f"wrote {args.out}")
+    return 1 if any(r.benchmark.endswith("FAILED") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

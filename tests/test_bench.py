@@ -1,0 +1,107 @@
+"""`python -m minitok.bench --quick`: every section runs and lands in one table.
+
+Timings are never asserted (the machine may be busy); what is checked is that each
+section measures something, that the ratios are the ones its measured values give, that
+the report records the date and the machine, and that a failing section is reported.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from minitok import bench
+
+NUMBER = r"[0-9][0-9,]*\.?[0-9]*"
+
+
+def test_every_lesson_has_a_section():
+    assert list(bench.SECTIONS) == ["nearest_code", "tokenizer", "kv_cache", "ar", "maskgit",
+                                    "anytoany", "notebooks"]
+
+
+@pytest.mark.parametrize("name", [n for n in bench.SECTIONS if n != "notebooks"])
+def test_quick_section_measures(name):
+    rows, seconds = bench.run_all(quick=True, sections=[name], log=lambda s: None)
+    assert rows and set(seconds) == {name}
+    assert not any("FAILED" in r.benchmark for r in rows), [r.measured for r in rows]
+    for r in rows:
+        if r.ratio is not None:
+            assert r.ratio >= 0 and r.ratio == r.ratio  # a number, not NaN
+        if r.met is not None:
+            assert r.goal  # a verdict always says which goal
+    script = bench.ROOT / "benchmarks" / f"bench_{name}.py"
+    if name == "anytoany":  # measured from minitok.anytoany when the checkpoint exists
+        present = bench.ROOT.joinpath("minitok", "checkpoints", "anytoany.pt").is_file()
+    else:
+        present = script.is_file()
+    assert ("not measured" in rows[0].measured) is not present, rows[0]
+
+
+def test_a_missing_script_is_reported_not_measured(monkeypatch):
+    monkeypatch.setitem(bench.SECTIONS, "kv_cache", lambda quick: [bench.load_script("nope")])
+    rows, _ = bench.run_all(quick=True, sections=["kv_cache"], log=lambda s: None)
+    assert [(r.benchmark, r.measured) for r in rows] == [
+        ("kv_cache", "not measured: benchmarks/bench_nope.py is not in this checkout")]
+
+
+def test_ratios_are_the_measured_values_ratios():
+    rows, _ = bench.run_all(quick=True, sections=["kv_cache"], log=lambda s: None)
+    assert [r.benchmark for r in rows] == ["KV cache speed-up, 32 tokens, batch 1",
+                                           "KV cache speed-up, 64 tokens, batch 1"]
+    for r in rows:
+        cached, recompute = (float(x) for x in re.findall(NUMBER, r.measured)[:2])
+        assert r.ratio == pytest.approx(recompute / cached, rel=0.05, abs=0.02)
+
+
+def test_quick_notebooks_are_skipped_and_said_so():
+    rows = bench.notebook_rows(quick=True)
+    assert len(rows) == 1 and "skipped by --quick" in rows[0].measured
+
+
+def test_command_writes_markdown_with_date_and_machine(tmp_path):
+    out = tmp_path / "report" / "bench.md"
+    result = subprocess.run(
+        [sys.executable, "-m", "minitok.bench", "--quick", "--only", "notebooks",
+         "--only", "kv_cache", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert text in result.stdout  # the table printed is the table written
+    assert re.search(r"on \d{4}-\d\d-\d\d \d\d:\d\d UTC", text)
+    assert f"torch {torch.__version__}" in text and "CPUs" in text
+    assert "| benchmark | measured | ratio | goal | met |" in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 1 + 2  # header, the 2 KV rows, the skipped notebooks row
+    assert "--quick" in text
+
+
+def test_a_failing_section_is_a_failed_row_and_exit_code_1(monkeypatch, capsys):
+    def broken(quick):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(bench.SECTIONS, "notebooks", broken)
+    assert bench.main(["--quick", "--only", "notebooks"]) == 1
+    out = capsys.readouterr().out
+    assert "| notebooks: FAILED | RuntimeError: boom |" in out
+
+
+def test_threads_are_restored_after_each_section(monkeypatch):
+    seen = []
+    monkeypatch.setitem(bench.SECTIONS, "notebooks",
+                        lambda quick: seen.append(torch.get_num_threads()) or [])
+    before = torch.get_num_threads()
+    bench.run_all(quick=True, sections=["notebooks"], threads=1, log=lambda s: None)
+    assert seen == [1] and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("args", [["--threads", "0"], ["--only", "nonsense"], ["--out", "."]])
+def test_bad_arguments_exit_2(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--quick", *args])
+    assert exit_info.value.code == 2
+    assert args[0] in capsys.readouterr().err
