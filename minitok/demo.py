@@ -330,7 +330,7 @@ TABLE_NOTES = (
 SCALE = 4  # screen pixels per image pixel
 PAD = 4  # between cells
 GAP = 28  # between groups
-TOP, LEFT, BOTTOM = 48, 36, 26  # title band, class-label band, footer
+TOP, LEFT, BOTTOM = 64, 36, 26  # title band, class-label band, footer
 MASKED = (150, 190, 255)  # a token still masked in a MaskGIT step: light blue
 
 
@@ -374,8 +374,10 @@ def picture_groups(models: Models, results: dict, real, recons, real_labels, lab
     for name, result in results.items():
         images = decode(result["grids"].to(models.tokenizer.device)).cpu()
         picks = [(labels == c).nonzero()[:show, 0] for c in range(10)]
-        groups.append((name.replace(", ", ",\n", 1),
-                       [[render(images[i]) for i in p] for p in picks]))
+        title = name.replace(", ", ",\n", 1)
+        if name.startswith("any-to-any"):
+            title += "\n(wordings held out of training)"
+        groups.append((title, [[render(images[i]) for i in p] for p in picks]))
         if "trace" in result:
             groups.append((f"MaskGIT decoding, steps 1 .. {MASKGIT_STEPS}\n"
                            "(blue: tokens still masked)",
