@@ -392,7 +392,9 @@ def _initial_tokens(model, labels, init_tokens, init_mask) -> tuple[torch.Tensor
             f"got {tuple(init_mask.shape)}"
         )
     if init_mask.dtype != torch.bool:
-        raise ValueError(f"init_mask must be a bool tensor (True = generate), got {init_mask.dtype}")
+        raise ValueError(
+            f"init_mask must be a bool tensor (True = generate), got {init_mask.dtype}"
+        )
     known = init_tokens[~init_mask]
     if bool((known < 0).any() | (known >= model.num_codes).any()):
         raise ValueError(
@@ -419,7 +421,7 @@ class MaskGITConfig:
     num_classes: int = 10
     n_layer: int = 4
     n_head: int = 4
-    n_embd: int = 128
+    n_embd: int = 64
     dropout: float = 0.1
 
     def __post_init__(self):
@@ -485,7 +487,9 @@ class MaskGIT(nn.Module):
         if tokens.dim() != 2 or tokens.shape[1] != N:
             raise ValueError(f"tokens must be (B, {N}), got shape {tuple(tokens.shape)}")
         if labels.shape != tokens.shape[:1]:
-            raise ValueError(f"labels must be (B,) = ({tokens.shape[0]},), got {tuple(labels.shape)}")
+            raise ValueError(
+                f"labels must be (B,) = ({tokens.shape[0]},), got {tuple(labels.shape)}"
+            )
         class_token = (labels.long() + K)[:, None]  # (B, 1): K + label, K + 10 for "none"
         idx = torch.cat([class_token, tokens], dim=1)  # (B, 1 + N)
         logits = self.transformer(idx)  # (B, 1 + N, V)
@@ -510,14 +514,14 @@ def maskgit_loss(model: MaskGIT, codes: torch.Tensor, labels: torch.Tensor,
 
 
 def train_maskgit(model: MaskGIT, codes: torch.Tensor, labels: torch.Tensor, steps: int,
-                  batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.05,
+                  batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 0.05,
                   p_uncond: float = 0.1, label_smoothing: float = 0.0, seed: int = 0,
                   progress: bool = True) -> list[float]:
     """Train with AdamW for `steps` mini-batches; returns the losses.
 
-    The same recipe as Lesson 05's prior (warm-up over 5% of the steps, cosine down to 10%
-    of lr, gradient clipping at 1), so that the comparison is between the two ways of
-    generating, not two ways of training. Batches, masks and label dropout come from a
+    The same recipe as Lesson 05's `train_prior` (AdamW, warm-up over 5% of the steps, cosine
+    down to 10% of lr, gradient clipping at 1), so that the comparison is between the two ways
+    of generating, not two ways of training. Batches, masks and label dropout come from a
     generator seeded with `seed`: the same call gives the same losses on the same machine.
     """
     from tqdm.auto import tqdm

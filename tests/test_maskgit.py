@@ -517,3 +517,100 @@ def test_race_counts_passes_and_positions():
     assert all(r["ms/image @1"] > 0 and r["ms/image @64"] > 0 for r in rows)
     table = maskgit.race_table(rows)
     assert "MaskGIT 3 linear" in table and "1.0x" in table  # AR against itself
+
+
+# --------------------------------------------------------------------------- the shipped model
+
+
+def _train_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_maskgit.py"
+    spec = importlib.util.spec_from_file_location("train_maskgit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_maskgit_matches_the_shipped_tokenizer_and_prior():
+    from minitok.prior import load_prior
+
+    model = maskgit.load_maskgit()
+    script = _train_script()
+    codes, _ = script.training_data()
+    # trained on the token grids the shipped tokenizer gives today (retrain it if not)
+    assert model.meta["codes_sha256"] == script.codes_digest(codes)
+    prior = load_prior()
+    ours, theirs = model.transformer.config, prior.transformer.config
+    assert (ours.n_layer, ours.n_head, ours.n_embd) == (theirs.n_layer, theirs.n_head, theirs.n_embd)
+    assert model.meta["train"] == {**prior.meta["train"], "seed": model.meta["seed"]}
+    assert model.config.num_codes == prior.config.num_codes
+    # how it was made, recorded: one thread (the result depends on the thread count)
+    assert model.meta["threads"] == 1 and model.meta["torch"] and model.meta["machine"]
+    assert "temporary" not in str(model.meta)
+
+
+@pytest.mark.slow
+def test_shipped_maskgit_draws_recognisable_digits():
+    from minitok.classifier import load_classifier
+    from minitok.tokenizer import load_tokenizer
+
+    model, tokenizer = maskgit.load_maskgit(), load_tokenizer()
+    labels = torch.arange(100) % 10
+    grids = decode(model, labels, steps=8, generator=torch.Generator().manual_seed(0))
+    accuracy = load_classifier().accuracy(tokenizer.decode(grids), labels)
+    assert accuracy > 0.9
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_maskgit.py"
+    spec = importlib.util.spec_from_file_location("bench_maskgit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(setting, passes, positions, ms1, ms64, accuracy):
+    return {"setting": setting, "passes/image": passes, "positions/image": positions,
+            "ms/image @1": ms1, "ms/image @64": ms64, "accuracy": accuracy, "diversity": 1.0}
+
+
+def test_benchmark_goal_lines_say_met_and_not_met():
+    bench = _bench()
+    ar = _row("AR (KV cache)", 64, 64, 10.0, 0.5, 0.95)
+    good = _row("MaskGIT 8 cosine", 8, 520, 2.0, 0.25, 0.94)
+    lines = bench.goal_lines([ar, good])
+    assert "1.0 points below AR" in lines[0] and "-> met" in lines[0]
+    assert "8.0x fewer" in lines[1] and "-> met" in lines[1]
+    assert "5.00x" in lines[2] and "-> met" in lines[2]
+    assert "NOT faster" not in lines[3] and "8.1x the token positions" in lines[3]
+    bad = _row("MaskGIT 8 cosine", 8, 520, 12.0, 1.0, 0.92)  # 3 points worse, slower
+    lines = bench.goal_lines([ar, bad])
+    assert "3.0 points below AR" in lines[0] and "NOT met" in lines[0] and "NOT met" in lines[2]
+    assert "MaskGIT is NOT faster here" in lines[3]
+    better = _row("MaskGIT 8 cosine", 8, 520, 2.0, 0.25, 0.99)
+    assert "4.0 points above AR" in bench.goal_lines([ar, better])[0]
+    assert "-> met" in bench.goal_lines([ar, better])[0]
+
+
+@pytest.mark.slow
+def test_benchmark_quick_smoke_run(capsys):
+    threads = torch.get_num_threads()
+    try:
+        _bench().main(["--quick"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    for setting in ("AR (KV cache)", "MaskGIT 4 cosine", "MaskGIT 8 cosine", "MaskGIT 12 cosine",
+                    "MaskGIT 8 linear", "MaskGIT 8 square"):
+        assert setting in out
+    for goal in ("accuracy: MaskGIT 8 steps", "forward passes per image: AR 64 vs MaskGIT 8",
+                 "latency at batch 1", "throughput at batch 64"):
+        assert goal in out

@@ -1,0 +1,112 @@
+"""MaskGIT against autoregressive generation: passes, wall-clock time, quality (issue 6).
+
+    python benchmarks/bench_maskgit.py            # 100 samples per class, 20 latency repeats
+    python benchmarks/bench_maskgit.py --quick    # smoke run: 2 samples per class, 1 repeat
+    python benchmarks/bench_maskgit.py --device cuda
+
+Both generators use the shipped tokenizer and models of the same size, trained with the same
+recipe (4 layers, 4 heads, 64 channels; 2,000 steps of batch 64): Lesson 05's AR prior with
+its KV cache (minitok/checkpoints/prior.pt) and Lesson 06's MaskGIT
+(minitok/checkpoints/maskgit.pt). Both sample plainly: temperature 1, no guidance, no top-k.
+Rows: AR, MaskGIT at 4, 8 and 12 steps with the cosine schedule, and at 8 steps with the
+linear and square schedules.
+
+Columns: forward passes per image (a batch shares them); token positions those passes
+compute per image (the work); median milliseconds per image at batch 1 (latency) and at
+batch 64 (throughput), each after one warm-up batch; the digit classifier's accuracy on the
+requested class; diversity (mean within-class pairwise distance relative to real test digits,
+1.0 = as varied as real handwriting).
+
+Goals: MaskGIT at 8 steps within 2 accuracy points of AR, with >= 4x fewer forward passes,
+and lower latency at batch 1. The script prints each goal with its measured numbers, and
+says where MaskGIT is not faster. `run(...)` returns the rows for other tools. Timings use one
+torch thread by default (`--threads`), like the training scripts: on a small shared CPU a
+second thread mostly waits, and one thread makes runs comparable across machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere: import the checkout's minitok
+    sys.path.insert(0, str(ROOT))
+
+from minitok import maskgit  # noqa: E402
+from minitok.classifier import load_classifier  # noqa: E402
+from minitok.prior import load_prior  # noqa: E402
+from minitok.tokenizer import load_tokenizer  # noqa: E402
+
+FULL = {"samples_per_class": 100, "latency_repeats": 20, "throughput_repeats": 3}
+QUICK = {"samples_per_class": 2, "latency_repeats": 1, "throughput_repeats": 1}  # smoke run
+
+
+def run(quick: bool = False, device: str = "cpu", seed: int = 0) -> list[dict]:
+    """Measure every setting; returns one dict per row (see maskgit.race)."""
+    sizes = QUICK if quick else FULL
+    model = maskgit.load_maskgit(device=device)
+    prior = load_prior(device=device)
+    tokenizer = load_tokenizer(device=device)
+    classifier = load_classifier(device)
+    return maskgit.race(model, prior, tokenizer, classifier, seed=seed, **sizes)
+
+
+def goal_lines(rows: list[dict]) -> list[str]:
+    """Each goal of issue 6 with the measured numbers, and whether it was met."""
+    ar = next(r for r in rows if r["setting"].startswith("AR"))
+    mg = next(r for r in rows if r["setting"] == "MaskGIT 8 cosine")
+    gap = 100 * (ar["accuracy"] - mg["accuracy"])
+    fewer = ar["passes/image"] / mg["passes/image"]
+    latency = ar["ms/image @1"] / mg["ms/image @1"]
+    throughput = ar["ms/image @64"] / mg["ms/image @64"]
+    work = mg["positions/image"] / ar["positions/image"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    return [
+        f"accuracy: MaskGIT 8 steps {100 * mg['accuracy']:.1f}% vs AR {100 * ar['accuracy']:.1f}% "
+        f"(MaskGIT {abs(gap):.1f} points {'below' if gap > 0 else 'above'} AR; goal: at most 2 "
+        f"below) -> {verdict(gap <= 2)}",
+        f"forward passes per image: AR {ar['passes/image']} vs MaskGIT {mg['passes/image']} = "
+        f"{fewer:.1f}x fewer (goal >= 4x) -> {verdict(fewer >= 4)}",
+        f"latency at batch 1: AR {ar['ms/image @1']:.2f} ms vs MaskGIT {mg['ms/image @1']:.2f} ms "
+        f"per image = {latency:.2f}x (goal > 1x) -> {verdict(latency > 1)}",
+        f"throughput at batch 64 (no goal): AR {ar['ms/image @64']:.3f} ms vs MaskGIT "
+        f"{mg['ms/image @64']:.3f} ms per image = {throughput:.2f}x"
+        + ("" if throughput > 1 else " -> MaskGIT is NOT faster here")
+        + f"; MaskGIT computes {work:.1f}x the token positions of cached AR",
+    ]
+
+
+def machine() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+            f"{torch.__version__} with {torch.get_num_threads()} threads, load average "
+            f"{load:.1f} when the run ended (timings on a shared machine are noisy)")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="MaskGIT against AR generation")
+    parser.add_argument("--quick", action="store_true", help="fewer samples and repeats")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = run(args.quick, args.device, args.seed)
+    print(maskgit.race_table(rows))
+    print()
+    for line in goal_lines(rows):
+        print(line)
+    print(f"device: {args.device}; {machine()}")
+
+
+if __name__ == "__main__":
+    main()
