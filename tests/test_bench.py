@@ -105,3 +105,19 @@ def test_bad_arguments_exit_2(args, capsys):
         bench.main(["--quick", *args])
     assert exit_info.value.code == 2
     assert args[0] in capsys.readouterr().err
+
+
+def test_a_failing_notebook_is_its_own_failed_row(monkeypatch):
+    def execute(path):
+        if path.name.startswith("02"):
+            raise subprocess.CalledProcessError(
+                1, "nbconvert", stderr="Traceback...\n\x1b[31mValueError\x1b[39m: bad cell\nmore")
+        return 60.0
+
+    monkeypatch.setattr(bench, "execute_notebook", execute)
+    rows = bench.notebook_rows(quick=False)
+    notebooks = sorted((bench.ROOT / "solutions").glob("*.ipynb"))
+    assert len(rows) == len(notebooks) >= 2
+    failed = [r for r in rows if "FAILED" in r.benchmark]
+    assert [r.measured for r in failed] == ["ValueError: bad cell"]
+    assert all(r.ratio == pytest.approx(60 / 180) for r in rows if r not in failed)
