@@ -37,16 +37,13 @@ IGNORE = -100  # the target value F.cross_entropy skips (its default ignore_inde
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
-# Six ways to say which digit an image shows: the digit as a word or a numeral, at the start,
-# in the middle or at the end. The model has to read the caption to know what to draw.
-TEMPLATES = (
-    "{word}",
-    "the digit {numeral}",
-    "a handwritten {word}",
-    "number {numeral}",
-    "the number {word}",
-    "{word} written by hand",
-)
+# The wordings of a caption: a prefix, the digit as a word or a numeral, a suffix. 6 x 2 x 3
+# = 36 ways to say which digit an image shows, so that the digit's name turns up in many
+# contexts and the model has to find it in the caption to know what to draw.
+PREFIXES = ("", "the digit ", "a handwritten ", "number ", "the number ", "a picture of ")
+FORMS = ("{word}", "{numeral}")
+SUFFIXES = ("", " by hand", " in ink")
+TEMPLATES = tuple(p + f + s for p in PREFIXES for f in FORMS for s in SUFFIXES)
 
 
 def caption(template: int, digit: int) -> str:
@@ -59,17 +56,26 @@ def caption(template: int, digit: int) -> str:
 
 
 def held_out_pairs() -> list[tuple[int, int]]:
-    """The (template, digit) combinations never shown in training: one wording per digit.
+    """The (template, digit) combinations never shown in training: six wordings per digit.
 
-    Digit d is held out in wording d % 6, so every wording is still seen with other digits
-    and every digit with other wordings: to draw "the number four" the model must combine a
-    wording and a digit name it only ever saw apart.
+    Template t is (prefix p, form f, suffix s) with t = (p * 2 + f) * 3 + s. Digit d is held
+    out in the six wordings with (p + f + s + d) % 6 == 0: one for each (form, suffix), each
+    with another prefix. So every wording is still seen with other digits, and every digit
+    in each form and with each suffix: to draw "the number four" the model must combine a
+    wording and a digit name that it only ever saw apart.
     """
-    return [(digit % len(TEMPLATES), digit) for digit in range(10)]
+    held = []
+    for digit in range(10):
+        for t in range(len(TEMPLATES)):
+            p, rest = divmod(t, len(FORMS) * len(SUFFIXES))
+            f, s = divmod(rest, len(SUFFIXES))
+            if (p + f + s + digit) % 6 == 0:
+                held.append((t, digit))
+    return held
 
 
 def training_pairs() -> list[tuple[int, int]]:
-    """Every (template, digit) combination that is not held out (50 of 60)."""
+    """Every (template, digit) combination that is not held out (300 of 360)."""
     held = set(held_out_pairs())
     return [(t, d) for d in range(10) for t in range(len(TEMPLATES)) if (t, d) not in held]
 
@@ -92,7 +98,7 @@ def read_digit(text: str) -> int | None:
 
 
 def is_known_wording(text: str) -> bool:
-    """True if `text` is exactly one of the 60 captions (any template, any digit)."""
+    """True if `text` is exactly one of the 360 captions (any template, any digit)."""
     return any(text == caption(t, d) for t in range(len(TEMPLATES)) for d in range(10))
 
 
@@ -430,3 +436,61 @@ def load_anytoany(path: str | Path | None = None, device: torch.device | str = "
     model = Transformer(TransformerConfig(**payload["config"]["model"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), vocab
+
+
+# --------------------------------------------------------------------------- the held-out goals
+
+
+@torch.no_grad()
+def encode_digits(tokenizer, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bundled digits of `split` ("train" or "test") as token grids: (N, G, G), (N,)."""
+    from minitok.data import load_digits
+
+    images, labels = load_digits(split, size=tokenizer.config.image_size)  # (N, 1, S, S)
+    return tokenizer.encode(images).cpu(), labels  # (N, G, G) int64, (N,)
+
+
+@torch.no_grad()
+def text_to_image_accuracy(model: Transformer, vocab: Vocabulary, tokenizer, classifier,
+                           per_caption: int = 20, pairs: list[tuple[int, int]] | None = None,
+                           temperature: float = 1.0, top_k: int | None = None,
+                           generator: torch.Generator | None = None) -> dict:
+    """Draw `per_caption` images for each caption of `pairs` (default: the held-out ones).
+
+    Each drawn grid is decoded by the tokenizer and read by the Lesson 03 digit classifier;
+    an image matches its caption when the classifier reads the digit the caption names.
+    Returns {"accuracy": fraction matching, "per_digit": {digit: fraction}, "n": count}.
+    """
+    if not isinstance(per_caption, int) or per_caption < 1:
+        raise ValueError(f"per_caption must be a positive int, got {per_caption!r}")
+    pairs = held_out_pairs() if pairs is None else pairs
+    right, drawn = [0] * 10, [0] * 10  # per digit
+    for template, digit in pairs:
+        grids = text_to_image(model, vocab, caption(template, digit), per_caption,
+                              temperature=temperature, top_k=top_k, generator=generator)
+        images = tokenizer.decode(grids).cpu()  # (n, 1, S, S)
+        right[digit] += int((classifier.predict(images) == digit).sum())
+        drawn[digit] += per_caption
+    per_digit = {d: right[d] / drawn[d] for d in range(10) if drawn[d]}
+    n = sum(drawn)
+    return {"accuracy": sum(right) / n, "per_digit": per_digit, "n": n}
+
+
+@torch.no_grad()
+def image_to_text_accuracy(model: Transformer, vocab: Vocabulary, grids: torch.Tensor,
+                           labels: torch.Tensor, batch_size: int = 128) -> dict:
+    """Caption every grid (greedy) and count the captions that name the image's digit.
+
+    Returns {"accuracy": fraction naming the right digit, "known_wording": fraction that are
+    exactly one of the course's 360 captions, "n": count, "captions": the captions}.
+    """
+    if labels.shape != (grids.shape[0],):
+        raise ValueError(f"labels must be ({grids.shape[0]},), one per grid, "
+                         f"got shape {tuple(labels.shape)}")
+    captions = []
+    for start in range(0, grids.shape[0], batch_size):
+        captions += image_to_text(model, vocab, grids[start : start + batch_size])
+    right = sum(read_digit(c) == int(d) for c, d in zip(captions, labels.tolist(), strict=True))
+    known = sum(is_known_wording(c) for c in captions)
+    n = len(captions)
+    return {"accuracy": right / n, "known_wording": known / n, "n": n, "captions": captions}

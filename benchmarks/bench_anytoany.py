@@ -1,0 +1,96 @@
+"""The shipped any-to-any model (Lesson 07) on the held-out split: both directions.
+
+    python benchmarks/bench_anytoany.py            # 10 images per held-out caption, 360 test images
+    python benchmarks/bench_anytoany.py --quick    # a smoke run: 1 per caption, 40 test images
+    python benchmarks/bench_anytoany.py --device cuda
+
+Goals (issue 7), on the held-out split:
+- text to image: >= 90% of the images drawn (temperature 1, no top-k) for the 60 held-out
+  captions (wording/digit combinations never shown in training, e.g. "the number four") are
+  read as the caption's digit by the Lesson 03 digit classifier (trained on real digits);
+- image to text: >= 90% of the greedy captions of the 360 test images (never trained on)
+  name the image's digit (`read_digit`: one digit named, as a word or a numeral).
+
+`run(...)` returns the measured numbers, so other tools can import this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere: import the checkout's minitok
+    sys.path.insert(0, str(ROOT))
+
+from minitok.anytoany import (  # noqa: E402
+    caption,
+    encode_digits,
+    held_out_pairs,
+    image_to_text_accuracy,
+    load_anytoany,
+    text_to_image_accuracy,
+)
+from minitok.classifier import load_classifier  # noqa: E402
+from minitok.tokenizer import load_tokenizer  # noqa: E402
+
+GOAL = 0.90
+FULL = {"per_caption": 10, "n_test": 360}
+QUICK = {"per_caption": 1, "n_test": 40}
+
+
+def run(device: str = "cpu", quick: bool = False, seed: int = 0) -> dict:
+    """Measure both directions; returns the accuracies, counts and seconds."""
+    torch.set_num_threads(1)  # small model: one thread, the same numbers on every machine
+    sizes = QUICK if quick else FULL
+    model, vocab = load_anytoany(device=device)
+    tokenizer = load_tokenizer(device=device)
+    classifier = load_classifier(device)
+    start = time.perf_counter()
+    t2i = text_to_image_accuracy(model, vocab, tokenizer, classifier,
+                                 per_caption=sizes["per_caption"],
+                                 generator=torch.Generator(device=device).manual_seed(seed))
+    t2i_seconds = time.perf_counter() - start
+    grids, labels = encode_digits(tokenizer, "test")
+    grids, labels = grids[: sizes["n_test"]], labels[: sizes["n_test"]]
+    start = time.perf_counter()
+    i2t = image_to_text_accuracy(model, vocab, grids.to(device), labels)
+    i2t_seconds = time.perf_counter() - start
+    return {"t2i": t2i, "i2t": i2t, "t2i_seconds": t2i_seconds, "i2t_seconds": i2t_seconds,
+            "quick": quick, "device": device}
+
+
+def report(result: dict) -> str:
+    t2i, i2t = result["t2i"], result["i2t"]
+    digits = ", ".join(f"{d}: {a:.0%}" for d, a in t2i["per_digit"].items())
+    examples = ", ".join(repr(caption(t, d)) for t, d in held_out_pairs()[::12])
+    lines = [
+        f"any-to-any on the held-out split ({result['device']}, 1 thread)",
+        f"text to image: {t2i['accuracy']:.1%} of {t2i['n']} images match their held-out "
+        f"caption by the Lesson 03 classifier (goal >= {GOAL:.0%}: "
+        f"{'met' if t2i['accuracy'] >= GOAL else 'NOT met'}); {result['t2i_seconds']:.0f} s",
+        f"  per digit: {digits}  (held-out captions such as {examples})",
+        f"image to text: {i2t['accuracy']:.1%} of {i2t['n']} captions of test images name the "
+        f"right digit (goal >= {GOAL:.0%}: {'met' if i2t['accuracy'] >= GOAL else 'NOT met'}); "
+        f"{i2t['known_wording']:.1%} in one of the 360 wordings; {result['i2t_seconds']:.0f} s",
+    ]
+    if result["quick"]:
+        lines.append("  (a smoke run: the goals are judged on the full run)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run with few images")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(report(run(args.device, args.quick, args.seed)))
+
+
+if __name__ == "__main__":
+    main()
