@@ -13,7 +13,8 @@ grid_size**2 codes; in text no image id may be drawn.
 
 Reading order: the captions and their held-out split, `CaptionedDigits` (the training
 stream), `masked_targets` and `span_loss`, `train`, `allowed_next` and `generate`, then the
-two tasks `text_to_image` and `image_to_text` and their checkers.
+two tasks `text_to_image` (with `guided_image` for classifier-free guidance) and
+`image_to_text`, and their checkers.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from minitok.checkpoints import checkpoint_path, load_checkpoint
-from minitok.sampling import sample_logits
+from minitok.sampling import cfg_logits, sample_logits
 from minitok.transformer import Transformer, TransformerConfig
 from minitok.vocab import Vocabulary, build_sequence, split_sequence
 
@@ -116,11 +117,16 @@ class CaptionedDigits:
         text -> image   caption <boi> | codes <eoi> <eot>     answer_start = len(caption) + 1
         image -> text   <boi> codes <eoi> | caption <eot>     answer_start = G*G + 2
 
+    With probability `p_uncond` a text -> image example loses its caption, leaving
+    "<boi> | codes <eoi> <eot>" (answer_start = 1): the model also learns to draw a digit
+    when told nothing, which is what classifier-free guidance needs (see `text_to_image`).
+
     Documents are right-padded with <pad> to `max_len`, the longest possible document.
     """
 
     def __init__(self, grids: torch.Tensor, labels: torch.Tensor, vocab: Vocabulary,
-                 pairs: list[tuple[int, int]] | None = None, p_text_to_image: float = 0.5):
+                 pairs: list[tuple[int, int]] | None = None, p_text_to_image: float = 0.5,
+                 p_uncond: float = 0.0):
         G = vocab.grid_size
         if not isinstance(grids, torch.Tensor) or grids.dim() != 3 or grids.shape[1:] != (G, G):
             shape = tuple(grids.shape) if isinstance(grids, torch.Tensor) else type(grids).__name__
@@ -129,10 +135,13 @@ class CaptionedDigits:
             raise ValueError(f"labels must be ({grids.shape[0]},) digits, one per grid")
         if not 0.0 <= p_text_to_image <= 1.0:
             raise ValueError(f"p_text_to_image must be in [0, 1], got {p_text_to_image!r}")
+        if not 0.0 <= p_uncond <= 1.0:
+            raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond!r}")
         self.grids = grids.long().cpu()
         self.labels = labels.long().cpu()
         self.vocab = vocab
         self.p_text_to_image = p_text_to_image
+        self.p_uncond = p_uncond
         pairs = training_pairs() if pairs is None else pairs
         self.templates_for = {d: [t for t, d2 in pairs if d2 == d] for d in range(10)}
         missing = sorted({int(d) for d in self.labels.unique()} - {
@@ -145,10 +154,18 @@ class CaptionedDigits:
     def __len__(self) -> int:
         return self.grids.shape[0]
 
-    def example(self, index: int, template: int, text_to_image: bool) -> tuple[torch.Tensor, int]:
-        """One document (L,) and the position where its answer starts."""
-        text = caption(template, int(self.labels[index]))
+    def example(self, index: int, template: int | None, text_to_image: bool
+                ) -> tuple[torch.Tensor, int]:
+        """One document (L,) and the position where its answer starts.
+
+        template None with text_to_image is the caption-less document <boi> codes <eoi> <eot>.
+        """
         grid = self.grids[index]  # (G, G)
+        if template is None:
+            if not text_to_image:
+                raise ValueError("template: None (no caption) only exists for text -> image")
+            return build_sequence([grid], self.vocab), 1
+        text = caption(template, int(self.labels[index]))
         if text_to_image:
             return build_sequence([text, grid], self.vocab), len(text) + 1
         return build_sequence([grid, text], self.vocab), self.vocab.image_tokens + 2
@@ -161,12 +178,15 @@ class CaptionedDigits:
         index = torch.randint(len(self), (batch_size,), generator=generator)  # (B,)
         choice = torch.rand(batch_size, generator=generator)  # (B,) picks the wording
         direction = torch.rand(batch_size, generator=generator) < self.p_text_to_image  # (B,)
+        blank = torch.rand(batch_size, generator=generator) < self.p_uncond  # (B,) no caption
         seqs = torch.full((batch_size, self.max_len), self.vocab.pad, dtype=torch.long)
         starts = torch.empty(batch_size, dtype=torch.long)
         for b in range(batch_size):
             i = int(index[b])
             templates = self.templates_for[int(self.labels[i])]
             template = templates[int(choice[b] * len(templates))]
+            if direction[b] and blank[b]:
+                template = None  # the caption-less document
             seq, start = self.example(i, template, bool(direction[b]))
             seqs[b, : len(seq)] = seq
             starts[b] = start
@@ -353,22 +373,63 @@ def image_prompt(grids: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
 
 
 @torch.no_grad()
+def guided_image(model: Transformer, prompt: torch.Tensor, vocab: Vocabulary, cfg_scale: float,
+                 temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Write one image after each prompt (n, T0) that ends in <boi>, with classifier-free
+    guidance on the caption: (n, G*G) image ids.
+
+    Two documents are continued side by side with the same tokens: the captioned one and
+    the caption-less one that starts at <boi> (trained with `p_uncond`). Each step mixes
+    their logits, uncond + cfg_scale * (cond - uncond), masks them by the grammar and
+    draws the code that both documents then take.
+    """
+    n, T0 = prompt.shape
+    G2 = vocab.image_tokens
+    blank = torch.full((n, 1), vocab.boi, dtype=torch.long, device=prompt.device)  # (n, 1)
+    cond_cache = model.new_cache(n, max_len=T0 + G2)
+    blank_cache = model.new_cache(n, max_len=1 + G2)
+    tokens = prompt.long()  # (n, T) the captioned document, for the grammar
+    cond_input, blank_input = tokens, blank  # the prompts first, then one code per step
+    for _ in range(G2):
+        cond = model(cond_input, cond_cache)[:, -1, :].float()  # (n, V)
+        uncond = model(blank_input, blank_cache)[:, -1, :].float()  # (n, V)
+        logits = constrain_logits(cfg_logits(cond, uncond, cfg_scale), tokens, vocab)
+        next_token = sample_logits(logits, temperature=temperature, top_k=top_k,
+                                   generator=generator)  # (n,)
+        cond_input = blank_input = next_token[:, None]  # (n, 1)
+        tokens = torch.cat([tokens, cond_input], dim=1)  # (n, T + 1)
+    return tokens[:, T0:]  # (n, G*G)
+
+
+@torch.no_grad()
 def text_to_image(model: Transformer, vocab: Vocabulary, text: str, n: int,
                   temperature: float = 1.0, top_k: int | None = None,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None,
+                  cfg_scale: float = 1.0) -> torch.Tensor:
     """Draw `n` images of the caption `text`: (n, G, G) image codes.
 
     The prompt ends with <boi>, so the constrained decoder writes exactly grid_size**2
-    image codes and then the forced <eoi>.
+    image codes and then the forced <eoi>. cfg_scale 1 is plain sampling from the
+    captioned document; any other value uses classifier-free guidance (`guided_image`),
+    which needs a model trained with caption dropout (p_uncond > 0).
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
+    if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, (int, float)) or cfg_scale < 0:
+        raise ValueError(f"cfg_scale must be a number >= 0 (1 means no guidance), "
+                         f"got {cfg_scale!r}")
     device = next(model.parameters()).device
     prompt = text_prompt(text, vocab).to(device).expand(n, -1)  # (n, T0)
-    out = generate(model, prompt, vocab, vocab.image_tokens + 1, temperature=temperature,
-                   top_k=top_k, generator=generator)  # (n, T0 + G*G + 1)
     T0 = prompt.shape[1]
-    codes = vocab.image_codes(out[:, T0 : T0 + vocab.image_tokens])  # (n, G*G)
+    if cfg_scale == 1.0:
+        out = generate(model, prompt, vocab, vocab.image_tokens + 1, temperature=temperature,
+                       top_k=top_k, generator=generator)  # (n, T0 + G*G + 1)
+        ids = out[:, T0 : T0 + vocab.image_tokens]  # (n, G*G)
+    else:
+        ids = guided_image(model, prompt, vocab, float(cfg_scale), temperature=temperature,
+                           top_k=top_k, generator=generator)  # (n, G*G)
+    codes = vocab.image_codes(ids)  # (n, G*G)
     return codes.reshape(n, vocab.grid_size, vocab.grid_size).cpu()  # (n, G, G)
 
 
@@ -454,7 +515,8 @@ def encode_digits(tokenizer, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 def text_to_image_accuracy(model: Transformer, vocab: Vocabulary, tokenizer, classifier,
                            per_caption: int = 20, pairs: list[tuple[int, int]] | None = None,
                            temperature: float = 1.0, top_k: int | None = None,
-                           generator: torch.Generator | None = None) -> dict:
+                           generator: torch.Generator | None = None,
+                           cfg_scale: float = 1.0) -> dict:
     """Draw `per_caption` images for each caption of `pairs` (default: the held-out ones).
 
     Each drawn grid is decoded by the tokenizer and read by the Lesson 03 digit classifier;
@@ -467,7 +529,8 @@ def text_to_image_accuracy(model: Transformer, vocab: Vocabulary, tokenizer, cla
     right, drawn = [0] * 10, [0] * 10  # per digit
     for template, digit in pairs:
         grids = text_to_image(model, vocab, caption(template, digit), per_caption,
-                              temperature=temperature, top_k=top_k, generator=generator)
+                              temperature=temperature, top_k=top_k, generator=generator,
+                              cfg_scale=cfg_scale)
         images = tokenizer.decode(grids).cpu()  # (n, 1, S, S)
         right[digit] += int((classifier.predict(images) == digit).sum())
         drawn[digit] += per_caption

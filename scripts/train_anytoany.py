@@ -38,7 +38,7 @@ from minitok.transformer import Transformer
 from minitok.vocab import Vocabulary
 
 DEFAULTS = {"steps": 1500, "batch_size": 64, "lr": 3e-3, "seed": 0,
-            "n_layer": 4, "n_head": 4, "n_embd": 64, "dropout": 0.0}
+            "n_layer": 4, "n_head": 4, "n_embd": 64, "dropout": 0.0, "p_uncond": 0.1}
 
 
 def main() -> None:
@@ -47,6 +47,8 @@ def main() -> None:
         parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
     parser.add_argument("--eval-per-caption", type=int, default=20,
                         help="images drawn per held-out caption when measuring text-to-image")
+    parser.add_argument("--cfg-scale", type=float, default=2.0,
+                        help="the guidance scale measured beside plain sampling (scale 1)")
     parser.add_argument("--out", default=str(checkpoint_path("anytoany")))
     args = parser.parse_args()
 
@@ -55,7 +57,7 @@ def main() -> None:
     vocab = Vocabulary(n_image_codes=tokenizer.num_codes, grid_size=tokenizer.grid_size)
     grids, labels = encode_digits(tokenizer, "train")  # (1437, 8, 8), (1437,)
     test_grids, test_labels = encode_digits(tokenizer, "test")  # (360, 8, 8), (360,)
-    data = CaptionedDigits(grids, labels, vocab)
+    data = CaptionedDigits(grids, labels, vocab, p_uncond=args.p_uncond)
     # the context fits every caption, held-out ones included: caption <boi> 64 codes <eoi> <eot>
     longest = max(len(caption(t, d)) for t in range(len(TEMPLATES)) for d in range(10))
     block_size = longest + vocab.image_tokens + 3
@@ -78,6 +80,10 @@ def main() -> None:
         t2i = text_to_image_accuracy(model, vocab, tokenizer, classifier,
                                      per_caption=args.eval_per_caption,
                                      generator=torch.Generator().manual_seed(1))
+        t2i_cfg = text_to_image_accuracy(model, vocab, tokenizer, classifier,
+                                         per_caption=args.eval_per_caption,
+                                         generator=torch.Generator().manual_seed(1),
+                                         cfg_scale=args.cfg_scale)
         i2t = image_to_text_accuracy(model, vocab, test_grids, test_labels)
         eval_seconds = time.perf_counter() - start
 
@@ -87,6 +93,8 @@ def main() -> None:
         "params": model.num_parameters(),
         "final_train_loss": sum(losses[-50:]) / len(losses[-50:]),
         "held_out_text_to_image": t2i["accuracy"],
+        "held_out_text_to_image_cfg": {"cfg_scale": args.cfg_scale,
+                                       "accuracy": t2i_cfg["accuracy"]},
         "held_out_image_to_text": i2t["accuracy"],
         "train_seconds": round(seconds, 1),
         "threads": threads,
@@ -106,6 +114,8 @@ def main() -> None:
           f"train loss {meta['final_train_loss']:.3f}")
     print(f"held out: text-to-image {t2i['accuracy']:.1%} of {t2i['n']} images match their "
           f"caption, per digit {t2i['per_digit']}")
+    print(f"held out: text-to-image with guidance {args.cfg_scale:g}: {t2i_cfg['accuracy']:.1%} "
+          f"of {t2i_cfg['n']} images match, per digit {t2i_cfg['per_digit']}")
     print(f"held out: image-to-text {i2t['accuracy']:.1%} of {i2t['n']} captions name the "
           f"right digit ({i2t['known_wording']:.1%} in a known wording); eval {eval_seconds:.0f} s")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")

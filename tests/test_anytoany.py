@@ -270,6 +270,39 @@ def test_stream_never_shows_a_held_out_pair_and_marks_the_answer():
     assert torch.equal(seqs, again)  # the stream is reproducible from its generator
 
 
+
+def test_caption_dropout_leaves_some_text_to_image_documents_without_a_caption():
+    vocab = Vocabulary(n_image_codes=16, grid_size=4)
+    gen = torch.Generator().manual_seed(0)
+    grids = torch.randint(0, 16, (30, 4, 4), generator=gen)
+    data = CaptionedDigits(grids, torch.arange(30) % 10, vocab, p_uncond=0.5)
+    seqs, starts = data.batch(400, torch.Generator().manual_seed(1))
+    blank = captioned_t2i = 0
+    for seq, start in zip(seqs, starts.tolist(), strict=True):
+        parts = split_sequence(seq, vocab)
+        if len(parts) == 1:  # <boi> codes <eoi> <eot>: the answer is every code
+            blank += 1
+            assert start == 1 and seq[0] == vocab.boi
+        elif isinstance(parts[0], str):
+            captioned_t2i += 1
+        else:  # image -> text always keeps its caption: it is the answer
+            assert read_digit(parts[1]) is not None
+    assert 60 < blank < 140 and 60 < captioned_t2i < 140  # about half of ~200 each
+    plain = CaptionedDigits(grids, torch.arange(30) % 10, vocab)
+    seqs, _ = plain.batch(400, torch.Generator().manual_seed(1))
+    assert all(len(split_sequence(seq, vocab)) == 2 for seq in seqs)  # off by default
+
+
+def test_caption_dropout_bad_input():
+    vocab = Vocabulary(n_image_codes=16, grid_size=4)
+    grids, labels = torch.zeros(10, 4, 4, dtype=torch.long), torch.arange(10)
+    with pytest.raises(ValueError, match="p_uncond must be in"):
+        CaptionedDigits(grids, labels, vocab, p_uncond=1.5)
+    data = CaptionedDigits(grids, labels, vocab)
+    with pytest.raises(ValueError, match="only exists for text -> image"):
+        data.example(0, None, text_to_image=False)
+
+
 # --------------------------------------------------------------------------- the loss
 
 
@@ -379,6 +412,37 @@ def test_constrained_text_to_image_against_a_model_that_prefers_text(device):
     assert not vocab.is_image(free[:, prompt.shape[1]:]).all()
 
 
+
+def test_guidance_at_scale_zero_is_the_caption_less_document(device):
+    """u + 0 (c - u) = u: guided drawing at scale 0 must equal continuing "<boi>" alone."""
+    vocab = Vocabulary(n_image_codes=16, grid_size=4)
+    model = tiny_model(vocab, 40).to(device)
+    prompt = anytoany.text_prompt("seven", vocab).to(device).expand(6, -1)
+    guided = anytoany.guided_image(model, prompt, vocab, 0.0,
+                                   generator=torch.Generator(device=device).manual_seed(5))
+    blank = torch.full((6, 1), vocab.boi, dtype=torch.long, device=device)
+    alone = generate(model, blank, vocab, vocab.image_tokens,
+                     generator=torch.Generator(device=device).manual_seed(5))
+    assert torch.equal(guided, alone[:, 1:])
+    # and at scale 3 the caption changes the draw (the two documents really differ)
+    far = anytoany.guided_image(model, prompt, vocab, 3.0,
+                                generator=torch.Generator(device=device).manual_seed(5))
+    assert not torch.equal(far, guided)
+
+
+def test_guided_text_to_image_keeps_the_grammar_against_a_model_that_prefers_text(device):
+    vocab = Vocabulary(n_image_codes=16, grid_size=4)
+    ids = torch.arange(vocab.size)
+    favoured = vocab.is_text(ids) | (ids == vocab.eoi) | (ids == vocab.eot) | (ids == vocab.pad)
+    model = tiny_model(vocab, 40, favoured).to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    prompt = anytoany.text_prompt("seven", vocab).to(device).expand(20, -1)
+    span = anytoany.guided_image(model, prompt, vocab, 4.0, temperature=2.0, generator=gen)
+    assert span.shape == (20, vocab.image_tokens) and vocab.is_image(span).all()
+    codes = text_to_image(model, vocab, "seven", 8, generator=gen, cfg_scale=2.5)
+    assert codes.shape == (8, 4, 4) and ((codes >= 0) & (codes < 16)).all()
+
+
 def test_constrained_captioning_against_a_model_that_prefers_images(device):
     vocab = Vocabulary(n_image_codes=16, grid_size=4)
     ids = torch.arange(vocab.size)
@@ -433,6 +497,7 @@ def test_generation_stops_once_every_document_has_ended():
         (lambda m, v: generate(m, torch.tensor([0]), v, 3), "(B, T0)"),
         (lambda m, v: text_to_image(m, v, "Seven", 1), "'S' at position 0"),
         (lambda m, v: text_to_image(m, v, "", 1), "empty caption"),
+        (lambda m, v: text_to_image(m, v, "seven", 1, cfg_scale=-1.0), "cfg_scale must be"),
         (lambda m, v: image_to_text(m, v, torch.zeros(1, 3, 3, dtype=torch.long)),
          "(N, 4, 4)"),
         (lambda m, v: image_to_text(m, v, torch.zeros(1, 4, 4, dtype=torch.long), max_len=99),
