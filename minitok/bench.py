@@ -201,15 +201,21 @@ def anytoany_rows(quick: bool) -> list[Row]:
 
     if not checkpoint_path("anytoany").is_file():
         return [Row("any-to-any (Lesson 07)", "not measured: no minitok/checkpoints/anytoany.pt")]
+    bench = load_script("anytoany")
+    scale = bench.CFG_SCALE
     if quick:
-        t2i, i2t, goal = _anytoany_smoke(), None, None
+        t2i, plain, i2t, goal = _anytoany_smoke(scale), None, None, None
     else:
-        bench = load_script("anytoany")
         result, goal = bench.run(quick=False), bench.GOAL
-        t2i, i2t = result["t2i"], result["i2t"]
-    rows = [Row("any-to-any: text -> image, held-out captions (classifier reads the digit)",
+        t2i, plain, i2t = result["t2i"], result["t2i_plain"], result["i2t"]
+    rows = [Row(f"any-to-any: text -> image, guidance s={scale:g}, held-out captions "
+                f"(classifier reads the digit)",
                 f"{100 * t2i['accuracy']:.1f}% of {t2i['n']} images", t2i["accuracy"],
                 f">= {goal}" if goal else "", t2i["accuracy"] >= goal if goal else None)]
+    if plain is not None:
+        rows.append(Row("any-to-any: text -> image, no guidance (s=1)",
+                        f"{100 * plain['accuracy']:.1f}% of {plain['n']} images",
+                        plain["accuracy"]))
     if i2t is not None:
         rows.append(Row("any-to-any: image -> text, test digits (caption names the digit)",
                         f"{100 * i2t['accuracy']:.1f}% of {i2t['n']} captions", i2t["accuracy"],
@@ -217,7 +223,7 @@ def anytoany_rows(quick: bool) -> list[Row]:
     return rows
 
 
-def _anytoany_smoke() -> dict:
+def _anytoany_smoke(cfg_scale: float) -> dict:
     """One image for each of 10 held-out captions (a smoke run, no goal)."""
     from minitok import anytoany
     from minitok.classifier import load_classifier
@@ -227,7 +233,8 @@ def _anytoany_smoke() -> dict:
     pairs = anytoany.held_out_pairs()
     return anytoany.text_to_image_accuracy(model, vocab, load_tokenizer(), load_classifier(),
                                            per_caption=1, pairs=pairs[:: max(1, len(pairs) // 10)],
-                                           generator=torch.Generator().manual_seed(0))
+                                           generator=torch.Generator().manual_seed(0),
+                                           cfg_scale=cfg_scale)
 
 
 def notebook_rows(quick: bool) -> list[Row]:
