@@ -1,0 +1,102 @@
+"""What every lesson's checks must do, whatever the lesson: one check per exercise, named like
+the exercise, that passes minitok's reference, reports an unfinished exercise as "not done",
+and leaves the global RNG and the thread count as it found them.
+
+The lesson-specific tests (each classic mistake fails with its hint) live in
+tests/test_checks_lessonNN.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from checking import verdict
+
+from minitok.checks import (
+    exercises_in,
+    lesson01,
+    lesson02,
+    lesson03,
+    lesson04,
+    lesson05,
+    lesson06,
+    lesson07,
+)
+
+# Each lesson's exercises, in the order the lesson asks for them (and its check module defines
+# them). A new exercise gets a row here; a new lesson gets a line.
+EXERCISES = {
+    lesson01: ["squared_distances", "nearest_code", "quantize_feature_map", "codebook_usage",
+               "perplexity", "kmeans_step"],
+    lesson02: ["straight_through", "vq_loss", "ema_update", "fsq_quantize"],
+    lesson03: ["tokens_to_image", "hinge_d_loss", "adaptive_weight"],
+    lesson04: ["attention", "causal_mask", "split_heads", "merge_heads", "transformer_forward"],
+    lesson05: ["make_sequences", "prior_loss", "top_k_filter", "top_p_filter", "sample_logits",
+               "cfg_logits"],
+    lesson06: ["schedule", "mask_len", "random_mask", "masked_loss", "sample_with_confidence",
+               "remask_lowest", "decode_loop"],
+    lesson07: ["build_sequence", "masked_targets", "allowed_next"],
+}
+
+
+def _lesson_id(module) -> str:
+    return module.__name__.rsplit(".", 1)[-1]  # "minitok.checks.lesson01" -> "lesson01"
+
+
+LESSONS = [pytest.param(module, id=_lesson_id(module)) for module in EXERCISES]
+CHECKS = [
+    pytest.param(module, name, id=f"{_lesson_id(module)}-{name}")
+    for module, names in EXERCISES.items()
+    for name in names
+]
+
+
+@pytest.mark.parametrize("module", LESSONS)
+def test_the_table_lists_every_check_in_order(module):
+    assert list(exercises_in(module)) == EXERCISES[module]
+
+
+@pytest.mark.parametrize(("module", "name"), CHECKS)
+def test_every_exercise_has_a_check(module, name):
+    """A notebook calls `check.<name>`: the attribute must be the check of exercise <name>."""
+    check_fn = getattr(module, name, None)
+    assert check_fn is not None, f"{module.__name__} has no check called {name}"
+    assert check_fn.exercise == name
+
+
+@pytest.mark.parametrize(("module", "name"), CHECKS)
+def test_reference_passes(module, name):
+    check_fn = getattr(module, name)
+    result = verdict(check_fn, check_fn.reference)
+    assert result.status == "passed", result.render()
+
+
+@pytest.mark.parametrize(("module", "name"), CHECKS)
+def test_unfinished_exercise_is_not_done(module, name):
+    def unfinished(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {name}: write it")
+
+    result = verdict(getattr(module, name), unfinished)
+    assert result.status == "not done", result.render()
+
+
+@pytest.mark.parametrize("module", LESSONS)
+def test_checks_do_not_touch_the_global_rng(module):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    for check_fn in exercises_in(module).values():
+        verdict(check_fn, check_fn.reference)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("module", LESSONS)
+def test_checks_restore_the_thread_count(module):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # not 1: a check that pins 1 thread and forgets to restore it fails
+    try:
+        for check_fn in exercises_in(module).values():
+            verdict(check_fn, check_fn.reference)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
