@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -41,6 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minitok.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from minitok.prior import PriorConfig
 from minitok.transformer import Transformer, TransformerConfig
 
 SCHEDULES = ("cosine", "linear", "square")  # and "pow<k>" for any k > 0, e.g. "pow3"
@@ -408,53 +409,30 @@ def _initial_tokens(model, labels, init_tokens, init_mask) -> tuple[torch.Tensor
 
 
 @dataclass(frozen=True)
-class MaskGITConfig:
-    """MaskGIT's token layout and its transformer's size (the AR prior's size by default).
+class MaskGITConfig(PriorConfig):
+    """MaskGIT's token layout and its transformer's size: Lesson 05's prior's, plus [MASK].
 
-    num_codes: K, the tokenizer's codebook size. grid_size: G, a digit is a G x G grid.
-    num_classes: how many class tokens (10 digits). The transformer reads 1 + G*G tokens:
-    the class token, then the grid in raster order, with attention in both directions.
+    It extends `PriorConfig`, so the two models share their fields (num_codes K, grid_size G,
+    num_classes, the transformer's size, the AR prior's by default), their checks and their
+    first K + 11 ids (null_id = K + num_classes): the comparison in this lesson is between two
+    ways of generating, not two layouts. MaskGIT adds one id, [MASK], and attends both ways.
+    The transformer reads 1 + G*G tokens: the class token, then the grid in raster order.
     """
-
-    num_codes: int
-    grid_size: int = 8
-    num_classes: int = 10
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 64
-    dropout: float = 0.1
-
-    def __post_init__(self):
-        for name in ("num_codes", "grid_size", "num_classes", "n_layer", "n_head", "n_embd"):
-            _check_int(getattr(self, name), name, 1)
-
-    @property
-    def null_id(self) -> int:
-        return self.num_codes + self.num_classes
 
     @property
     def mask_id(self) -> int:
-        return self.num_codes + self.num_classes + 1
+        """[MASK], the id of a hidden token: one past the null class."""
+        return self.null_id + 1
 
     @property
     def vocab_size(self) -> int:
-        """K codes + the class tokens + the null class + [MASK]."""
-        return self.num_codes + self.num_classes + 2
-
-    @property
-    def num_tokens(self) -> int:
-        return self.grid_size * self.grid_size
+        """The prior's table (K codes + the class tokens + the null class) + [MASK]."""
+        return super().vocab_size + 1
 
     def transformer_config(self) -> TransformerConfig:
-        return TransformerConfig(
-            vocab_size=self.vocab_size,
-            block_size=1 + self.num_tokens,
-            n_layer=self.n_layer,
-            n_head=self.n_head,
-            n_embd=self.n_embd,
-            dropout=self.dropout,
-            causal=False,  # every token sees every other token: the point of MaskGIT
-        )
+        # the prior's transformer (with this vocab_size), but every token sees every other
+        # token: the point of MaskGIT
+        return replace(super().transformer_config(), causal=False)
 
 
 class MaskGIT(nn.Module):

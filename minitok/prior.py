@@ -167,7 +167,8 @@ class ARPrior(nn.Module):
 
     def __init__(self, config: PriorConfig):
         super().__init__()
-        if not isinstance(config, PriorConfig):
+        # exactly a PriorConfig: a subclass (MaskGITConfig) describes a bidirectional model
+        if type(config) is not PriorConfig:
             raise TypeError(f"config must be a PriorConfig, got {type(config).__name__}")
         self.config = config
         self.transformer = Transformer(config.transformer_config())

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from minitok import maskgit
 from minitok.maskgit import decode, mask_counts, random_mask, schedule
+from minitok.prior import ARPrior, PriorConfig
 
 # --------------------------------------------------------------------------- schedules
 
@@ -400,6 +401,19 @@ def test_token_layout_is_the_references():
     assert config.transformer_config().block_size == 1 + 64
 
 
+def test_the_layout_extends_the_ar_priors_and_each_model_takes_only_its_own_config():
+    config = maskgit.MaskGITConfig(num_codes=12, grid_size=4, n_layer=1, n_head=2, n_embd=16)
+    ar = PriorConfig(num_codes=12, grid_size=4, n_layer=1, n_head=2, n_embd=16)
+    assert config.null_id == ar.null_id and config.vocab_size == ar.vocab_size + 1
+    assert ar.transformer_config().causal is True  # the parent stays causal
+    with pytest.raises(TypeError, match="config must be a PriorConfig, got MaskGITConfig"):
+        ARPrior(config)  # would build a bidirectional "prior"
+    with pytest.raises(TypeError, match="config must be a MaskGITConfig, got PriorConfig"):
+        maskgit.MaskGIT(ar)
+    with pytest.raises(ValueError, match="n_embd must be a positive int, got 0"):
+        maskgit.MaskGITConfig(num_codes=12, n_embd=0)  # the prior's checks
+
+
 def test_model_reads_the_class_token_first_and_returns_code_logits(device):
     model = _tiny().to(device)
     tokens = torch.randint(0, 12, (3, 16), device=device)
@@ -494,8 +508,6 @@ def test_diversity_is_zero_for_copies_and_one_for_real_digits():
 
 
 def test_race_counts_passes_and_positions():
-    prior_module = pytest.importorskip("minitok.prior")  # Lesson 05's AR prior
-    ARPrior, PriorConfig = prior_module.ARPrior, prior_module.PriorConfig
     from minitok.tokenizer import TokenizerConfig, VQTokenizer
 
     torch.manual_seed(0)
