@@ -534,12 +534,13 @@ def test_race_counts_passes_and_positions():
 # --------------------------------------------------------------------------- the shipped model
 
 
-def _train_script():
+def _load_script(relative: str):
+    """A script of this checkout (e.g. "scripts/train_maskgit.py"), imported as a module."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "train_maskgit.py"
-    spec = importlib.util.spec_from_file_location("train_maskgit", path)
+    path = Path(__file__).resolve().parents[1] / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -549,7 +550,7 @@ def test_shipped_maskgit_matches_the_shipped_tokenizer_and_prior():
     from minitok.prior import load_prior
 
     model = maskgit.load_maskgit()
-    script = _train_script()
+    script = _load_script("scripts/train_maskgit.py")
     codes, _ = script.training_data()
     # trained on the token grids the shipped tokenizer gives today (retrain it if not)
     assert model.meta["codes_sha256"] == script.codes_digest(codes)
@@ -579,14 +580,7 @@ def test_shipped_maskgit_draws_recognisable_digits():
 
 
 def _bench():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_maskgit.py"
-    spec = importlib.util.spec_from_file_location("bench_maskgit", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_script("benchmarks/bench_maskgit.py")
 
 
 def _row(setting, passes, positions, ms1, ms64, accuracy):
