@@ -15,8 +15,10 @@ def assert_passes(check_fn, fn) -> None:
     assert result.status == "passed", result.render()
 
 
-def assert_fails_with(check_fn, fn, hint_words: str) -> None:
-    """The check must fail `fn` (not crash, not pass) with a hint containing `hint_words`."""
+def assert_fails_with(check_fn, fn, *hint_words: str) -> None:
+    """The check must fail `fn` (not crash, not pass) with a hint containing each of
+    `hint_words`."""
     result = verdict(check_fn, fn)
     assert result.status == "failed", result.render()
-    assert hint_words in (result.hint or ""), result.render()
+    for words in hint_words:
+        assert words in (result.hint or ""), f"hint should mention {words!r}: {result.render()}"

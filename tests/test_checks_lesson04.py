@@ -9,21 +9,9 @@ from __future__ import annotations
 import math
 
 import torch
+from checking import assert_fails_with, verdict
 
 from minitok.checks import lesson04
-from minitok.checks._core import run_check
-
-
-def verdict(check, fn):
-    return run_check(check.exercise, check.test, fn)
-
-
-def assert_fails_with(check, fn, *words):
-    result = verdict(check, fn)
-    assert result.status == "failed", result.render()
-    for word in words:
-        assert word in result.hint, f"hint should mention {word!r}: {result.hint}"
-
 
 # --------------------------------------------------------------------------- attention
 
