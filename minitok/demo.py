@@ -252,7 +252,8 @@ def generate_all(models: Models, labels: torch.Tensor, seed: int, device) -> dic
                                                       **cost}
     if models.anytoany is not None:
         try:
-            results["any-to-any: text -> image"] = text_to_image_all(models, labels, seed, device)
+            results[f"any-to-any: text -> image, guidance s={AR_SCALE:g}"] = text_to_image_all(
+                models, labels, seed, device)
         except ValueError as err:  # a checkpoint that does not fit the code: say so, go on
             models.notes.append(f"any-to-any: text -> image failed, so no row: {err}")
     return results
@@ -267,7 +268,8 @@ def held_out_caption(digit: int) -> str:
 
 
 def text_to_image_all(models: Models, labels: torch.Tensor, seed: int, device) -> dict:
-    """Draw every label's digit from its held-out caption with the any-to-any model."""
+    """Draw every label's digit from its held-out caption with the any-to-any model, with
+    classifier-free guidance on the caption at Lesson 05's scale."""
     from minitok.anytoany import text_to_image
 
     model, vocab = models.anytoany
@@ -278,7 +280,7 @@ def text_to_image_all(models: Models, labels: torch.Tensor, seed: int, device) -
         for digit in labels.unique().tolist():
             where = (labels == digit).nonzero()[:, 0]  # (n,)
             grids[where] = text_to_image(model, vocab, held_out_caption(digit), len(where),
-                                         generator=gen)
+                                         generator=gen, cfg_scale=AR_SCALE)
         return grids
 
     grids, cost = run_counted(model, draw_all, len(labels), device)

@@ -56,7 +56,7 @@ def test_table_accuracies_are_the_classifiers_on_the_saved_samples(quick_run):
     tokenizer, classifier = load_tokenizer(), load_classifier()
     labels = samples["labels"]
     assert labels.tolist() == [c for c in range(10) for _ in range(PER_CLASS)]
-    expected_methods = METHODS + (["any-to-any: text -> image"] if SHIPPED["anytoany"] else [])
+    expected_methods = METHODS + (["any-to-any: text -> image, guidance s=2"] if SHIPPED["anytoany"] else [])
     for method in expected_methods:
         grids = samples[method]  # (N, 8, 8) token grids
         assert grids.shape == (10 * PER_CLASS, 8, 8)
