@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minitok.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
-from minitok.prior import PriorConfig
+from minitok.prior import PriorConfig, pairwise_distance_per_class
 from minitok.transformer import Transformer, TransformerConfig
 
 SCHEDULES = ("cosine", "linear", "square")  # and "pow<k>" for any k > 0, e.g. "pow3"
@@ -561,27 +561,16 @@ def diversity(images: torch.Tensor, labels: torch.Tensor, reference: torch.Tenso
               reference_labels: torch.Tensor) -> float:
     """How varied the samples of each class are, relative to real digits of that class.
 
-    For each class: the mean pairwise L2 distance between its samples, divided by the same
-    for the real digits of the class; then the mean over classes. 1.0 means as varied as
-    real handwriting, 0 means every sample of a class is the same image.
+    For each class: Lesson 05's spread (the mean pairwise L2 distance between its samples),
+    divided by the same for the real digits of the class; then the mean over classes. 1.0
+    means as varied as real handwriting, 0 means every sample of a class is the same image.
     """
-    ratios = []
-    for c in labels.unique().tolist():
-        mine = images[labels == c].flatten(1)  # (n, pixels)
-        real = reference[reference_labels == c].flatten(1)  # (m, pixels)
-        if mine.shape[0] < 2 or real.shape[0] < 2:
-            continue
-        ratios.append(_mean_pairwise(mine) / _mean_pairwise(real))
+    mine = pairwise_distance_per_class(images, labels)  # {class: mean distance}
+    real = pairwise_distance_per_class(reference, reference_labels)
+    ratios = [mine[c] / real[c] for c in mine if c in real]
     if not ratios:
         raise ValueError("diversity needs at least two samples of some class")
     return sum(ratios) / len(ratios)
-
-
-def _mean_pairwise(x: torch.Tensor) -> float:
-    """Mean L2 distance over all pairs of distinct rows of x (n, d)."""
-    d = torch.cdist(x.double(), x.double())  # (n, n)
-    n = x.shape[0]
-    return float(d.sum() / (n * (n - 1)))
 
 
 @dataclass

@@ -367,27 +367,35 @@ def encode_digits(tokenizer, split: str = "train") -> tuple[torch.Tensor, torch.
     return tokenizer.encode(images.to(tokenizer.device)).cpu(), labels
 
 
-def mean_pairwise_distance(images: torch.Tensor, labels: torch.Tensor) -> float:
+def pairwise_distance_per_class(images: torch.Tensor, labels) -> dict[int, float]:
+    """For each class with two or more images: the mean Euclidean pixel distance over all
+    pairs of its images (float64, so that thousands of pairs add up exactly enough)."""
+    flat = images.reshape(images.shape[0], -1).double().cpu()  # (N, pixels)
+    labels = torch.as_tensor(labels).cpu()
+    per_class = {}
+    for c in labels.unique().tolist():
+        x = flat[labels == c]  # (n, pixels)
+        n = x.shape[0]
+        if n < 2:
+            continue
+        d = torch.cdist(x, x)  # (n, n), zeros on the diagonal
+        per_class[c] = (d.sum() / (n * (n - 1))).item()
+    return per_class
+
+
+def mean_pairwise_distance(images: torch.Tensor, labels) -> float:
     """Diversity: the mean pixel distance between two images of the same class.
 
     For each class, the average Euclidean distance over all pairs of its images, then the
     average over classes. A model that draws the same 7 every time scores 0 however well the
     classifier likes that 7; real digits of one class differ by about as much as the value
-    this gives for the real test set.
+    this gives for the real test set. (Lesson 06's `maskgit.diversity` divides each class's
+    value by the real digits' before averaging.)
     """
-    flat = images.reshape(images.shape[0], -1).float().cpu()  # (N, pixels)
-    labels = torch.as_tensor(labels).cpu()
-    per_class = []
-    for c in labels.unique():
-        x = flat[labels == c]  # (n, pixels)
-        if x.shape[0] < 2:
-            continue
-        d = torch.cdist(x, x)  # (n, n), zeros on the diagonal
-        n = x.shape[0]
-        per_class.append(d.sum() / (n * (n - 1)))
+    per_class = pairwise_distance_per_class(images, labels)
     if not per_class:
         raise ValueError("labels: need at least two images of some class to measure diversity")
-    return torch.stack(per_class).mean().item()
+    return sum(per_class.values()) / len(per_class)
 
 
 def sample_quality(grids: torch.Tensor, labels: torch.Tensor, tokenizer, classifier,

@@ -22,6 +22,8 @@ from minitok.prior import (
     load_prior,
     make_pick,
     make_sequences,
+    mean_pairwise_distance,
+    pairwise_distance_per_class,
     prior_loss,
     save_prior,
 )
@@ -279,3 +281,24 @@ def test_the_shipped_prior_draws_the_digit_it_is_asked_for():
     grids = generate(prior, labels, cfg_scale=2.0, seed=0)
     assert classifier.accuracy(tokenizer.decode(grids), labels) >= 0.9
     assert len(torch.unique(grids.reshape(50, -1), dim=0)) == 50  # no mode collapse
+
+
+def test_spread_is_the_mean_distance_over_pairs_of_a_class_by_brute_force():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(9, 1, 4, 4, generator=gen)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 7])  # class 7 has a single image: skipped
+    expected = {}
+    for c in (0, 1, 2):
+        idx = (labels == c).nonzero()[:, 0].tolist()
+        pairs = [(i, j) for i in idx for j in idx if i != j]
+        expected[c] = sum(float((images[i] - images[j]).double().norm()) for i, j in pairs) / len(
+            pairs)
+    got = pairwise_distance_per_class(images, labels)
+    assert got.keys() == expected.keys()
+    for c in expected:
+        assert got[c] == pytest.approx(expected[c], rel=1e-12)
+    assert mean_pairwise_distance(images, labels) == pytest.approx(sum(expected.values()) / 3)
+    same = images[:1].expand(4, 1, 4, 4)
+    assert mean_pairwise_distance(same, torch.zeros(4, dtype=torch.long)) == 0.0
+    with pytest.raises(ValueError, match="at least two images"):
+        mean_pairwise_distance(images[:1], labels[:1])
