@@ -16,7 +16,7 @@ One module per concept, in the order the lessons build them. Read them top to bo
     prior        Lesson 05: the class-conditional autoregressive prior over digit tokens
     maskgit      Lesson 06: mask schedules, the masker, parallel decoding, AR vs MaskGIT
     vocab        Lesson 07: one vocabulary for text and image tokens, mixed sequences
-    anytoany     Lesson 07: one transformer for text-to-image and captioning
+    anytoany     Lesson 07: one transformer for text-to-image (with guidance) and captioning
 
 The course's tooling:
 
@@ -25,6 +25,7 @@ The course's tooling:
     assign       builds the exercise notebooks in lessons/ from solutions/
     grade        `minitok grade`: scores submitted notebooks, one process per exercise
     demo         `minitok demo`: the whole pipeline as one picture and one table
+    bench        `python -m minitok.bench`: every benchmark in one run, one Markdown table
     env          `minitok env`: is this setup able to run the course?
     cli          the `minitok` command
 """
