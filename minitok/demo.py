@@ -34,7 +34,7 @@ from minitok.data import load_digits, to_unit_range
 
 AR_SCALE = 2.0  # the guidance scale of Lesson 05
 MASKGIT_STEPS = 8
-# Training steps of `--train` (shipped: tokenizer 2000, prior 2000, MaskGIT 1500 steps).
+# Training steps of `--train` (the shipped checkpoints: 2000 steps each).
 TRAIN_STEPS = {"tokenizer": 600, "prior": 500, "maskgit": 500}
 QUICK_TRAIN_STEPS = {"tokenizer": 10, "prior": 10, "maskgit": 10}
 
@@ -325,8 +325,9 @@ def format_table(rows: list[dict]) -> str:
 TABLE_NOTES = (
     "accuracy: the Lesson 03 classifier (trained on real digits only) reads the intended class",
     "diversity: within-class pixel spread / that of real test digits (1.00 = as varied as real)",
-    "passes/image: sequential forward passes (a batch shares them; guidance runs a doubled "
-    "batch in the same passes)",
+    "passes/image: sequential forward passes (a batch shares them; the AR prior's guidance "
+    "runs a doubled batch in the same passes, the any-to-any model's runs a second pass per "
+    "token, since its two prompts differ in length)",
 )
 
 
