@@ -392,11 +392,17 @@ def test_allowed_next_agrees_with_reading_every_prefix(device):
                 assert allowed[0, seq[k]]  # a real document is always allowed to continue
 
 
-def test_constrained_text_to_image_against_a_model_that_prefers_text(device):
+def model_that_prefers_text(device) -> tuple[Vocabulary, Transformer]:
+    """An untrained model whose logits favour text ids, <eoi>, <eot> and <pad>: everything
+    an image span must not contain."""
     vocab = Vocabulary(n_image_codes=16, grid_size=4)
     ids = torch.arange(vocab.size)
     favoured = vocab.is_text(ids) | (ids == vocab.eoi) | (ids == vocab.eot) | (ids == vocab.pad)
-    model = tiny_model(vocab, 40, favoured).to(device)
+    return vocab, tiny_model(vocab, 40, favoured).to(device)
+
+
+def test_constrained_text_to_image_against_a_model_that_prefers_text(device):
+    vocab, model = model_that_prefers_text(device)
     gen = torch.Generator(device=device).manual_seed(0)
     prompt = anytoany.text_prompt("seven", vocab).to(device).expand(50, -1)
     out = generate(model, prompt, vocab, vocab.image_tokens + 1, temperature=2.0, generator=gen)
@@ -410,7 +416,6 @@ def test_constrained_text_to_image_against_a_model_that_prefers_text(device):
     # without the constraint the same model writes text into the image at once
     free = generate(model, prompt, vocab, 5, temperature=2.0, generator=gen, constrained=False)
     assert not vocab.is_image(free[:, prompt.shape[1]:]).all()
-
 
 
 def test_guidance_at_scale_zero_is_the_caption_less_document(device):
@@ -431,10 +436,7 @@ def test_guidance_at_scale_zero_is_the_caption_less_document(device):
 
 
 def test_guided_text_to_image_keeps_the_grammar_against_a_model_that_prefers_text(device):
-    vocab = Vocabulary(n_image_codes=16, grid_size=4)
-    ids = torch.arange(vocab.size)
-    favoured = vocab.is_text(ids) | (ids == vocab.eoi) | (ids == vocab.eot) | (ids == vocab.pad)
-    model = tiny_model(vocab, 40, favoured).to(device)
+    vocab, model = model_that_prefers_text(device)
     gen = torch.Generator(device=device).manual_seed(0)
     prompt = anytoany.text_prompt("seven", vocab).to(device).expand(20, -1)
     span = anytoany.guided_image(model, prompt, vocab, 4.0, temperature=2.0, generator=gen)
