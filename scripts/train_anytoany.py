@@ -37,7 +37,7 @@ from minitok.tokenizer import load_tokenizer, reproducible
 from minitok.transformer import Transformer
 from minitok.vocab import Vocabulary
 
-DEFAULTS = {"steps": 4000, "batch_size": 64, "lr": 3e-3, "seed": 0,
+DEFAULTS = {"steps": 6000, "batch_size": 64, "lr": 3e-3, "seed": 0,
             "n_layer": 4, "n_head": 4, "n_embd": 96, "dropout": 0.1, "p_uncond": 0.1}
 
 
