@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from repo_scripts import load_script
 
 from minitok import anytoany
 from minitok.anytoany import (
@@ -518,17 +519,6 @@ def test_decoding_bad_input(call, words):
 
 SHIPPED = anytoany.checkpoint_path("anytoany")
 
-
-def _load_train_script():
-    """scripts/train_anytoany.py as a module (scripts are not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "train_anytoany.py"
-    spec = importlib.util.spec_from_file_location("train_anytoany", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 TOKENIZER = anytoany.checkpoint_path("tokenizer")
 
 
@@ -540,7 +530,7 @@ def test_shipped_checkpoint_is_small_weights_only_and_pins_its_tokenizer():
     for key in ("torch", "threads", "machine", "train_seconds", "tokenizer_sha256", "train"):
         assert key in meta, f"meta lacks {key!r}"
     assert meta["threads"] == 1 and meta["deterministic"] is True
-    script = _load_train_script()
+    script = load_script("scripts/train_anytoany.py")
     assert meta["train"] == script.DEFAULTS, "the script's defaults must rebuild the shipped model"
     assert meta["tokenizer_sha256"] == anytoany.file_digest(TOKENIZER)
     model, vocab = anytoany.load_anytoany()
@@ -601,8 +591,10 @@ def test_shipped_model_reads_and_writes_digits_on_a_sample_of_the_held_out_split
     t2i = anytoany.text_to_image_accuracy(model, vocab, tokenizer, classifier, per_caption=1,
                                           generator=torch.Generator().manual_seed(0),
                                           cfg_scale=2.0)
-    # measured 0.920 on 1,200 images with guidance s=2 (0.744 without); chance is 0.1
-    assert t2i["accuracy"] >= 0.75, t2i
+    # measured 0.920 on 1,200 images with guidance s=2 (0.744 without); chance is 0.1.
+    # These 60 images give 0.883 with guidance and 0.700 without: the floor sits between,
+    # so a guidance that stopped working fails here.
+    assert t2i["accuracy"] >= 0.8, t2i
     grids, labels = anytoany.encode_digits(tokenizer, "test")
     i2t = anytoany.image_to_text_accuracy(model, vocab, grids[:100], labels[:100])
     assert i2t["accuracy"] >= 0.8, i2t

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from repo_scripts import load_script
 
 from minitok import maskgit
 from minitok.maskgit import decode, mask_counts, random_mask, schedule
@@ -534,23 +535,11 @@ def test_race_counts_passes_and_positions():
 # --------------------------------------------------------------------------- the shipped model
 
 
-def _load_script(relative: str):
-    """A script of this checkout (e.g. "scripts/train_maskgit.py"), imported as a module."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / relative
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_shipped_maskgit_matches_the_shipped_tokenizer_and_prior():
     from minitok.prior import load_prior
 
     model = maskgit.load_maskgit()
-    script = _load_script("scripts/train_maskgit.py")
+    script = load_script("scripts/train_maskgit.py")
     codes, _ = script.training_data()
     # trained on the token grids the shipped tokenizer gives today (retrain it if not)
     assert model.meta["codes_sha256"] == script.codes_digest(codes)
@@ -580,7 +569,7 @@ def test_shipped_maskgit_draws_recognisable_digits():
 
 
 def _bench():
-    return _load_script("benchmarks/bench_maskgit.py")
+    return load_script("benchmarks/bench_maskgit.py")
 
 
 def _row(setting, passes, positions, ms1, ms64, accuracy):
