@@ -26,14 +26,14 @@ $(STAMP): pyproject.toml Makefile
 # notebook executed (solutions strictly, lessons as a learner would open them).
 test: setup
 	$(PY) -m minitok env
-	$(PY) -m ruff check minitok tests benchmarks scripts solutions
+	$(PY) -m ruff check minitok tests scripts solutions
 	$(PY) -m minitok assign --check
 	$(PY) -m pytest -q tests
 	MINITOK_STRICT=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg solutions
 
 lint: setup
-	$(PY) -m ruff check minitok tests benchmarks scripts solutions
+	$(PY) -m ruff check minitok tests scripts solutions
 
 unit: setup
 	$(PY) -m pytest -q tests -m "not slow"
@@ -43,7 +43,8 @@ demo: setup
 	$(PY) -m minitok demo $(DEMO_ARGS)
 
 # Every lesson's benchmark in one run, one table of ratios, also written to out/bench.md
-# (each script in benchmarks/ still runs on its own). BENCH_ARGS=--quick for a smoke run.
+# (each one also runs on its own: python -m minitok.bench.<name>). BENCH_ARGS=--quick for a
+# smoke run.
 bench: setup
 	$(PY) -m minitok.bench --out out/bench.md $(BENCH_ARGS)
 

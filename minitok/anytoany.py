@@ -12,25 +12,26 @@ inside an image span only image ids may be drawn and <eoi> is forced after exact
 grid_size**2 codes; in text no image id may be drawn.
 
 Reading order: the captions and their held-out split, `CaptionedDigits` (the training
-stream), `masked_targets` and `span_loss`, `train`, `allowed_next` and `generate`, then the
-two tasks `text_to_image` (with `guided_image` for classifier-free guidance) and
-`image_to_text`, and their checkers.
+stream), the model `AnyToAny`, `masked_targets` and `span_loss`, `train_anytoany`,
+`allowed_next` and `constrained_generate`, then the two tasks `text_to_image` (with
+`guided_image` for classifier-free guidance) and `image_to_text`. How well both directions
+do on held-out captions is measured in `minitok.evaluate`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import re
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from minitok.checkpoints import checkpoint_path, load_checkpoint
+from minitok import validate
 from minitok.sampling import cfg_logits, sample_logits
+from minitok.training import fit
 from minitok.transformer import Transformer, TransformerConfig
-from minitok.vocab import Vocabulary, build_sequence, split_sequence
+from minitok.vocab import ALPHABET, Vocabulary, build_sequence, split_sequence
 
 IGNORE = -100  # the target value F.cross_entropy skips (its default ignore_index)
 
@@ -149,7 +150,7 @@ class CaptionedDigits:
         if missing:
             raise ValueError(f"pairs give no wording for digits {missing} that the labels hold")
         longest = max(len(caption(t, d)) for t, d in pairs)
-        self.max_len = longest + vocab.image_tokens + 3  # <boi>, <eoi>, <eot>
+        self.max_len = longest + vocab.tokens_per_image + 3  # <boi>, <eoi>, <eot>
 
     def __len__(self) -> int:
         return self.grids.shape[0]
@@ -168,7 +169,7 @@ class CaptionedDigits:
         text = caption(template, int(self.labels[index]))
         if text_to_image:
             return build_sequence([text, grid], self.vocab), len(text) + 1
-        return build_sequence([grid, text], self.vocab), self.vocab.image_tokens + 2
+        return build_sequence([grid, text], self.vocab), self.vocab.tokens_per_image + 2
 
     def batch(self, batch_size: int, generator: torch.Generator | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,6 +194,64 @@ class CaptionedDigits:
         return seqs, starts
 
 
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(frozen=True)
+class AnyToAnyConfig:
+    """The shared vocabulary (image codes, grid, alphabet) and the transformer's size.
+
+    The context holds the longest document: the longest caption, <boi>, G*G codes, <eoi>,
+    <eot>.
+    """
+
+    num_codes: int = 64
+    grid_size: int = 8
+    alphabet: str = ALPHABET
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 96
+    dropout: float = 0.1
+
+    def vocab(self) -> Vocabulary:
+        return Vocabulary(self.num_codes, self.grid_size, self.alphabet)
+
+    def transformer_config(self) -> TransformerConfig:
+        vocab = self.vocab()
+        longest = max(len(caption(t, d)) for t in range(len(TEMPLATES)) for d in range(10))
+        return TransformerConfig(vocab_size=vocab.size,
+                                 block_size=longest + vocab.tokens_per_image + 3,
+                                 n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
+                                 dropout=self.dropout, causal=True)
+
+
+class AnyToAny(nn.Module):
+    """One causal Transformer over the shared vocabulary: ids (B, T) -> logits (B, T, V)."""
+
+    kind = "anytoany"  # its checkpoints' kind (minitok.checkpoints)
+    config_class = AnyToAnyConfig
+
+    def __init__(self, config: AnyToAnyConfig):
+        super().__init__()
+        self.config = config
+        self.vocab = config.vocab()
+        self.transformer = Transformer(config.transformer_config())
+
+    def forward(self, idx: torch.Tensor, cache=None) -> torch.Tensor:
+        return self.transformer(idx, cache)
+
+    def new_cache(self, batch_size: int, max_len: int | None = None):
+        return self.transformer.new_cache(batch_size, max_len)
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.head.weight.device
+
+    @property
+    def block_size(self) -> int:
+        return self.transformer.config.block_size
+
+
 # --------------------------------------------------------------------------- the loss
 
 
@@ -209,63 +268,32 @@ def masked_targets(seqs: torch.Tensor, answer_start: torch.Tensor, vocab: Vocabu
     targets = seqs[:, 1:].clone()  # (B, L-1): target j is token j+1
     position = torch.arange(1, seqs.shape[1], device=seqs.device)  # (L-1,) where targets sit
     in_prompt = position[None, :] < answer_start[:, None]  # (B, L-1)
-    is_pad = targets == vocab.pad  # (B, L-1)
-    targets[in_prompt | is_pad] = IGNORE
+    targets[in_prompt | (targets == vocab.pad)] = IGNORE
     return inputs, targets
 
 
-def span_loss(model: Transformer, seqs: torch.Tensor, answer_start: torch.Tensor,
-              vocab: Vocabulary) -> torch.Tensor:
+def span_loss(model: AnyToAny, seqs: torch.Tensor, answer_start: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the answer tokens only (a scalar)."""
-    inputs, targets = masked_targets(seqs, answer_start, vocab)  # (B, L-1) each
+    inputs, targets = masked_targets(seqs, answer_start, model.vocab)  # (B, L-1) each
     logits = model(inputs)  # (B, L-1, V)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                            ignore_index=IGNORE)
 
 
-# --------------------------------------------------------------------------- training
+def train_anytoany(model: AnyToAny, data: CaptionedDigits, steps: int, batch_size: int = 64,
+                   lr: float = 3e-3, warmup: int | None = None, seed: int = 0,
+                   progress: bool = True) -> list[float]:
+    """Train on the mixed stream with the answer-only loss; returns the loss of every step.
 
+    The recipe is `training.fit`'s (weight decay 0.1 here).
+    """
 
-def model_config(vocab: Vocabulary, block_size: int, n_layer: int = 4, n_head: int = 4,
-                 n_embd: int = 128, dropout: float = 0.1) -> TransformerConfig:
-    """The transformer for a vocabulary: vocab_size = vocab.size, causal attention."""
-    return TransformerConfig(vocab_size=vocab.size, block_size=block_size, n_layer=n_layer,
-                             n_head=n_head, n_embd=n_embd, dropout=dropout, causal=True)
-
-
-def learning_rate(step: int, steps: int, peak: float, warmup: int = 100) -> float:
-    """Linear warm-up to `peak`, then a cosine decay to peak / 10 at the last step."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def train(model: Transformer, data: CaptionedDigits, steps: int, batch_size: int = 64,
-          lr: float = 1e-3, generator: torch.Generator | None = None,
-          log_every: int = 0) -> list[float]:
-    """Train on the mixed stream with the answer-only loss; returns the loss of every step."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1,
-                                  betas=(0.9, 0.95))
-    model.train()
-    losses = []
-    for step in range(steps):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, warmup=min(100, steps // 10 + 1))
+    def batch_loss(generator: torch.Generator) -> torch.Tensor:
         seqs, starts = data.batch(batch_size, generator)
-        loss = span_loss(model, seqs.to(device), starts.to(device), data.vocab)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if log_every and (step % log_every == 0 or step == steps - 1):
-            print(f"step {step:5d}  loss {loss.item():.4f}")
-    model.eval()
-    return losses
+        return span_loss(model, seqs.to(model.device), starts.to(model.device))
+
+    return fit(model, batch_loss, steps, lr=lr, weight_decay=0.1, warmup=warmup, seed=seed,
+               desc="any-to-any", progress=progress)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -289,8 +317,8 @@ def allowed_next(tokens: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
     ended = (tokens == vocab.eot).any(dim=1)  # (B,)
     in_image = (last_boi > last_eoi) & ~ended  # (B,)
     n_codes = T - 1 - last_boi  # (B,) tokens since the <boi> (meaningful when in_image)
-    want_code = in_image & (n_codes < vocab.image_tokens)  # (B,)
-    want_eoi = in_image & (n_codes >= vocab.image_tokens)  # (B,)
+    want_code = in_image & (n_codes < vocab.tokens_per_image)  # (B,)
+    want_eoi = in_image & (n_codes >= vocab.tokens_per_image)  # (B,)
     in_text = ~ended & ~in_image  # (B,)
 
     text_ok = vocab.is_text(ids) | (ids == vocab.eot) | (ids == vocab.boi)  # (V,)
@@ -309,10 +337,10 @@ def constrain_logits(logits: torch.Tensor, tokens: torch.Tensor, vocab: Vocabula
 
 
 @torch.no_grad()
-def generate(model: Transformer, prompt: torch.Tensor, vocab: Vocabulary, max_new_tokens: int,
-             temperature: float = 1.0, top_k: int | None = None, greedy: bool = False,
-             generator: torch.Generator | None = None, constrained: bool = True
-             ) -> torch.Tensor:
+def constrained_generate(model: AnyToAny, prompt: torch.Tensor, max_new_tokens: int,
+                         temperature: float = 1.0, top_k: int | None = None,
+                         greedy: bool = False, generator: torch.Generator | None = None,
+                         constrained: bool = True) -> torch.Tensor:
     """Continue the documents in `prompt` (B, T0): (B, T0 + n) with n <= max_new_tokens.
 
     One token per step with a KV cache (prefill the prompt, then feed each new token).
@@ -320,18 +348,15 @@ def generate(model: Transformer, prompt: torch.Tensor, vocab: Vocabulary, max_ne
     the output always follows the grammar; generation stops early once every row has
     reached <eot>. The prompt must be a well-formed start of a document (no <pad>).
     """
-    if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2 or prompt.shape[1] == 0:
-        raise ValueError("prompt must be a (B, T0) tensor of token ids with T0 >= 1")
+    vocab = model.vocab
+    validate.index_tensor(prompt, "prompt", vocab.size, dim=2)
     for row in prompt:
         split_sequence(row, vocab, complete=False)  # a clear error for a malformed prompt
     B, T0 = prompt.shape
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    if T0 + max_new_tokens > model.config.block_size:
-        raise ValueError(
-            f"max_new_tokens: prompt ({T0}) + max_new_tokens ({max_new_tokens}) exceeds the "
-            f"model's block_size = {model.config.block_size}"
-        )
+    validate.positive_int(max_new_tokens, "max_new_tokens")
+    if T0 + max_new_tokens > model.block_size:
+        raise ValueError(f"max_new_tokens: prompt ({T0}) + max_new_tokens ({max_new_tokens}) "
+                         f"exceeds the model's block_size = {model.block_size}")
     model.eval()
     tokens = prompt.long()  # (B, T)
     cache = model.new_cache(B, max_len=T0 + max_new_tokens)
@@ -362,9 +387,9 @@ def text_prompt(text: str, vocab: Vocabulary) -> torch.Tensor:
 def image_prompt(grids: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
     """The prompts that ask for captions: <boi> codes <eoi> per grid, (N, G*G + 2)."""
     G = vocab.grid_size
-    if not isinstance(grids, torch.Tensor) or grids.dim() != 3 or grids.shape[1:] != (G, G):
-        shape = tuple(grids.shape) if isinstance(grids, torch.Tensor) else type(grids).__name__
-        raise ValueError(f"grids must be (N, {G}, {G}) image codes (grid_size={G}), got {shape}")
+    validate.index_tensor(grids, "grids", vocab.num_codes, dim=3)
+    if grids.shape[1:] != (G, G):
+        raise ValueError(f"grids must be (N, {G}, {G}) image codes, got {tuple(grids.shape)}")
     N = grids.shape[0]
     codes = vocab.image_ids(grids.reshape(N, -1).long())  # (N, G*G)
     boi = torch.full((N, 1), vocab.boi, dtype=torch.long, device=codes.device)
@@ -373,7 +398,7 @@ def image_prompt(grids: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
 
 
 @torch.no_grad()
-def guided_image(model: Transformer, prompt: torch.Tensor, vocab: Vocabulary, cfg_scale: float,
+def guided_image(model: AnyToAny, prompt: torch.Tensor, cfg_scale: float,
                  temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Write one image after each prompt (n, T0) that ends in <boi>, with classifier-free
@@ -384,8 +409,9 @@ def guided_image(model: Transformer, prompt: torch.Tensor, vocab: Vocabulary, cf
     their logits, uncond + cfg_scale * (cond - uncond), masks them by the grammar and
     draws the code that both documents then take.
     """
+    vocab = model.vocab
     n, T0 = prompt.shape
-    G2 = vocab.image_tokens
+    G2 = vocab.tokens_per_image
     blank = torch.full((n, 1), vocab.boi, dtype=torch.long, device=prompt.device)  # (n, 1)
     cond_cache = model.new_cache(n, max_len=T0 + G2)
     blank_cache = model.new_cache(n, max_len=1 + G2)
@@ -403,37 +429,34 @@ def guided_image(model: Transformer, prompt: torch.Tensor, vocab: Vocabulary, cf
 
 
 @torch.no_grad()
-def text_to_image(model: Transformer, vocab: Vocabulary, text: str, n: int,
-                  temperature: float = 1.0, top_k: int | None = None,
-                  generator: torch.Generator | None = None,
+def text_to_image(model: AnyToAny, text: str, n: int, temperature: float = 1.0,
+                  top_k: int | None = None, generator: torch.Generator | None = None,
                   cfg_scale: float = 1.0) -> torch.Tensor:
-    """Draw `n` images of the caption `text`: (n, G, G) image codes.
+    """Draw `n` images of the caption `text`: (n, G, G) image codes, on the CPU.
 
     The prompt ends with <boi>, so the constrained decoder writes exactly grid_size**2
     image codes and then the forced <eoi>. cfg_scale 1 is plain sampling from the
     captioned document; any other value uses classifier-free guidance (`guided_image`),
-    which needs a model trained with caption dropout (p_uncond > 0); `cfg_logits` refuses
-    a scale that is not a number >= 0.
+    which needs a model trained with caption dropout (p_uncond > 0).
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    device = next(model.parameters()).device
-    prompt = text_prompt(text, vocab).to(device).expand(n, -1)  # (n, T0)
-    T0 = prompt.shape[1]
+    vocab = model.vocab
+    validate.positive_int(n, "n")
+    validate.number(cfg_scale, "cfg_scale", low=0)
+    prompt = text_prompt(text, vocab).to(model.device).expand(n, -1)  # (n, T0)
+    T0, G2 = prompt.shape[1], vocab.tokens_per_image
     if cfg_scale == 1:
-        out = generate(model, prompt, vocab, vocab.image_tokens + 1, temperature=temperature,
-                       top_k=top_k, generator=generator)  # (n, T0 + G*G + 1)
-        ids = out[:, T0 : T0 + vocab.image_tokens]  # (n, G*G)
+        out = constrained_generate(model, prompt, G2 + 1, temperature=temperature,
+                                   top_k=top_k, generator=generator)  # (n, T0 + G*G + 1)
+        ids = out[:, T0 : T0 + G2]  # (n, G*G)
     else:
-        ids = guided_image(model, prompt, vocab, float(cfg_scale), temperature=temperature,
+        ids = guided_image(model, prompt, float(cfg_scale), temperature=temperature,
                            top_k=top_k, generator=generator)  # (n, G*G)
-    codes = vocab.image_codes(ids)  # (n, G*G)
-    return codes.reshape(n, vocab.grid_size, vocab.grid_size).cpu()  # (n, G, G)
+    return vocab.image_codes(ids).reshape(n, vocab.grid_size, vocab.grid_size).cpu()
 
 
 @torch.no_grad()
-def image_to_text(model: Transformer, vocab: Vocabulary, grids: torch.Tensor,
-                  max_len: int | None = None, greedy: bool = True, temperature: float = 1.0,
+def image_to_text(model: AnyToAny, grids: torch.Tensor, max_len: int | None = None,
+                  greedy: bool = True, temperature: float = 1.0,
                   generator: torch.Generator | None = None) -> list[str]:
     """Caption each (G, G) grid of codes: a list of N strings.
 
@@ -441,117 +464,17 @@ def image_to_text(model: Transformer, vocab: Vocabulary, grids: torch.Tensor,
     default: the most likely caption). A caption that is cut off by `max_len` (default:
     as long as the model's context allows) is returned as far as it got.
     """
-    device = next(model.parameters()).device
-    prompt = image_prompt(grids, vocab).to(device)  # (N, G*G + 2)
+    vocab = model.vocab
+    prompt = image_prompt(grids, vocab).to(model.device)  # (N, G*G + 2)
     T0 = prompt.shape[1]
-    room = model.config.block_size - T0
-    max_len = room if max_len is None else max_len
-    if not isinstance(max_len, int) or not 1 <= max_len <= room:
-        raise ValueError(f"max_len must be an int in [1, {room}] (the context left after "
-                         f"the image), got {max_len!r}")
-    out = generate(model, prompt, vocab, max_len, greedy=greedy, temperature=temperature,
-                   generator=generator).cpu()  # (N, T0 + n)
+    room = model.block_size - T0
+    max_len = room if max_len is None else validate.positive_int(max_len, "max_len")
+    validate.number(max_len, "max_len", low=1, high=room)
+    out = constrained_generate(model, prompt, max_len, greedy=greedy,
+                               temperature=temperature, generator=generator).cpu()
     captions = []
     for row in out[:, T0:]:
-        is_text = vocab.is_text(row)  # (n,)
-        stop = int((~is_text).nonzero()[0]) if (~is_text).any() else len(row)
+        not_text = (~vocab.is_text(row)).nonzero()  # the first non-text id ends the caption
+        stop = int(not_text[0]) if len(not_text) else len(row)
         captions.append(vocab.decode_text(row[:stop]))
     return captions
-
-
-# --------------------------------------------------------------------------- checkpoint
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file: ties the any-to-any checkpoint to the tokenizer it was trained on."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def load_anytoany(path: str | Path | None = None, device: torch.device | str = "cpu",
-                  tokenizer_path: str | Path | None = None
-                  ) -> tuple[Transformer, Vocabulary]:
-    """The shipped any-to-any model (scripts/train_anytoany.py) and its vocabulary.
-
-    Its image ids only mean something for the tokenizer it was trained with, so loading
-    checks that the tokenizer checkpoint is the same file (same sha256) and says how to
-    retrain when it is not.
-    """
-    path = checkpoint_path("anytoany") if path is None else Path(path)
-    payload = load_checkpoint(path, kind="anytoany")
-    tokenizer_path = checkpoint_path("tokenizer") if tokenizer_path is None else tokenizer_path
-    expected = payload["meta"].get("tokenizer_sha256")
-    if expected is not None and Path(tokenizer_path).is_file():
-        found = file_digest(tokenizer_path)
-        if found != expected:
-            raise ValueError(
-                f"path: {str(path)!r} was trained on a different tokenizer checkpoint "
-                f"(sha256 {expected[:12]}..., found {found[:12]}... at {str(tokenizer_path)!r}); "
-                f"its image ids would mean other codes. Rebuild it: "
-                f"python scripts/train_anytoany.py"
-            )
-    v = payload["config"]["vocab"]
-    vocab = Vocabulary(n_image_codes=v["n_image_codes"], grid_size=v["grid_size"],
-                       alphabet=v["alphabet"])
-    model = Transformer(TransformerConfig(**payload["config"]["model"]))
-    model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval(), vocab
-
-
-# --------------------------------------------------------------------------- the held-out goals
-
-
-@torch.no_grad()
-def encode_digits(tokenizer, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The bundled digits of `split` ("train" or "test") as token grids: (N, G, G), (N,)."""
-    from minitok.data import load_digits
-
-    images, labels = load_digits(split, size=tokenizer.config.image_size)  # (N, 1, S, S)
-    return tokenizer.encode(images).cpu(), labels  # (N, G, G) int64, (N,)
-
-
-@torch.no_grad()
-def text_to_image_accuracy(model: Transformer, vocab: Vocabulary, tokenizer, classifier,
-                           per_caption: int = 20, pairs: list[tuple[int, int]] | None = None,
-                           temperature: float = 1.0, top_k: int | None = None,
-                           generator: torch.Generator | None = None,
-                           cfg_scale: float = 1.0) -> dict:
-    """Draw `per_caption` images for each caption of `pairs` (default: the held-out ones).
-
-    Each drawn grid is decoded by the tokenizer and read by the Lesson 03 digit classifier;
-    an image matches its caption when the classifier reads the digit the caption names.
-    Returns {"accuracy": fraction matching, "per_digit": {digit: fraction}, "n": count}.
-    """
-    if not isinstance(per_caption, int) or per_caption < 1:
-        raise ValueError(f"per_caption must be a positive int, got {per_caption!r}")
-    pairs = held_out_pairs() if pairs is None else pairs
-    right, drawn = [0] * 10, [0] * 10  # per digit
-    for template, digit in pairs:
-        grids = text_to_image(model, vocab, caption(template, digit), per_caption,
-                              temperature=temperature, top_k=top_k, generator=generator,
-                              cfg_scale=cfg_scale)
-        images = tokenizer.decode(grids).cpu()  # (n, 1, S, S)
-        right[digit] += int((classifier.predict(images) == digit).sum())
-        drawn[digit] += per_caption
-    per_digit = {d: right[d] / drawn[d] for d in range(10) if drawn[d]}
-    n = sum(drawn)
-    return {"accuracy": sum(right) / n, "per_digit": per_digit, "n": n}
-
-
-@torch.no_grad()
-def image_to_text_accuracy(model: Transformer, vocab: Vocabulary, grids: torch.Tensor,
-                           labels: torch.Tensor, batch_size: int = 128) -> dict:
-    """Caption every grid (greedy) and count the captions that name the image's digit.
-
-    Returns {"accuracy": fraction naming the right digit, "known_wording": fraction that are
-    exactly one of the course's 360 captions, "n": count, "captions": the captions}.
-    """
-    if labels.shape != (grids.shape[0],):
-        raise ValueError(f"labels must be ({grids.shape[0]},), one per grid, "
-                         f"got shape {tuple(labels.shape)}")
-    captions = []
-    for start in range(0, grids.shape[0], batch_size):
-        captions += image_to_text(model, vocab, grids[start : start + batch_size])
-    right = sum(read_digit(c) == int(d) for c, d in zip(captions, labels.tolist(), strict=True))
-    known = sum(is_known_wording(c) for c in captions)
-    n = len(captions)
-    return {"accuracy": right / n, "known_wording": known / n, "n": n, "captions": captions}

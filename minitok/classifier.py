@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minitok.course import one_thread
+
 NATIVE_SIZE = 8  # the bundled digits are 8 x 8
 TRAIN_SIZES = (8, 16)  # the sizes the course uses; the classifier sees both in training
 
@@ -120,12 +122,8 @@ def train_classifier(
         loss.backward()
         return loss
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # faster for a model this small, and the same on any core count
-    try:
+    with one_thread():  # faster for a model this small, and the same on any core count
         optimizer.step(closure)
-    finally:
-        torch.set_num_threads(threads)
     return model.float().eval()
 
 

@@ -6,12 +6,16 @@ Environment switches (read each time, so a test can set them):
     MINITOK_STRICT=1  a failing or unfinished exercise is an error instead of a report
                       (CI uses it for solutions/, where every exercise must pass)
     MINITOK_DEVICE    "cpu" (default) or "cuda": where the notebooks run their models
+
+and the two settings every training run and benchmark shares: `one_thread()` and
+`reproducible()`.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -36,6 +40,41 @@ def steps(full: int, fast: int) -> int:
     if full < 1 or fast < 1:
         raise ValueError(f"steps: full and fast must be >= 1, got full={full}, fast={fast}")
     return fast if fast_mode() else full
+
+
+@contextmanager
+def one_thread():
+    """Run a block on one CPU thread, then restore the thread count.
+
+    minitok's models are so small that a second thread spends more time waiting than
+    computing (on a busy 2-core machine, 100 tokenizer steps took 6-10 s on one thread and
+    40-60 s on two), and with one thread a result does not depend on the core count.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextmanager
+def reproducible():
+    """Run a block on one thread with deterministic kernels, then restore both settings.
+
+    Some backward kernels (the codebook lookup `codebook[indices]` adds up the gradients of
+    repeated indices) sum in parallel in a varying order, so two runs with the same seed
+    would drift apart after a few steps; `torch.use_deterministic_algorithms` fixes the order
+    (on CUDA, an op without a deterministic kernel only warns).
+    """
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with one_thread():
+            yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:

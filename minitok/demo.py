@@ -7,7 +7,7 @@
 
 Every generated digit is judged by the Lesson 03 classifier, which was trained on real
 digits only: accuracy is "the classifier reads the requested class", diversity is the
-within-class spread relative to real test digits (`minitok.maskgit.diversity`, 1.0 = as
+within-class spread relative to real test digits (`minitok.evaluate.diversity`, 1.0 = as
 varied as real handwriting). Each method also reports its wall time and the sequential
 forward passes it needs per image.
 
@@ -29,8 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minitok.course import seed_everything
+from minitok.classifier import train_classifier
+from minitok.course import one_thread, seed_everything
 from minitok.data import load_digits, to_unit_range
+from minitok.evaluate import count_forward, diversity, encode_digits
 
 AR_SCALE = 2.0  # the guidance scale of Lesson 05
 MASKGIT_STEPS = 8
@@ -50,48 +52,42 @@ class Models:
     classifier: object
     prior: object | None  # None when there is no checkpoint
     maskgit: object | None
-    anytoany: tuple | None  # (model, vocab)
+    anytoany: object | None
     notes: list[str] = field(default_factory=list)
 
 
 def load_shipped(device: str) -> Models:
     """The checkpoints that ship in minitok/checkpoints/; a generator whose file is missing
     (a lesson still being written) is left out, and a note says so."""
-    from minitok.checkpoints import checkpoint_path
+    from minitok import checkpoints
     from minitok.classifier import load_classifier
-    from minitok.tokenizer import load_tokenizer
 
     notes = ["models: the shipped checkpoints in minitok/checkpoints/"]
     loaded = {}
     for name, lesson in (("prior", "05"), ("maskgit", "06"), ("anytoany", "07")):
-        if checkpoint_path(name).is_file():
+        if checkpoints.checkpoint_path(name).is_file():
             loaded[name] = _load_generator(name, device)
-            if loaded[name] is None:
-                notes.append(f"minitok/checkpoints/{name}.pt does not match the shipped "
-                             f"tokenizer, so no {name} row: scripts/train_{name}.py rebuilds it")
         else:
             notes.append(f"no minitok/checkpoints/{name}.pt (Lesson {lesson}), so no {name} "
                          f"row: scripts/train_{name}.py builds it")
-    return Models(load_tokenizer(device=device), load_classifier(device), loaded.get("prior"),
-                  loaded.get("maskgit"), loaded.get("anytoany"), notes)
+    tokenizer = checkpoints.load("tokenizer", device=device)
+    anytoany = loaded.get("anytoany")
+    if anytoany is not None:
+        try:
+            checkpoints.check_tokenizer(anytoany, tokenizer)
+        except ValueError as err:  # trained on another tokenizer: its ids mean other codes
+            print(f"minitok demo: skipping any-to-any: {err}", file=sys.stderr)
+            notes.append("minitok/checkpoints/anytoany.pt does not match the shipped "
+                         "tokenizer, so no anytoany row: scripts/train_anytoany.py rebuilds it")
+            anytoany = None
+    return Models(tokenizer, load_classifier(device), loaded.get("prior"), loaded.get("maskgit"),
+                  anytoany, notes)
 
 
 def _load_generator(name: str, device: str):
-    if name == "prior":
-        from minitok.prior import load_prior
+    from minitok import checkpoints
 
-        return load_prior(device=device)
-    if name == "maskgit":
-        from minitok.maskgit import load_maskgit
-
-        return load_maskgit(device=device)
-    from minitok.anytoany import load_anytoany
-
-    try:
-        return load_anytoany(device=device)
-    except ValueError as err:  # trained on another tokenizer: its image ids mean other codes
-        print(f"minitok demo: skipping any-to-any: {err}", file=sys.stderr)
-        return None
+    return checkpoints.load(name, device=device)
 
 
 def train_from_scratch(folder: Path, device: str, seed: int, quick: bool) -> Models:
@@ -104,8 +100,8 @@ def train_from_scratch(folder: Path, device: str, seed: int, quick: bool) -> Mod
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     tokenizer = _train_tokenizer(folder / "tokenizer.pt", steps["tokenizer"], device, seed)
-    classifier = _train_classifier(folder / "classifier.pt", device, seed)
-    grids, labels = _encode("train", tokenizer)
+    classifier = train_classifier(seed).to(device)
+    grids, labels = encode_digits(tokenizer, "train")
     prior = _train_prior(folder / "prior.pt", tokenizer, grids, labels, steps["prior"], device,
                          seed)
     maskgit = _train_maskgit(folder / "maskgit.pt", tokenizer, grids, labels, steps["maskgit"],
@@ -120,76 +116,54 @@ def train_from_scratch(folder: Path, device: str, seed: int, quick: bool) -> Mod
 
 def compare_to_shipped(tokenizer, prior, maskgit) -> list[str]:
     """One line per model: its training steps and size against the shipped checkpoint's."""
-    from minitok.checkpoints import checkpoint_path, load_checkpoint
+    from minitok import checkpoints
 
     lines = []
     for name, model in (("tokenizer", tokenizer), ("prior", prior), ("maskgit", maskgit)):
-        if not checkpoint_path(name).is_file():
-            lines.append(f"{name}: {model.meta['steps']} training steps (no shipped checkpoint)")
+        if not checkpoints.checkpoint_path(name).is_file():
+            lines.append(f"{name}: {model.meta['recipe']['steps']} training steps (no shipped checkpoint)")
             continue
-        shipped = load_checkpoint(checkpoint_path(name), name)
+        shipped = checkpoints.load_payload(checkpoints.checkpoint_path(name), name)
         size = sum(v.numel() for v in shipped["state_dict"].values())
         mine = sum(v.numel() for v in model.state_dict().values())
-        steps = shipped["meta"].get("train", {}).get("steps", shipped["meta"].get("steps", "?"))
-        lines.append(f"{name}: {model.meta['steps']} training steps (shipped: {steps}), "
+        steps = shipped["meta"].get("recipe", {}).get("steps", "?")
+        lines.append(f"{name}: {model.meta['recipe']['steps']} training steps (shipped: {steps}), "
                      f"{mine:,} weights (shipped: {size:,})")
     return lines
 
 
 def _train_tokenizer(path: Path, steps: int, device: str, seed: int):
-    from minitok.tokenizer import TrainConfig, load_tokenizer, train_tokenizer
+    from minitok.tokenizer import TrainConfig, train_tokenizer
 
     tokenizer, _ = train_tokenizer(train=TrainConfig(steps=steps, seed=seed), device=device)
-    tokenizer.save(path, {"script": "minitok demo --train", "steps": steps, "seed": seed})
-    return load_tokenizer(path, device=device)
-
-
-def _train_classifier(path: Path, device: str, seed: int):
-    from minitok.checkpoints import load_checkpoint, save_checkpoint
-    from minitok.classifier import DigitClassifier, train_classifier
-
-    hidden = 64
-    save_checkpoint(path, "classifier", {"hidden": hidden}, train_classifier(seed, hidden),
-                    {"script": "minitok demo --train", "seed": seed})
-    payload = load_checkpoint(path, "classifier")
-    classifier = DigitClassifier(payload["config"]["hidden"])
-    classifier.load_state_dict(payload["state_dict"])
-    return classifier.to(device).eval()
+    return _saved(tokenizer, path, steps, seed, device)
 
 
 def _train_prior(path: Path, tokenizer, grids, labels, steps: int, device: str, seed: int):
-    from minitok.prior import (
-        ARPrior,
-        PriorConfig,
-        load_prior,
-        make_sequences,
-        save_prior,
-        train_prior,
-    )
+    from minitok.prior import ARPrior, PriorConfig, train_prior
 
     torch.manual_seed(seed)  # the initial weights
     prior = ARPrior(PriorConfig(num_codes=tokenizer.num_codes, grid_size=tokenizer.grid_size))
-    seqs = make_sequences(grids, labels, tokenizer.num_codes)  # (N, 1 + G*G)
-    train_prior(prior.to(device), seqs, steps, seed=seed)
-    save_prior(prior, path, {"script": "minitok demo --train", "steps": steps, "seed": seed})
-    return load_prior(path, device=device)
+    train_prior(prior.to(device), grids, labels, steps, seed=seed)
+    return _saved(prior, path, steps, seed, device)
 
 
 def _train_maskgit(path: Path, tokenizer, grids, labels, steps: int, device: str, seed: int):
-    from minitok.maskgit import MaskGIT, MaskGITConfig, load_maskgit, save_maskgit, train_maskgit
+    from minitok.maskgit import MaskGIT, MaskGITConfig, train_maskgit
 
     torch.manual_seed(seed)  # the initial weights
-    config = MaskGITConfig(num_codes=tokenizer.num_codes, grid_size=tokenizer.grid_size)
-    model = MaskGIT(config).to(device)
-    train_maskgit(model, grids, labels, steps, seed=seed)
-    save_maskgit(model, path, {"script": "minitok demo --train", "steps": steps, "seed": seed})
-    return load_maskgit(path, device=device)
+    model = MaskGIT(MaskGITConfig(num_codes=tokenizer.num_codes, grid_size=tokenizer.grid_size))
+    train_maskgit(model.to(device), grids, labels, steps, seed=seed)
+    return _saved(model, path, steps, seed, device)
 
 
-def _encode(split: str, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """The bundled digits of `split` as token grids (N, G, G) on the CPU, and labels (N,)."""
-    images, labels = load_digits(split, size=tokenizer.config.image_size)
-    return tokenizer.encode(images.to(tokenizer.device)).cpu(), labels
+def _saved(model, path: Path, steps: int, seed: int, device: str):
+    """Save `model` to `path` and load it back, as a checkpoint of the demo's run."""
+    from minitok import checkpoints
+
+    meta = checkpoints.training_meta("minitok demo --train", {"steps": steps, "seed": seed}, 0)
+    checkpoints.save(model, path, meta)
+    return checkpoints.load(model.kind, path, device=device)
 
 
 # --------------------------------------------------------------------------- the methods
@@ -202,8 +176,6 @@ def _sync(device) -> None:
 
 def run_counted(module: torch.nn.Module, fn, n_images: int, device) -> tuple[object, dict]:
     """Call fn(); count module's forward passes; seconds and passes per image."""
-    from minitok.prior import count_forward
-
     _sync(device)
     start = time.perf_counter()
     with count_forward(module) as stats:
@@ -231,7 +203,7 @@ def reconstruct_test(models: Models, device) -> tuple[dict, torch.Tensor, torch.
 def generate_all(models: Models, labels: torch.Tensor, seed: int, device) -> dict:
     """Token grids (N, G, G) for `labels` by every method; with cost per image and traces."""
     from minitok.maskgit import decode
-    from minitok.prior import generate
+    from minitok.prior import ar_generate
 
     prior, maskgit = models.prior, models.maskgit
     on_device = labels.to(device)
@@ -240,8 +212,9 @@ def generate_all(models: Models, labels: torch.Tensor, seed: int, device) -> dic
     scales = [] if prior is None else [("no guidance (s=1)", 1.0),
                                         (f"guidance s={AR_SCALE:g}", AR_SCALE)]
     for name, scale in scales:
-        grids, cost = run_counted(prior.transformer, lambda s=scale: generate(
-            prior, on_device, cfg_scale=s, seed=seed), n, device)
+        grids, cost = run_counted(prior.transformer, lambda s=scale: ar_generate(
+            prior, on_device, cfg_scale=s,
+            generator=torch.Generator(device=device).manual_seed(seed)), n, device)
         results[f"AR prior, {name}"] = {"grids": grids.cpu(), **cost}
     if maskgit is not None:
         gen = torch.Generator(device=device).manual_seed(seed)
@@ -272,18 +245,19 @@ def text_to_image_all(models: Models, labels: torch.Tensor, seed: int, device) -
     classifier-free guidance on the caption at Lesson 05's scale."""
     from minitok.anytoany import text_to_image
 
-    model, vocab = models.anytoany
+    model = models.anytoany
     gen = torch.Generator(device=device).manual_seed(seed)
-    grids = torch.zeros(len(labels), vocab.grid_size, vocab.grid_size, dtype=torch.long)
+    G = model.vocab.grid_size
+    grids = torch.zeros(len(labels), G, G, dtype=torch.long)
 
     def draw_all():
         for digit in labels.unique().tolist():
             where = (labels == digit).nonzero()[:, 0]  # (n,)
-            grids[where] = text_to_image(model, vocab, held_out_caption(digit), len(where),
+            grids[where] = text_to_image(model, held_out_caption(digit), len(where),
                                          generator=gen, cfg_scale=AR_SCALE)
         return grids
 
-    grids, cost = run_counted(model, draw_all, len(labels), device)
+    grids, cost = run_counted(model.transformer, draw_all, len(labels), device)
     cost["passes/image"] /= len(labels.unique())  # one batch per digit: passes per batch
     return {"grids": grids, **cost}
 
@@ -293,8 +267,6 @@ def text_to_image_all(models: Models, labels: torch.Tensor, seed: int, device) -
 
 def score(models: Models, results: dict, labels: torch.Tensor, recon: tuple) -> list[dict]:
     """One table row per method: classifier accuracy, diversity, ms and passes per image."""
-    from minitok.maskgit import diversity
-
     recon_row, real, recons = recon
     _, real_labels = load_digits("test", size=models.tokenizer.config.image_size)
     classifier = models.classifier
@@ -467,12 +439,8 @@ def demo(out: Path, seed: int = 0, device: str = "cpu", quick: bool = False,
          train: Path | None = None) -> DemoResult:
     """Run the pipeline; write demo.png and demo_samples.pt into `out`; return the rows."""
     check_args(out, seed, device, train)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster on a shared CPU, and repeatable
-    try:
+    with one_thread():  # tiny models: one thread is faster on a shared CPU, and repeatable
         return _demo(Path(out), seed, device, quick, train)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _demo(out: Path, seed: int, device: str, quick: bool, train: Path | None) -> DemoResult:

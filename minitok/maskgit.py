@@ -18,11 +18,12 @@ decoding will show it.
 We follow google-research/maskgit (`libml/mask_schedule.py`, `libml/parallel_decode.py`)
 step by step; the few places where minitok differs are said where they happen.
 
-Token ids, as in the reference, in one table (Lesson 05's prior uses the same first K + 11):
+Token ids, in one table (the same first K + 11 as Lesson 05's prior, so that the lesson
+compares two ways of generating, not two layouts):
 
     0 .. K-1     the tokenizer's K codes (the only ids MaskGIT ever predicts)
     K .. K+9     the class tokens: class c has id K + c
-    K+10         the null class, "no class given", for classifier-free guidance
+    K+10         the null class (label 10), "no class given", for guidance
     K+11         [MASK]
 
 The class token goes in front of the 64 grid tokens, as in the reference; the logits are cut
@@ -32,91 +33,64 @@ to the K codes before sampling, so a sample is always a code.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minitok.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
-from minitok.prior import PriorConfig, pairwise_distance_per_class
+from minitok import validate
+from minitok.sampling import cfg_logits, drop_labels
+from minitok.training import fit
 from minitok.transformer import Transformer, TransformerConfig
 
 SCHEDULES = ("cosine", "linear", "square")  # and "pow<k>" for any k > 0, e.g. "pow3"
 MIN_MASK_RATIO = 1e-6  # the reference clips gamma to [1e-6, 1]
 
 
-# --------------------------------------------------------------------------- input checks
-
-
-def _check_int(value, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_number(value, name: str, minimum: float = 0.0) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= minimum):
-        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value!r}")
-
-
-def _schedule_exponent(name) -> float | None:
-    """The exponent k of a power schedule ("square" = 2, "pow3" = 3), None for the others."""
-    if name == "square":
-        return 2.0
-    if isinstance(name, str) and name.startswith("pow"):
-        try:
-            k = float(name[3:])
-        except ValueError:
-            return None
-        return k if math.isfinite(k) and k > 0 else None
-    return None
-
-
-def check_schedule_name(name) -> None:
-    """Raise a clear error unless `name` is a schedule minitok knows."""
-    if name in ("cosine", "linear") or _schedule_exponent(name) is not None:
-        return
-    raise ValueError(
-        f"schedule: unknown name {name!r}; expected one of {', '.join(SCHEDULES)} "
-        "or 'pow<k>' with k > 0 (e.g. 'pow3')"
-    )
-
-
 # --------------------------------------------------------------------------- mask schedules
 
 
-def schedule(name: str, ratio):
-    """gamma(r): the fraction of tokens still masked at ratio r in [0, 1].
+def _power(schedule: str) -> float:
+    """The exponent k of a power schedule ("square" = 2, "pow3" = 3), or a clear error."""
+    k = 2.0 if schedule == "square" else None
+    if isinstance(schedule, str) and schedule.startswith("pow"):
+        try:
+            k = float(schedule[3:])
+        except ValueError:
+            k = None
+    if k is None or not (math.isfinite(k) and k > 0):
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)} or 'pow<k>' with "
+                         f"k > 0 (e.g. 'pow3'), got {schedule!r}")
+    return k
+
+
+def gamma(schedule: str, ratio) -> torch.Tensor:
+    """gamma(r): the fraction of tokens still masked at ratio r in [0, 1], in float64.
 
     cosine  cos(pi/2 r)   reveals few tokens early (gamma stays near 1) and many late
     linear  1 - r         the same number every step
     square  1 - r^2       (and "pow<k>": 1 - r^k) even more cautious than cosine at the start
 
     Every schedule starts at gamma(0) = 1 (all masked) and ends at gamma(1) = 0; as in the
-    reference the value is clipped to [1e-6, 1]. `ratio` may be a float (returns a float)
-    or a tensor (returns a tensor of the same shape, float64 for exact counts).
+    reference the value is clipped to [1e-6, 1]. float64, because the counts taken from it
+    are floors: in float32, 1024 cos(pi/3) is 511.99997 and its floor 511, not 512.
     """
-    check_schedule_name(name)
-    is_tensor = isinstance(ratio, torch.Tensor)
-    r = ratio.double() if is_tensor else torch.tensor(float(ratio), dtype=torch.float64)
-    if not bool(((r >= 0) & (r <= 1)).all()):
+    r = torch.as_tensor(ratio, dtype=torch.float64)
+    if not bool(((r >= 0) & (r <= 1)).all()):  # also refuses NaN
         raise ValueError(f"ratio must be in [0, 1], got {ratio!r}")
-    if name == "cosine":
-        gamma = torch.cos(math.pi / 2 * r)
-    elif name == "linear":
-        gamma = 1 - r
+    if schedule == "cosine":
+        g = torch.cos(math.pi / 2 * r)
+    elif schedule == "linear":
+        g = 1 - r
     else:
-        gamma = 1 - r ** _schedule_exponent(name)
-    gamma = gamma.clamp(MIN_MASK_RATIO, 1.0)
-    return gamma if is_tensor else float(gamma)
+        g = 1 - r ** _power(schedule)
+    return g.clamp(MIN_MASK_RATIO, 1.0)
 
 
 def mask_len(n_initial: torch.Tensor, n_unknown: torch.Tensor, step: int, steps: int,
-             name: str = "cosine") -> torch.Tensor:
+             schedule: str = "cosine") -> torch.Tensor:
     """How many tokens decoding step `step` (0-based) leaves masked, per row. (B,) -> (B,).
 
     The plan is floor(N0 * gamma((t+1)/T)): N0 is the number masked *at the start* (not the
@@ -126,31 +100,25 @@ def mask_len(n_initial: torch.Tensor, n_unknown: torch.Tensor, step: int, steps:
       - at least one stays masked until the last step (the reference's max(1, .));
       - a row with nothing left to mask stays at 0, and the last step reveals everything.
     """
-    _check_int(steps, "steps", 1)
-    if not 0 <= step < steps:
-        raise ValueError(f"step must be in 0..steps-1 = 0..{steps - 1}, got {step!r}")
     if step == steps - 1:
         return torch.zeros_like(n_unknown)  # the last step's samples are the output
-    ratio = (step + 1) / steps
-    planned = torch.floor(n_initial.double() * schedule(name, ratio)).long()  # (B,)
-    keep_masked = torch.minimum(n_unknown - 1, planned).clamp(min=1)  # (B,)
-    return torch.minimum(keep_masked, n_unknown)  # (B,) 0 where nothing is unknown
+    planned = torch.floor(n_initial.double() * gamma(schedule, (step + 1) / steps)).long()
+    keep = torch.minimum(n_unknown - 1, planned).clamp(min=1)  # (B,)
+    return torch.minimum(keep, n_unknown)  # (B,) 0 where nothing is unknown
 
 
-def mask_counts(n_masked: int, steps: int, name: str = "cosine") -> list[int]:
+def mask_counts(n_masked: int, steps: int, schedule: str = "cosine") -> list[int]:
     """The number of tokens still masked after each of `steps` decoding steps.
 
     The official table, cosine: mask_counts(256, 8) == [251, 236, 212, 181, 142, 97, 49, 0].
     `n_masked` is the number masked at the start (the whole grid, or the inpainted region).
     """
-    _check_int(n_masked, "n_masked", 0)
-    _check_int(steps, "steps", 1)
-    check_schedule_name(name)
-    n_initial = torch.tensor([n_masked])
-    unknown = n_initial.clone()
+    validate.non_negative_int(n_masked, "n_masked")
+    validate.positive_int(steps, "steps")
+    n_initial = unknown = torch.tensor([n_masked])
     counts = []
     for t in range(steps):
-        unknown = mask_len(n_initial, unknown, t, steps, name)
+        unknown = mask_len(n_initial, unknown, t, steps, schedule)
         counts.append(int(unknown))
     return counts
 
@@ -158,7 +126,7 @@ def mask_counts(n_masked: int, steps: int, name: str = "cosine") -> list[int]:
 # --------------------------------------------------------------------------- training
 
 
-def random_mask(tokens: torch.Tensor, mask_id: int, schedule_name: str = "cosine",
+def random_mask(tokens: torch.Tensor, mask_id: int, schedule: str = "cosine",
                 ratio: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The training masker: hide ceil(gamma(r) N) uniformly chosen tokens of each row.
@@ -169,22 +137,15 @@ def random_mask(tokens: torch.Tensor, mask_id: int, schedule_name: str = "cosine
     tokens elsewhere, mask (B, N) bool, True where hidden. At least one token is hidden
     (gamma >= 1e-6). With the cosine schedule the mean hidden fraction is 2/pi = 0.637.
     """
-    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.is_floating_point():
-        shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-        raise ValueError(f"tokens must be a (B, N) integer tensor, got {shape}")
     B, N = tokens.shape
-    device = tokens.device
     if ratio is None:
-        ratio = _uniform((B,), generator, device)  # (B,)
-    elif not isinstance(ratio, torch.Tensor) or tuple(ratio.shape) != (B,):
-        raise ValueError(f"ratio must be a (B,) = ({B},) tensor or None, got {ratio!r}")
-    n_hidden = torch.ceil(schedule(schedule_name, ratio.to(device)) * N).long()  # (B,)
+        ratio = torch.rand(B, generator=generator, dtype=torch.float64)  # (B,)
+    n_hidden = torch.ceil(gamma(schedule, ratio) * N).long().to(tokens.device)  # (B,)
     # A uniformly random subset of size n: the n positions with the smallest random scores.
-    scores = _uniform((B, N), generator, device)  # (B, N)
+    scores = torch.rand(B, N, generator=generator).to(tokens.device)  # (B, N)
     rank = scores.argsort(dim=1).argsort(dim=1)  # (B, N), each row a permutation of 0..N-1
     mask = rank < n_hidden[:, None]  # (B, N)
-    inputs = tokens.masked_fill(mask, mask_id)  # (B, N)
-    return inputs, mask
+    return tokens.masked_fill(mask, mask_id), mask
 
 
 def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
@@ -195,12 +156,7 @@ def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
     positions the model could see in its input carry no loss: predicting a token you were
     shown teaches nothing. (The reference trains with label_smoothing = 0.1.)
     """
-    if logits.dim() != 3 or targets.shape != logits.shape[:2] or mask.shape != targets.shape:
-        raise ValueError(
-            "masked_loss: expected logits (B, N, K), targets (B, N), mask (B, N); got "
-            f"{tuple(logits.shape)}, {tuple(targets.shape)}, {tuple(mask.shape)}"
-        )
-    if not bool(mask.any()):
+    if not bool(mask.any()):  # the mean over no position would be a silent NaN
         raise ValueError("mask: no position is masked, so there is nothing to predict")
     return F.cross_entropy(logits[mask], targets[mask], label_smoothing=label_smoothing)
 
@@ -208,15 +164,11 @@ def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
 # --------------------------------------------------------------------------- decoding pieces
 
 
-def _uniform(shape, generator: torch.Generator | None, device) -> torch.Tensor:
-    """U[0, 1) noise drawn on the generator's device (so seeded runs match), then moved."""
-    where = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=where).to(device)
-
-
 def gumbel_noise(shape, generator: torch.Generator | None, device) -> torch.Tensor:
-    """Standard Gumbel noise -log(-log U). argmax(logits + G) is a sample of softmax(logits)."""
-    u = _uniform(shape, generator, device).clamp(min=1e-20)  # avoid log(0)
+    """Standard Gumbel noise -log(-log U), U drawn on the CPU (or the generator's device) so
+    that seeded runs match. argmax(logits + G) is a sample of softmax(logits)."""
+    where = generator.device if generator is not None else "cpu"
+    u = torch.rand(shape, generator=generator, device=where).to(device).clamp(min=1e-20)
     return -torch.log(-torch.log(u))
 
 
@@ -235,10 +187,9 @@ def sample_with_confidence(logits: torch.Tensor, tokens: torch.Tensor, mask_id: 
     unknown = tokens == mask_id  # (B, N)
     log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, N, K)
     draws = (log_probs + gumbel_noise(log_probs.shape, generator, logits.device)).argmax(-1)
-    sampled = torch.where(unknown, draws, tokens)  # (B, N)
-    probs = log_probs.exp()  # (B, N, K)
-    picked = probs.gather(-1, sampled.clamp(max=logits.shape[-1] - 1)[..., None])[..., 0]
-    confidence = torch.where(unknown, picked, torch.full_like(picked, math.inf))  # (B, N)
+    sampled = torch.where(unknown, draws, tokens)  # (B, N): known tokens kept
+    picked = log_probs.exp().gather(-1, draws[..., None])[..., 0]  # (B, N)
+    confidence = torch.where(unknown, picked, torch.full_like(picked, math.inf))
     return sampled, confidence
 
 
@@ -262,6 +213,42 @@ def remask_lowest(confidence: torch.Tensor, n_mask: torch.Tensor, temperature: f
 # --------------------------------------------------------------------------- the decode loop
 
 
+def code_logits(model, tokens: torch.Tensor, labels: torch.Tensor, cfg_scale: float = 1.0):
+    """The model's (B, N, K) code logits, with classifier-free guidance when cfg_scale != 1:
+    [cond; null] run as one doubled batch (one forward pass), combined by `cfg_logits`."""
+    if cfg_scale == 1.0:
+        return model(tokens, labels)
+    null = torch.full_like(labels, model.null_class)
+    cond, uncond = model(torch.cat([tokens, tokens]), torch.cat([labels, null])).chunk(2)
+    return cfg_logits(cond, uncond, cfg_scale)
+
+
+def decode_loop(model, labels: torch.Tensor, tokens: torch.Tensor, steps: int = 8,
+                choice_temperature: float = 4.5, generator: torch.Generator | None = None,
+                schedule: str = "cosine", cfg_scale: float = 1.0, temperature: float = 1.0,
+                trace: list | None = None) -> torch.Tensor:
+    """MaskGIT's parallel decoding on flat (B, N) sequences (mask_id where to generate):
+    one forward pass per step; returns the final (B, N) codes.
+
+    `model(tokens, labels)` gives (B, N, K) code logits. The choice temperature anneals
+    linearly to 0 at the last step. With `trace`, (revealed, predicted) is appended after
+    every step: the grid with mask_id where still masked, and what was sampled everywhere.
+    """
+    mask_id = model.mask_id
+    n_initial = (tokens == mask_id).sum(dim=1)  # (B,) N0, counted once
+    for t in range(steps):
+        logits = code_logits(model, tokens, labels, cfg_scale) / temperature  # (B, N, K)
+        sampled, confidence = sample_with_confidence(logits, tokens, mask_id, generator)
+        n_unknown = (tokens == mask_id).sum(dim=1)  # (B,)
+        n_mask = mask_len(n_initial, n_unknown, t, steps, schedule)  # (B,)
+        choice = choice_temperature * (1 - (t + 1) / steps)  # anneals to 0
+        tokens = sampled.masked_fill(remask_lowest(confidence, n_mask, choice, generator),
+                                     mask_id)  # (B, N)
+        if trace is not None:
+            trace.append((tokens, sampled))
+    return tokens
+
+
 class DecodeSteps(NamedTuple):
     """Every step of a decode, for pictures: both (steps, B, h, w) token grids."""
 
@@ -269,182 +256,124 @@ class DecodeSteps(NamedTuple):
     predicted: torch.Tensor  # what the model sampled at step t for every position
 
 
-def decode_tokens(model, labels: torch.Tensor, tokens: torch.Tensor, steps: int = 8,
-                  schedule_name: str = "cosine", choice_temperature: float = 4.5,
-                  generator: torch.Generator | None = None, cfg_scale: float = 1.0,
-                  temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The MaskGIT loop on flat sequences. tokens: (B, N), mask_id where to generate.
-
-    `model(tokens, labels)` returns (B, N, K) logits over the codes. Returns
-    (final (B, N), revealed (T, B, N), predicted (T, B, N)). One forward pass per step.
-    """
-    mask_id = model.mask_id
-    n_initial = (tokens == mask_id).sum(dim=1)  # (B,) N0: counted once, at the start
-    revealed, predicted = [], []
-    for t in range(steps):
-        logits = _code_logits(model, tokens, labels, cfg_scale) / temperature  # (B, N, K)
-        sampled, confidence = sample_with_confidence(logits, tokens, mask_id, generator)
-        n_unknown = (tokens == mask_id).sum(dim=1)  # (B,)
-        n_mask = mask_len(n_initial, n_unknown, t, steps, schedule_name)  # (B,)
-        ratio = (t + 1) / steps
-        # The choice temperature anneals linearly to 0 at the last step.
-        remask = remask_lowest(confidence, n_mask, choice_temperature * (1 - ratio), generator)
-        tokens = sampled.masked_fill(remask, mask_id)  # (B, N)
-        revealed.append(tokens)
-        predicted.append(sampled)
-    return tokens, torch.stack(revealed), torch.stack(predicted)
-
-
-def _code_logits(model, tokens: torch.Tensor, labels: torch.Tensor, cfg_scale: float):
-    """The model's (B, N, K) code logits, with classifier-free guidance when cfg_scale != 1.
-
-    Guidance runs [cond; null] as one doubled batch (one forward pass) and combines
-    u + s (c - u) before sampling, as Lesson 05 does for the AR prior.
-    """
-    if cfg_scale == 1.0:
-        return model(tokens, labels)
-    null = torch.full_like(labels, model.null_class)
-    both = model(torch.cat([tokens, tokens]), torch.cat([labels, null]))  # (2B, N, K)
-    cond, uncond = both.chunk(2)
-    return uncond + cfg_scale * (cond - uncond)
-
-
-@contextmanager
-def _eval_mode(model):
-    """Run with dropout off, then put the model back as it was."""
-    was_training = getattr(model, "training", False)
-    if isinstance(model, nn.Module):
-        model.eval()
-    try:
-        yield
-    finally:
-        if isinstance(model, nn.Module):
-            model.train(was_training)
-
-
 @torch.no_grad()
-def decode(model, cond: torch.Tensor, steps: int = 8, schedule: str = "cosine",
+def decode(model, labels: torch.Tensor, steps: int = 8, schedule: str = "cosine",
            choice_temperature: float = 4.5, generator: torch.Generator | None = None,
            init_tokens: torch.Tensor | None = None, init_mask: torch.Tensor | None = None,
            cfg_scale: float = 1.0, temperature: float = 1.0, return_steps: bool = False):
-    """Generate (B, h, w) token grids for class labels `cond` (B,) in `steps` forward passes.
+    """Generate (B, G, G) token grids for class labels (B,) in `steps` forward passes.
 
     schedule: "cosine" (default), "linear", "square" or "pow<k>".
     choice_temperature: the Gumbel noise on the confidence (4.5 as the reference), annealed
         linearly to 0 at the last step.
-    init_tokens, init_mask: inpainting. init_tokens (B, h, w) codes and init_mask (B, h, w)
+    init_tokens, init_mask: inpainting. init_tokens (B, G, G) codes and init_mask (B, G, G)
         bool, True where to generate; the other tokens are kept exactly. The mask schedule
-        then counts from the number masked at the start, not from h * w.
-    cfg_scale: classifier-free guidance (1 = none; the model must have a null class).
-    temperature: divides the logits before sampling tokens (1 as the reference).
-    return_steps: also return a DecodeSteps with the grid after every step.
+        then counts from the number masked at the start, not from G * G.
+    cfg_scale: classifier-free guidance (1 = none). temperature: divides the logits before
+        sampling tokens (1 as the reference). return_steps: also return a DecodeSteps.
     """
-    _check_int(steps, "steps", 1)
-    check_schedule_name(schedule)
-    _check_number(choice_temperature, "choice_temperature")
-    _check_number(cfg_scale, "cfg_scale")
-    _check_number(temperature, "temperature", minimum=1e-6)
-    if cfg_scale != 1.0 and getattr(model, "null_class", None) is None:
-        raise ValueError("cfg_scale != 1 needs a model trained with a null class (null_class)")
-    labels = _check_labels(model, cond)
-    tokens, shape = _initial_tokens(model, labels, init_tokens, init_mask)  # (B, N)
-    with _eval_mode(model):
-        final, revealed, predicted = decode_tokens(
-            model, labels, tokens, steps, schedule, choice_temperature, generator, cfg_scale,
-            temperature,
-        )
-    grids = final.view(shape)  # (B, h, w)
+    validate.positive_int(steps, "steps")
+    gamma(schedule, 0.0)  # an unknown schedule fails here, before any forward pass
+    validate.number(choice_temperature, "choice_temperature", low=0)
+    validate.number(cfg_scale, "cfg_scale", low=0)
+    validate.number(temperature, "temperature", low=0, low_open=True)
+    labels = validate.index_tensor(labels, "labels", model.num_classes, dim=1)
+    tokens = _initial_tokens(model, labels, init_tokens, init_mask)  # (B, N)
+    was_training = getattr(model, "training", False)  # a stand-in model need not be a Module
+    if was_training:
+        model.eval()
+    trace = []
+    final = decode_loop(model, labels, tokens, steps, choice_temperature, generator, schedule,
+                        cfg_scale, temperature, trace)
+    if was_training:
+        model.train()
+    shape = (labels.shape[0], model.grid_size, model.grid_size)
     if not return_steps:
-        return grids
-    trace = DecodeSteps(revealed.view(steps, *shape), predicted.view(steps, *shape))
-    return grids, trace
+        return final.view(shape)
+    revealed, predicted = (torch.stack(t).view(steps, *shape) for t in zip(*trace, strict=True))
+    return final.view(shape), DecodeSteps(revealed, predicted)
 
 
-def _check_labels(model, cond) -> torch.Tensor:
-    if not isinstance(cond, torch.Tensor) or cond.dim() != 1 or cond.is_floating_point():
-        got = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
-        raise ValueError(f"cond must be a (B,) integer tensor of class labels, got {got}")
-    if cond.numel() == 0:
-        raise ValueError("cond is empty: pass at least one class label")
-    if bool((cond < 0).any() | (cond >= model.num_classes).any()):
-        raise ValueError(
-            f"cond: class labels must be in 0..{model.num_classes - 1}, got {cond.tolist()}"
-        )
-    return cond.long()
-
-
-def _initial_tokens(model, labels, init_tokens, init_mask) -> tuple[torch.Tensor, tuple]:
+def _initial_tokens(model, labels, init_tokens, init_mask) -> torch.Tensor:
     """The starting (B, N) sequence: all [MASK], or init_tokens with init_mask masked."""
-    B, side = labels.shape[0], model.grid_size
-    device = labels.device
+    B, G = labels.shape[0], model.grid_size
     if init_tokens is None and init_mask is None:
-        shape = (B, side, side)
-        return torch.full((B, side * side), model.mask_id, device=device), shape
+        return torch.full((B, G * G), model.mask_id, device=labels.device)
     if init_tokens is None or init_mask is None:
-        raise ValueError("inpainting needs both init_tokens (B, h, w) and init_mask (B, h, w)")
-    expected = (B, side, side)
-    if tuple(init_tokens.shape) != expected:
-        raise ValueError(
-            f"init_tokens must have shape (B, h, w) = {expected}, got {tuple(init_tokens.shape)}"
-        )
-    if tuple(init_mask.shape) != tuple(init_tokens.shape):
-        raise ValueError(
-            f"init_mask must have the shape of init_tokens {tuple(init_tokens.shape)}, "
-            f"got {tuple(init_mask.shape)}"
-        )
+        raise ValueError("inpainting needs both init_tokens (B, G, G) and init_mask (B, G, G)")
+    validate.index_tensor(init_tokens, "init_tokens", model.num_codes)
+    if tuple(init_tokens.shape) != (B, G, G) or init_mask.shape != init_tokens.shape:
+        raise ValueError(f"init_tokens and init_mask must both be (B, G, G) = {(B, G, G)}, got "
+                         f"{tuple(init_tokens.shape)} and {tuple(init_mask.shape)}")
     if init_mask.dtype != torch.bool:
-        raise ValueError(
-            f"init_mask must be a bool tensor (True = generate), got {init_mask.dtype}"
-        )
-    known = init_tokens[~init_mask]
-    if bool((known < 0).any() | (known >= model.num_codes).any()):
-        raise ValueError(
-            f"init_tokens: known tokens must be codes in 0..{model.num_codes - 1}"
-        )
-    tokens = init_tokens.to(device).long().masked_fill(init_mask.to(device), model.mask_id)
-    return tokens.view(B, -1), expected
+        raise TypeError(f"init_mask must be a bool tensor (True = generate), got {init_mask.dtype}")
+    tokens = init_tokens.to(labels.device).long().masked_fill(init_mask.to(labels.device),
+                                                              model.mask_id)
+    return tokens.view(B, -1)
 
 
 # --------------------------------------------------------------------------- the model
 
 
 @dataclass(frozen=True)
-class MaskGITConfig(PriorConfig):
-    """MaskGIT's token layout and its transformer's size: Lesson 05's prior's, plus [MASK].
+class MaskGITConfig:
+    """MaskGIT's token layout and its transformer's size (by default the AR prior's).
 
-    It extends `PriorConfig`, so the two models share their fields (num_codes K, grid_size G,
-    num_classes, the transformer's size, the AR prior's by default), their checks and their
-    first K + 11 ids (null_id = K + num_classes): the comparison in this lesson is between two
-    ways of generating, not two layouts. MaskGIT adds one id, [MASK], and attends both ways.
-    The transformer reads 1 + G*G tokens: the class token, then the grid in raster order.
+    num_codes: K, the tokenizer's codebook size. grid_size: G. num_classes: class tokens;
+    label num_classes is the null class. The transformer reads 1 + G*G tokens, the class
+    token then the grid in raster order, and every token attends to every other one.
     """
+
+    num_codes: int
+    grid_size: int = 8
+    num_classes: int = 10
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 64
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        for name in ("num_codes", "grid_size", "num_classes", "n_layer", "n_head", "n_embd"):
+            validate.positive_int(getattr(self, name), name)
+
+    @property
+    def null_class(self) -> int:
+        """The label that means "no class" (its token id is num_codes + null_class)."""
+        return self.num_classes
 
     @property
     def mask_id(self) -> int:
-        """[MASK], the id of a hidden token: one past the null class."""
-        return self.null_id + 1
+        """[MASK], the id of a hidden token: one past the null class's id."""
+        return self.num_codes + self.num_classes + 1
 
     @property
     def vocab_size(self) -> int:
-        """The prior's table (K codes + the class tokens + the null class) + [MASK]."""
-        return super().vocab_size + 1
+        """K codes + the class tokens + the null class + [MASK]."""
+        return self.mask_id + 1
+
+    @property
+    def tokens_per_image(self) -> int:
+        return self.grid_size * self.grid_size
 
     def transformer_config(self) -> TransformerConfig:
-        # the prior's transformer (with this vocab_size), but every token sees every other
-        # token: the point of MaskGIT
-        return replace(super().transformer_config(), causal=False)
+        return TransformerConfig(vocab_size=self.vocab_size, block_size=1 + self.tokens_per_image,
+                                 n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
+                                 dropout=self.dropout, causal=False)
 
 
 class MaskGIT(nn.Module):
     """A bidirectional Transformer that predicts the codes behind [MASK] tokens.
 
     forward(tokens (B, G*G) codes or mask_id, labels (B,)) -> (B, G*G, K) code logits.
-    A label of `num_classes` (= `null_class`) means "no class" (classifier-free guidance).
+    A label of `null_class` (= num_classes) means "no class" (classifier-free guidance).
     """
+
+    kind = "maskgit"  # its checkpoints' kind (minitok.checkpoints)
+    config_class = MaskGITConfig
 
     def __init__(self, config: MaskGITConfig):
         super().__init__()
-        if not isinstance(config, MaskGITConfig):
+        if not isinstance(config, MaskGITConfig):  # a PriorConfig would build a causal model
             raise TypeError(f"config must be a MaskGITConfig, got {type(config).__name__}")
         self.config = config
         self.transformer = Transformer(config.transformer_config())
@@ -452,7 +381,7 @@ class MaskGIT(nn.Module):
     # what decode needs to know about a model (a test can fake these)
     num_codes = property(lambda self: self.config.num_codes)
     num_classes = property(lambda self: self.config.num_classes)
-    null_class = property(lambda self: self.config.num_classes)  # the label that means none
+    null_class = property(lambda self: self.config.null_class)
     mask_id = property(lambda self: self.config.mask_id)
     grid_size = property(lambda self: self.config.grid_size)
 
@@ -461,16 +390,9 @@ class MaskGIT(nn.Module):
         return self.transformer.head.weight.device
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        K, N = self.config.num_codes, self.config.num_tokens
-        if tokens.dim() != 2 or tokens.shape[1] != N:
-            raise ValueError(f"tokens must be (B, {N}), got shape {tuple(tokens.shape)}")
-        if labels.shape != tokens.shape[:1]:
-            raise ValueError(
-                f"labels must be (B,) = ({tokens.shape[0]},), got {tuple(labels.shape)}"
-            )
+        K = self.config.num_codes
         class_token = (labels.long() + K)[:, None]  # (B, 1): K + label, K + 10 for "none"
-        idx = torch.cat([class_token, tokens], dim=1)  # (B, 1 + N)
-        logits = self.transformer(idx)  # (B, 1 + N, V)
+        logits = self.transformer(torch.cat([class_token, tokens], dim=1))  # (B, 1 + N, V)
         return logits[:, 1:, :K]  # (B, N, K): the grid positions, the codes only
 
 
@@ -485,197 +407,31 @@ def maskgit_loss(model: MaskGIT, codes: torch.Tensor, labels: torch.Tensor,
     """
     targets = codes.reshape(codes.shape[0], -1).long()  # (B, N)
     inputs, mask = random_mask(targets, model.mask_id, "cosine", None, generator)  # (B, N)
-    drop = _uniform(labels.shape, generator, labels.device) < p_uncond  # (B,)
-    labels = labels.long().masked_fill(drop, model.null_class)
-    logits = model(inputs, labels)  # (B, N, K)
-    return masked_loss(logits, targets, mask, label_smoothing)
+    labels = drop_labels(labels.long(), p_uncond, model.null_class, generator)  # (B,)
+    return masked_loss(model(inputs, labels), targets, mask, label_smoothing)
 
 
 def train_maskgit(model: MaskGIT, codes: torch.Tensor, labels: torch.Tensor, steps: int,
-                  batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 0.05,
-                  p_uncond: float = 0.1, label_smoothing: float = 0.0, seed: int = 0,
-                  progress: bool = True) -> list[float]:
-    """Train with AdamW for `steps` mini-batches; returns the losses.
+                  batch_size: int = 64, lr: float = 3e-3, p_uncond: float = 0.1,
+                  label_smoothing: float = 0.0, seed: int = 0, progress: bool = True
+                  ) -> list[float]:
+    """Train on token grids (M, G, G) and labels (M,); returns the loss of each step.
 
-    The same recipe as Lesson 05's `train_prior` (AdamW, warm-up over 5% of the steps, cosine
-    down to 10% of lr, gradient clipping at 1), so that the comparison is between the two ways
-    of generating, not two ways of training. Batches, masks and label dropout come from a
-    generator seeded with `seed`: the same call gives the same losses on the same machine.
+    The recipe is `training.fit`'s, the same as Lesson 05's prior, so that the comparison is
+    between two ways of generating, not two ways of training.
     """
-    from tqdm.auto import tqdm
-
-    _check_int(steps, "steps", 1)
     G = model.config.grid_size
-    if codes.dim() != 3 or tuple(codes.shape[1:]) != (G, G) or labels.shape != codes.shape[:1]:
-        raise ValueError(
-            f"codes must be (M, {G}, {G}) token grids and labels (M,), got "
-            f"{tuple(codes.shape)} and {tuple(labels.shape)}"
-        )
-    generator = torch.Generator().manual_seed(seed)
-    device = model.device
-    codes, labels = codes.to(device), labels.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
-                                  betas=(0.9, 0.95))
-    warmup = max(1, steps // 20)
-    losses = []
-    model.train()
-    bar = tqdm(range(steps), desc="maskgit", disable=not progress)
-    for step in bar:
-        scale = min(1.0, (step + 1) / warmup)
-        scale *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, steps - 1)))
-        for group in optimizer.param_groups:
-            group["lr"] = lr * scale
-        rows = torch.randint(0, codes.shape[0], (batch_size,), generator=generator).to(device)
-        loss = maskgit_loss(model, codes[rows], labels[rows], p_uncond, label_smoothing,
+    validate.index_tensor(codes, "codes", model.num_codes, dim=3)
+    validate.index_tensor(labels, "labels", model.num_classes, dim=1)
+    if tuple(codes.shape[1:]) != (G, G) or labels.shape != codes.shape[:1]:
+        raise ValueError(f"codes must be (M, {G}, {G}) token grids and labels (M,), got "
+                         f"{tuple(codes.shape)} and {tuple(labels.shape)}")
+    codes, labels = codes.to(model.device), labels.to(model.device)
+
+    def batch_loss(generator: torch.Generator) -> torch.Tensor:
+        rows = torch.randint(0, codes.shape[0], (batch_size,), generator=generator)
+        rows = rows.to(model.device)
+        return maskgit_loss(model, codes[rows], labels[rows], p_uncond, label_smoothing,
                             generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if step % 50 == 0 or step == steps - 1:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    model.eval()
-    return losses
 
-
-def save_maskgit(model: MaskGIT, path=None, meta: dict | None = None):
-    """Write the model as a weights-only checkpoint (see minitok/checkpoints.py)."""
-    path = checkpoint_path("maskgit") if path is None else path
-    return save_checkpoint(path, "maskgit", asdict(model.config), model, meta)
-
-
-def load_maskgit(path=None, device=None) -> MaskGIT:
-    """The shipped MaskGIT (minitok/checkpoints/maskgit.pt, rebuilt by scripts/train_maskgit.py)."""
-    payload = load_checkpoint(checkpoint_path("maskgit") if path is None else path, "maskgit")
-    model = MaskGIT(MaskGITConfig(**payload["config"]))
-    model.load_state_dict(payload["state_dict"])
-    model.meta = payload["meta"]
-    return model.to(device or "cpu").eval()
-
-
-# --------------------------------------------------------------------------- the race against AR
-
-
-def diversity(images: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor,
-              reference_labels: torch.Tensor) -> float:
-    """How varied the samples of each class are, relative to real digits of that class.
-
-    For each class: Lesson 05's spread (the mean pairwise L2 distance between its samples),
-    divided by the same for the real digits of the class; then the mean over classes. 1.0
-    means as varied as real handwriting, 0 means every sample of a class is the same image.
-    """
-    mine = pairwise_distance_per_class(images, labels)  # {class: mean distance}
-    real = pairwise_distance_per_class(reference, reference_labels)
-    ratios = [mine[c] / real[c] for c in mine if c in real]
-    if not ratios:
-        raise ValueError("diversity needs at least two samples of some class")
-    return sum(ratios) / len(ratios)
-
-
-@dataclass
-class RaceSetting:
-    """One row of the comparison: the AR prior, or MaskGIT with a number of steps and a schedule."""
-
-    method: str  # "AR" or "MaskGIT"
-    steps: int = 0  # MaskGIT's decoding steps
-    schedule: str = "cosine"
-
-    @property
-    def name(self) -> str:
-        return "AR (KV cache)" if self.method == "AR" else f"MaskGIT {self.steps} {self.schedule}"
-
-
-def race_settings(steps=(4, 8, 12), schedules=("cosine", "linear", "square")) -> list[RaceSetting]:
-    """AR, then MaskGIT at every number of steps with cosine, then the other schedules at 8."""
-    rows = [RaceSetting("AR")]
-    rows += [RaceSetting("MaskGIT", s, "cosine") for s in steps]
-    rows += [RaceSetting("MaskGIT", 8, name) for name in schedules if name != "cosine"]
-    return rows
-
-
-def _generate(setting: RaceSetting, maskgit_model, prior, labels, generator):
-    """(B, G, G) token grids for `labels` by one setting."""
-    from minitok.prior import generate as ar_generate
-
-    if setting.method == "AR":
-        return ar_generate(prior, labels, generator=generator)
-    return decode(maskgit_model, labels, steps=setting.steps, schedule=setting.schedule,
-                  generator=generator)
-
-
-def _seconds_per_image(setting, maskgit_model, prior, batch: int, repeats: int, seed: int):
-    """Median wall-clock seconds per image over `repeats` batches (after one warm-up batch)."""
-    import time
-
-    device = maskgit_model.device
-    labels = (torch.arange(batch) % 10).to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    _generate(setting, maskgit_model, prior, labels, generator)  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        _generate(setting, maskgit_model, prior, labels, generator)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) / batch)
-    return sorted(times)[len(times) // 2]
-
-
-@torch.no_grad()
-def race(maskgit_model: MaskGIT, prior, tokenizer, classifier, settings=None,
-         samples_per_class: int = 50, latency_repeats: int = 5, throughput_repeats: int = 2,
-         seed: int = 0) -> list[dict]:
-    """MaskGIT against the AR prior on the same tokenizer: one dict per setting.
-
-    passes/image: forward passes to make one image (a batch shares them);
-    positions/image: token positions those passes compute (a cached AR pass computes 1, a
-        MaskGIT pass all 1 + G*G): the work, as opposed to the number of waits;
-    ms/image @1, @64: median wall-clock milliseconds per image at batch 1 and at batch 64;
-    accuracy: the digit classifier reads the requested class, over 10 * samples_per_class
-        samples; diversity: see `diversity` (1.0 = as varied as real test digits).
-    """
-    from minitok.data import load_digits
-    from minitok.prior import count_forward
-
-    settings = race_settings() if settings is None else settings
-    device = maskgit_model.device
-    real, real_labels = load_digits("test", size=tokenizer.config.image_size)
-    labels = (torch.arange(10 * samples_per_class) % 10).to(device)
-    rows = []
-    for setting in settings:
-        model = prior.transformer if setting.method == "AR" else maskgit_model.transformer
-        generator = torch.Generator(device=device).manual_seed(seed)
-        with count_forward(model) as stats:
-            grids = _generate(setting, maskgit_model, prior, labels, generator)
-        images = tokenizer.decode(grids.to(tokenizer.device)).cpu()
-        rows.append({
-            "setting": setting.name,
-            "passes/image": stats["passes"],
-            "positions/image": stats["positions"] / labels.shape[0],
-            "ms/image @1": 1000 * _seconds_per_image(setting, maskgit_model, prior, 1,
-                                                     latency_repeats, seed),
-            "ms/image @64": 1000 * _seconds_per_image(setting, maskgit_model, prior, 64,
-                                                      throughput_repeats, seed),
-            "accuracy": classifier.accuracy(images, labels.cpu()),
-            "diversity": diversity(images, labels.cpu(), real, real_labels),
-        })
-    return rows
-
-
-def race_table(rows: list[dict]) -> str:
-    """The rows of `race` as an aligned text table, with speed-ups relative to AR."""
-    ar = next((r for r in rows if r["setting"].startswith("AR")), rows[0])
-    head = (f"{'setting':<20} {'passes/img':>10} {'positions/img':>13} {'ms/img @1':>10} "
-            f"{'x AR @1':>8} {'ms/img @64':>10} {'x AR @64':>8} {'accuracy':>9} {'diversity':>9}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(
-            f"{r['setting']:<20} {r['passes/image']:>10d} {r['positions/image']:>13.0f} "
-            f"{r['ms/image @1']:>10.2f} {ar['ms/image @1'] / r['ms/image @1']:>7.1f}x "
-            f"{r['ms/image @64']:>10.3f} {ar['ms/image @64'] / r['ms/image @64']:>7.1f}x "
-            f"{100 * r['accuracy']:>8.1f}% {r['diversity']:>9.2f}"
-        )
-    return "\n".join(lines)
+    return fit(model, batch_loss, steps, lr=lr, seed=seed, desc="maskgit", progress=progress)

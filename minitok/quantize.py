@@ -24,7 +24,7 @@ import torch
 
 # With chunk_size=None, nearest_code takes as many rows at a time as keep the (chunk, K)
 # distance matrix at about this many elements (2^24 floats = 64 MiB in float32). Measured on
-# a 2-core CPU at N = 65,536, K = 16,384, D = 8 (benchmarks/bench_nearest_code.py), chunks of
+# a 2-core CPU at N = 65,536, K = 16,384, D = 8 (minitok/bench/nearest_code.py), chunks of
 # 256 to 8,192 rows ran equally fast, and about twice as fast as torch.cdist's (N, K) matrix.
 DISTANCES_PER_CHUNK = 2**24
 

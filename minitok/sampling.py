@@ -20,6 +20,8 @@ import math
 
 import torch
 
+from minitok import validate
+
 
 def _check_logits(logits: torch.Tensor) -> None:
     """Clear errors for a batch of logits."""
@@ -129,22 +131,24 @@ def sample_logits(
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
 
 
-def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float) -> torch.Tensor:
     """Classifier-free guidance: u + s (c - u), computed on logits before any sampling step.
 
     s = 0 gives the unconditional model, s = 1 the conditional one, s > 1 moves further in
     the direction "what the class adds", which makes samples more typical of their class
     (and less diverse). cond, uncond: the same shape, e.g. (B, V).
     """
-    if not isinstance(cond, torch.Tensor) or not isinstance(uncond, torch.Tensor):
-        raise TypeError("cond and uncond must be torch.Tensors")
-    if cond.shape != uncond.shape:
-        raise ValueError(
-            f"cond and uncond must have the same shape, got {tuple(cond.shape)} "
-            f"and {tuple(uncond.shape)}"
-        )
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"cfg_scale must be a number, got {type(scale).__name__}")
-    if not scale >= 0:
-        raise ValueError(f"cfg_scale must be >= 0 (1 means no guidance), got {scale!r}")
-    return uncond + scale * (cond - uncond)
+    validate.same_shape(cond, uncond, "cond and uncond")
+    validate.number(cfg_scale, "cfg_scale", low=0)
+    return uncond + cfg_scale * (cond - uncond)
+
+
+def drop_labels(labels: torch.Tensor, p_uncond: float, null_class: int,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Condition dropout: each label becomes the null class with probability p_uncond.
+
+    This is how one model learns both p(image | class) and p(image), which guidance needs:
+    about 10% of the training examples say "no class". Returns a new tensor.
+    """
+    draw = torch.rand(labels.shape[0], generator=generator, device="cpu").to(labels.device)
+    return labels.masked_fill(draw < p_uncond, null_class)  # (B,)

@@ -15,16 +15,13 @@ generate with `decode`.
 
 from __future__ import annotations
 
-import math
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minitok.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from minitok.training import train_loop
 from minitok.vq import VectorQuantizer, VQOutput
 from minitok.vqgan import (
     PatchDiscriminator,
@@ -191,6 +188,9 @@ class VQTokenizer(nn.Module):
     forward(images) -> (reconstruction, VQOutput) for training.
     """
 
+    kind = "tokenizer"  # its checkpoints' kind (minitok.checkpoints)
+    config_class = TokenizerConfig
+
     def __init__(self, config: TokenizerConfig | None = None):
         super().__init__()
         config = TokenizerConfig() if config is None else config
@@ -282,67 +282,8 @@ class VQTokenizer(nn.Module):
         codes = self.quantizer.codes(indices.to(self.device).long())  # (B, D, G, G)
         return self.decoder(codes)
 
-    # ----------------------------------------------------------------- checkpoints
-
-    def save(self, path: str | Path, meta: dict | None = None) -> Path:
-        """Write a weights-only checkpoint (loads with torch.load(weights_only=True))."""
-        return save_checkpoint(path, "tokenizer", asdict(self.config), self, meta)
-
-    @classmethod
-    def from_pretrained(
-        cls, path: str | Path | None = None, device: str | torch.device = "cpu"
-    ) -> VQTokenizer:
-        """Load a checkpoint (default: the shipped minitok/checkpoints/tokenizer.pt), eval mode."""
-        path = checkpoint_path("tokenizer") if path is None else path
-        payload = load_checkpoint(path, "tokenizer")
-        model = cls(TokenizerConfig.from_dict(payload["config"]))
-        model.load_state_dict(payload["state_dict"])
-        model.meta = payload["meta"]
-        return model.to(device).eval()
-
-
-def load_tokenizer(
-    path: str | Path | None = None, device: str | torch.device = "cpu"
-) -> VQTokenizer:
-    """The pretrained tokenizer (scripts/train_tokenizer.py rebuilds it), in eval mode."""
-    return VQTokenizer.from_pretrained(path, device)
-
 
 # --------------------------------------------------------------------------- training
-
-
-def _lr_scale(step: int, steps: int) -> float:
-    """Linear warm-up over the first 5% of steps, then a cosine down to 10%."""
-    warmup = max(1, steps // 20)
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-@contextmanager
-def reproducible():
-    """Run a block with deterministic kernels on one CPU thread, then restore both settings.
-
-    - Deterministic kernels: the codebook lookup's backward (`codebook[indices]` adds up the
-      gradients of repeated indices) runs in parallel on a multi-core CPU and sums in a
-      varying order, so two runs with the same seed would drift apart after a few steps.
-      `torch.use_deterministic_algorithms` fixes the order (on CUDA, an op without a
-      deterministic kernel only warns).
-    - One thread: this model is so small that a second thread spends more time waiting
-      than computing (on a busy 2-core machine, 100 steps took 6-10 s on one thread and
-      40-60 s on two), and with one thread the result does not depend on the core count.
-    """
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def train_tokenizer(
@@ -359,16 +300,14 @@ def train_tokenizer(
     from step `disc_start` on, also add lambda * disc_weight * (-mean D(x_hat)) with the
     adaptive lambda, and train the discriminator on the hinge loss. images default to the
     training digits at the config's size. Everything random (initial weights, batches)
-    follows `train.seed`, and the loop runs under `reproducible()` (deterministic kernels,
-    one CPU thread): the same call gives the same tokenizer on the same CPU.
+    follows `train.seed`, and `training.train_loop` runs it under `course.reproducible()`
+    (deterministic kernels, one CPU thread): the same call gives the same tokenizer on the same CPU.
     `quantizer` swaps in another module with the VectorQuantizer interface (the benchmark
     uses it to compare with vector-quantize-pytorch).
 
     history: per step "rec" (MSE), "vq" (VQ loss), "usage" (fraction of codes in the
     batch), "perplexity"; with the GAN also "g_loss", "d_loss", "lambda" (0 before disc_start).
     """
-    from tqdm.auto import tqdm
-
     from minitok.data import load_digits
 
     config = TokenizerConfig() if config is None else config
@@ -385,108 +324,47 @@ def train_tokenizer(
     images = images.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
     disc = d_optimizer = None
-    if train.gan:
+    if train.gan:  # the discriminator keeps a constant learning rate
         disc = PatchDiscriminator(config.in_channels, train.disc_channels).to(device)
         d_optimizer = torch.optim.Adam(disc.parameters(), lr=train.disc_lr, betas=(0.5, 0.9))
 
-    keys = ["rec", "vq", "usage", "perplexity"] + (["g_loss", "d_loss", "lambda"] if disc else [])
-    history: dict[str, list[float]] = {key: [] for key in keys}
-    bar = tqdm(range(train.steps), desc="tokenizer", disable=not progress)
-    with reproducible():
-        for step in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = train.lr * _lr_scale(step, train.steps)
-            rows = torch.randint(0, images.shape[0], (train.batch_size,), generator=generator)
-            x = images[rows.to(device)]  # (B, C, S, S)
+    gan = train.gan
 
-            # ---- the autoencoder (+ generator) step
-            x_hat, vq = model(x)
-            rec_loss = F.mse_loss(x_hat, x)
-            loss = rec_loss + vq.loss
-            gate = disc_factor(step, train.disc_start) if disc else 0.0
-            if gate > 0:
-                g_loss = generator_loss(disc(x_hat))
-                lam = adaptive_weight(rec_loss, g_loss, model.decoder.last_layer)
-                loss = loss + gate * train.disc_weight * lam * g_loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    def step_fn(step: int) -> dict[str, float]:
+        rows = torch.randint(0, images.shape[0], (train.batch_size,), generator=generator)
+        x = images[rows.to(device)]  # (B, C, S, S)
 
-            # ---- the discriminator step, on a detached reconstruction
-            if gate > 0:
-                d_loss = gate * hinge_d_loss(disc(x), disc(x_hat.detach()))
-                d_optimizer.zero_grad(set_to_none=True)
-                d_loss.backward()
-                d_optimizer.step()
+        # ---- the autoencoder (+ generator) step
+        x_hat, vq = model(x)
+        rec_loss = F.mse_loss(x_hat, x)
+        loss = rec_loss + vq.loss
+        gate = disc_factor(step, train.disc_start) if gan else 0.0
+        g_loss = lam = d_loss = torch.zeros(())
+        if gate > 0:
+            g_loss = generator_loss(disc(x_hat))
+            lam = adaptive_weight(rec_loss, g_loss, model.decoder.last_layer)
+            loss = loss + gate * train.disc_weight * lam * g_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
-            history["rec"].append(rec_loss.item())
-            history["vq"].append(vq.loss.item())
-            history["usage"].append(vq.usage.item())
-            history["perplexity"].append(vq.perplexity.item())
-            if disc:
-                history["g_loss"].append(g_loss.item() if gate > 0 else 0.0)
-                history["d_loss"].append(d_loss.item() if gate > 0 else 0.0)
-                history["lambda"].append(lam.item() if gate > 0 else 0.0)
-            if step % 50 == 0 or step == train.steps - 1:
-                bar.set_postfix(rec=f"{rec_loss.item():.4f}", usage=f"{vq.usage.item():.2f}")
+        # ---- the discriminator step, on a detached reconstruction
+        if gate > 0:
+            d_loss = gate * hinge_d_loss(disc(x), disc(x_hat.detach()))
+            d_optimizer.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_optimizer.step()
+
+        stats = {"rec": rec_loss.item(), "vq": vq.loss.item(), "usage": vq.usage.item(),
+                 "perplexity": vq.perplexity.item()}
+        if gan:
+            stats.update(g_loss=g_loss.item(), d_loss=d_loss.item(), **{"lambda": lam.item()})
+        return stats
+
+    history = train_loop(step_fn, train.steps, [optimizer], desc="tokenizer", progress=progress)
     return model.eval(), history
 
 
 # --------------------------------------------------------------------------- quality
 
 
-@torch.no_grad()
-def reconstruct(
-    tokenizer: VQTokenizer, images: Tensor, batch_size: int = 512
-) -> tuple[Tensor, Tensor]:
-    """(reconstructions, indices) of a set of images, in batches, in eval mode."""
-    was_training = tokenizer.training
-    tokenizer.eval()
-    recons, indices = [], []
-    for start in range(0, images.shape[0], batch_size):
-        x = images[start : start + batch_size].to(tokenizer.device)
-        x_hat, vq = tokenizer(x)
-        recons.append(x_hat.cpu())
-        indices.append(vq.indices.cpu())
-    tokenizer.train(was_training)
-    return torch.cat(recons), torch.cat(indices)
-
-
-@torch.no_grad()
-def held_out_quality(tokenizer: VQTokenizer, classifier=None) -> dict[str, float]:
-    """The tokenizer's quality on the held-out test digits (never seen in training).
-
-    mse: reconstruction MSE in the [-1, 1] pixel range; usage: fraction of the K codes that
-    appear in the test set's token grids; perplexity: exp(entropy) of the codes' frequencies;
-    acc_real / acc_recon: the digit classifier's accuracy on the real test images and on
-    their reconstructions (a reconstruction that keeps the digit keeps its class).
-    """
-    from minitok.classifier import load_classifier
-    from minitok.data import load_digits
-    from minitok.vq import usage_stats
-
-    images, labels = load_digits("test", size=tokenizer.config.image_size)
-    recons, indices = reconstruct(tokenizer, images)
-    perplexity, usage = usage_stats(indices, tokenizer.num_codes)
-    classifier = load_classifier() if classifier is None else classifier
-    return {
-        "mse": F.mse_loss(recons, images).item(),
-        "usage": usage.item(),
-        "perplexity": perplexity.item(),
-        "acc_real": classifier.accuracy(images, labels),
-        "acc_recon": classifier.accuracy(recons, labels),
-    }
-
-
-def quality_lines(quality: dict[str, float], num_codes: int) -> list[str]:
-    """The held-out quality as the lines the notebook, the script and the benchmark print."""
-    gap = 100 * (quality["acc_real"] - quality["acc_recon"])
-    used = round(quality["usage"] * num_codes)
-    return [
-        f"reconstruction MSE (test, [-1, 1] pixels): {quality['mse']:.4f}",
-        f"codebook usage (test): {used}/{num_codes} codes = {100 * quality['usage']:.1f}% "
-        f"(goal >= 95%), perplexity {quality['perplexity']:.1f}",
-        f"classifier accuracy: real test images {100 * quality['acc_real']:.1f}%, "
-        f"reconstructions {100 * quality['acc_recon']:.1f}% "
-        f"(gap {gap:.1f} points, goal <= 2)",
-    ]

@@ -318,8 +318,6 @@ class Transformer(nn.Module):
     With causal=True, logits[:, t] predicts token t+1 from tokens 0..t, for every t in one
     pass (teacher forcing). With a `cache`, idx holds only the *new* tokens: their positions
     continue after the cached ones and their keys/values are appended to the cache.
-
-    `forward_calls` counts forward passes (generation loops report passes per sample).
     """
 
     def __init__(self, config: TransformerConfig):
@@ -339,7 +337,6 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-        self.forward_calls = 0
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -360,7 +357,6 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         self._check_input(idx, cache)
-        self.forward_calls += 1
         B, T = idx.shape
         start = 0 if cache is None else cache.length  # positions continue after the cache
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
@@ -415,6 +411,11 @@ class Transformer(nn.Module):
             raise ValueError(
                 f"idx has batch size {B} but the cache was made for {cache.batch_size}"
             )
+        c = self.config
+        n_layer, _, n_head, _, head_dim = cache.keys.shape if cache is not None else (0,) * 5
+        if cache is not None and (n_layer, n_head, head_dim) != (c.n_layer, c.n_head, c.head_dim):
+            raise ValueError("cache: it was made for another model (its layers, heads or head "
+                             "size differ from this model's); make one with model.new_cache")
 
 
 # --------------------------------------------------------------------------- KV cache

@@ -36,17 +36,17 @@ MODALITY_NAMES = ("text", "image", "special")
 class Vocabulary:
     """The shared id table: text characters, then image codes, then the special tokens.
 
-    n_image_codes: K, the size of the image tokenizer's codebook.
+    num_codes: K, the size of the image tokenizer's codebook.
     grid_size: G, an image is a G x G grid of codes, so an image span holds G*G tokens.
     alphabet: the characters text may use, one id each, in this order.
     """
 
-    n_image_codes: int
+    num_codes: int
     grid_size: int
     alphabet: str = ALPHABET
 
     def __post_init__(self):
-        for name in ("n_image_codes", "grid_size"):
+        for name in ("num_codes", "grid_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -71,7 +71,7 @@ class Vocabulary:
     @property
     def boi(self) -> int:
         """begin-image: the next grid_size**2 tokens are image codes."""
-        return self.text_size + self.n_image_codes
+        return self.text_size + self.num_codes
 
     @property
     def eoi(self) -> int:
@@ -94,7 +94,7 @@ class Vocabulary:
         return self.boi + len(SPECIALS)
 
     @property
-    def image_tokens(self) -> int:
+    def tokens_per_image(self) -> int:
         """How many codes an image span holds: grid_size**2."""
         return self.grid_size * self.grid_size
 
@@ -134,9 +134,9 @@ class Vocabulary:
     def image_ids(self, codes: torch.Tensor) -> torch.Tensor:
         """Image codes (any shape, values 0..K-1) -> their ids in the shared table."""
         codes = _as_ids(codes, "codes")
-        if ((codes < 0) | (codes >= self.n_image_codes)).any():
+        if ((codes < 0) | (codes >= self.num_codes)).any():
             raise ValueError(
-                f"codes must be image codes in [0, {self.n_image_codes - 1}], got values "
+                f"codes must be image codes in [0, {self.num_codes - 1}], got values "
                 f"from {int(codes.min())} to {int(codes.max())}"
             )
         return codes + self.image_offset
@@ -147,7 +147,7 @@ class Vocabulary:
         if not self.is_image(ids).all():
             raise ValueError(
                 f"ids must all be image ids in [{self.image_offset}, "
-                f"{self.image_offset + self.n_image_codes - 1}], got values from "
+                f"{self.image_offset + self.num_codes - 1}], got values from "
                 f"{int(ids.min())} to {int(ids.max())}"
             )
         return ids - self.image_offset
@@ -289,7 +289,7 @@ def split_sequence(seq: torch.Tensor, vocab: Vocabulary, complete: bool = True) 
     if seq.dim() != 1:
         raise ValueError(f"seq must be 1-D (L,), got shape {tuple(seq.shape)}")
     modality, _ = vocab.modality(seq)
-    G2 = vocab.image_tokens
+    G2 = vocab.tokens_per_image
     parts: list = []
     text: list[int] = []  # the characters of the text part being read
     image_start = None  # position of the open <boi>, or None when reading text

@@ -7,15 +7,19 @@ the report records the date and the machine, and that a failing section is repor
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from minitok import bench
+from minitok.checkpoints import checkpoint_path
 
+ROOT = Path(__file__).resolve().parents[1]  # this course checkout
 NUMBER = r"[0-9][0-9,]*\.?[0-9]*"
 
 
@@ -34,19 +38,41 @@ def test_quick_section_measures(name):
             assert r.ratio >= 0 and r.ratio == r.ratio  # a number, not NaN
         if r.met is not None:
             assert r.goal  # a verdict always says which goal
-    script = bench.ROOT / "benchmarks" / f"bench_{name}.py"
-    if name == "anytoany":  # measured from minitok.anytoany when the checkpoint exists
-        present = bench.ROOT.joinpath("minitok", "checkpoints", "anytoany.pt").is_file()
-    else:
-        present = script.is_file()
+    # every section is a module of the package; any-to-any also needs its checkpoint
+    present = name != "anytoany" or checkpoint_path("anytoany").is_file()
     assert ("not measured" in rows[0].measured) is not present, rows[0]
 
 
-def test_a_missing_script_is_reported_not_measured(monkeypatch):
-    monkeypatch.setitem(bench.SECTIONS, "kv_cache", lambda quick: [bench.load_script("nope")])
-    rows, _ = bench.run_all(quick=True, sections=["kv_cache"], log=lambda s: None)
-    assert [(r.benchmark, r.measured) for r in rows] == [
-        ("kv_cache", "not measured: benchmarks/bench_nope.py is not in this checkout")]
+@pytest.mark.parametrize("name", [n for n in bench.SECTIONS if n != "notebooks"])
+def test_each_section_is_a_module_of_the_package(name):
+    module = bench.load_section(name)
+    assert module is importlib.import_module(f"minitok.bench.{name}")
+    assert module.__file__ == str(ROOT / "minitok" / "bench" / f"{name}.py")
+    source = Path(module.__file__).read_text()
+    assert "sys.path" not in source and "E402" not in source  # imports, not path hacks
+
+
+@pytest.mark.parametrize("name", [n for n in bench.SECTIONS if n != "notebooks"])
+def test_each_section_runs_as_a_module_from_any_folder(name, tmp_path):
+    result = subprocess.run([sys.executable, "-m", f"minitok.bench.{name}", "--help"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:") and not result.stderr
+    assert f"python -m minitok.bench.{name}" in bench.load_section(name).__doc__
+
+
+def test_notebooks_outside_a_checkout_are_not_measured(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no solutions/ here or above
+    for quick in (True, False):
+        rows = bench.notebook_rows(quick=quick)
+        assert [(r.benchmark, r.measured, r.met) for r in rows] == [
+            ("executing the solution notebooks",
+             "not measured: no solutions/ folder here (run from a course checkout)", None)]
+
+
+def test_the_checkout_is_found_from_a_folder_inside_it(monkeypatch):
+    monkeypatch.chdir(ROOT / "minitok" / "bench")
+    assert bench.course_root() == ROOT
 
 
 def test_ratios_are_the_measured_values_ratios():
@@ -58,7 +84,8 @@ def test_ratios_are_the_measured_values_ratios():
         assert r.ratio == pytest.approx(recompute / cached, rel=0.05, abs=0.02)
 
 
-def test_quick_notebooks_are_skipped_and_said_so():
+def test_quick_notebooks_are_skipped_and_said_so(monkeypatch):
+    monkeypatch.chdir(ROOT)
     rows = bench.notebook_rows(quick=True)
     assert len(rows) == 1 and "skipped by --quick" in rows[0].measured
 
@@ -68,7 +95,7 @@ def test_command_writes_markdown_with_date_and_machine(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "minitok.bench", "--quick", "--only", "notebooks",
          "--only", "kv_cache", "--out", str(out)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     text = out.read_text()
     assert text in result.stdout  # the table printed is the table written
@@ -78,6 +105,21 @@ def test_command_writes_markdown_with_date_and_machine(tmp_path):
     table = [line for line in text.splitlines() if line.startswith("| ")]
     assert len(table) == 1 + 1 + 2  # header, the 2 KV rows, the skipped notebooks row
     assert "--quick" in text
+    assert "skipped by --quick" in text
+
+
+def test_command_runs_outside_the_checkout(tmp_path):
+    """The installed package needs no checkout: from another folder the notebooks row says
+    why it was not measured, and the other sections run."""
+    result = subprocess.run(
+        [sys.executable, "-m", "minitok.bench", "--quick", "--only", "notebooks",
+         "--only", "kv_cache"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 1 + 2  # header, the notebooks row, the 2 KV rows
+    assert ("| executing the solution notebooks | not measured: no solutions/ folder here (run "
+            "from a course checkout) |") in result.stdout
+    assert "FAILED" not in result.stdout
 
 
 def test_a_failing_section_is_a_failed_row_and_exit_code_1(monkeypatch, capsys):
@@ -115,9 +157,11 @@ def test_a_failing_notebook_is_its_own_failed_row(monkeypatch):
         return 60.0
 
     monkeypatch.setattr(bench, "execute_notebook", execute)
+    monkeypatch.chdir(ROOT / "solutions")  # found from a folder inside the checkout too
     rows = bench.notebook_rows(quick=False)
-    notebooks = sorted((bench.ROOT / "solutions").glob("*.ipynb"))
+    notebooks = sorted((ROOT / "solutions").glob("*.ipynb"))
     assert len(rows) == len(notebooks) >= 2
     failed = [r for r in rows if "FAILED" in r.benchmark]
     assert [r.measured for r in failed] == ["ValueError: bad cell"]
     assert all(r.ratio == pytest.approx(60 / 180) for r in rows if r not in failed)
+    assert [r.benchmark.split()[1] for r in rows] == [f"solutions/{p.name}" for p in notebooks]

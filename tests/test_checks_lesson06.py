@@ -15,7 +15,7 @@ from checking import assert_fails_with, verdict
 from minitok import maskgit
 from minitok.checks import lesson06 as check
 
-# --------------------------------------------------------------------------- schedule
+# --------------------------------------------------------------------------- gamma
 
 
 def _formula(name, r):
@@ -23,27 +23,27 @@ def _formula(name, r):
     return {"cosine": torch.cos(math.pi / 2 * r), "linear": 1 - r, "square": 1 - r**2}[name]
 
 
-def test_schedule_catches_a_missing_clip():
-    assert_fails_with(check.schedule, _formula, "clipped to 1e-6")
+def test_gamma_catches_a_missing_clip():
+    assert_fails_with(check.gamma, _formula, "clipped to 1e-6")
 
 
-def test_schedule_catches_the_fraction_revealed_instead_of_masked():
+def test_gamma_catches_the_fraction_revealed_instead_of_masked():
     def wrong(name, r):  # sin: the fraction revealed so far
         r = torch.as_tensor(r, dtype=torch.float64)
         return (1 - _formula(name, r)).clamp(1e-6, 1)
 
-    assert_fails_with(check.schedule, wrong, "gamma(0) = 1")
+    assert_fails_with(check.gamma, wrong, "gamma(0) = 1")
 
 
 # --------------------------------------------------------------------------- mask_len
 
 
 def _mask_len(off_by_one=False, clamp=True, rounding=torch.floor):
-    def fn(n_initial, n_unknown, step, steps, name="cosine"):
+    def fn(n_initial, n_unknown, step, steps, schedule="cosine"):
         if step == steps - 1:
             return torch.zeros_like(n_unknown)
         ratio = step / steps if off_by_one else (step + 1) / steps
-        planned = rounding(n_initial.double() * maskgit.schedule(name, ratio)).long()
+        planned = rounding(n_initial.double() * maskgit.gamma(schedule, ratio)).long()
         if not clamp:
             return planned
         return torch.minimum(torch.minimum(n_unknown - 1, planned).clamp(min=1), n_unknown)
@@ -67,12 +67,12 @@ def test_mask_len_catches_ceil():
 
 
 def _random_mask(count, choose="random", hide=True, use_generator=True):
-    def fn(tokens, mask_id, schedule_name="cosine", ratio=None, generator=None):
+    def fn(tokens, mask_id, schedule="cosine", ratio=None, generator=None):
         B, N = tokens.shape
         g = generator if use_generator else None
         if ratio is None:
             ratio = torch.rand(B, generator=g, dtype=torch.float64)
-        n = count(ratio, N, schedule_name)  # (B,)
+        n = count(ratio, N, schedule)  # (B,)
         if choose == "random":
             rank = torch.rand(B, N, generator=g).argsort(1).argsort(1)
         else:
@@ -84,11 +84,11 @@ def _random_mask(count, choose="random", hide=True, use_generator=True):
 
 
 def _ceil(ratio, N, name):
-    return torch.ceil(maskgit.schedule(name, ratio) * N).long()
+    return torch.ceil(maskgit.gamma(name, ratio) * N).long()
 
 
 def test_random_mask_catches_floor():
-    wrong = _random_mask(lambda r, N, name: torch.floor(maskgit.schedule(name, r) * N).long())
+    wrong = _random_mask(lambda r, N, name: torch.floor(maskgit.gamma(name, r) * N).long())
     assert_fails_with(check.random_mask, wrong, "round UP")
 
 
@@ -227,7 +227,7 @@ def _loop(n0_from="start", resample=False, last_step_remask=False, most_confiden
             n_unknown = (tokens == mask_id).sum(1)
             n_mask = maskgit.mask_len(n_initial, n_unknown, t, steps)
             if off_by_one:  # floor(N0 gamma(t / T)), clamped: the ratio one step behind
-                planned = torch.floor(n_initial * maskgit.schedule("cosine", t / steps)).long()
+                planned = torch.floor(n_initial * maskgit.gamma("cosine", t / steps)).long()
                 n_mask = torch.minimum(n_unknown - 1, planned).clamp(min=1)
             if last_step_remask and t == steps - 1:
                 n_mask = torch.ones_like(n_mask)

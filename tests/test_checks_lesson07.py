@@ -114,7 +114,7 @@ def _allowed(tokens, v, *, images_in_text=False, specials_in_text=True, force_eo
              eoi_after=None, from_first_boi=False, after_eot_pad=True, text_in_image=False,
              as_float=False):
     """allowed_next as a row-by-row loop, with one classic mistake switched on."""
-    G2 = v.image_tokens if eoi_after is None else eoi_after
+    G2 = v.tokens_per_image if eoi_after is None else eoi_after
     ids = torch.arange(v.size)
     rows = []
     for row in tokens.tolist():

@@ -2,7 +2,8 @@
 
 The official decoder (`libml/parallel_decode.py`) is transcribed below in NumPy, line by line,
 with its own cut-off rule for re-masking; minitok's decode must give the same tokens at every
-step when both are fed the same noise.
+step when both are fed the same noise. The race against the AR prior and the diversity
+measure live in minitok.evaluate (tests/test_evaluate.py).
 """
 
 from __future__ import annotations
@@ -15,23 +16,26 @@ import torch
 import torch.nn.functional as F
 from repo_scripts import load_script
 
-from minitok import maskgit
-from minitok.maskgit import decode, mask_counts, random_mask, schedule
+from minitok import checkpoints, maskgit
+from minitok.bench import maskgit as bench_maskgit
+from minitok.maskgit import decode, gamma, mask_counts, random_mask
 from minitok.prior import ARPrior, PriorConfig
 
 # --------------------------------------------------------------------------- schedules
 
 
-def test_schedule_formulas_and_clip():
+def test_gamma_formulas_and_clip():
     r = torch.linspace(0, 1, 11, dtype=torch.float64)
-    torch.testing.assert_close(schedule("cosine", r), torch.cos(math.pi / 2 * r).clamp(1e-6, 1))
-    torch.testing.assert_close(schedule("linear", r), (1 - r).clamp(1e-6, 1))
-    torch.testing.assert_close(schedule("square", r), (1 - r**2).clamp(1e-6, 1))
-    torch.testing.assert_close(schedule("pow3", r), (1 - r**3).clamp(1e-6, 1))
+    torch.testing.assert_close(gamma("cosine", r), torch.cos(math.pi / 2 * r).clamp(1e-6, 1))
+    torch.testing.assert_close(gamma("linear", r), (1 - r).clamp(1e-6, 1))
+    torch.testing.assert_close(gamma("square", r), (1 - r**2).clamp(1e-6, 1))
+    torch.testing.assert_close(gamma("pow3", r), (1 - r**3).clamp(1e-6, 1))
     for name in ("cosine", "linear", "square", "pow0.5"):
-        assert schedule(name, 0.0) == 1.0
-        assert schedule(name, 1.0) == 1e-6  # clipped, as the reference
-        assert isinstance(schedule(name, 0.3), float)
+        assert gamma(name, 0.0).item() == 1.0
+        assert gamma(name, 1.0).item() == 1e-6  # clipped, as the reference
+        at = gamma(name, 0.3)  # a float ratio gives a 0-d float64 tensor (exact floors)
+        assert isinstance(at, torch.Tensor) and at.dtype == torch.float64 and at.shape == ()
+    assert gamma("cosine", r.float()).dtype == torch.float64
 
 
 def test_cosine_reveals_few_first_and_many_last():
@@ -119,7 +123,7 @@ def official_decode(inputs, tokens_to_logits, num_iter, choice_temperature, nois
         unknown_map = cur_ids == mask_id
         sampled_ids = np.where(unknown_map, sampled_ids, cur_ids)
         ratio = 1.0 * (step + 1) / num_iter
-        mask_ratio = schedule(method, ratio)
+        mask_ratio = float(gamma(method, ratio))
         final_seqs.append(sampled_ids)
         e = np.exp(logits - logits.max(-1, keepdims=True))
         probs = e / e.sum(-1, keepdims=True)
@@ -353,31 +357,37 @@ def test_masked_loss_counts_only_masked_positions(device, gen):
 def test_bad_input_gives_clear_errors():
     model = FakeModel(2, 4, 8)
     labels = torch.tensor([0, 1])
-    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+    with pytest.raises(ValueError, match="steps must be a positive int, got 0"):
         decode(model, labels, steps=0)
-    with pytest.raises(ValueError, match="schedule: unknown name 'cosin'"):
+    with pytest.raises(ValueError, match="schedule must be one of cosine, linear, square .*got 'cosin'"):
         decode(model, labels, schedule="cosin")
-    with pytest.raises(ValueError, match="schedule: unknown name"):
-        schedule("pow-1", 0.5)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        gamma("pow-1", 0.5)
     with pytest.raises(ValueError, match="ratio must be in"):
-        schedule("cosine", 1.5)
+        gamma("cosine", 1.5)
+    with pytest.raises(ValueError, match="ratio must be in"):
+        gamma("cosine", torch.tensor([0.5, float("nan")]))
     tokens = torch.zeros(2, 4, 4, dtype=torch.long)
-    with pytest.raises(ValueError, match=r"init_mask must have the shape of init_tokens"):
+    with pytest.raises(ValueError, match=r"init_tokens and init_mask must both be \(B, G, G\)"):
         decode(model, labels, init_tokens=tokens, init_mask=torch.ones(2, 4, 3, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"init_tokens must have shape \(B, h, w\)"):
+    with pytest.raises(ValueError, match=r"init_tokens and init_mask must both be \(B, G, G\)"):
         decode(model, labels, init_tokens=torch.zeros(2, 16, dtype=torch.long),
                init_mask=torch.ones(2, 16, dtype=torch.bool))
     with pytest.raises(ValueError, match="needs both init_tokens"):
         decode(model, labels, init_mask=torch.ones(2, 4, 4, dtype=torch.bool))
-    with pytest.raises(ValueError, match="init_mask must be a bool"):
+    with pytest.raises(TypeError, match="init_mask must be a bool"):
         decode(model, labels, init_tokens=tokens, init_mask=torch.ones(2, 4, 4))
-    with pytest.raises(ValueError, match="cond: class labels must be in 0..9"):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\], got values in \[0, 10\]"):
         decode(model, torch.tensor([0, 10]))
-    with pytest.raises(ValueError, match="choice_temperature must be a finite number"):
+    with pytest.raises(TypeError, match="labels must be an integer tensor"):
+        decode(model, torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"choice_temperature must lie in \[0, inf\]"):
         decode(model, labels, choice_temperature=-1.0)
-    with pytest.raises(ValueError, match="n_masked must be an int >= 0"):
+    with pytest.raises(ValueError, match="cfg_scale must be a finite number"):
+        decode(model, labels, cfg_scale=float("inf"))
+    with pytest.raises(ValueError, match="n_masked must be a non-negative int, got -1"):
         mask_counts(-1, 8)
-    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+    with pytest.raises(ValueError, match="steps must be a positive int, got 0"):
         mask_counts(10, 0)
     with pytest.raises(ValueError, match="mask: no position is masked"):
         maskgit.masked_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long),
@@ -397,7 +407,9 @@ def _tiny(seed=0, **kw):
 def test_token_layout_is_the_references():
     config = maskgit.MaskGITConfig(num_codes=512)
     # codes 0..K-1, class tokens K + label, the null class, then [MASK]
-    assert (config.null_id, config.mask_id, config.vocab_size) == (522, 523, 524)
+    null_id = config.num_codes + config.null_class
+    assert (config.null_class, null_id, config.mask_id, config.vocab_size) == (10, 522, 523, 524)
+    assert config.tokens_per_image == 64
     assert config.transformer_config().causal is False
     assert config.transformer_config().block_size == 1 + 64
 
@@ -405,8 +417,14 @@ def test_token_layout_is_the_references():
 def test_the_layout_extends_the_ar_priors_and_each_model_takes_only_its_own_config():
     config = maskgit.MaskGITConfig(num_codes=12, grid_size=4, n_layer=1, n_head=2, n_embd=16)
     ar = PriorConfig(num_codes=12, grid_size=4, n_layer=1, n_head=2, n_embd=16)
-    assert config.null_id == ar.null_id and config.vocab_size == ar.vocab_size + 1
-    assert ar.transformer_config().causal is True  # the parent stays causal
+    assert config.null_class == ar.null_class and config.vocab_size == ar.vocab_size + 1
+    assert config.tokens_per_image == ar.tokens_per_image
+    assert not isinstance(config, PriorConfig)  # siblings, not parent and child
+    assert ar.transformer_config().causal is True  # the prior stays causal
+    assert config.transformer_config().causal is False
+    same = ("n_layer", "n_head", "n_embd", "block_size")
+    assert ([getattr(config.transformer_config(), k) for k in same]
+            == [getattr(ar.transformer_config(), k) for k in same])
     with pytest.raises(TypeError, match="config must be a PriorConfig, got MaskGITConfig"):
         ARPrior(config)  # would build a bidirectional "prior"
     with pytest.raises(TypeError, match="config must be a MaskGITConfig, got PriorConfig"):
@@ -451,7 +469,7 @@ def test_training_input_never_shows_the_answers(gen):
     hidden = grid == model.mask_id
     assert hidden.any(dim=1).all()  # every row hides at least one token
     assert torch.equal(grid[~hidden], codes.view(64, -1)[~hidden])  # the rest is the truth
-    dropped = seen[0][:, 0] == model.config.null_id
+    dropped = seen[0][:, 0] == 12 + model.config.null_class  # the null class's token
     assert 10 < int(dropped.sum()) < 54  # about half with p_uncond = 0.5
     assert torch.equal(seen[0][~dropped, 0], labels[~dropped] + 12)
     assert loss.ndim == 0 and torch.isfinite(loss)
@@ -472,10 +490,11 @@ def test_training_reduces_the_loss_and_is_reproducible():
 
 def test_checkpoint_round_trip_with_weights_only(tmp_path):
     model = _tiny(seed=3)
-    path = maskgit.save_maskgit(model, tmp_path / "m.pt", meta={"seed": 3})
+    path = checkpoints.save(model, tmp_path / "m.pt", meta={"seed": 3})
     payload = torch.load(path, weights_only=True)
     assert payload["kind"] == "maskgit"
-    loaded = maskgit.load_maskgit(path)
+    loaded = checkpoints.load("maskgit", path)
+    assert loaded.config == model.config
     tokens = torch.randint(0, 12, (2, 16))
     labels = torch.tensor([1, 2])
     torch.testing.assert_close(loaded(tokens, labels), model(tokens, labels))
@@ -491,74 +510,39 @@ def test_decode_with_a_real_model_and_guidance(device):
     hook.remove()
     assert grids.shape == (2, 4, 4) and ((grids >= 0) & (grids < 12)).all()
     assert len(calls) == 5 and calls[0].shape[0] == 4  # one doubled [cond; null] pass per step
-    assert torch.equal(calls[0][2:, 0], torch.full((2,), model.config.null_id, device=device))
-
-
-# --------------------------------------------------------------------------- the race
-
-
-def test_diversity_is_zero_for_copies_and_one_for_real_digits():
-    from minitok.data import load_digits
-
-    images, labels = load_digits("test", size=8)
-    assert maskgit.diversity(images, labels, images, labels) == pytest.approx(1.0)
-    copies = images[labels == 3][:1].repeat(10, 1, 1, 1)
-    assert maskgit.diversity(copies, torch.full((10,), 3), images, labels) == 0.0
-    with pytest.raises(ValueError, match="at least two samples"):
-        maskgit.diversity(images[:1], labels[:1], images, labels)
-
-
-def test_race_counts_passes_and_positions():
-    from minitok.tokenizer import TokenizerConfig, VQTokenizer
-
-    torch.manual_seed(0)
-    tokenizer = VQTokenizer(TokenizerConfig(image_size=8, num_codes=12)).eval()  # 4 x 4 grid
-    prior = ARPrior(PriorConfig(num_codes=12, grid_size=4, n_layer=1, n_head=2, n_embd=16)).eval()
-    model = _tiny()
-
-    class Referee:
-        def accuracy(self, images, labels):
-            return 0.5
-
-    settings = [maskgit.RaceSetting("AR"), maskgit.RaceSetting("MaskGIT", 3, "linear")]
-    rows = maskgit.race(model, prior, tokenizer, Referee(), settings, samples_per_class=2,
-                        latency_repeats=1, throughput_repeats=1)
-    ar, mg = rows
-    assert (ar["setting"], mg["setting"]) == ("AR (KV cache)", "MaskGIT 3 linear")
-    assert ar["passes/image"] == 16 and ar["positions/image"] == 16  # one cached token a pass
-    assert mg["passes/image"] == 3 and mg["positions/image"] == 3 * 17  # class + 16, 3 times
-    assert all(r["ms/image @1"] > 0 and r["ms/image @64"] > 0 for r in rows)
-    table = maskgit.race_table(rows)
-    assert "MaskGIT 3 linear" in table and "1.0x" in table  # AR against itself
+    null_id = 12 + model.config.null_class
+    assert torch.equal(calls[0][2:, 0], torch.full((2,), null_id, device=device))
 
 
 # --------------------------------------------------------------------------- the shipped model
 
 
 def test_shipped_maskgit_matches_the_shipped_tokenizer_and_prior():
-    from minitok.prior import load_prior
-
-    model = maskgit.load_maskgit()
-    script = load_script("scripts/train_maskgit.py")
-    codes, _ = script.training_data()
-    # trained on the token grids the shipped tokenizer gives today (retrain it if not)
-    assert model.meta["codes_sha256"] == script.codes_digest(codes)
-    prior = load_prior()
+    model, tokenizer = checkpoints.load("maskgit"), checkpoints.load("tokenizer")
+    # trained on the shipped tokenizer's token grids (retrain it if the tokenizer changed)
+    assert model.meta["tokenizer_sha256"] == tokenizer.checkpoint_sha256
+    checkpoints.check_tokenizer(model, tokenizer)
+    prior = checkpoints.load("prior")
     ours, theirs = model.transformer.config, prior.transformer.config
     assert (ours.n_layer, ours.n_head, ours.n_embd) == (theirs.n_layer, theirs.n_head, theirs.n_embd)
-    assert model.meta["train"] == {**prior.meta["train"], "seed": model.meta["seed"]}
+    recipe = model.meta["recipe"]
+    assert {k: recipe[k] for k in prior.meta["recipe"]} == {**prior.meta["recipe"],
+                                                            "seed": recipe["seed"]}
+    # the script's defaults are the shipped recipe: rerunning it rebuilds this checkpoint
+    script = load_script("scripts/train_maskgit.py")
+    assert recipe == {**script.prior_recipe(), "label_smoothing": 0.0, "seed": recipe["seed"]}
+    assert model.meta["script"] == "scripts/train_maskgit.py"
     assert model.config.num_codes == prior.config.num_codes
-    # how it was made, recorded: one thread (the result depends on the thread count)
-    assert model.meta["threads"] == 1 and model.meta["torch"] and model.meta["machine"]
+    # how it was made, recorded
+    assert model.meta["torch"] and model.meta["machine"] and "final_loss" in model.meta["results"]
     assert "temporary" not in str(model.meta)
 
 
 @pytest.mark.slow
 def test_shipped_maskgit_draws_recognisable_digits():
     from minitok.classifier import load_classifier
-    from minitok.tokenizer import load_tokenizer
 
-    model, tokenizer = maskgit.load_maskgit(), load_tokenizer()
+    model, tokenizer = checkpoints.load("maskgit"), checkpoints.load("tokenizer")
     labels = torch.arange(100) % 10
     grids = decode(model, labels, steps=8, generator=torch.Generator().manual_seed(0))
     accuracy = load_classifier().accuracy(tokenizer.decode(grids), labels)
@@ -569,7 +553,7 @@ def test_shipped_maskgit_draws_recognisable_digits():
 
 
 def _bench():
-    return load_script("benchmarks/bench_maskgit.py")
+    return bench_maskgit
 
 
 def _row(setting, passes, positions, ms1, ms64, accuracy):

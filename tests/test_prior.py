@@ -3,7 +3,9 @@
 References: LlamaGen's `autoregressive/models/generate.py` (CFG on a doubled [cond; null]
 batch, logits combined as u + s (c - u) before temperature and top-k/top-p, the same token
 to both halves, s = 1 equal to no guidance) and REFERENCE_FACTS.md ("Autoregressive
-sampling"). Teacher forcing is checked against running every prefix on its own.
+sampling"). Teacher forcing is checked against running every prefix on its own. The
+judges of generated digits (spread, sample quality, forward-pass counts) are tested in
+tests/test_evaluate.py, condition dropout (`sampling.drop_labels`) in tests/test_sampling.py.
 """
 
 from __future__ import annotations
@@ -12,25 +14,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from minitok import checkpoints
+from minitok.evaluate import count_forward
 from minitok.prior import (
     ARPrior,
     PriorConfig,
-    class_tokens,
-    count_forward,
-    drop_labels,
-    generate,
-    load_prior,
+    ar_generate,
     make_pick,
     make_sequences,
-    mean_pairwise_distance,
-    pairwise_distance_per_class,
     prior_loss,
-    save_prior,
+    train_prior,
 )
 from minitok.sampling import sample_logits
 from minitok.transformer import generate as transformer_generate
 
 K, G = 16, 4
+
+
+def seeded(device, seed: int) -> torch.Generator:
+    """A generator on `device` (where the prior samples) seeded with `seed`."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def tiny_prior(device, dropout=0.0, seed=0) -> ARPrior:
@@ -62,26 +65,18 @@ def test_sequences_put_the_class_token_first_then_the_codes_in_raster_order():
 
 def test_the_id_table_does_not_collide():
     config = PriorConfig(num_codes=K, grid_size=G)
-    classes = class_tokens(torch.arange(10), K)
+    classes = make_sequences(torch.zeros(10, G, G, dtype=torch.long), torch.arange(10), K)[:, 0]
     assert classes.min() == K and classes.max() == K + 9
-    assert config.null_id == K + 10 and config.vocab_size == K + 11
+    assert config.null_class == 10 and K + config.null_class == K + 10
+    assert config.vocab_size == K + 11 and config.tokens_per_image == G * G
     assert config.transformer_config().block_size == 1 + G * G
 
 
-@pytest.mark.parametrize("bad", [10, -1, [3, 11]])
+@pytest.mark.parametrize("bad", [[10], [-1], [3, 11]])
 def test_an_unknown_class_is_a_clear_error(bad):
-    with pytest.raises(ValueError, match="unknown class"):
-        class_tokens(bad, K)
-
-
-def test_drop_labels_replaces_only_the_class_token_at_rate_p():
-    seqs, _, _ = random_sequences(4000)
-    dropped = drop_labels(seqs, 0.1, K + 10, torch.Generator().manual_seed(0))
-    assert torch.equal(dropped[:, 1:], seqs[:, 1:])
-    nulls = (dropped[:, 0] == K + 10)
-    assert torch.equal(dropped[~nulls, 0], seqs[~nulls, 0])
-    assert 0.085 < nulls.float().mean().item() < 0.115  # 0.1 +- 3.2 sigma
-    assert torch.equal(drop_labels(seqs, 0.0, K + 10), seqs)
+    prior = tiny_prior("cpu")
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\]"):
+        ar_generate(prior, bad)
 
 
 # --------------------------------------------------------------------------- teacher forcing
@@ -124,7 +119,7 @@ def test_generate_returns_grids_of_valid_codes_even_if_class_ids_score_highest(d
         prior.transformer.head.weight[:K] = 0.0
         prior.transformer.head.weight[K:] = 1.0
         prior.transformer.ln_f.bias.fill_(5.0)
-    grids = generate(prior, [0, 3, 9], seed=0)
+    grids = ar_generate(prior, [0, 3, 9], generator=seeded(device, 0))
     assert grids.shape == (3, G, G) and grids.dtype == torch.long
     assert grids.min() >= 0 and grids.max() < K
 
@@ -133,27 +128,30 @@ def test_generate_returns_grids_of_valid_codes_even_if_class_ids_score_highest(d
 def test_cached_and_uncached_generation_give_identical_tokens(device, cfg_scale):
     prior = tiny_prior(device)
     settings = {"temperature": 0.9, "top_k": 8, "top_p": 0.95, "cfg_scale": cfg_scale}
-    with_cache = generate(prior, [1, 2, 7, 7], use_cache=True, seed=3, **settings)
-    without = generate(prior, [1, 2, 7, 7], use_cache=False, seed=3, **settings)
+    with_cache = ar_generate(prior, [1, 2, 7, 7], use_cache=True, generator=seeded(device, 3),
+                             **settings)
+    without = ar_generate(prior, [1, 2, 7, 7], use_cache=False, generator=seeded(device, 3),
+                          **settings)
     assert torch.equal(with_cache, without)
 
 
-def test_same_seed_same_digits_and_generator_equals_seed(device):
+def test_same_generator_seed_same_digits(device):
     prior = tiny_prior(device)
-    a = generate(prior, [4, 5], seed=11)
-    b = generate(prior, [4, 5], generator=torch.Generator(device=device).manual_seed(11))
+    a = ar_generate(prior, [4, 5], generator=seeded(device, 11))
+    b = ar_generate(prior, torch.tensor([4, 5]), generator=seeded(device, 11))
     assert torch.equal(a, b)
-    assert not torch.equal(a, generate(prior, [4, 5], seed=12))
+    assert not torch.equal(a, ar_generate(prior, [4, 5], generator=seeded(device, 12)))
 
 
 def test_scale_one_is_plain_conditional_sampling_without_a_doubled_batch(device):
     prior = tiny_prior(device)
     labels = [0, 6, 8]
     with count_forward(prior.transformer) as stats:
-        got = generate(prior, labels, cfg_scale=1.0, temperature=0.8, seed=5)
+        got = ar_generate(prior, labels, cfg_scale=1.0, temperature=0.8,
+                          generator=seeded(device, 5))
     assert stats["positions"] == len(labels) * G * G  # B sequences, one new token a pass
-    gen = torch.Generator(device=device).manual_seed(5)
-    prompt = class_tokens(labels, K).to(device)[:, None]
+    gen = seeded(device, 5)
+    prompt = (torch.tensor(labels) + K).to(device)[:, None]  # the class tokens
 
     def pick(logits):
         return sample_logits(logits[:, :K], temperature=0.8, generator=gen)
@@ -161,16 +159,16 @@ def test_scale_one_is_plain_conditional_sampling_without_a_doubled_batch(device)
     plain = transformer_generate(prior.transformer, prompt, G * G, pick=pick)[:, 1:]
     assert torch.equal(got, plain.reshape(3, G, G))
     with count_forward(prior.transformer) as stats:
-        generate(prior, labels, cfg_scale=2.0, seed=5)
+        ar_generate(prior, labels, cfg_scale=2.0, generator=seeded(device, 5))
     assert stats["positions"] == 2 * len(labels) * G * G  # [cond; null]
 
 
 def test_scale_zero_is_the_null_class_in_eval_mode(device):
     """The unconditional half reads the null class at sampling time, not only in training."""
     prior = tiny_prior(device, dropout=0.1)
-    got = generate(prior, [2, 3], cfg_scale=0.0, seed=9)
-    gen = torch.Generator(device=device).manual_seed(9)
-    null = torch.full((2, 1), prior.config.null_id, device=device)
+    got = ar_generate(prior, [2, 3], cfg_scale=0.0, generator=seeded(device, 9))
+    gen = seeded(device, 9)
+    null = torch.full((2, 1), K + prior.config.null_class, device=device)  # the null token
 
     def pick(logits):
         return sample_logits(logits[:, :K], generator=gen)
@@ -184,8 +182,8 @@ def test_guidance_changes_the_samples_in_eval_mode(device):
     prior = tiny_prior(device, dropout=0.1)
     prior.eval()
     labels = list(range(10)) * 4
-    assert not torch.equal(generate(prior, labels, cfg_scale=1.0, seed=0),
-                           generate(prior, labels, cfg_scale=4.0, seed=0))
+    assert not torch.equal(ar_generate(prior, labels, cfg_scale=1.0, generator=seeded(device, 0)),
+                           ar_generate(prior, labels, cfg_scale=4.0, generator=seeded(device, 0)))
 
 
 def test_guided_pick_combines_before_filtering_and_feeds_both_halves_the_same_token(device):
@@ -206,17 +204,18 @@ def test_guided_pick_combines_before_filtering_and_feeds_both_halves_the_same_to
 
 def test_generate_leaves_the_mode_as_it_found_it(device):
     prior = tiny_prior(device, dropout=0.2).train()
-    a = generate(prior, [1, 2], seed=0)
+    a = ar_generate(prior, [1, 2], generator=seeded(device, 0))
     assert prior.training is True
-    assert torch.equal(a, generate(prior, [1, 2], seed=0))  # dropout was off while sampling
+    # dropout was off while sampling
+    assert torch.equal(a, ar_generate(prior, [1, 2], generator=seeded(device, 0)))
 
 
 def test_the_cache_reads_one_token_per_pass_and_no_cache_rereads_the_prefix(device):
     prior = tiny_prior(device)
     with count_forward(prior.transformer) as cached:
-        generate(prior, [1, 2], use_cache=True, seed=0)
+        ar_generate(prior, [1, 2], use_cache=True, generator=seeded(device, 0))
     with count_forward(prior.transformer) as uncached:
-        generate(prior, [1, 2], use_cache=False, seed=0)
+        ar_generate(prior, [1, 2], use_cache=False, generator=seeded(device, 0))
     n = G * G
     assert cached["passes"] == uncached["passes"] == n  # one pass per code
     assert cached["positions"] == 2 * n
@@ -228,20 +227,42 @@ def test_the_cache_reads_one_token_per_pass_and_no_cache_rereads_the_prefix(devi
 
 def test_bad_sampling_arguments_are_clear_errors():
     prior = tiny_prior("cpu")
-    with pytest.raises(ValueError, match="unknown class 10"):
-        generate(prior, [1, 10])
-    with pytest.raises(ValueError, match="cfg_scale must be >= 0"):
-        generate(prior, [1], cfg_scale=-1.0)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\], got values in \[1, 10\]"):
+        ar_generate(prior, [1, 10])
+    with pytest.raises(ValueError, match=r"cfg_scale must lie in \[0, inf\]"):
+        ar_generate(prior, [1], cfg_scale=-1.0)
     with pytest.raises(ValueError, match="temperature.*greedy=True"):
-        generate(prior, [1], temperature=0.0)
+        ar_generate(prior, [1], temperature=0.0)
     with pytest.raises(ValueError, match="top_p"):
-        generate(prior, [1], top_p=1.2)
-    with pytest.raises(ValueError, match="either seed or generator"):
-        generate(prior, [1], seed=0, generator=torch.Generator())
-    with pytest.raises(ValueError, match=r"codes must be \(N, G, G\)"):
-        make_sequences(torch.zeros(2, 16, dtype=torch.long), torch.zeros(2, dtype=torch.long), K)
-    greedy = generate(prior, [1], temperature=0.0, greedy=True)  # explicit greedy is fine
+        ar_generate(prior, [1], top_p=1.2)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        ar_generate(prior, [1], generator=0)
+    with pytest.raises(TypeError, match="labels must be an integer tensor"):
+        ar_generate(prior, torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="codes must be a 3-d tensor"):
+        train_prior(prior, torch.zeros(2, 16, dtype=torch.long), torch.zeros(2, dtype=torch.long), 1)
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 15\]"):
+        train_prior(prior, torch.full((2, G, G), K), torch.zeros(2, dtype=torch.long), 1)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 9\]"):
+        train_prior(prior, torch.zeros(2, G, G, dtype=torch.long), torch.tensor([0, 10]), 1)
+    greedy = ar_generate(prior, [1], temperature=0.0, greedy=True)  # explicit greedy is fine
     assert greedy.shape == (1, G, G)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_train_prior_repeats_with_the_same_seed_and_learns():
+    _, codes, labels = random_sequences(1)
+    codes, labels = codes.repeat(8, 1, 1), labels.repeat(8)  # one digit, to learn by heart
+    runs = []
+    for _ in range(2):
+        prior = tiny_prior("cpu", dropout=0.1)
+        runs.append(train_prior(prior, codes, labels, 30, batch_size=8, lr=1e-2, seed=4,
+                                progress=False))
+        assert prior.training is False  # left in eval mode
+    assert runs[0] == runs[1] and len(runs[0]) == 30
+    assert runs[0][-1] < 0.5 * runs[0][0]
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -249,10 +270,10 @@ def test_bad_sampling_arguments_are_clear_errors():
 
 def test_save_and_load_round_trip(tmp_path):
     prior = tiny_prior("cpu")
-    path = save_prior(prior, tmp_path / "prior.pt", meta={"note": "test"})
+    path = checkpoints.save(prior, tmp_path / "prior.pt", meta={"note": "test"})
     payload = torch.load(path, weights_only=True)  # plain tensors and values only
     assert payload["kind"] == "prior"
-    loaded = load_prior(path)
+    loaded = checkpoints.load("prior", path)
     assert loaded.config == prior.config and loaded.meta == {"note": "test"}
     seqs = random_sequences(2)[0]
     with torch.no_grad():
@@ -260,45 +281,23 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_the_shipped_prior_matches_the_shipped_tokenizer():
-    from minitok.tokenizer import load_tokenizer
-
-    prior, tokenizer = load_prior(), load_tokenizer()
+    prior, tokenizer = checkpoints.load("prior"), checkpoints.load("tokenizer")
     assert prior.config.num_codes == tokenizer.num_codes
     assert prior.config.grid_size == tokenizer.grid_size
     assert prior.meta["script"] == "scripts/train_prior.py"
-    grids = generate(prior, [7, 7], seed=0)
+    checkpoints.check_tokenizer(prior, tokenizer)  # trained on this very tokenizer file
+    grids = ar_generate(prior, [7, 7], generator=seeded("cpu", 0))
     assert tokenizer.decode(grids).shape == (2, 1, 16, 16)
 
 
 @pytest.mark.slow
 def test_the_shipped_prior_draws_the_digit_it_is_asked_for():
-    """A regression guard (benchmarks/bench_ar.py measures the goal on more samples)."""
+    """A regression guard (minitok.bench.ar measures the goal on more samples)."""
     from minitok.classifier import load_classifier
-    from minitok.tokenizer import load_tokenizer
 
-    prior, tokenizer, classifier = load_prior(), load_tokenizer(), load_classifier()
+    prior, tokenizer = checkpoints.load("prior"), checkpoints.load("tokenizer")
+    classifier = load_classifier()
     labels = torch.arange(10).repeat(5)
-    grids = generate(prior, labels, cfg_scale=2.0, seed=0)
+    grids = ar_generate(prior, labels, cfg_scale=2.0, generator=seeded("cpu", 0))
     assert classifier.accuracy(tokenizer.decode(grids), labels) >= 0.9
     assert len(torch.unique(grids.reshape(50, -1), dim=0)) == 50  # no mode collapse
-
-
-def test_spread_is_the_mean_distance_over_pairs_of_a_class_by_brute_force():
-    gen = torch.Generator().manual_seed(0)
-    images = torch.rand(9, 1, 4, 4, generator=gen)
-    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 7])  # class 7 has a single image: skipped
-    expected = {}
-    for c in (0, 1, 2):
-        idx = (labels == c).nonzero()[:, 0].tolist()
-        pairs = [(i, j) for i in idx for j in idx if i != j]
-        expected[c] = sum(float((images[i] - images[j]).double().norm()) for i, j in pairs) / len(
-            pairs)
-    got = pairwise_distance_per_class(images, labels)
-    assert got.keys() == expected.keys()
-    for c in expected:
-        assert got[c] == pytest.approx(expected[c], rel=1e-12)
-    assert mean_pairwise_distance(images, labels) == pytest.approx(sum(expected.values()) / 3)
-    same = images[:1].expand(4, 1, 4, 4)
-    assert mean_pairwise_distance(same, torch.zeros(4, dtype=torch.long)) == 0.0
-    with pytest.raises(ValueError, match="at least two images"):
-        mean_pairwise_distance(images[:1], labels[:1])

@@ -16,6 +16,7 @@ import torch
 from minitok.sampling import (
     apply_temperature,
     cfg_logits,
+    drop_labels,
     greedy_pick,
     sample_logits,
     top_k_filter,
@@ -179,6 +180,18 @@ def test_cfg_is_u_plus_s_times_c_minus_u(device):
     assert ((cfg_logits(c, u, 3.0) - u).norm() > (c - u).norm()).item()
 
 
+def test_drop_labels_replaces_labels_by_the_null_class_at_rate_p():
+    labels = torch.randint(0, 10, (4000,), generator=torch.Generator().manual_seed(0))
+    dropped = drop_labels(labels, 0.1, 10, torch.Generator().manual_seed(0))
+    nulls = dropped == 10
+    assert torch.equal(dropped[~nulls], labels[~nulls])  # the others are kept
+    assert 0.085 < nulls.float().mean().item() < 0.115  # 0.1 +- 3.2 sigma
+    assert torch.equal(drop_labels(labels, 0.0, 10), labels)
+    again = drop_labels(labels, 0.1, 10, torch.Generator().manual_seed(0))
+    assert torch.equal(again, dropped)  # the generator decides
+    assert labels.max() < 10  # a new tensor: the labels were not changed
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -203,8 +216,11 @@ def test_bad_top_k_is_a_clear_error(top_k):
 
 
 def test_negative_cfg_scale_and_mismatched_halves_are_clear_errors():
-    with pytest.raises(ValueError, match="cfg_scale must be >= 0"):
+    with pytest.raises(ValueError, match=r"cfg_scale must lie in \[0, inf\], got -0.5"):
         cfg_logits(torch.zeros(2, 3), torch.zeros(2, 3), -0.5)
+    for bad in (float("inf"), float("nan"), True, "2"):
+        with pytest.raises(ValueError, match="cfg_scale must be a finite number"):
+            cfg_logits(torch.zeros(2, 3), torch.zeros(2, 3), bad)
     with pytest.raises(ValueError, match="same shape"):
         cfg_logits(torch.zeros(2, 3), torch.zeros(1, 3), 2.0)
 

@@ -1,4 +1,8 @@
-"""The tokenizer: shapes, round trips, bad input, the shipped checkpoint and its quality claims."""
+"""The tokenizer: shapes, round trips, bad input, training, the shipped checkpoint.
+
+The shipped tokenizer's quality claims (codebook usage, the classifier on reconstructions)
+are measured by `evaluate.tokenizer_quality` and tested in tests/test_evaluate.py.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,19 @@ import dataclasses
 import pytest
 import torch
 
-from minitok.checkpoints import checkpoint_path, save_checkpoint
+from minitok import checkpoints
 from minitok.data import load_digits
+from minitok.evaluate import reconstruct
 from minitok.tokenizer import (
     TokenizerConfig,
     TrainConfig,
     VQTokenizer,
-    held_out_quality,
-    load_tokenizer,
-    reconstruct,
     tokens_to_image,
     train_tokenizer,
 )
 from minitok.vq import VQOutput
 
-SHIPPED = checkpoint_path("tokenizer")
+SHIPPED = checkpoints.checkpoint_path("tokenizer")
 
 
 @pytest.fixture
@@ -156,21 +158,25 @@ def test_train_on_device(device):
 
 def test_save_and_load_round_trip(small, tmp_path, gen):
     small = small.cpu().eval()
-    path = small.save(tmp_path / "tok.pt", meta={"note": "test"})
+    path = checkpoints.save(small, tmp_path / "tok.pt", meta={"note": "test"})
     payload = torch.load(path, map_location="cpu", weights_only=True)
     assert payload["kind"] == "tokenizer" and payload["meta"] == {"note": "test"}
-    loaded = VQTokenizer.from_pretrained(path)
+    loaded = checkpoints.load("tokenizer", path)
+    assert isinstance(loaded, VQTokenizer) and loaded.meta == {"note": "test"}
     assert loaded.config == small.config and not loaded.training
     images = torch.rand(2, 1, 16, 16, generator=gen) * 2 - 1
     assert torch.equal(loaded.encode(images), small.encode(images))
 
 
 def test_loading_the_wrong_kind_is_an_error(tmp_path):
-    path = save_checkpoint(tmp_path / "other.pt", "prior", {}, torch.nn.Linear(2, 2))
-    with pytest.raises(ValueError, match="expected 'tokenizer'"):
-        load_tokenizer(path)
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        load_tokenizer(tmp_path / "missing.pt")
+    from minitok.prior import ARPrior, PriorConfig
+
+    prior = ARPrior(PriorConfig(num_codes=16, grid_size=4, n_layer=1, n_head=2, n_embd=16))
+    path = checkpoints.save(prior, tmp_path / "other.pt")
+    with pytest.raises(checkpoints.CheckpointError, match="expected 'tokenizer'"):
+        checkpoints.load("tokenizer", path)
+    with pytest.raises(checkpoints.CheckpointError, match="no such checkpoint file"):
+        checkpoints.load("tokenizer", tmp_path / "missing.pt")
 
 
 def test_shipped_checkpoint_is_small_and_weights_only():
@@ -183,46 +189,15 @@ def test_shipped_checkpoint_is_small_and_weights_only():
     assert config.grid_size >= 8 and config.image_size == 16
 
 
-@pytest.fixture(scope="module")
-def shipped_quality():
-    return held_out_quality(load_tokenizer())
-
-
-@pytest.mark.slow
-def test_shipped_tokenizer_uses_at_least_95_percent_of_its_codes(shipped_quality):
-    assert shipped_quality["usage"] >= 0.95
-
-
-@pytest.mark.slow
-def test_shipped_tokenizer_reconstructions_keep_their_class(shipped_quality):
-    gap = shipped_quality["acc_real"] - shipped_quality["acc_recon"]
-    assert shipped_quality["acc_real"] >= 0.96
-    assert gap <= 0.02, shipped_quality
-
-
-@pytest.mark.slow
-def test_shipped_tokenizer_reconstructs_well(shipped_quality):
-    images, _ = load_digits("test", size=16)
-    # Far below the variance of the pixels (the error of predicting the mean image).
-    assert shipped_quality["mse"] < 0.05 * images.var().item()
-
-
-@pytest.mark.slow
-def test_shipped_tokenizer_matches_its_recorded_quality(shipped_quality):
-    meta = load_tokenizer().meta
-    assert shipped_quality["usage"] == pytest.approx(meta["test_usage"])
-    assert shipped_quality["mse"] == pytest.approx(meta["test_mse"], rel=1e-3)
-
-
 def test_shipped_tokenizer_on_device(device):
     images, _ = load_digits("test", size=16)
-    cpu_recon, cpu_indices = reconstruct(load_tokenizer(), images)
-    recon, indices = reconstruct(load_tokenizer(device=device), images)
+    cpu_recon, cpu_indices = reconstruct(checkpoints.load("tokenizer"), images)
+    recon, indices = reconstruct(checkpoints.load("tokenizer", device=device), images)
     # Float rounding differs between devices, so a vector exactly between two codes may flip.
     assert (indices == cpu_indices).float().mean() > 0.99
     assert (recon - cpu_recon).abs().mean() < 1e-3
     # encode/decode accept CPU tensors and answer on the model's device.
-    on_device = load_tokenizer(device=device)
+    on_device = checkpoints.load("tokenizer", device=device)
     ids = on_device.encode(images[:2])
     assert ids.device.type == device.type
     assert on_device.decode(cpu_indices[:2]).device.type == device.type

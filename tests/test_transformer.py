@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.bias import causal_lower_right
 
+from minitok.evaluate import count_forward
 from minitok.rope import apply_rope, rope_angles_2d
 from minitok.transformer import (
     KVCache,
@@ -299,12 +300,12 @@ def test_decode_step_uses_every_cached_key(device, gen):
 def test_generate_gives_the_same_tokens_with_and_without_cache(device, gen):
     model = make_model(device, block_size=40)
     prompt = torch.randint(0, 37, (3, 4), generator=gen).to(device)
-    model.forward_calls = 0
-    cached = generate(model, prompt, 30)
-    assert model.forward_calls == 30  # prefill + 29 one-token steps
-    model.forward_calls = 0
-    recomputed = generate(model, prompt, 30, use_cache=False)
-    assert model.forward_calls == 30
+    with count_forward(model) as stats:
+        cached = generate(model, prompt, 30)
+    assert stats["passes"] == 30  # prefill + 29 one-token steps
+    with count_forward(model) as stats:
+        recomputed = generate(model, prompt, 30, use_cache=False)
+    assert stats["passes"] == 30
     assert cached.shape == (3, 34)
     assert torch.equal(cached[:, :4], prompt)
     assert torch.equal(cached, recomputed)
@@ -394,6 +395,17 @@ def test_malformed_token_tensors_are_refused():
     cache = model.new_cache(2)
     with pytest.raises(ValueError, match="batch size 1 but the cache was made for 2"):
         model(torch.zeros(1, 4, dtype=torch.long), cache)
+
+
+@pytest.mark.parametrize("other", [{"n_layer": 3}, {"n_head": 2}, {"n_embd": 64}],
+                         ids=["layers", "heads", "head-size"])
+def test_a_cache_made_for_another_model_is_refused(other):
+    model = make_model("cpu")
+    cache = make_model("cpu", **other).new_cache(1)
+    with pytest.raises(ValueError, match="cache: it was made for another model"):
+        model(torch.zeros(1, 4, dtype=torch.long), cache)
+    assert cache.length == 0  # refused before anything was written
+    model(torch.zeros(1, 4, dtype=torch.long), model.new_cache(1))  # its own cache works
 
 
 def test_mismatched_attention_shapes_are_refused(gen):

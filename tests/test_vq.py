@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from vector_quantize_pytorch import VectorQuantize
 
 from minitok import quantize
-from minitok.checkpoints import load_checkpoint, save_checkpoint
 from minitok.vq import (
     VectorQuantizer,
     VQOutput,
@@ -412,9 +411,10 @@ def test_bf16_autocast_indices_equal_fp32(device, gen):
 def test_state_dict_round_trips_through_a_weights_only_checkpoint(tmp_path, gen):
     vq = VectorQuantizer(16, 4, ema=True, dead_code_threshold=1.0, code_dim=2)
     vq(torch.randn(2, 10, 4, generator=gen))
-    path = save_checkpoint(tmp_path / "vq.pt", "vq", {"num_codes": 16}, vq)
+    path = tmp_path / "vq.pt"
+    torch.save(vq.state_dict(), path)  # what minitok.checkpoints.save writes for a model
     loaded = VectorQuantizer(16, 4, ema=True, dead_code_threshold=1.0, code_dim=2)
-    loaded.load_state_dict(load_checkpoint(path, "vq")["state_dict"])
+    loaded.load_state_dict(torch.load(path, weights_only=True))  # tensors only: EMA state too
     z = torch.randn(1, 5, 4, generator=gen)
     assert torch.equal(loaded.eval()(z).indices, vq.eval()(z).indices)
 

@@ -29,7 +29,7 @@ from minitok.checks import (
     expect_tensor,
 )
 
-# --------------------------------------------------------------------------- schedule
+# --------------------------------------------------------------------------- gamma
 
 NO_CLIP = (
     "gamma(1) should be clipped to 1e-6, not 0: the reference clips every schedule to "
@@ -44,28 +44,28 @@ def _as_float_tensor(got, what: str) -> torch.Tensor:
     return got.detach().double().cpu()
 
 
-@exercise("schedule", reference=maskgit.schedule)
-def schedule(fn):
+@exercise("gamma", reference=maskgit.gamma)
+def gamma(fn):
     ratios = torch.tensor([0.0, 0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64)
     for name in ("cosine", "linear", "square"):
-        expected = maskgit.schedule(name, ratios)
-        got = _as_float_tensor(fn(name, ratios), f"schedule({name!r}, ratios)")
-        expect_shape(got, tuple(ratios.shape), f"schedule({name!r}, ratios)")
+        expected = maskgit.gamma(name, ratios)
+        got = _as_float_tensor(fn(name, ratios), f"gamma({name!r}, ratios)")
+        expect_shape(got, tuple(ratios.shape), f"gamma({name!r}, ratios)")
         if got.numel() and abs(float(got[0]) - 1.0) > 1e-6:
             raise CheckFailed(
-                f"schedule({name!r}, 0) = {float(got[0]):.4g}, but at ratio 0 every token is "
+                f"gamma({name!r}, 0) = {float(got[0]):.4g}, but at ratio 0 every token is "
                 "still masked",
                 "gamma(r) is the fraction still MASKED: gamma(0) = 1, gamma(1) = 0. "
                 "cosine is cos(pi/2 r), linear 1 - r, square 1 - r^2.",
             )
         expect_close(
-            got, expected, f"schedule({name!r}, r) for r = {ratios.tolist()}", atol=1e-6,
+            got, expected, f"gamma({name!r}, r) for r = {ratios.tolist()}", atol=1e-6,
             hint="cosine: cos(pi/2 r); linear: 1 - r; square: 1 - r**2.",
         )
     for name in ("cosine", "linear", "square"):
-        at_one = _as_float_tensor(fn(name, 1.0), f"schedule({name!r}, 1.0)")
+        at_one = _as_float_tensor(fn(name, 1.0), f"gamma({name!r}, 1.0)")
         expect_close(at_one.reshape(()), torch.tensor(1e-6, dtype=torch.float64),
-                     f"schedule({name!r}, 1.0)", atol=1e-9, rtol=1e-3, hint=NO_CLIP)
+                     f"gamma({name!r}, 1.0)", atol=1e-9, rtol=1e-3, hint=NO_CLIP)
     return "cosine, linear and square at 7 ratios, clipped to [1e-6, 1]"
 
 
@@ -96,7 +96,7 @@ def _counts(fn, n_initial: torch.Tensor, steps: int, name: str) -> list[list[int
 
 
 def _off_by_one(n_initial, n_unknown, step, steps, name):
-    planned = torch.floor(n_initial.double() * maskgit.schedule(name, step / steps)).long()
+    planned = torch.floor(n_initial.double() * maskgit.gamma(name, step / steps)).long()
     if step == steps - 1:
         return torch.zeros_like(n_unknown)
     return torch.minimum(torch.minimum(n_unknown - 1, planned).clamp(min=1), n_unknown)
@@ -156,9 +156,9 @@ def random_mask(fn):
     expect_shape(inputs, (4, 16), "inputs")
     expect_tensor(mask, "mask", dtype=torch.bool, hint="mask is a bool tensor, True = hidden")
     expect_shape(mask, (4, 16), "mask")
-    expected = torch.ceil(maskgit.schedule("cosine", ratio) * 16).long()  # (B,)
+    expected = torch.ceil(maskgit.gamma("cosine", ratio) * 16).long()  # (B,)
     hidden = mask.sum(dim=1)
-    if torch.equal(hidden, torch.floor(maskgit.schedule("cosine", ratio) * 16).long()):
+    if torch.equal(hidden, torch.floor(maskgit.gamma("cosine", ratio) * 16).long()):
         raise CheckFailed(
             f"hidden per row {hidden.tolist()}, expected {expected.tolist()}",
             "round UP: hide ceil(gamma(r) N) tokens, so at least one is always hidden.",
@@ -419,14 +419,7 @@ def _judge_loop(model, start, final, steps, what):
                "change: sample only where the input holds mask_id.")
 
 
-def reference_decode_loop(model, labels, tokens, steps=8, choice_temperature=4.5, generator=None):
-    """minitok's loop with the exercise's signature: the final (B, N) tokens, cosine schedule."""
-    final, _, _ = maskgit.decode_tokens(model, labels, tokens, steps, "cosine",
-                                        choice_temperature, generator)
-    return final
-
-
-@exercise("decode_loop", reference=reference_decode_loop)
+@exercise("decode_loop", reference=maskgit.decode_loop)
 def decode_loop(fn):
     B, N = 3, 16
     # Generation from scratch, no choice noise: the confident tokens are revealed first.

@@ -22,7 +22,7 @@ from minitok.checks._core import (
 
 # A vocabulary small enough to read: text ids 0..3 ('a', 'b', ' ', 'c'), image ids 4..8
 # (codes 0..4), then <boi> 9, <eoi> 10, <eot> 11, <pad> 12. Images are 2 x 2 grids.
-TINY = vocab.Vocabulary(n_image_codes=5, grid_size=2, alphabet="ab c")
+TINY = vocab.Vocabulary(num_codes=5, grid_size=2, alphabet="ab c")
 
 
 def _first_match(got: torch.Tensor, wrong: list[tuple[str, torch.Tensor]]) -> str | None:
@@ -78,7 +78,7 @@ def build_sequence(fn):
 
     # 3. both orders and several parts, with the course's vocabulary and an 8 x 8 grid
     g = torch.Generator().manual_seed(7)
-    big = vocab.Vocabulary(n_image_codes=64, grid_size=8)
+    big = vocab.Vocabulary(num_codes=64, grid_size=8)
     grids = [torch.randint(0, 64, (8, 8), generator=g) for _ in range(2)]
     cases = [["the digit 7", grids[0]], [grids[0], "seven"],
              ["two", grids[0], "and", grids[1], "images"], [grids[1], grids[0]]]
@@ -150,7 +150,7 @@ def masked_targets(fn):
 
     # A random batch from the course's data stream (both directions, padding, all lengths).
     g = torch.Generator().manual_seed(3)
-    big = vocab.Vocabulary(n_image_codes=64, grid_size=8)
+    big = vocab.Vocabulary(num_codes=64, grid_size=8)
     data = anytoany.CaptionedDigits(torch.randint(0, 64, (20, 8, 8), generator=g),
                                     torch.arange(20) % 10, big)
     seqs, starts = data.batch(16, g)
@@ -243,7 +243,7 @@ def allowed_next(fn):
     # A batch of prefixes in different states, and the course's vocabulary: every row is
     # 72 tokens long, text filling the front where a row needs it.
     g = torch.Generator().manual_seed(5)
-    big = vocab.Vocabulary(n_image_codes=64, grid_size=8)
+    big = vocab.Vocabulary(num_codes=64, grid_size=8)
 
     def text(n: int) -> torch.Tensor:
         return big.encode_text(("a handwritten seven " * 4)[:n])

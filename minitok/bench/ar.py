@@ -9,9 +9,9 @@ a model drawing one perfect digit per class cannot pass.
 Cost: sequential forward passes, token positions read, and wall time per image, with and
 without the KV cache (the script asserts that both give the same tokens).
 
-    .venv/bin/python benchmarks/bench_ar.py            # 100 digits per class, s = 1 and s = 2, 1 thread
-    .venv/bin/python benchmarks/bench_ar.py --quick    # a smoke run: 10 per class, one timing
-    .venv/bin/python benchmarks/bench_ar.py --threads 2
+    python -m minitok.bench.ar            # 100 digits per class, s = 1 and s = 2, 1 thread
+    python -m minitok.bench.ar --quick    # a smoke run: 10 per class, one timing
+    python -m minitok.bench.ar --threads 2
 
 Goals: at the lesson's guidance scale (s = 2), accuracy on generated digits >= 95% (real
 test digits: about 97-98%), diversity reported. `run()` returns the rows, so other scripts
@@ -26,17 +26,11 @@ import time
 
 import torch
 
+from minitok import checkpoints
 from minitok.classifier import load_classifier
 from minitok.data import load_digits
-from minitok.prior import (
-    count_forward,
-    encode_digits,
-    generate,
-    load_prior,
-    mean_pairwise_distance,
-    sample_quality,
-)
-from minitok.tokenizer import load_tokenizer
+from minitok.evaluate import count_forward, encode_digits, sample_quality, spread
+from minitok.prior import ar_generate
 
 SETTINGS = {"temperature": 1.0, "top_k": None, "top_p": None}  # plain sampling
 LESSON_SCALE = 2.0  # the guidance scale Lesson 05 uses (LlamaGen evaluates 1.65 to 2.0)
@@ -44,17 +38,23 @@ SCALES = (1.0, LESSON_SCALE)
 GOAL = 0.95
 
 
+def seeded(seed: int) -> torch.Generator:
+    """A fresh generator seeded with `seed`: every draw starts from the same random state."""
+    return torch.Generator().manual_seed(seed)
+
+
 def quality_rows(per_class: int, seed: int) -> list[dict]:
     """One row per guidance scale: accuracy, per-class minimum, diversity."""
-    prior, tokenizer, classifier = load_prior(), load_tokenizer(), load_classifier()
+    prior, tokenizer = checkpoints.load("prior"), checkpoints.load("tokenizer")
+    classifier = load_classifier()
     train_grids, _ = encode_digits(tokenizer, "train")
     test_images, test_labels = load_digits("test", size=tokenizer.config.image_size)
     real_acc = classifier.accuracy(test_images, test_labels)
-    real_spread = mean_pairwise_distance(test_images, test_labels)
+    real_spread = spread(test_images, test_labels)
     labels = torch.arange(10).repeat_interleave(per_class)
     rows = []
     for scale in SCALES:
-        grids = generate(prior, labels, cfg_scale=scale, seed=seed, **SETTINGS)
+        grids = ar_generate(prior, labels, cfg_scale=scale, generator=seeded(seed), **SETTINGS)
         q = sample_quality(grids, labels, tokenizer, classifier, train_grids=train_grids)
         rows.append({
             "kind": "quality", "cfg_scale": scale, "samples": len(labels),
@@ -67,8 +67,8 @@ def quality_rows(per_class: int, seed: int) -> list[dict]:
 
 def cost_rows(batch_sizes, cfg_scale: float, repeats: int, seed: int) -> list[dict]:
     """Forward passes, token positions and time per image, with and without the cache."""
-    prior = load_prior()
-    generate(prior, [0], cfg_scale=cfg_scale, seed=seed)  # warm-up
+    prior = checkpoints.load("prior")
+    ar_generate(prior, [0], cfg_scale=cfg_scale, generator=seeded(seed))  # warm-up
     rows = []
     for batch in batch_sizes:
         labels = torch.arange(batch) % 10
@@ -78,8 +78,8 @@ def cost_rows(batch_sizes, cfg_scale: float, repeats: int, seed: int) -> list[di
             for _ in range(repeats):
                 with count_forward(prior.transformer) as stats:
                     start = time.perf_counter()
-                    grids = generate(prior, labels, cfg_scale=cfg_scale, use_cache=use_cache,
-                                     seed=seed, **SETTINGS)
+                    grids = ar_generate(prior, labels, cfg_scale=cfg_scale, use_cache=use_cache,
+                                        generator=seeded(seed), **SETTINGS)
                     best = min(best, time.perf_counter() - start)
             result[use_cache] = (best, grids, dict(stats))
         assert torch.equal(result[True][1], result[False][1]), "cache changed the tokens"

@@ -1,8 +1,8 @@
 """The tokenizer's held-out quality, and minitok's quantizer against vector-quantize-pytorch's.
 
-    python benchmarks/bench_tokenizer.py            # shipped tokenizer + 2,000-step comparison
-    python benchmarks/bench_tokenizer.py --quick    # shipped tokenizer + 300-step comparison
-    python benchmarks/bench_tokenizer.py --device cuda
+    python -m minitok.bench.tokenizer            # shipped tokenizer + 2,000-step comparison
+    python -m minitok.bench.tokenizer --quick    # shipped tokenizer + 300-step comparison
+    python -m minitok.bench.tokenizer --device cuda
 
 Goals (issue 3), on the 360 held-out test digits (never seen in training):
 - the shipped tokenizer (minitok/checkpoints/tokenizer.pt) uses >= 95% of its codes, and the
@@ -15,34 +15,23 @@ Goals (issue 3), on the 360 held-out test digits (never seen in training):
   codebook updates with decay 0.8 and the rotation trick). Goal: minitok's reconstruction
   MSE and usage no worse.
 
-`run(...)` returns the measured rows, so other tools (e.g. a later `minitok.bench`) can
-import this file and print or record them.
+`run(...)` returns the measured rows, so other tools (`python -m minitok.bench`) can import
+this module and print or record them.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere: import the checkout's minitok
-    sys.path.insert(0, str(ROOT))
-
-from minitok.tokenizer import (  # noqa: E402
-    TokenizerConfig,
-    TrainConfig,
-    held_out_quality,
-    load_tokenizer,
-    quality_lines,
-    train_tokenizer,
-)
-from minitok.vq import VQOutput, usage_stats  # noqa: E402
+from minitok import checkpoints
+from minitok.evaluate import quality_lines, tokenizer_quality
+from minitok.tokenizer import TokenizerConfig, TrainConfig, train_tokenizer
+from minitok.vq import VQOutput, usage_stats
 
 QUICK_STEPS = 300
 
@@ -74,12 +63,12 @@ class LucidrainsQuantizer(nn.Module):
 
 
 def quality_row(device: str = "cpu") -> dict:
-    """The shipped tokenizer's held-out quality (see minitok.tokenizer.held_out_quality)."""
-    tokenizer = load_tokenizer(device=device)
+    """The shipped tokenizer's held-out quality (see minitok.evaluate.tokenizer_quality)."""
+    tokenizer = checkpoints.load("tokenizer", device=device)
     return {
         "what": "shipped tokenizer",
         "num_codes": tokenizer.num_codes,
-        **held_out_quality(tokenizer),
+        **tokenizer_quality(tokenizer),
     }
 
 
@@ -103,7 +92,7 @@ def comparison_rows(steps: int, device: str = "cpu", seed: int = 0) -> list[dict
                 "steps": steps,
                 "seconds": seconds,
                 "num_codes": config.num_codes,
-                **held_out_quality(tokenizer),
+                **tokenizer_quality(tokenizer),
             }
         )
     return rows

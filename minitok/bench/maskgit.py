@@ -1,8 +1,8 @@
 """MaskGIT against autoregressive generation: passes, wall-clock time, quality (issue 6).
 
-    python benchmarks/bench_maskgit.py            # 100 samples per class, 20 latency repeats
-    python benchmarks/bench_maskgit.py --quick    # smoke run: 2 samples per class, 1 repeat
-    python benchmarks/bench_maskgit.py --device cuda
+    python -m minitok.bench.maskgit            # 100 samples per class, 20 latency repeats
+    python -m minitok.bench.maskgit --quick    # smoke run: 2 samples per class, 1 repeat
+    python -m minitok.bench.maskgit --device cuda
 
 Both generators use the shipped tokenizer and models of the same size, trained with the same
 recipe (4 layers, 4 heads, 64 channels; 2,000 steps of batch 64): Lesson 05's AR prior with
@@ -29,32 +29,24 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere: import the checkout's minitok
-    sys.path.insert(0, str(ROOT))
-
-from minitok import maskgit  # noqa: E402
-from minitok.classifier import load_classifier  # noqa: E402
-from minitok.prior import load_prior  # noqa: E402
-from minitok.tokenizer import load_tokenizer  # noqa: E402
+from minitok import checkpoints, evaluate
+from minitok.classifier import load_classifier
 
 FULL = {"samples_per_class": 100, "latency_repeats": 20, "throughput_repeats": 3}
 QUICK = {"samples_per_class": 2, "latency_repeats": 1, "throughput_repeats": 1}  # smoke run
 
 
 def run(quick: bool = False, device: str = "cpu", seed: int = 0) -> list[dict]:
-    """Measure every setting; returns one dict per row (see maskgit.race)."""
+    """Measure every setting; returns one dict per row (see minitok.evaluate.race)."""
     sizes = QUICK if quick else FULL
-    model = maskgit.load_maskgit(device=device)
-    prior = load_prior(device=device)
-    tokenizer = load_tokenizer(device=device)
+    model = checkpoints.load("maskgit", device=device)
+    prior = checkpoints.load("prior", device=device)
+    tokenizer = checkpoints.load("tokenizer", device=device)
     classifier = load_classifier(device)
-    return maskgit.race(model, prior, tokenizer, classifier, seed=seed, **sizes)
+    return evaluate.race(model, prior, tokenizer, classifier, seed=seed, **sizes)
 
 
 def ratios(rows: list[dict]) -> dict:
@@ -112,7 +104,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = run(args.quick, args.device, args.seed)
-    print(maskgit.race_table(rows))
+    print(evaluate.race_table(rows))
     print()
     for line in goal_lines(rows):
         print(line)

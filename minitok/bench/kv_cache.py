@@ -5,9 +5,9 @@ run the model on all t tokens again, so n tokens cost 1 + 2 + ... + n = O(n^2) t
 With a KV cache the prompt is run once and every later step runs one token: O(n). Same
 model, same seed, same prompt, and the script asserts that both produce the same tokens.
 
-    .venv/bin/python benchmarks/bench_kv_cache.py            # 64, 256 and 1024 new tokens
-    .venv/bin/python benchmarks/bench_kv_cache.py --quick    # 64 and 256 only
-    .venv/bin/python benchmarks/bench_kv_cache.py --threads 2
+    python -m minitok.bench.kv_cache            # 64, 256 and 1024 new tokens
+    python -m minitok.bench.kv_cache --quick    # 64 and 256 only
+    python -m minitok.bench.kv_cache --threads 2
 
 Goal: at least 5x at 256 tokens (batch 1, CPU, a small model), growing with length.
 `run()` returns the rows, so other scripts (minitok.bench) can import it.
@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from minitok.evaluate import count_forward
 from minitok.transformer import Transformer, TransformerConfig, generate
 
 LENGTHS = (64, 256, 1024)
@@ -43,11 +44,11 @@ def time_generation(model: Transformer, prompt: torch.Tensor, n: int, use_cache:
     """Best-of-`repeats` wall time of generating n tokens; the tokens; forward passes used."""
     best = float("inf")
     for _ in range(repeats):
-        model.forward_calls = 0
-        start = time.perf_counter()
-        tokens = generate(model, prompt, n, use_cache=use_cache)
-        best = min(best, time.perf_counter() - start)
-    return best, tokens, model.forward_calls
+        with count_forward(model) as stats:
+            start = time.perf_counter()
+            tokens = generate(model, prompt, n, use_cache=use_cache)
+            best = min(best, time.perf_counter() - start)
+    return best, tokens, stats["passes"]
 
 
 def run(lengths=LENGTHS, seed: int = 0, threads: int | None = None) -> list[dict]:

@@ -4,16 +4,18 @@
     python -m minitok.bench --quick           # small sizes, notebooks skipped (under a minute)
     python -m minitok.bench --out bench.md    # also write the table as Markdown
 
-It imports the scripts in benchmarks/ (each keeps working on its own) and calls their
-`run` functions, so all ratios come from the same run on the same machine:
+It imports the benchmark modules of this package (each also runs on its own, as
+`python -m minitok.bench.<name>`) and calls their `run` functions, so all ratios come from
+the same run on the same machine:
 
-    nearest-code lookup vs torch.cdist       benchmarks/bench_nearest_code.py  (Lesson 01)
-    tokenizer vs vector-quantize-pytorch     benchmarks/bench_tokenizer.py     (Lesson 03)
-    KV cache vs recomputing, 64/256/1024     benchmarks/bench_kv_cache.py      (Lesson 04)
-    the AR prior's quality and cache         benchmarks/bench_ar.py            (Lesson 05)
-    AR vs MaskGIT                            benchmarks/bench_maskgit.py       (Lesson 06)
-    any-to-any, held-out captions            benchmarks/bench_anytoany.py      (Lesson 07)
-    executing every solution notebook        solutions/*.ipynb (skipped by --quick)
+    nearest-code lookup vs torch.cdist       minitok.bench.nearest_code  (Lesson 01)
+    tokenizer vs vector-quantize-pytorch     minitok.bench.tokenizer     (Lesson 03)
+    KV cache vs recomputing, 64/256/1024     minitok.bench.kv_cache      (Lesson 04)
+    the AR prior's quality and cache         minitok.bench.ar            (Lesson 05)
+    AR vs MaskGIT                            minitok.bench.maskgit       (Lesson 06)
+    any-to-any, held-out captions            minitok.bench.anytoany      (Lesson 07)
+    executing every solution notebook        solutions/*.ipynb (skipped by --quick; needs a
+                                             course checkout: the current folder or above)
 
 A benchmark that fails is reported as a FAILED row (and the exit code is 1); the others
 still run. Timings on a shared machine are noisy: the table records the machine and its load.
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
+import importlib
 import os
 import platform
 import re
@@ -36,7 +38,6 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]  # the course folder (minitok is installed editable)
 NOTEBOOK_GOAL_S = 180  # a solution notebook runs in under 3 minutes on 2 CPU cores
 
 
@@ -51,28 +52,24 @@ class Row:
     met: bool | None = None
 
 
-class MissingScript(FileNotFoundError):
-    """benchmarks/bench_<name>.py is not there (yet)."""
+def load_section(name: str):
+    """The benchmark module minitok.bench.<name> (e.g. "kv_cache")."""
+    return importlib.import_module(f"minitok.bench.{name}")
 
 
-def load_script(name: str):
-    """Import benchmarks/bench_<name>.py as a module (they are scripts, not a package)."""
-    path = ROOT / "benchmarks" / f"bench_{name}.py"
-    if not path.is_file():
-        raise MissingScript(f"benchmarks/bench_{name}.py")
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def course_root() -> Path | None:
+    """The course checkout holding solutions/: the current folder or the nearest one above
+    it (as `minitok assign` finds it); None where there is none (an installed package)."""
+    here = Path.cwd().resolve()
+    return next((folder for folder in [here, *here.parents]
+                 if (folder / "solutions").is_dir()), None)
 
 
 # --------------------------------------------------------------------------- the sections
 
 
 def nearest_code_rows(quick: bool) -> list[Row]:
-    bench = load_script("nearest_code")
+    bench = load_section("nearest_code")
     ours, ref, ratio = bench.run(quick=quick, repeats=1 if quick else 3)
     mib, size = 2**20, f"N={ratio['n']:,} K={ratio['k']:,} D={ratio['d']}"
     return [
@@ -87,7 +84,7 @@ def nearest_code_rows(quick: bool) -> list[Row]:
 
 
 def tokenizer_rows(quick: bool) -> list[Row]:
-    bench = load_script("tokenizer")
+    bench = load_section("tokenizer")
     shipped = bench.quality_row()
     steps = 10 if quick else bench.TrainConfig().steps
     ours, theirs = bench.comparison_rows(steps)
@@ -111,7 +108,7 @@ def tokenizer_rows(quick: bool) -> list[Row]:
 
 
 def kv_cache_rows(quick: bool) -> list[Row]:
-    bench = load_script("kv_cache")
+    bench = load_section("kv_cache")
     rows = []
     for r in bench.run((32, 64) if quick else bench.LENGTHS):
         goal = ">= 5 at 256" if r["tokens"] == 256 else ""
@@ -123,7 +120,7 @@ def kv_cache_rows(quick: bool) -> list[Row]:
 
 
 def ar_rows(quick: bool) -> list[Row]:
-    bench = load_script("ar")
+    bench = load_section("ar")
     if quick:
         rows = bench.quality_rows(per_class=2, seed=0)
         rows += bench.cost_rows((1,), cfg_scale=bench.LESSON_SCALE, repeats=1, seed=0)
@@ -148,17 +145,17 @@ def ar_rows(quick: bool) -> list[Row]:
 
 
 def maskgit_rows(quick: bool) -> list[Row]:
-    bench = load_script("maskgit")
+    bench = load_section("maskgit")
     if quick:
-        from minitok import maskgit
+        from minitok import evaluate
 
         model, prior, tokenizer, classifier = _generators()
-        settings = [maskgit.RaceSetting("AR"), maskgit.RaceSetting("MaskGIT", 8, "cosine")]
-        rows = maskgit.race(model, prior, tokenizer, classifier, settings, samples_per_class=2,
-                            latency_repeats=1, throughput_repeats=1)
+        settings = [evaluate.RaceSetting("AR"), evaluate.RaceSetting("MaskGIT", 8, "cosine")]
+        rows = evaluate.race(model, prior, tokenizer, classifier, settings, samples_per_class=2,
+                             latency_repeats=1, throughput_repeats=1)
     else:
         rows = bench.run(quick=False)
-    measured = bench.ratios(rows)  # the same ratios as the script's goal lines
+    measured = bench.ratios(rows)  # the same ratios as minitok.bench.maskgit's goal lines
     ar, mg, gap, fewer = measured["ar"], measured["mg"], measured["gap"], measured["fewer"]
     latency, throughput = measured["latency"], measured["throughput"]
     out = [
@@ -184,21 +181,20 @@ def maskgit_rows(quick: bool) -> list[Row]:
 
 
 def _generators():
+    from minitok import checkpoints
     from minitok.classifier import load_classifier
-    from minitok.maskgit import load_maskgit
-    from minitok.prior import load_prior
-    from minitok.tokenizer import load_tokenizer
 
-    return load_maskgit(), load_prior(), load_tokenizer(), load_classifier()
+    return (checkpoints.load("maskgit"), checkpoints.load("prior"), checkpoints.load("tokenizer"),
+            load_classifier())
 
 
 def anytoany_rows(quick: bool) -> list[Row]:
-    """benchmarks/bench_anytoany.py's run (full); a few held-out captions with --quick."""
+    """minitok.bench.anytoany's run (full); a few held-out captions with --quick."""
     from minitok.checkpoints import checkpoint_path
 
     if not checkpoint_path("anytoany").is_file():
         return [Row("any-to-any (Lesson 07)", "not measured: no minitok/checkpoints/anytoany.pt")]
-    bench = load_script("anytoany")
+    bench = load_section("anytoany")
     scale = bench.CFG_SCALE
     if quick:
         t2i, plain, i2t, goal = _anytoany_smoke(scale), None, None, None
@@ -222,26 +218,33 @@ def anytoany_rows(quick: bool) -> list[Row]:
 
 def _anytoany_smoke(cfg_scale: float) -> dict:
     """One image for each of 10 held-out captions (a smoke run, no goal)."""
-    from minitok import anytoany
+    from minitok import checkpoints
+    from minitok.anytoany import held_out_pairs
     from minitok.classifier import load_classifier
-    from minitok.tokenizer import load_tokenizer
+    from minitok.evaluate import text_to_image_accuracy
 
-    model, vocab = anytoany.load_anytoany()
-    pairs = anytoany.held_out_pairs()
-    return anytoany.text_to_image_accuracy(model, vocab, load_tokenizer(), load_classifier(),
-                                           per_caption=1, pairs=pairs[:: max(1, len(pairs) // 10)],
-                                           generator=torch.Generator().manual_seed(0),
-                                           cfg_scale=cfg_scale)
+    model, tokenizer = checkpoints.load("anytoany"), checkpoints.load("tokenizer")
+    checkpoints.check_tokenizer(model, tokenizer)  # its image ids must mean this tokenizer's codes
+    pairs = held_out_pairs()
+    return text_to_image_accuracy(model, tokenizer, load_classifier(), per_caption=1,
+                                  pairs=pairs[:: max(1, len(pairs) // 10)],
+                                  generator=torch.Generator().manual_seed(0), cfg_scale=cfg_scale)
+
+
+NO_CHECKOUT = "not measured: no solutions/ folder here (run from a course checkout)"
 
 
 def notebook_rows(quick: bool) -> list[Row]:
-    notebooks = sorted((ROOT / "solutions").glob("*.ipynb"))
+    root = course_root()
+    if root is None:  # an installed package, run outside the course's folder
+        return [Row("executing the solution notebooks", NO_CHECKOUT)]
+    notebooks = sorted((root / "solutions").glob("*.ipynb"))
     if quick:
         return [Row("executing the solution notebooks",
                     f"skipped by --quick ({len(notebooks)} notebooks; takes minutes)")]
     rows = []
     for path in notebooks:
-        name = f"execute {path.relative_to(ROOT)} (MINITOK_STRICT=1)"
+        name = f"execute {path.relative_to(root)} (MINITOK_STRICT=1)"
         try:
             seconds = execute_notebook(path)
         except subprocess.CalledProcessError as err:  # this notebook fails; time the others
@@ -302,12 +305,10 @@ def run_all(quick: bool, sections=None, threads: int = 1, log=print) -> tuple[li
         start = time.perf_counter()
         try:
             rows += SECTIONS[name](quick)
-        except MissingScript as err:  # a lesson still being written: say so, not FAILED
-            rows.append(Row(name, f"not measured: {err} is not in this checkout"))
         except Exception as err:  # noqa: BLE001 -- report it and carry on with the others
             rows.append(Row(f"{name}: FAILED", f"{type(err).__name__}: {err}", met=False))
         finally:
-            torch.set_num_threads(before)  # a script may have changed it
+            torch.set_num_threads(before)  # a benchmark may have changed it
         seconds[name] = time.perf_counter() - start
         log(f"   {seconds[name]:.0f} s")
     return rows, seconds
@@ -368,7 +369,3 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(report)
         print(f"wrote {args.out}")
     return 1 if any("FAILED" in r.benchmark for r in rows) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

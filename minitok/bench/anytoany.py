@@ -1,8 +1,8 @@
 """The shipped any-to-any model (Lesson 07) on the held-out split: both directions.
 
-    python benchmarks/bench_anytoany.py            # 10 images per held-out caption, 360 test images
-    python benchmarks/bench_anytoany.py --quick    # a smoke run: 1 per caption, 40 test images
-    python benchmarks/bench_anytoany.py --device cuda
+    python -m minitok.bench.anytoany            # 10 images per held-out caption, 360 test images
+    python -m minitok.bench.anytoany --quick    # a smoke run: 1 per caption, 40 test images
+    python -m minitok.bench.anytoany --device cuda
 
 Goals (issue 7), on the held-out split:
 - text to image: >= 90% of the images drawn (temperature 1, no top-k) for the 60 held-out
@@ -13,32 +13,20 @@ Goals (issue 7), on the held-out split:
 - image to text: >= 90% of the greedy captions of the 360 test images (never trained on)
   name the image's digit (`read_digit`: one digit named, as a word or a numeral).
 
-`run(...)` returns the measured numbers, so other tools can import this file.
+`run(...)` returns the measured numbers, so other tools can import this module.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere: import the checkout's minitok
-    sys.path.insert(0, str(ROOT))
-
-from minitok.anytoany import (  # noqa: E402
-    caption,
-    encode_digits,
-    held_out_pairs,
-    image_to_text_accuracy,
-    load_anytoany,
-    text_to_image_accuracy,
-)
-from minitok.classifier import load_classifier  # noqa: E402
-from minitok.tokenizer import load_tokenizer  # noqa: E402
+from minitok import checkpoints
+from minitok.anytoany import caption, held_out_pairs
+from minitok.classifier import load_classifier
+from minitok.evaluate import encode_digits, image_to_text_accuracy, text_to_image_accuracy
 
 GOAL = 0.90
 CFG_SCALE = 2.0  # Lesson 05's scale; the goal is judged on guided drawing
@@ -50,20 +38,21 @@ def run(device: str = "cpu", quick: bool = False, seed: int = 0) -> dict:
     """Measure both directions; returns the accuracies, counts and seconds."""
     torch.set_num_threads(1)  # small model: one thread, the same numbers on every machine
     sizes = QUICK if quick else FULL
-    model, vocab = load_anytoany(device=device)
-    tokenizer = load_tokenizer(device=device)
+    model = checkpoints.load("anytoany", device=device)
+    tokenizer = checkpoints.load("tokenizer", device=device)
+    checkpoints.check_tokenizer(model, tokenizer)  # its image ids must mean this tokenizer's codes
     classifier = load_classifier(device)
     t2i = {}
     for scale in (1.0, CFG_SCALE):
         start = time.perf_counter()
         t2i[scale] = text_to_image_accuracy(
-            model, vocab, tokenizer, classifier, per_caption=sizes["per_caption"],
+            model, tokenizer, classifier, per_caption=sizes["per_caption"],
             generator=torch.Generator(device=device).manual_seed(seed), cfg_scale=scale)
         t2i[scale]["seconds"] = time.perf_counter() - start
     grids, labels = encode_digits(tokenizer, "test")
     grids, labels = grids[: sizes["n_test"]], labels[: sizes["n_test"]]
     start = time.perf_counter()
-    i2t = image_to_text_accuracy(model, vocab, grids.to(device), labels)
+    i2t = image_to_text_accuracy(model, grids.to(device), labels)
     i2t_seconds = time.perf_counter() - start
     return {"t2i": t2i[CFG_SCALE], "t2i_plain": t2i[1.0], "i2t": i2t,
             "i2t_seconds": i2t_seconds, "quick": quick, "device": device}
@@ -90,12 +79,12 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run with few images")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(report(run(args.device, args.quick, args.seed)))
 
 

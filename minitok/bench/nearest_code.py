@@ -1,8 +1,8 @@
 """Peak memory and time of minitok's chunked nearest_code against torch.cdist(...).argmin.
 
-    python benchmarks/bench_nearest_code.py                 # N = 65,536, K = 16,384, D = 8, CPU
-    python benchmarks/bench_nearest_code.py --device cuda
-    python benchmarks/bench_nearest_code.py --quick         # N = 8,192, K = 4,096
+    python -m minitok.bench.nearest_code                 # N = 65,536, K = 16,384, D = 8, CPU
+    python -m minitok.bench.nearest_code --device cuda
+    python -m minitok.bench.nearest_code --quick         # N = 8,192, K = 4,096
 
 Goal (issue 2): nearest_code needs at most a quarter of cdist's peak memory and is no slower.
 cdist builds the whole (N, K) float32 distance matrix (4 GiB at full size) before the argmin;
@@ -19,8 +19,8 @@ How it measures:
   slows both, not just one. Both get identical inputs, and the script reports how many
   indices they disagree on (0 expected; a float32 near-tie could make it 1 or 2).
 
-`run(...)` returns the measured rows, so other tools (e.g. a later `minitok.bench`) can
-import this file and print or record them.
+`run(...)` returns the measured rows, so other tools (`python -m minitok.bench`) can import
+this module and print or record them.
 """
 
 from __future__ import annotations
@@ -30,15 +30,10 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere: import the checkout's minitok
-    sys.path.insert(0, str(ROOT))
-
-from minitok.quantize import default_chunk_size, nearest_code  # noqa: E402
+from minitok.quantize import default_chunk_size, nearest_code
 
 FULL = {"n": 65_536, "k": 16_384, "d": 8}
 QUICK = {"n": 8_192, "k": 4_096, "d": 8}
@@ -132,7 +127,7 @@ def peak_memory(method, n, k, d, device="cpu", chunk_size=None, seed=0) -> int:
 
 def _peak_memory_in_subprocess(method, n, k, d, device, chunk_size, seed) -> int:
     """Run `peak_memory` in a fresh interpreter, so its ru_maxrss is this method's alone."""
-    args = [sys.executable, str(Path(__file__).resolve()), "--worker", method,
+    args = [sys.executable, "-m", "minitok.bench.nearest_code", "--worker", method,
             "--n", str(n), "--k", str(k), "--d", str(d), "--device", device,
             "--seed", str(seed)]
     if chunk_size is not None:

@@ -1,0 +1,343 @@
+"""Judging what the course's models make, with referees that never saw the models.
+
+The lessons, the demo and the benchmarks measure the same things the same way:
+
+    encode_digits         the bundled digits as token grids, through a tokenizer
+    reconstruct           a tokenizer's reconstructions of a set of images, in batches
+    tokenizer_quality     reconstruction error, codebook use and the classifier's verdict
+    count_forward         how many forward passes (and token positions) generation costs
+    spread / diversity    how different the images of one class are (absolute / vs real)
+    sample_quality        the classifier reads generated digits; spread; memorised copies
+    race                  AR against MaskGIT: passes, latency, throughput, accuracy, diversity
+    text_to_image_accuracy, image_to_text_accuracy   the any-to-any model's held-out goals
+
+The referee for digits is Lesson 03's classifier, trained on real digits only: an image it
+reads as the intended class has kept (or drawn) a recognisable digit.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minitok.data import load_digits
+
+# --------------------------------------------------------------------------- tokenizers
+
+
+@torch.no_grad()
+def encode_digits(tokenizer, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """The bundled digits of `split` as token grids (N, G, G) and labels (N,), on the CPU."""
+    images, labels = load_digits(split, size=tokenizer.config.image_size)
+    return tokenizer.encode(images.to(tokenizer.device)).cpu(), labels
+
+
+@torch.no_grad()
+def reconstruct(tokenizer, images: torch.Tensor, batch_size: int = 512
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reconstructions, indices) of a set of images, in batches, in eval mode, on the CPU."""
+    was_training = tokenizer.training
+    tokenizer.eval()
+    recons, indices = [], []
+    for start in range(0, images.shape[0], batch_size):
+        x_hat, vq = tokenizer(images[start : start + batch_size].to(tokenizer.device))
+        recons.append(x_hat.cpu())
+        indices.append(vq.indices.cpu())
+    tokenizer.train(was_training)
+    return torch.cat(recons), torch.cat(indices)
+
+
+def tokenizer_quality(tokenizer, classifier=None) -> dict[str, float]:
+    """The tokenizer on the held-out test digits (never seen in training).
+
+    mse: reconstruction MSE in the [-1, 1] pixel range; usage: fraction of the K codes that
+    appear in the test set's token grids; perplexity: exp(entropy) of the codes' frequencies;
+    acc_real / acc_recon: the digit classifier's accuracy on the real test images and on
+    their reconstructions (a reconstruction that keeps the digit keeps its class).
+    """
+    from minitok.classifier import load_classifier
+    from minitok.vq import usage_stats
+
+    images, labels = load_digits("test", size=tokenizer.config.image_size)
+    recons, indices = reconstruct(tokenizer, images)
+    perplexity, usage = usage_stats(indices, tokenizer.num_codes)
+    classifier = load_classifier() if classifier is None else classifier
+    return {
+        "mse": F.mse_loss(recons, images).item(),
+        "usage": usage.item(),
+        "perplexity": perplexity.item(),
+        "acc_real": classifier.accuracy(images, labels),
+        "acc_recon": classifier.accuracy(recons, labels),
+    }
+
+
+def quality_lines(quality: dict[str, float], num_codes: int) -> list[str]:
+    """`tokenizer_quality` as the lines the notebook, the script and the benchmark print."""
+    gap = 100 * (quality["acc_real"] - quality["acc_recon"])
+    used = round(quality["usage"] * num_codes)
+    return [
+        f"reconstruction MSE (test, [-1, 1] pixels): {quality['mse']:.4f}",
+        f"codebook usage (test): {used}/{num_codes} codes = {100 * quality['usage']:.1f}% "
+        f"(goal >= 95%), perplexity {quality['perplexity']:.1f}",
+        f"classifier accuracy: real test images {100 * quality['acc_real']:.1f}%, "
+        f"reconstructions {100 * quality['acc_recon']:.1f}% "
+        f"(gap {gap:.1f} points, goal <= 2)",
+    ]
+
+
+# --------------------------------------------------------------------------- cost
+
+
+@contextmanager
+def count_forward(model: nn.Module):
+    """Count the forward passes of `model`, the token positions they read, and the time.
+
+        with count_forward(prior.transformer) as stats:
+            ar_generate(prior, labels)
+        stats["passes"], stats["positions"], stats["seconds"]
+
+    positions = sum over passes of batch * tokens read: a cached step reads 1 token per
+    sequence, an uncached step re-reads the whole prefix.
+    """
+    stats = {"passes": 0, "positions": 0, "seconds": 0.0}
+
+    def hook(module, args):
+        stats["passes"] += 1
+        stats["positions"] += args[0].numel()  # idx: (B, T)
+
+    handle = model.register_forward_pre_hook(hook)
+    start = time.perf_counter()
+    try:
+        yield stats
+    finally:
+        stats["seconds"] = time.perf_counter() - start
+        handle.remove()
+
+
+# --------------------------------------------------------------------------- quality of samples
+
+
+def pairwise_distance_per_class(images: torch.Tensor, labels) -> dict[int, float]:
+    """For each class with two or more images: the mean Euclidean pixel distance over all
+    pairs of its images (float64, so that thousands of pairs add up exactly enough)."""
+    flat = images.reshape(images.shape[0], -1).double().cpu()  # (N, pixels)
+    labels = torch.as_tensor(labels).cpu()
+    per_class = {}
+    for c in labels.unique().tolist():
+        x = flat[labels == c]  # (n, pixels)
+        n = x.shape[0]
+        if n >= 2:
+            per_class[c] = (torch.cdist(x, x).sum() / (n * (n - 1))).item()  # zero diagonal
+    return per_class
+
+
+def spread(images: torch.Tensor, labels) -> float:
+    """The mean pixel distance between two images of the same class, averaged over classes.
+
+    A model that draws the same 7 every time scores 0 however well the classifier likes that
+    7; real digits of one class differ by about as much as this gives for the test set.
+    """
+    per_class = pairwise_distance_per_class(images, labels)
+    if not per_class:
+        raise ValueError("labels: need at least two images of some class to measure spread")
+    return sum(per_class.values()) / len(per_class)
+
+
+def diversity(images: torch.Tensor, labels, reference: torch.Tensor, reference_labels) -> float:
+    """`spread` relative to real digits: for each class, the samples' mean pairwise distance
+    divided by the real digits', then the mean over classes. 1.0 is as varied as real
+    handwriting, 0 means every sample of a class is the same image."""
+    mine = pairwise_distance_per_class(images, labels)
+    real = pairwise_distance_per_class(reference, reference_labels)
+    ratios = [mine[c] / real[c] for c in mine if c in real]
+    if not ratios:
+        raise ValueError("diversity needs at least two samples of some class")
+    return sum(ratios) / len(ratios)
+
+
+def sample_quality(grids: torch.Tensor, labels, tokenizer, classifier,
+                   train_grids: torch.Tensor | None = None) -> dict:
+    """How good and how varied a set of generated digits is, judged without the generator.
+
+    accuracy: the digit classifier reads the intended class; per_class: the same, class by
+    class; distinct: fraction of different token grids; spread: see `spread`; copies (with
+    train_grids): fraction that are exactly a training digit's grid.
+    """
+    labels = torch.as_tensor(labels).cpu()
+    images = tokenizer.decode(grids.to(tokenizer.device)).cpu()
+    predicted = classifier.predict(images)  # (N,)
+    per_class = {int(c): (predicted[labels == c] == c).double().mean().item()
+                 for c in labels.unique()}
+    flat = grids.reshape(grids.shape[0], -1).cpu()  # (N, G*G)
+    report = {
+        "accuracy": (predicted == labels).double().mean().item(),
+        "per_class": per_class,
+        "distinct": torch.unique(flat, dim=0).shape[0] / flat.shape[0],
+        "spread": spread(images, labels),
+    }
+    if train_grids is not None:
+        seen = {tuple(row) for row in train_grids.reshape(train_grids.shape[0], -1).tolist()}
+        report["copies"] = sum(tuple(row) in seen for row in flat.tolist()) / flat.shape[0]
+    return report
+
+
+# --------------------------------------------------------------------------- AR vs MaskGIT
+
+
+@dataclass
+class RaceSetting:
+    """One row of the race: the AR prior, or MaskGIT with a number of steps and a schedule."""
+
+    method: str  # "AR" or "MaskGIT"
+    steps: int = 0  # MaskGIT's decoding steps
+    schedule: str = "cosine"
+
+    @property
+    def name(self) -> str:
+        return "AR (KV cache)" if self.method == "AR" else f"MaskGIT {self.steps} {self.schedule}"
+
+
+def race_settings(steps=(4, 8, 12), schedules=("cosine", "linear", "square")) -> list[RaceSetting]:
+    """AR, then MaskGIT at every number of steps with cosine, then the other schedules at 8."""
+    rows = [RaceSetting("AR")]
+    rows += [RaceSetting("MaskGIT", s, "cosine") for s in steps]
+    rows += [RaceSetting("MaskGIT", 8, name) for name in schedules if name != "cosine"]
+    return rows
+
+
+def _generate(setting: RaceSetting, maskgit_model, prior, labels, generator) -> torch.Tensor:
+    """(B, G, G) token grids for `labels` by one setting."""
+    from minitok.maskgit import decode
+    from minitok.prior import ar_generate
+
+    if setting.method == "AR":
+        return ar_generate(prior, labels, generator=generator)
+    return decode(maskgit_model, labels, steps=setting.steps, schedule=setting.schedule,
+                  generator=generator)
+
+
+def seconds_per_image(generate, batch: int, repeats: int, device) -> float:
+    """Median wall-clock seconds per image of `generate(labels)` over `repeats` batches of
+    `batch` images, after one warm-up batch."""
+    labels = (torch.arange(batch) % 10).to(device)
+    generate(labels)  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        generate(labels)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) / batch)
+    return sorted(times)[len(times) // 2]
+
+
+@torch.no_grad()
+def race(maskgit_model, prior, tokenizer, classifier, settings=None, samples_per_class: int = 50,
+         latency_repeats: int = 5, throughput_repeats: int = 2, seed: int = 0) -> list[dict]:
+    """MaskGIT against the AR prior on the same tokenizer: one dict per setting.
+
+    passes/image: forward passes to make one image (a batch shares them);
+    positions/image: token positions those passes compute (a cached AR pass computes 1, a
+        MaskGIT pass all 1 + G*G): the work, as opposed to the number of waits;
+    ms/image @1, @64: median wall-clock milliseconds per image at batch 1 and at batch 64;
+    accuracy: the digit classifier reads the requested class, over 10 * samples_per_class
+        samples; diversity: see `diversity` (1.0 = as varied as real test digits).
+    """
+    settings = race_settings() if settings is None else settings
+    device = maskgit_model.device
+    real, real_labels = load_digits("test", size=tokenizer.config.image_size)
+    labels = (torch.arange(10 * samples_per_class) % 10).to(device)
+    rows = []
+    for setting in settings:
+        model = prior.transformer if setting.method == "AR" else maskgit_model.transformer
+        generator = torch.Generator(device=device).manual_seed(seed)
+        with count_forward(model) as stats:
+            grids = _generate(setting, maskgit_model, prior, labels, generator)
+        images = tokenizer.decode(grids.to(tokenizer.device)).cpu()
+        timing_generator = torch.Generator(device=device).manual_seed(seed)
+
+        def generate(batch_labels, setting=setting, g=timing_generator):
+            return _generate(setting, maskgit_model, prior, batch_labels, g)
+
+        rows.append({
+            "setting": setting.name,
+            "passes/image": stats["passes"],
+            "positions/image": stats["positions"] / labels.shape[0],
+            "ms/image @1": 1000 * seconds_per_image(generate, 1, latency_repeats, device),
+            "ms/image @64": 1000 * seconds_per_image(generate, 64, throughput_repeats, device),
+            "accuracy": classifier.accuracy(images, labels.cpu()),
+            "diversity": diversity(images, labels.cpu(), real, real_labels),
+        })
+    return rows
+
+
+def race_table(rows: list[dict]) -> str:
+    """The rows of `race` as an aligned text table, with speed-ups relative to AR."""
+    ar = next((r for r in rows if r["setting"].startswith("AR")), rows[0])
+    head = (f"{'setting':<20} {'passes/img':>10} {'positions/img':>13} {'ms/img @1':>10} "
+            f"{'x AR @1':>8} {'ms/img @64':>10} {'x AR @64':>8} {'accuracy':>9} {'diversity':>9}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{r['setting']:<20} {r['passes/image']:>10d} {r['positions/image']:>13.0f} "
+            f"{r['ms/image @1']:>10.2f} {ar['ms/image @1'] / r['ms/image @1']:>7.1f}x "
+            f"{r['ms/image @64']:>10.3f} {ar['ms/image @64'] / r['ms/image @64']:>7.1f}x "
+            f"{100 * r['accuracy']:>8.1f}% {r['diversity']:>9.2f}"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- any-to-any
+
+
+@torch.no_grad()
+def text_to_image_accuracy(model, tokenizer, classifier, per_caption: int = 20,
+                           pairs: list[tuple[int, int]] | None = None, temperature: float = 1.0,
+                           top_k: int | None = None, generator: torch.Generator | None = None,
+                           cfg_scale: float = 1.0) -> dict:
+    """Draw `per_caption` images for each caption of `pairs` (default: the held-out ones).
+
+    Each drawn grid is decoded by the tokenizer and read by the digit classifier; an image
+    matches its caption when the classifier reads the digit the caption names.
+    Returns {"accuracy": fraction matching, "per_digit": {digit: fraction}, "n": count}.
+    """
+    from minitok.anytoany import caption, held_out_pairs, text_to_image
+
+    pairs = held_out_pairs() if pairs is None else pairs
+    right, drawn = [0] * 10, [0] * 10  # per digit
+    for template, digit in pairs:
+        grids = text_to_image(model, caption(template, digit), per_caption,
+                              temperature=temperature, top_k=top_k, generator=generator,
+                              cfg_scale=cfg_scale)
+        images = tokenizer.decode(grids.to(tokenizer.device)).cpu()  # (n, 1, S, S)
+        right[digit] += int((classifier.predict(images) == digit).sum())
+        drawn[digit] += per_caption
+    per_digit = {d: right[d] / drawn[d] for d in range(10) if drawn[d]}
+    n = sum(drawn)
+    return {"accuracy": sum(right) / n, "per_digit": per_digit, "n": n}
+
+
+@torch.no_grad()
+def image_to_text_accuracy(model, grids: torch.Tensor, labels: torch.Tensor,
+                           batch_size: int = 128) -> dict:
+    """Caption every grid (greedy) and count the captions that name the image's digit.
+
+    Returns {"accuracy": fraction naming the right digit, "known_wording": fraction that are
+    exactly one of the course's captions, "n": count, "captions": the captions}.
+    """
+    from minitok.anytoany import image_to_text, is_known_wording, read_digit
+
+    captions = []
+    for start in range(0, grids.shape[0], batch_size):
+        captions += image_to_text(model, grids[start : start + batch_size])
+    right = sum(read_digit(c) == int(d) for c, d in zip(captions, labels.tolist(), strict=True))
+    known = sum(is_known_wording(c) for c in captions)
+    n = len(captions)
+    return {"accuracy": right / n, "known_wording": known / n, "n": n, "captions": captions}

@@ -1,0 +1,92 @@
+"""The one training recipe every minitok model shares: schedule, loop, optimiser.
+
+    lr_scale     linear warm-up, then a cosine from the peak down to 10% of it
+    train_loop   runs `step_fn(step)` for every step with the schedule applied, a progress
+                 bar, and the losses it returns collected into a history
+    fit          the token models' recipe (AR prior, MaskGIT, any-to-any): AdamW with
+                 betas (0.9, 0.95), gradient clipping at 1, random mini-batches
+
+Loops run under `course.reproducible()` (one CPU thread, deterministic kernels): the same
+call with the same seed gives the same model on the same CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from minitok.course import reproducible
+from minitok.validate import positive_int
+
+WARMUP_FRACTION = 0.05  # the default warm-up: the first 5% of the steps
+FLOOR = 0.1  # the cosine ends at 10% of the peak learning rate
+
+
+def lr_scale(step: int, steps: int, warmup: int | None = None) -> float:
+    """The learning rate at `step` of `steps`, as a fraction of the peak.
+
+    Linear warm-up over the first `warmup` steps (default 5% of them, at least one), then a
+    cosine from 1 down to FLOOR over the steps that remain. The warm-up keeps Adam's first,
+    badly estimated updates small; the decay lets the last steps settle.
+    """
+    warmup = max(1, steps // 20) if warmup is None else max(1, warmup)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)  # 0 -> 1 after the warm-up
+    return FLOOR + (1 - FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_loop(step_fn: Callable[[int], dict[str, float]], steps: int,
+               optimizers: list[torch.optim.Optimizer], warmup: int | None = None,
+               desc: str = "train", progress: bool = True) -> dict[str, list[float]]:
+    """Call `step_fn(step)` for step 0 .. steps-1; return every value it reported, by name.
+
+    Before each step the learning rate of every parameter group of `optimizers` is set to
+    its initial value times `lr_scale(step, steps, warmup)`. `step_fn` does the work (loss,
+    backward, optimiser step) and returns the numbers to log, e.g. {"loss": 1.93}.
+    """
+    from tqdm.auto import tqdm
+
+    positive_int(steps, "steps")
+    groups = [(group, group["lr"]) for opt in optimizers for group in opt.param_groups]
+    history: dict[str, list[float]] = {}
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    with reproducible():
+        for step in bar:
+            for group, peak in groups:
+                group["lr"] = peak * lr_scale(step, steps, warmup)
+            for name, value in step_fn(step).items():
+                history.setdefault(name, []).append(value)
+            if step % 50 == 0 or step == steps - 1:
+                bar.set_postfix({name: f"{values[-1]:.4f}" for name, values in history.items()})
+    return history
+
+
+def fit(model: nn.Module, batch_loss: Callable[[torch.Generator], torch.Tensor], steps: int,
+        lr: float = 3e-3, weight_decay: float = 0.05, warmup: int | None = None, seed: int = 0,
+        desc: str = "train", progress: bool = True) -> list[float]:
+    """Train a token model: AdamW, the schedule, clipping at 1; returns the loss of each step.
+
+    `batch_loss(generator)` draws a mini-batch with `generator` (seeded with `seed`, so the
+    batches, masks and dropped labels repeat) and returns its loss. The model is left in
+    eval mode.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
+                                  betas=(0.9, 0.95))
+
+    def step_fn(step: int) -> dict[str, float]:
+        loss = batch_loss(generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    model.train()
+    history = train_loop(step_fn, steps, [optimizer], warmup, desc, progress)
+    model.eval()
+    return history["loss"]
