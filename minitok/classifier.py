@@ -13,12 +13,14 @@ training digits at sizes 8 and 16, and scores about 97-98% on the held-out test 
 
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minitok import data, validate
 from minitok.course import one_thread
 
 NATIVE_SIZE = 8  # the bundled digits are 8 x 8
@@ -30,17 +32,12 @@ def to_features(images: Tensor) -> Tensor:
 
     S must be a multiple of 8, so that the pooling averages whole S/8 x S/8 blocks.
     """
-    if not isinstance(images, Tensor) or not images.is_floating_point():
-        raise TypeError("images must be a floating-point torch.Tensor")
-    if images.dim() != 4 or images.shape[1] != 1:
-        raise ValueError(f"images must be (N, 1, S, S) grayscale, got shape {tuple(images.shape)}")
-    size = images.shape[-1]
-    if images.shape[-2] != size or size % NATIVE_SIZE:
-        raise ValueError(
-            f"images must be square with a side that is a multiple of {NATIVE_SIZE}, "
-            f"got {tuple(images.shape[-2:])}"
-        )
-    pooled = F.avg_pool2d(images, kernel_size=size // NATIVE_SIZE)  # (N, 1, 8, 8)
+    validate.float_tensor(images, "images", dim=4)
+    _, c, h, w = images.shape
+    if c != 1 or h != w or w % NATIVE_SIZE:
+        raise ValueError(f"images must be (N, 1, S, S) grayscale with S a multiple of "
+                         f"{NATIVE_SIZE}, got shape {tuple(images.shape)}")
+    pooled = F.avg_pool2d(images, kernel_size=w // NATIVE_SIZE)  # (N, 1, 8, 8)
     return pooled.flatten(1)  # (N, 64)
 
 
@@ -65,18 +62,10 @@ class DigitClassifier(nn.Module):
     @torch.no_grad()
     def accuracy(self, images: Tensor, labels: Tensor) -> float:
         """Fraction of images whose predicted class equals its label."""
-        labels = torch.as_tensor(labels)
-        if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"labels must be ({images.shape[0]},), one per image, "
-                f"got shape {tuple(labels.shape)}"
-            )
-        if labels.numel() == 0:
-            raise ValueError("images is an empty batch: accuracy is undefined")
-        if labels.min() < 0 or labels.max() > 9:
-            raise ValueError(
-                f"labels must lie in 0..9, got [{int(labels.min())}, {int(labels.max())}]"
-            )
+        labels = validate.index_tensor(torch.as_tensor(labels), "labels", size=10, dim=1)
+        if labels.shape[0] != images.shape[0] or labels.numel() == 0:  # no images: a NaN
+            raise ValueError(f"labels must be ({images.shape[0]},), one per image of a non-empty "
+                             f"batch, got shape {tuple(labels.shape)}")
         return (self.predict(images) == labels.cpu()).double().mean().item()
 
 
@@ -88,11 +77,9 @@ def train_classifier(
     Loss: cross-entropy + weight_decay * (sum of squared weights). Full batch and float64:
     no mini-batch noise, so the result depends only on the seed (the initial weights).
     """
-    from minitok.data import load_digits
-
     features, labels = [], []
     for size in TRAIN_SIZES:
-        images, y = load_digits("train", size=size)
+        images, y = data.load_digits("train", size=size)
         features.append(to_features(images))
         labels.append(y)
     x = torch.cat(features).double()  # (2 * 1437, 64)
@@ -137,6 +124,4 @@ def load_classifier(device: str | torch.device = "cpu", seed: int = 0) -> DigitC
 
     Returns a copy on `device`, in eval mode, so callers can move it without affecting others.
     """
-    import copy
-
     return copy.deepcopy(_cached_classifier(seed)).to(device).eval()

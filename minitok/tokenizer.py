@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minitok import validate
+from minitok.data import load_digits
 from minitok.training import train_loop
 from minitok.vq import VectorQuantizer, VQOutput
 from minitok.vqgan import (
@@ -49,13 +51,10 @@ class TokenizerConfig:
 
     def __post_init__(self):
         for name in ("image_size", "in_channels", "channels", "code_dim", "num_codes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.image_size % 2:
-            raise ValueError(
-                f"image_size must be even (the encoder halves it), got {self.image_size}"
-            )
+            validate.positive_int(getattr(self, name), name)
+        if self.image_size % 2:  # an odd size would decode to image_size - 1
+            raise ValueError(f"image_size must be even (the encoder halves it), got "
+                             f"{self.image_size}")
 
     @property
     def grid_size(self) -> int:
@@ -64,8 +63,8 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TokenizerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
+        """The config saved as a dict (a checkpoint's "config"), refusing unknown fields."""
+        unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"config: unknown TokenizerConfig fields {sorted(unknown)}")
         return cls(**values)
@@ -77,7 +76,7 @@ class TrainConfig:
 
     steps: int = 2000
     batch_size: int = 32
-    lr: float = 2e-3  # Adam; cosine decay to 10% after a short warm-up
+    lr: float = 2e-3  # Adam; training.lr_scale: a short warm-up, then cosine decay to 10%
     seed: int = 0
     gan: bool = False  # add the PatchGAN discriminator and the adversarial terms
     disc_start: int = 1000  # adversarial terms off while step < disc_start
@@ -87,18 +86,12 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "disc_channels"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            validate.positive_int(getattr(self, name), name)
         for name in ("seed", "disc_start"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+            validate.non_negative_int(getattr(self, name), name)
         for name in ("lr", "disc_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not self.disc_weight >= 0:
-            raise ValueError(f"disc_weight must be >= 0, got {self.disc_weight!r}")
+            validate.number(getattr(self, name), name, low=0, low_open=True)
+        validate.number(self.disc_weight, "disc_weight", low=0)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -168,14 +161,15 @@ class Decoder(nn.Module):
 
 
 def tokens_to_image(indices: Tensor, codebook: Tensor, decoder: nn.Module) -> Tensor:
-    """Token ids (B, G, G) -> images: look up each token's code, put channels first, decode.
+    """Token ids (B, G, G) -> images: look up the codes, put channels first, decode.
 
     codebook[indices] is (B, G, G, D), channels last; a convolutional decoder wants
     (B, D, G, G). `permute` moves the axis; `view`/`reshape` to (B, D, G, G) would keep the
     numbers in memory order and scramble codes across positions.
     """
     codes = codebook[indices]  # (B, G, G, D)
-    return decoder(codes.permute(0, 3, 1, 2))  # (B, D, G, G) -> (B, C, S, S)
+    codes = codes.permute(0, 3, 1, 2)  # (B, D, G, G)
+    return decoder(codes)  # (B, C, S, S)
 
 
 # --------------------------------------------------------------------------- the tokenizer
@@ -194,20 +188,12 @@ class VQTokenizer(nn.Module):
     def __init__(self, config: TokenizerConfig | None = None):
         super().__init__()
         config = TokenizerConfig() if config is None else config
-        if not isinstance(config, TokenizerConfig):
-            raise TypeError(f"config must be a TokenizerConfig, got {type(config).__name__}")
-        self.config = config
+        self.config = validate.instance(config, "config", TokenizerConfig)
         self.encoder = Encoder(config.in_channels, config.channels, config.code_dim)
-        self.quantizer = VectorQuantizer(
-            config.num_codes,
-            config.code_dim,
-            config.beta,
-            kmeans_init=config.kmeans_init,
-            dead_code_threshold=config.dead_code_threshold,
-        )
+        self.quantizer = VectorQuantizer(config.num_codes, config.code_dim, config.beta,
+                                         kmeans_init=config.kmeans_init,
+                                         dead_code_threshold=config.dead_code_threshold)
         self.decoder = Decoder(config.in_channels, config.channels, config.code_dim)
-
-    # ----------------------------------------------------------------- properties
 
     @property
     def num_codes(self) -> int:
@@ -221,37 +207,18 @@ class VQTokenizer(nn.Module):
     def device(self) -> torch.device:
         return self.decoder.conv_out.weight.device
 
-    # ----------------------------------------------------------------- input checks
+    def _check_images(self, images: Tensor) -> None:
+        """Refuse images the convolutions would misread (another size gives another grid).
 
-    def _check_images(self, images) -> None:
+        It reads only the shape and dtype (no values, no device sync): forward, which every
+        training step calls, keeps it because evaluation and the notebook call forward too.
+        """
         c, s = self.config.in_channels, self.config.image_size
-        if not isinstance(images, Tensor) or not images.is_floating_point():
-            raise TypeError("images must be a floating-point torch.Tensor")
-        if images.dim() != 4 or tuple(images.shape[1:]) != (c, s, s):
-            raise ValueError(
-                f"images must be (B, {c}, {s}, {s}) (this tokenizer's in_channels={c}, "
-                f"image_size={s}), got shape {tuple(images.shape)}"
-            )
-        if images.shape[0] == 0:
-            raise ValueError("images is an empty batch")
-
-    def _check_indices(self, indices) -> None:
-        g, k = self.grid_size, self.num_codes
-        if (
-            not isinstance(indices, Tensor)
-            or indices.is_floating_point()
-            or indices.dtype == torch.bool
-        ):
-            raise TypeError("indices must be an integer torch.Tensor of token ids")
-        if indices.dim() != 3 or tuple(indices.shape[1:]) != (g, g):
-            raise ValueError(f"indices must be (B, {g}, {g}), got shape {tuple(indices.shape)}")
-        if indices.numel() and (indices.min() < 0 or indices.max() >= k):
-            raise ValueError(
-                f"indices must lie in [0, {k - 1}] (num_codes={k}), "
-                f"got values in [{int(indices.min())}, {int(indices.max())}]"
-            )
-
-    # ----------------------------------------------------------------- the three directions
+        validate.float_tensor(images, "images", dim=4)
+        if images.shape[1:] != (c, s, s) or images.shape[0] == 0:
+            raise ValueError(f"images must be (B, {c}, {s}, {s}), a non-empty batch (this "
+                             f"tokenizer's in_channels={c}, image_size={s}), got shape "
+                             f"{tuple(images.shape)}")
 
     def forward(self, images: Tensor) -> tuple[Tensor, VQOutput]:
         """images (B, C, S, S) -> (reconstruction (B, C, S, S), VQOutput with indices (B, G, G))."""
@@ -277,10 +244,17 @@ class VQTokenizer(nn.Module):
 
     @torch.no_grad()
     def decode(self, indices: Tensor) -> Tensor:
-        """token ids (B, G, G) -> images (B, C, S, S) in (-1, 1), on the model's device."""
-        self._check_indices(indices)
-        codes = self.quantizer.codes(indices.to(self.device).long())  # (B, D, G, G)
-        return self.decoder(codes)
+        """token ids (B, G, G) -> images (B, C, S, S) in (-1, 1), on the model's device.
+
+        This is `tokens_to_image` with the quantizer's codebook: the tokenizer's quantizer
+        neither projects nor normalises its codes, so a code is its codebook row.
+        """
+        g = self.grid_size
+        validate.index_tensor(indices, "indices", size=self.num_codes)
+        if indices.shape[1:] != (g, g):
+            raise ValueError(f"indices must be (B, {g}, {g}), got shape {tuple(indices.shape)}")
+        indices = indices.to(self.device).long()  # a uint8 index would be read as a mask
+        return tokens_to_image(indices, self.quantizer.codebook, self.decoder)
 
 
 # --------------------------------------------------------------------------- training
@@ -301,19 +275,16 @@ def train_tokenizer(
     adaptive lambda, and train the discriminator on the hinge loss. images default to the
     training digits at the config's size. Everything random (initial weights, batches)
     follows `train.seed`, and `training.train_loop` runs it under `course.reproducible()`
-    (deterministic kernels, one CPU thread): the same call gives the same tokenizer on the same CPU.
-    `quantizer` swaps in another module with the VectorQuantizer interface (the benchmark
-    uses it to compare with vector-quantize-pytorch).
+    (deterministic kernels, one CPU thread): the same call gives the same tokenizer on the
+    same CPU. `quantizer` swaps in another module that maps z to a VQOutput (the benchmark
+    compares with vector-quantize-pytorch's).
 
     history: per step "rec" (MSE), "vq" (VQ loss), "usage" (fraction of codes in the
     batch), "perplexity"; with the GAN also "g_loss", "d_loss", "lambda" (0 before disc_start).
     """
-    from minitok.data import load_digits
-
     config = TokenizerConfig() if config is None else config
     train = TrainConfig() if train is None else train
-    if images is None:
-        images, _ = load_digits("train", size=config.image_size)
+    images = load_digits("train", size=config.image_size)[0] if images is None else images
     torch.manual_seed(train.seed)  # initial weights
     generator = torch.Generator().manual_seed(train.seed)  # batches
     model = VQTokenizer(config)
@@ -323,22 +294,19 @@ def train_tokenizer(
     model._check_images(images)
     images = images.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
-    disc = d_optimizer = None
     if train.gan:  # the discriminator keeps a constant learning rate
         disc = PatchDiscriminator(config.in_channels, train.disc_channels).to(device)
         d_optimizer = torch.optim.Adam(disc.parameters(), lr=train.disc_lr, betas=(0.5, 0.9))
-
-    gan = train.gan
 
     def step_fn(step: int) -> dict[str, float]:
         rows = torch.randint(0, images.shape[0], (train.batch_size,), generator=generator)
         x = images[rows.to(device)]  # (B, C, S, S)
 
         # ---- the autoencoder (+ generator) step
-        x_hat, vq = model(x)
+        x_hat, vq = model(x)  # (B, C, S, S)
         rec_loss = F.mse_loss(x_hat, x)
         loss = rec_loss + vq.loss
-        gate = disc_factor(step, train.disc_start) if gan else 0.0
+        gate = disc_factor(step, train.disc_start) if train.gan else 0.0
         g_loss = lam = d_loss = torch.zeros(())
         if gate > 0:
             g_loss = generator_loss(disc(x_hat))
@@ -357,14 +325,9 @@ def train_tokenizer(
 
         stats = {"rec": rec_loss.item(), "vq": vq.loss.item(), "usage": vq.usage.item(),
                  "perplexity": vq.perplexity.item()}
-        if gan:
+        if train.gan:
             stats.update(g_loss=g_loss.item(), d_loss=d_loss.item(), **{"lambda": lam.item()})
         return stats
 
     history = train_loop(step_fn, train.steps, [optimizer], desc="tokenizer", progress=progress)
     return model.eval(), history
-
-
-# --------------------------------------------------------------------------- quality
-
-

@@ -56,6 +56,13 @@ def one_of(value, name: str, options) -> object:
     return value
 
 
+def instance(value, name: str, cls: type):
+    """`value` if it is an instance of `cls` (a str, a config class, a Vocabulary...)."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{name} must be a {cls.__name__}, got {type(value).__name__}")
+    return value
+
+
 def tensor(x, name: str, dim: int | tuple[int, ...] | None = None) -> Tensor:
     """`x` if it is a torch.Tensor (with `dim` dimensions, or one of several, when given)."""
     if not isinstance(x, Tensor):
@@ -90,6 +97,17 @@ def index_tensor(x, name: str, size: int | None = None, dim=None) -> Tensor:
         raise ValueError(
             f"{name} must lie in [0, {size - 1}], got values in [{int(x.min())}, {int(x.max())}]"
         )
+    return x
+
+
+def last_dim(x: Tensor, name: str, size: int, what: str) -> Tensor:
+    """`x` if it is (..., size): vectors whose length `what` names (e.g. "the codebook's D").
+
+    Broadcasting would otherwise stretch a last dimension of 1 to `size` without a word.
+    """
+    if x.dim() == 0 or x.shape[-1] != size:
+        raise ValueError(f"the last dimension of {name} must be {what} = {size}, got shape "
+                         f"{tuple(x.shape)}")
     return x
 
 

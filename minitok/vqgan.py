@@ -16,7 +16,7 @@ instead of the blurry mean. Four pieces, each small:
    something (a discriminator facing noise wins at once and teaches nothing).
 
 The formulas follow taming's `taming/modules/losses/vqperceptual.py` (see
-REFERENCE_FACTS.md); the code is minitok's own.
+docs/references.md); the code is minitok's own.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from minitok import validate
 
 ADAPTIVE_EPS = 1e-4  # taming's epsilon in the adaptive weight's denominator
 ADAPTIVE_MAX = 1e4  # taming clamps the adaptive weight to [0, 1e4]
@@ -44,10 +46,8 @@ class PatchDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int = 1, channels: int = 32):
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("channels", channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        self.in_channels = in_channels
+        self.in_channels = validate.positive_int(in_channels, "in_channels")
+        validate.positive_int(channels, "channels")  # nn.Conv2d accepts 0 channels silently
         self.layers = nn.Sequential(
             nn.Conv2d(in_channels, channels, 4, stride=2, padding=1),  # S -> S/2
             nn.LeakyReLU(0.2),
@@ -57,14 +57,11 @@ class PatchDiscriminator(nn.Module):
         )
 
     def forward(self, images: Tensor) -> Tensor:
-        if images.dim() != 4 or images.shape[1] != self.in_channels:
-            raise ValueError(
-                f"images must be (B, {self.in_channels}, H, W), got shape {tuple(images.shape)}"
-            )
-        if images.shape[-1] % 4 or images.shape[-2] % 4:
-            raise ValueError(
-                f"images: height and width must be multiples of 4, got {tuple(images.shape[-2:])}"
-            )
+        """images (B, C, H, W) -> logits (B, 1, H/4, W/4). The check reads only the shape."""
+        c = self.in_channels
+        if images.dim() != 4 or images.shape[1] != c or images.shape[2] % 4 or images.shape[3] % 4:
+            raise ValueError(f"images must be (B, {c}, H, W) with H and W multiples of 4 (the "
+                             f"patch grid is H/4 x W/4), got shape {tuple(images.shape)}")
         return self.layers(images)  # (B, 1, H/4, W/4)
 
 
@@ -78,7 +75,9 @@ def hinge_d_loss(logits_real: Tensor, logits_fake: Tensor) -> Tensor:
     patch costs nothing, so the discriminator stops pushing on what it already gets right.
     Pass D(x_hat) computed on a *detached* reconstruction: this loss trains D only.
     """
-    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
+    loss_real = F.relu(1.0 - logits_real).mean()
+    loss_fake = F.relu(1.0 + logits_fake).mean()
+    return 0.5 * (loss_real + loss_fake)
 
 
 def generator_loss(logits_fake: Tensor) -> Tensor:
@@ -98,12 +97,12 @@ def adaptive_weight(
     the detach makes lambda a number: no gradient flows through the weighting itself.
     Both losses must still have their graphs (the grads are taken with retain_graph).
     """
-    if not isinstance(last_layer, Tensor) or not last_layer.requires_grad:
+    if not last_layer.requires_grad:
         raise ValueError("last_layer must be a weight tensor that requires grad (W)")
     for name, loss in (("rec_loss", rec_loss), ("g_loss", g_loss)):
-        if not isinstance(loss, Tensor) or loss.dim() != 0:
+        if loss.dim() != 0:
             raise ValueError(f"{name} must be a scalar tensor")
-        if not loss.requires_grad:
+        if not loss.requires_grad:  # autograd would only say "element 0 ... has no grad_fn"
             raise ValueError(f"{name} has no graph: it must depend on last_layer")
     rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
@@ -113,8 +112,6 @@ def adaptive_weight(
 
 def disc_factor(step: int, disc_start: int) -> float:
     """The `disc_start` gate: 0.0 while step < disc_start, then 1.0 (taming's adopt_weight)."""
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be a non-negative int, got {step!r}")
-    if isinstance(disc_start, bool) or not isinstance(disc_start, int) or disc_start < 0:
-        raise ValueError(f"disc_start must be a non-negative int, got {disc_start!r}")
+    validate.non_negative_int(step, "step")
+    validate.non_negative_int(disc_start, "disc_start")
     return 0.0 if step < disc_start else 1.0

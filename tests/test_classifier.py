@@ -93,3 +93,7 @@ def test_bad_input(clf):
         clf.accuracy(images[:2], torch.tensor([3, 10]))
     with pytest.raises(TypeError, match="floating-point"):
         clf.predict(torch.zeros(2, 1, 8, 8, dtype=torch.int64))
+    with pytest.raises(TypeError, match="labels must be an integer tensor"):  # were compared
+        clf.accuracy(images[:2], torch.tensor([3.0, 1.5]))  # as floats: 1.5 never matches
+    with pytest.raises(ValueError, match="non-empty"):
+        clf.accuracy(images[:0], labels[:0])

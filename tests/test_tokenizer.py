@@ -101,6 +101,11 @@ def test_bad_indices(small, device):
         small.decode(torch.zeros(1, 8, 8, device=device))
 
 
+def test_decode_reads_uint8_ids_as_ids_not_as_a_mask(small, device, gen):
+    indices = torch.randint(0, 16, (2, 8, 8), generator=gen).to(device)
+    torch.testing.assert_close(small.decode(indices.to(torch.uint8)), small.decode(indices))
+
+
 def test_bad_configs():
     with pytest.raises(ValueError, match="image_size must be even"):
         TokenizerConfig(image_size=15)
@@ -112,6 +117,10 @@ def test_bad_configs():
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="disc_weight"):
         TrainConfig(disc_weight=-1.0)
+    with pytest.raises(ValueError, match="lr must be a finite number"):  # inf made NaN weights
+        TrainConfig(lr=float("inf"))
+    with pytest.raises(ValueError, match="disc_weight must be a finite number"):
+        TrainConfig(disc_weight=float("inf"))
     with pytest.raises(TypeError, match="TokenizerConfig"):
         VQTokenizer({"num_codes": 8})
 

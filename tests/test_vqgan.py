@@ -1,4 +1,4 @@
-"""VQ-GAN pieces against taming's formulas (REFERENCE_FACTS.md): discriminator, hinge loss,
+"""VQ-GAN pieces against taming's formulas (docs/references.md): discriminator, hinge loss,
 generator term, adaptive weight, the disc_start gate, and how train_tokenizer uses them."""
 
 from __future__ import annotations
