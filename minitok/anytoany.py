@@ -63,7 +63,7 @@ def held_out_pairs() -> list[tuple[int, int]]:
     Template t is (prefix p, form f, suffix s) with t = (p * 2 + f) * 3 + s. Digit d is held
     out in the six wordings with (p + f + s + d) % 6 == 0: one for each (form, suffix), each
     with another prefix. So every wording is still seen with other digits, and every digit
-    in each form and with each suffix: to draw "the number four" the model must combine a
+    in each form and with each suffix: to draw "a handwritten four" the model must combine a
     wording and a digit name that it only ever saw apart.
     """
     held = []
@@ -128,16 +128,13 @@ class CaptionedDigits:
     def __init__(self, grids: torch.Tensor, labels: torch.Tensor, vocab: Vocabulary,
                  pairs: list[tuple[int, int]] | None = None, p_text_to_image: float = 0.5,
                  p_uncond: float = 0.0):
-        G = vocab.grid_size
-        if not isinstance(grids, torch.Tensor) or grids.dim() != 3 or grids.shape[1:] != (G, G):
-            shape = tuple(grids.shape) if isinstance(grids, torch.Tensor) else type(grids).__name__
-            raise ValueError(f"grids must be (N, {G}, {G}) image codes, got {shape}")
-        if not isinstance(labels, torch.Tensor) or labels.shape != (grids.shape[0],):
-            raise ValueError(f"labels must be ({grids.shape[0]},) digits, one per grid")
-        if not 0.0 <= p_text_to_image <= 1.0:
-            raise ValueError(f"p_text_to_image must be in [0, 1], got {p_text_to_image!r}")
-        if not 0.0 <= p_uncond <= 1.0:
-            raise ValueError(f"p_uncond must be in [0, 1], got {p_uncond!r}")
+        vocab.check_grids(grids, "grids")
+        validate.index_tensor(labels, "labels", size=10, dim=1)
+        if labels.shape != grids.shape[:1]:
+            raise ValueError(f"labels must be ({grids.shape[0]},) digits, one per grid, got shape "
+                             f"{tuple(labels.shape)}")
+        validate.number(p_text_to_image, "p_text_to_image", low=0, high=1)
+        validate.number(p_uncond, "p_uncond", low=0, high=1)
         self.grids = grids.long().cpu()
         self.labels = labels.long().cpu()
         self.vocab = vocab
@@ -174,8 +171,7 @@ class CaptionedDigits:
     def batch(self, batch_size: int, generator: torch.Generator | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """A random batch: documents (B, max_len) padded with <pad>, answer starts (B,)."""
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        validate.positive_int(batch_size, "batch_size")
         index = torch.randint(len(self), (batch_size,), generator=generator)  # (B,)
         choice = torch.rand(batch_size, generator=generator)  # (B,) picks the wording
         direction = torch.rand(batch_size, generator=generator) < self.p_text_to_image  # (B,)
@@ -386,12 +382,8 @@ def text_prompt(text: str, vocab: Vocabulary) -> torch.Tensor:
 
 def image_prompt(grids: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
     """The prompts that ask for captions: <boi> codes <eoi> per grid, (N, G*G + 2)."""
-    G = vocab.grid_size
-    validate.index_tensor(grids, "grids", vocab.num_codes, dim=3)
-    if grids.shape[1:] != (G, G):
-        raise ValueError(f"grids must be (N, {G}, {G}) image codes, got {tuple(grids.shape)}")
-    N = grids.shape[0]
-    codes = vocab.image_ids(grids.reshape(N, -1).long())  # (N, G*G)
+    N = vocab.check_grids(grids, "grids").shape[0]
+    codes = grids.reshape(N, -1).long() + vocab.image_offset  # (N, G*G) raster order
     boi = torch.full((N, 1), vocab.boi, dtype=torch.long, device=codes.device)
     eoi = torch.full((N, 1), vocab.eoi, dtype=torch.long, device=codes.device)
     return torch.cat([boi, codes, eoi], dim=1)  # (N, G*G + 2)

@@ -75,7 +75,8 @@ def gamma(schedule: str, ratio) -> torch.Tensor:
 
     Every schedule starts at gamma(0) = 1 (all masked) and ends at gamma(1) = 0; as in the
     reference the value is clipped to [1e-6, 1]. float64, because the counts taken from it
-    are floors: in float32, 1024 cos(pi/3) is 511.99997 and its floor 511, not 512.
+    are floors: in float32, JAX's default and so what the official loop computes,
+    1024 cos(pi/3) is 511.99997 and its floor 511, not 512 (docs/references.md, MaskGIT).
     """
     r = torch.as_tensor(ratio, dtype=torch.float64)
     if not bool(((r >= 0) & (r <= 1)).all()):  # also refuses NaN
@@ -110,8 +111,9 @@ def mask_len(n_initial: torch.Tensor, n_unknown: torch.Tensor, step: int, steps:
 def mask_counts(n_masked: int, steps: int, schedule: str = "cosine") -> list[int]:
     """The number of tokens still masked after each of `steps` decoding steps.
 
-    The official table, cosine: mask_counts(256, 8) == [251, 236, 212, 181, 142, 97, 49, 0].
-    `n_masked` is the number masked at the start (the whole grid, or the inpainted region).
+    The official formula evaluated (the repository publishes the formula, not tables), e.g.
+    cosine: mask_counts(256, 8) == [251, 236, 212, 181, 142, 97, 49, 0]. `n_masked` is the
+    number masked at the start (the whole grid, or the inpainted region).
     """
     validate.non_negative_int(n_masked, "n_masked")
     validate.positive_int(steps, "steps")
@@ -154,9 +156,10 @@ def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
 
     logits: (B, N, K) over the codes, targets: (B, N) code ids, mask: (B, N) bool. The
     positions the model could see in its input carry no loss: predicting a token you were
-    shown teaches nothing. (The reference trains with label_smoothing = 0.1.)
+    shown teaches nothing. (The reference trains with label_smoothing = 0.1.) Unlike the
+    notebook's one line, an all-False mask is refused: the mean over nothing is a NaN.
     """
-    if not bool(mask.any()):  # the mean over no position would be a silent NaN
+    if not bool(mask.any()):
         raise ValueError("mask: no position is masked, so there is nothing to predict")
     return F.cross_entropy(logits[mask], targets[mask], label_smoothing=label_smoothing)
 
@@ -242,8 +245,8 @@ def decode_loop(model, labels: torch.Tensor, tokens: torch.Tensor, steps: int = 
         n_unknown = (tokens == mask_id).sum(dim=1)  # (B,)
         n_mask = mask_len(n_initial, n_unknown, t, steps, schedule)  # (B,)
         choice = choice_temperature * (1 - (t + 1) / steps)  # anneals to 0
-        tokens = sampled.masked_fill(remask_lowest(confidence, n_mask, choice, generator),
-                                     mask_id)  # (B, N)
+        remask = remask_lowest(confidence, n_mask, choice, generator)
+        tokens = sampled.masked_fill(remask, mask_id)  # (B, N)
         if trace is not None:
             trace.append((tokens, sampled))
     return tokens
@@ -373,9 +376,8 @@ class MaskGIT(nn.Module):
 
     def __init__(self, config: MaskGITConfig):
         super().__init__()
-        if not isinstance(config, MaskGITConfig):  # a PriorConfig would build a causal model
-            raise TypeError(f"config must be a MaskGITConfig, got {type(config).__name__}")
-        self.config = config
+        # a PriorConfig has the same fields but would build a causal model
+        self.config = validate.instance(config, "config", MaskGITConfig)
         self.transformer = Transformer(config.transformer_config())
 
     # what decode needs to know about a model (a test can fake these)
@@ -406,7 +408,7 @@ def maskgit_loss(model: MaskGIT, codes: torch.Tensor, labels: torch.Tensor,
     position and the true codes elsewhere, and only the hidden positions carry a loss.
     """
     targets = codes.reshape(codes.shape[0], -1).long()  # (B, N)
-    inputs, mask = random_mask(targets, model.mask_id, "cosine", None, generator)  # (B, N)
+    inputs, mask = random_mask(targets, model.mask_id, generator=generator)  # (B, N) each
     labels = drop_labels(labels.long(), p_uncond, model.null_class, generator)  # (B,)
     return masked_loss(model(inputs, labels), targets, mask, label_smoothing)
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
+from minitok import validate
+
 ALPHABET = " abcdefghijklmnopqrstuvwxyz0123456789"
 SPECIALS = ("<boi>", "<eoi>", "<eot>", "<pad>")
 
@@ -47,11 +49,10 @@ class Vocabulary:
 
     def __post_init__(self):
         for name in ("num_codes", "grid_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(self.alphabet, str) or not self.alphabet:
-            raise ValueError(f"alphabet must be a non-empty string, got {self.alphabet!r}")
+            validate.positive_int(getattr(self, name), name)
+        validate.instance(self.alphabet, "alphabet", str)
+        if not self.alphabet:
+            raise ValueError("alphabet must be a non-empty string")
         repeated = sorted({c for c in self.alphabet if self.alphabet.count(c) > 1})
         if repeated:
             raise ValueError(f"alphabet must not repeat characters, repeats {repeated}")
@@ -102,55 +103,47 @@ class Vocabulary:
 
     def encode_text(self, text: str) -> torch.Tensor:
         """A string -> (L,) int64 text ids, one per character. Unknown characters are errors."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
-        ids = []
-        for position, char in enumerate(text):
-            index = self.alphabet.find(char)
-            if index < 0:
-                raise ValueError(
-                    f"text: character {char!r} at position {position} of {text!r} is not in "
-                    f"the text vocabulary {self.alphabet!r}"
-                )
-            ids.append(index)
+        ids = [self.alphabet.find(char) for char in validate.instance(text, "text", str)]
+        if -1 in ids:
+            where = ids.index(-1)
+            raise ValueError(f"text: character {text[where]!r} at position {where} of {text!r} "
+                             f"is not in the text vocabulary {self.alphabet!r}")
         return torch.tensor(ids, dtype=torch.long)  # (L,)
 
     def decode_text(self, ids: torch.Tensor) -> str:
         """(L,) text ids -> the string. Any id that is not a text id is an error."""
-        ids = _as_ids(ids, "ids")
-        if ids.dim() != 1:
-            raise ValueError(f"ids must be 1-D, got shape {tuple(ids.shape)}")
-        bad = (ids < 0) | (ids >= self.text_size)
-        if bad.any():
-            where = int(bad.nonzero()[0])
-            raise ValueError(
-                f"ids: position {where} holds {self.name(int(ids[where]))}, not a text id "
-                f"(text ids are 0..{self.text_size - 1})"
-            )
+        ids = _as_ids(ids, "ids", dim=1)
+        other = (~self.is_text(ids)).nonzero()
+        if len(other):
+            where = int(other[0])
+            raise ValueError(f"ids: position {where} holds {self.name(ids[where])}, not a text id "
+                             f"(text ids are 0..{self.text_size - 1})")
         return "".join(self.alphabet[i] for i in ids.tolist())
 
     # ---- images
 
     def image_ids(self, codes: torch.Tensor) -> torch.Tensor:
         """Image codes (any shape, values 0..K-1) -> their ids in the shared table."""
-        codes = _as_ids(codes, "codes")
-        if ((codes < 0) | (codes >= self.num_codes)).any():
-            raise ValueError(
-                f"codes must be image codes in [0, {self.num_codes - 1}], got values "
-                f"from {int(codes.min())} to {int(codes.max())}"
-            )
-        return codes + self.image_offset
+        return _as_ids(codes, "codes", size=self.num_codes) + self.image_offset
 
     def image_codes(self, ids: torch.Tensor) -> torch.Tensor:
         """The inverse of image_ids: ids of image tokens -> codes 0..K-1 (other ids: error)."""
         ids = _as_ids(ids, "ids")
         if not self.is_image(ids).all():
-            raise ValueError(
-                f"ids must all be image ids in [{self.image_offset}, "
-                f"{self.image_offset + self.num_codes - 1}], got values from "
-                f"{int(ids.min())} to {int(ids.max())}"
-            )
+            raise ValueError(f"ids must all be image ids in [{self.image_offset}, {self.boi - 1}], "
+                             f"got values in [{int(ids.min())}, {int(ids.max())}]")
         return ids - self.image_offset
+
+    def check_grids(self, grids: torch.Tensor, name: str, batched: bool = True) -> torch.Tensor:
+        """`grids` if they are image codes in [0, K) shaped (N, G, G), or (G, G) when not
+        `batched`: the model only knows images of one size, and float codes are a mistake."""
+        G = self.grid_size
+        validate.index_tensor(grids, name, self.num_codes)
+        if grids.dim() != (3 if batched else 2) or grids.shape[-2:] != (G, G):
+            want = f"(N, {G}, {G}) grids" if batched else f"a ({G}, {G}) grid"
+            raise ValueError(f"{name} must be {want} of image codes (grid_size={G}), got "
+                             f"shape {tuple(grids.shape)}")
+        return grids
 
     # ---- every id
 
@@ -166,12 +159,7 @@ class Vocabulary:
         modality is TEXT (0), IMAGE (1) or SPECIAL (2); the local id is the character's
         index in the alphabet, the image code, or the index into SPECIALS.
         """
-        ids = _as_ids(ids, "ids")
-        if ((ids < 0) | (ids >= self.size)).any():
-            raise ValueError(
-                f"ids must be in [0, {self.size - 1}] (vocabulary size {self.size}), got "
-                f"values from {int(ids.min())} to {int(ids.max())}"
-            )
+        ids = _as_ids(ids, "ids", size=self.size)
         modality = torch.full_like(ids, SPECIAL)
         modality[self.is_text(ids)] = TEXT
         modality[self.is_image(ids)] = IMAGE
@@ -181,7 +169,7 @@ class Vocabulary:
 
     def name(self, token_id: int) -> str:
         """A readable name for one id: 'a', '<img 17>', '<boi>'."""
-        modality, local = self.modality(torch.tensor([int(token_id)]))
+        modality, local = self.modality(torch.as_tensor(token_id).reshape(1))
         kind, local = int(modality), int(local)
         if kind == TEXT:
             return repr(self.alphabet[local])
@@ -191,34 +179,27 @@ class Vocabulary:
 
     def render(self, seq: torch.Tensor, max_images_tokens: int = 3) -> str:
         """A sequence as text: characters as themselves, image spans shortened, specials named."""
-        seq = _as_ids(seq, "seq")
-        out, run = [], 0
-        for token in seq.tolist():
-            if self.is_text(torch.tensor(token)):
-                out.append(self.alphabet[token])
-                continue
-            if token in (self.boi, self.eoi):
-                if token == self.eoi and run > max_images_tokens:
-                    out.append(f" ...{run - max_images_tokens} more")
-                run = 0
-                out.append(self.name(token))
-                continue
-            if self.is_image(torch.tensor(token)):
+        out, run = [], 0  # run: the image codes since the last <boi> or <eoi>
+        for token in _as_ids(seq, "seq", size=self.size).tolist():
+            if self.image_offset <= token < self.boi:
                 run += 1
                 if run <= max_images_tokens:
                     out.append(self.name(token))
                 continue
-            out.append(self.name(token))
+            if token == self.eoi and run > max_images_tokens:
+                out.append(f" ...{run - max_images_tokens} more")
+            if token in (self.boi, self.eoi):
+                run = 0
+            out.append(self.alphabet[token] if token < self.text_size else self.name(token))
         return "".join(out)
 
 
-def _as_ids(ids, what: str) -> torch.Tensor:
-    """An integer tensor of ids (lists are accepted), or a clear error."""
+def _as_ids(ids, name: str, size: int | None = None, dim: int | None = None) -> torch.Tensor:
+    """`ids` as an int64 tensor (a list of ints is accepted): float ids, ids outside
+    [0, size) or a tensor without `dim` dimensions are errors naming the argument."""
     if not isinstance(ids, torch.Tensor):
-        ids = torch.as_tensor(ids, dtype=torch.long)
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-        raise TypeError(f"{what} must hold integer ids, got dtype {ids.dtype}")
-    return ids.long()
+        ids = torch.tensor(ids) if len(ids) else torch.zeros(0, dtype=torch.long)
+    return validate.index_tensor(ids, name, size, dim).long()
 
 
 # --------------------------------------------------------------------------- documents
@@ -232,47 +213,35 @@ def build_sequence(parts: list, vocab: Vocabulary) -> torch.Tensor:
     ids; an image becomes <boi>, its G*G codes shifted by vocab.image_offset in raster order,
     <eoi>; the document ends with <eot>.
     """
-    if not isinstance(vocab, Vocabulary):
-        raise TypeError(f"vocab must be a Vocabulary, got {type(vocab).__name__}")
-    if not isinstance(parts, (list, tuple)) or not parts:
-        raise ValueError("parts must be a non-empty list of strings and (G, G) image grids")
+    _check_parts(parts, vocab)
     pieces = []
-    previous_was_text = False
-    for i, part in enumerate(parts):
+    for part in parts:
         if isinstance(part, str):
-            if not part:
-                raise ValueError(f"parts[{i}] is an empty string: it would vanish from the sequence")
-            if previous_was_text:
-                raise ValueError(
-                    f"parts[{i}] follows another text part: join adjacent strings into one, "
-                    f"since nothing in the sequence would mark where one ends"
-                )
-            pieces.append(vocab.encode_text(part))  # (len,)
-            previous_was_text = True
-        elif isinstance(part, torch.Tensor):
-            _check_grid(part, vocab, f"parts[{i}]")
-            codes = vocab.image_ids(part.reshape(-1).cpu())  # (G*G,) raster order
-            pieces += [torch.tensor([vocab.boi]), codes, torch.tensor([vocab.eoi])]
-            previous_was_text = False
+            pieces.append(vocab.encode_text(part))  # (len,) character ids
         else:
-            raise TypeError(
-                f"parts[{i}] must be a str or a (G, G) tensor of image codes, "
-                f"got {type(part).__name__}"
-            )
+            codes = part.reshape(-1).long().cpu() + vocab.image_offset  # (G*G,) raster order
+            pieces += [torch.tensor([vocab.boi]), codes, torch.tensor([vocab.eoi])]
     pieces.append(torch.tensor([vocab.eot]))
     return torch.cat(pieces)  # (L,)
 
 
-def _check_grid(grid: torch.Tensor, vocab: Vocabulary, what: str) -> None:
-    """A grid must be (G, G) integer codes: the model only knows images of one size."""
-    G = vocab.grid_size
-    if grid.is_floating_point() or grid.dtype == torch.bool:
-        raise TypeError(f"{what} must hold integer image codes, got dtype {grid.dtype}")
-    if tuple(grid.shape) != (G, G):
-        raise ValueError(
-            f"{what}: an image must be a ({G}, {G}) grid of codes (grid_size={G}), "
-            f"got shape {tuple(grid.shape)}"
-        )
+def _check_parts(parts: list, vocab: Vocabulary) -> None:
+    """build_sequence's input: a non-empty list of (G, G) grids of codes and non-empty
+    strings, never two strings in a row (nothing in the sequence would mark where one ends)."""
+    validate.instance(vocab, "vocab", Vocabulary)
+    if not isinstance(parts, (list, tuple)) or not parts:
+        raise ValueError("parts must be a non-empty list of strings and (G, G) image grids")
+    for i, part in enumerate(parts):
+        if isinstance(part, torch.Tensor):
+            vocab.check_grids(part, f"parts[{i}]", batched=False)
+        elif not isinstance(part, str):
+            raise TypeError(f"parts[{i}] must be a str or a (G, G) tensor of image codes, got "
+                            f"{type(part).__name__}")
+        elif not part:
+            raise ValueError(f"parts[{i}] is an empty string: it would vanish from the sequence")
+        elif i and isinstance(parts[i - 1], str):
+            raise ValueError(f"parts[{i}] follows another text part: join adjacent strings into "
+                             "one, since nothing in the sequence would mark where one ends")
 
 
 def split_sequence(seq: torch.Tensor, vocab: Vocabulary, complete: bool = True) -> list:
@@ -285,81 +254,66 @@ def split_sequence(seq: torch.Tensor, vocab: Vocabulary, complete: bool = True) 
     Anything malformed is an error that says where: an image span that is not closed, is
     longer or shorter than grid_size**2, holds a non-image id, or an image id outside a span.
     """
-    seq = _as_ids(seq, "seq").cpu()
-    if seq.dim() != 1:
-        raise ValueError(f"seq must be 1-D (L,), got shape {tuple(seq.shape)}")
-    modality, _ = vocab.modality(seq)
-    G2 = vocab.tokens_per_image
-    parts: list = []
-    text: list[int] = []  # the characters of the text part being read
-    image_start = None  # position of the open <boi>, or None when reading text
-    tokens = seq.tolist()
-    end = len(tokens)
-    for pos, token in enumerate(tokens):
-        kind = int(modality[pos])
-        if image_start is not None:  # inside an image span
-            n_codes = pos - image_start - 1
-            if token == vocab.eoi:
-                if n_codes != G2:
-                    raise ValueError(
-                        f"seq: the image span opened at position {image_start} holds {n_codes} "
-                        f"codes, expected grid_size**2 = {G2}"
-                    )
-                codes = seq[image_start + 1 : pos] - vocab.image_offset  # (G*G,)
-                parts.append(codes.reshape(vocab.grid_size, vocab.grid_size))
-                image_start = None
-            elif kind != IMAGE:
-                raise ValueError(
-                    f"seq: position {pos} holds {vocab.name(token)} inside the image span "
-                    f"opened at position {image_start}; only image ids (or <eoi> after "
-                    f"{G2} codes) may appear there"
-                )
-            elif n_codes >= G2:
-                raise ValueError(
-                    f"seq: the image span opened at position {image_start} is not closed by "
-                    f"<eoi> after grid_size**2 = {G2} codes"
-                )
-            continue
-        if kind == TEXT:
-            text.append(token)
-            continue
-        if text:  # a text part ends at the first non-text token
-            parts.append("".join(vocab.alphabet[t] for t in text))
-            text = []
-        if token == vocab.boi:
-            image_start = pos
-        elif token == vocab.eot:
-            end = pos
-            break
-        elif kind == IMAGE:
-            raise ValueError(
-                f"seq: position {pos} holds image id {vocab.name(token)} outside an image span "
-                f"(an image starts with <boi>)"
-            )
-        else:  # <eoi> without <boi>, or <pad> before <eot>
-            raise ValueError(
-                f"seq: position {pos} holds {vocab.name(token)} outside an image span and "
-                f"before <eot>"
-            )
-    if end < len(tokens):  # stopped at <eot>: only padding may follow
-        rest = seq[end + 1 :]
-        if (rest != vocab.pad).any():
-            where = end + 1 + int((rest != vocab.pad).nonzero()[0])
-            raise ValueError(
-                f"seq: position {where} holds {vocab.name(int(seq[where]))} after <eot> at "
-                f"position {end}; only <pad> may follow the end of a document"
-            )
-        return parts
-    if complete:
-        if image_start is not None:
-            raise ValueError(
-                f"seq: the image span opened at position {image_start} is never closed by "
-                f"<eoi> (unterminated image span)"
-            )
+    seq = _as_ids(seq, "seq", size=vocab.size, dim=1).cpu()
+    parts, pos = [], 0
+    while pos < len(seq) and seq[pos] != vocab.eot:
+        if seq[pos] == vocab.boi:
+            part, pos = _read_image(seq, pos, vocab, complete)
+        elif vocab.is_text(seq[pos]):
+            part, pos = _read_text(seq, pos, vocab)
+        else:  # an image id, <eoi> or <pad> in text
+            raise ValueError(f"seq: position {pos} holds {vocab.name(seq[pos])} outside an image "
+                             "span and before <eot> (an image starts with <boi>)")
+        parts.append(part)
+    if pos < len(seq):
+        _check_padding(seq, pos, vocab)
+    elif complete:
         raise ValueError("seq: the document does not end with <eot> (pass complete=False "
                          "for a prompt or a partial document)")
-    if image_start is not None:
-        parts.append(seq[image_start + 1 :] - vocab.image_offset)  # (n,) the open image
-    elif text:
-        parts.append("".join(vocab.alphabet[t] for t in text))
     return parts
+
+
+def _read_text(seq: torch.Tensor, start: int, vocab: Vocabulary) -> tuple[str, int]:
+    """The text part that starts at `start`: (its string, the position after it)."""
+    other = (~vocab.is_text(seq[start:])).nonzero()  # the first non-text id ends it
+    end = start + int(other[0]) if len(other) else len(seq)
+    return vocab.decode_text(seq[start:end]), end
+
+
+def _read_image(seq: torch.Tensor, start: int, vocab: Vocabulary, complete: bool
+                ) -> tuple[torch.Tensor, int]:
+    """The image span whose <boi> is at `start`: ((G, G) codes, the position after <eoi>).
+
+    A span that the sequence cuts short is returned as the 1-D codes it holds so far, unless
+    the document must be complete.
+    """
+    G2 = vocab.tokens_per_image
+    span = seq[start + 1 : start + G2 + 2]  # room for G*G codes and the <eoi>
+    other = (~vocab.is_image(span)).nonzero()
+    n = int(other[0]) if len(other) else len(span)  # the codes before the first non-code
+    if n == len(span) and n <= G2:  # the sequence ends inside the span
+        if complete:
+            raise ValueError(f"seq: the image span opened at position {start} is never closed "
+                             "by <eoi> (unterminated image span)")
+        return span - vocab.image_offset, len(seq)
+    if n > G2:
+        raise ValueError(f"seq: the image span opened at position {start} is not closed by "
+                         f"<eoi> after grid_size**2 = {G2} codes")
+    if span[n] != vocab.eoi:
+        raise ValueError(f"seq: position {start + 1 + n} holds {vocab.name(span[n])} inside the "
+                         f"image span opened at position {start}; only image ids (or <eoi> "
+                         f"after {G2} codes) may appear there")
+    if n != G2:
+        raise ValueError(f"seq: the image span opened at position {start} holds {n} codes, "
+                         f"expected grid_size**2 = {G2}")
+    codes = span[:G2] - vocab.image_offset  # (G*G,)
+    return codes.reshape(vocab.grid_size, vocab.grid_size), start + G2 + 2
+
+
+def _check_padding(seq: torch.Tensor, eot: int, vocab: Vocabulary) -> None:
+    """Only <pad> may follow the <eot> at position `eot`."""
+    other = (seq[eot + 1 :] != vocab.pad).nonzero()
+    if len(other):
+        where = eot + 1 + int(other[0])
+        raise ValueError(f"seq: position {where} holds {vocab.name(seq[where])} after <eot> at "
+                         f"position {eot}; only <pad> may follow the end of a document")

@@ -167,7 +167,7 @@ def test_partial_documents_split_as_far_as_they_go():
         (lambda: build_sequence(["the digit é"], V), "not in the text vocabulary"),
         (lambda: build_sequence([torch.zeros(3, 4, dtype=torch.long)], V), "(4, 4) grid"),
         (lambda: build_sequence([torch.zeros(16, dtype=torch.long)], V), "(4, 4) grid"),
-        (lambda: build_sequence([torch.zeros(4, 4)], V), "integer image codes"),
+        (lambda: build_sequence([torch.zeros(4, 4)], V), "parts[0] must be an integer tensor"),
         (lambda: build_sequence([torch.full((4, 4), 32)], V), "[0, 31]"),
         (lambda: build_sequence(["a", "b"], V), "join adjacent strings"),
         (lambda: build_sequence([""], V), "empty string"),
@@ -178,6 +178,24 @@ def test_partial_documents_split_as_far_as_they_go():
         (lambda: V.modality(torch.tensor([V.size])), f"[0, {V.size - 1}]"),
         (lambda: Vocabulary(num_codes=0, grid_size=4), "num_codes"),
         (lambda: Vocabulary(num_codes=8, grid_size=4, alphabet="aa"), "repeat"),
+        (lambda: Vocabulary(num_codes=8, grid_size=4, alphabet=""), "non-empty"),
+        (lambda: build_sequence(["seven"], "vocab"), "vocab must be a Vocabulary, got str"),
+        # float codes where token ids are expected: refused, never rounded
+        (lambda: V.image_ids(torch.tensor([1.0, 2.7])), "codes must be an integer tensor"),
+        (lambda: V.image_codes(torch.tensor([40.0])), "ids must be an integer tensor"),
+        (lambda: V.decode_text(torch.tensor([1.0, 2.0])), "ids must be an integer tensor"),
+        (lambda: V.decode_text([1.5]), "ids must be an integer tensor"),
+        (lambda: V.decode_text(torch.zeros(2, 2, dtype=torch.long)), "ids must be a 1-d tensor"),
+        (lambda: V.modality(torch.tensor([3.0])), "ids must be an integer tensor"),
+        (lambda: V.name(3.0), "ids must be an integer tensor"),
+        (lambda: V.render(torch.tensor([1.0, V.eot])), "seq must be an integer tensor"),
+        (lambda: split_sequence(torch.tensor([1.0, float(V.eot)]), V),
+         "seq must be an integer tensor"),
+        (lambda: split_sequence(torch.tensor([0, V.size]), V), f"seq must lie in [0, {V.size - 1}]"),
+        (lambda: split_sequence(torch.tensor([[0, V.eot]]), V), "seq must be a 1-d tensor"),
+        (lambda: anytoany.image_prompt(torch.zeros(2, 4, 4), V), "grids must be an integer tensor"),
+        (lambda: anytoany.image_prompt(torch.full((2, 4, 4), 32), V), "grids must lie in [0, 31]"),
+        (lambda: anytoany.image_prompt(torch.zeros(4, 4, dtype=torch.long), V), "(N, 4, 4) grids"),
     ],
 )
 def test_bad_input_is_a_clear_error(make, words):
@@ -302,11 +320,30 @@ def test_caption_dropout_leaves_some_text_to_image_documents_without_a_caption()
 def test_caption_dropout_bad_input():
     vocab = Vocabulary(num_codes=16, grid_size=4)
     grids, labels = torch.zeros(10, 4, 4, dtype=torch.long), torch.arange(10)
-    with pytest.raises(ValueError, match="p_uncond must be in"):
+    with pytest.raises(ValueError, match=r"p_uncond must lie in \[0, 1\], got 1.5"):
         CaptionedDigits(grids, labels, vocab, p_uncond=1.5)
+    with pytest.raises(ValueError, match=r"p_text_to_image must lie in \[0, 1\]"):
+        CaptionedDigits(grids, labels, vocab, p_text_to_image=-0.1)
     data = CaptionedDigits(grids, labels, vocab)
     with pytest.raises(ValueError, match="only exists for text -> image"):
         data.example(0, None, text_to_image=False)
+
+
+def test_the_stream_refuses_float_codes_and_mismatched_labels():
+    vocab = Vocabulary(num_codes=16, grid_size=4)
+    grids, labels = torch.zeros(10, 4, 4, dtype=torch.long), torch.arange(10)
+    with pytest.raises(TypeError, match="grids must be an integer tensor"):
+        CaptionedDigits(grids.float(), labels, vocab)  # would be truncated to codes silently
+    with pytest.raises(ValueError, match="grids must lie in"):
+        CaptionedDigits(grids + 16, labels, vocab)
+    with pytest.raises(ValueError, match=r"grids must be \(N, 4, 4\) grids"):
+        CaptionedDigits(torch.zeros(10, 2, 8, dtype=torch.long), labels, vocab)
+    with pytest.raises(TypeError, match="labels must be an integer tensor"):
+        CaptionedDigits(grids, labels.float(), vocab)
+    with pytest.raises(ValueError, match=r"labels must be \(10,\) digits, one per grid"):
+        CaptionedDigits(grids, labels[:9], vocab)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        CaptionedDigits(grids, labels, vocab).batch(0)
 
 
 # --------------------------------------------------------------------------- the loss
@@ -517,15 +554,20 @@ def test_generation_stops_once_every_document_has_ended():
          "prompt must lie in [0, "),
         (lambda m, v: constrained_generate(m, torch.tensor([[0]]), 0),
          "max_new_tokens must be a positive int"),
+        (lambda m, v: constrained_generate(m, torch.tensor([[0.0, 1.0]]), 3),
+         "prompt must be an integer tensor"),
         (lambda m, v: text_to_image(m, "Seven", 1), "'S' at position 0"),
         (lambda m, v: text_to_image(m, "", 1), "empty caption"),
         (lambda m, v: text_to_image(m, "seven", 1, cfg_scale=-1.0), "cfg_scale must"),
         (lambda m, v: text_to_image(m, "seven", 1, cfg_scale=float("inf")),
          "cfg_scale must be a finite number"),
         (lambda m, v: text_to_image(m, "seven", True), "n must be a positive int, got True"),
+        (lambda m, v: text_to_image(m, "seven", 2.0), "n must be a positive int, got 2.0"),
+        (lambda m, v: text_to_image(m, 7, 1), "text must be a str, got int"),
         (lambda m, v: image_to_text(m, torch.zeros(1, 3, 3, dtype=torch.long)),
          "(N, 4, 4)"),
         (lambda m, v: image_to_text(m, torch.zeros(1, 4, 4)), "grids must be an integer tensor"),
+        (lambda m, v: image_to_text(m, torch.full((1, 4, 4), 16)), "grids must lie in [0, 15]"),
         (lambda m, v: image_to_text(m, torch.zeros(1, 4, 4, dtype=torch.long), max_len=99),
          "max_len must lie in [1, "),
         (lambda m, v: image_to_text(m, torch.zeros(1, 4, 4, dtype=torch.long), max_len=2.5),

@@ -1,4 +1,4 @@
-"""MaskGIT against google-research/maskgit's published behaviour (REFERENCE_FACTS.md, MaskGIT).
+"""MaskGIT against google-research/maskgit's published behaviour (docs/references.md, MaskGIT).
 
 The official decoder (`libml/parallel_decode.py`) is transcribed below in NumPy, line by line,
 with its own cut-off rule for re-masking; minitok's decode must give the same tokens at every
@@ -45,16 +45,24 @@ def test_cosine_reveals_few_first_and_many_last():
     assert list(revealed) == sorted(revealed)  # cosine reveals more at every step
 
 
-# --------------------------------------------------------------------------- the official tables
+# --------------------------------------------------------------------------- the official formula
+# The repository publishes the formula, not tables: these counts are the formula evaluated.
 
 
-def test_mask_counts_cosine_256_in_8_steps_is_the_official_table():
+def test_mask_counts_cosine_256_in_8_steps_is_the_official_formula():
     assert mask_counts(256, 8, "cosine") == [251, 236, 212, 181, 142, 97, 49, 0]
 
 
-def test_mask_counts_cosine_1024_in_12_steps_is_the_official_table():
+def test_mask_counts_cosine_1024_in_12_steps_is_the_official_formula_in_float64():
     expected = [1015, 989, 946, 886, 812, 724, 623, 512, 391, 265, 133, 0]
     assert mask_counts(1024, 12, "cosine") == expected
+
+
+def test_float32_as_the_official_jax_loop_computes_gives_511_after_step_8():
+    # floor(1024 cos(pi/2 * 8/12)): cos(pi/3) is 0.49999997 in float32, JAX's default
+    ratio = torch.tensor(8 / 12, dtype=torch.float32)
+    assert int(torch.floor(1024 * torch.cos(math.pi / 2 * ratio))) == 511
+    assert int(torch.floor(1024 * gamma("cosine", 8 / 12))) == 512  # minitok: float64
 
 
 def test_inpainting_counts_from_the_initial_masked_number():
