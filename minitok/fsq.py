@@ -17,25 +17,24 @@ as digits of a mixed-radix number with the *first* channel the least significant
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from minitok.vq import VQOutput, usage_stats
+from minitok import validate
+from minitok.vq import VQOutput, channels_last, usage_stats
 
 BOUND_EPS = 1e-3  # keeps tanh's range slightly beyond the outermost levels, so they are reachable
 
 
 def check_levels(levels: Sequence[int]) -> list[int]:
-    """Validate `levels` (a non-empty sequence of ints >= 2) and return it as a list."""
-    if isinstance(levels, Tensor):
-        levels = levels.tolist()
-    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence) or len(levels) == 0:
-        raise ValueError(f"levels must be a non-empty list of ints, got {levels!r}")
-    for level in levels:
-        if isinstance(level, bool) or not isinstance(level, int) or level < 2:
-            raise ValueError(f"levels must all be ints >= 2, got {list(levels)!r}")
+    """`levels` as a list, if it is a non-empty sequence (or 1-d tensor) of ints >= 2."""
+    levels = levels.tolist() if isinstance(levels, Tensor) else levels
+    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence) or not levels or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in levels):
+        raise ValueError(f"levels must be a non-empty list of ints >= 2, got {levels!r}")
     return list(levels)
 
 
@@ -69,35 +68,36 @@ def fsq_quantize(z: Tensor, levels: Sequence[int]) -> Tensor:
     The output has z's shape; every channel i takes one of levels[i] values, and the
     gradient passes straight through the rounding to z.
     """
-    levels = check_levels(levels)
-    if z.shape[-1] != len(levels):
-        raise ValueError(
-            f"z's last dimension ({z.shape[-1]}) must equal len(levels) ({len(levels)})"
-        )
+    validate.float_tensor(z, "z", finite=True)  # an integer z would give 1.0 everywhere
+    validate.last_dim(z, "z", len(check_levels(levels)), "len(levels)")
     half_width = _levels_tensor(levels, z.device) // 2  # (d,)
     return round_ste(fsq_bound(z, levels)) / half_width  # (..., d)
 
 
 def codes_to_indices(codes: Tensor, levels: Sequence[int]) -> Tensor:
-    """FSQ codes (..., d) in [-1, 1] -> int64 indices (...,)."""
+    """FSQ codes (..., d), each entry one of its channel's levels in [-1, 1] -> int64 (...,).
+
+    A code off the grid (beyond [-1, 1], or more than a quarter of a level step from every
+    level: float and bf16 rounding stay far below that) is refused, not read as another code.
+    """
+    validate.float_tensor(codes, "codes", finite=True)
     level = _levels_tensor(levels, codes.device)  # (d,)
+    validate.last_dim(codes, "codes", len(level), "len(levels)")
     half_width = level // 2
-    digits = (codes * half_width + half_width).round().long()  # (..., d), in [0, L_i - 1]
+    scaled = codes * half_width + half_width  # (..., d), the level digits in [0, L_i - 1]
+    digits = scaled.round()  # (..., d)
+    on_grid = ((scaled - digits).abs() <= 0.25) & (digits >= 0) & (digits < level)  # (..., d)
+    if not bool(on_grid.all()):
+        raise ValueError(f"codes must lie on the FSQ grid of levels {level.tolist()}: every "
+                         f"entry one of its channel's levels k / (L // 2), in [-1, 1]")
     basis = torch.cumprod(torch.cat([level.new_ones(1), level[:-1]]), dim=0)  # (d,)
-    return (digits * basis).sum(dim=-1)  # (...,)
+    return (digits.long() * basis).sum(dim=-1)  # (...,)
 
 
 def indices_to_codes(indices: Tensor, levels: Sequence[int]) -> Tensor:
     """int indices (...,) -> FSQ codes (..., d): the inverse of `codes_to_indices`."""
-    if indices.is_floating_point() or indices.dtype == torch.bool:
-        raise TypeError(f"indices must be an integer tensor, got dtype {indices.dtype}")
     level = _levels_tensor(levels, indices.device)  # (d,)
-    size = int(level.prod())
-    if indices.numel() and (indices.min() < 0 or indices.max() >= size):
-        raise ValueError(
-            f"indices must lie in [0, {size - 1}], "
-            f"got values in [{int(indices.min())}, {int(indices.max())}]"
-        )
+    validate.index_tensor(indices, "indices", size=math.prod(level.tolist()))
     basis = torch.cumprod(torch.cat([level.new_ones(1), level[:-1]]), dim=0)  # (d,)
     digits = (indices[..., None] // basis) % level  # (..., d)
     half_width = level // 2
@@ -116,9 +116,7 @@ class FSQ(nn.Module):
         super().__init__()
         self.levels = check_levels(levels)
         code_dim = len(self.levels)
-        self.dim = code_dim if dim is None else dim
-        if isinstance(self.dim, bool) or not isinstance(self.dim, int) or self.dim < 1:
-            raise ValueError(f"dim must be a positive int or None, got {dim!r}")
+        self.dim = code_dim if dim is None else validate.positive_int(dim, "dim")
         projected = self.dim != code_dim
         self.in_proj = nn.Linear(self.dim, code_dim) if projected else nn.Identity()
         self.out_proj = nn.Linear(code_dim, self.dim) if projected else nn.Identity()
@@ -126,33 +124,19 @@ class FSQ(nn.Module):
     @property
     def num_codes(self) -> int:
         """The size of the implicit codebook: the product of the levels."""
-        size = 1
-        for level in self.levels:
-            size *= level
-        return size
+        return math.prod(self.levels)
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, dim={self.dim}, num_codes={self.num_codes}"
 
-    def _channels_last(self, z: Tensor) -> Tensor:
-        if not isinstance(z, Tensor) or not z.is_floating_point():
-            raise TypeError("z must be a floating-point torch.Tensor")
-        if z.dim() not in (3, 4):
-            raise ValueError(f"z must be (B, C, H, W) or (B, N, C), got shape {tuple(z.shape)}")
-        channels = z.shape[1] if z.dim() == 4 else z.shape[2]
-        if channels != self.dim:
-            raise ValueError(f"z has {channels} channels but the FSQ's dim is {self.dim}")
-        return z.permute(0, 2, 3, 1) if z.dim() == 4 else z  # (B, H, W, C) or (B, N, C)
-
     def forward(self, z: Tensor) -> VQOutput:
-        is_map = isinstance(z, Tensor) and z.dim() == 4
-        z_code = self.in_proj(self._channels_last(z))  # (..., d)
+        z_code = self.in_proj(channels_last(z, self.dim))  # (..., d)
         # tanh and rounding in float32 even under autocast: bf16 would misplace level edges.
         with torch.autocast(device_type=z.device.type, enabled=False):
             codes = fsq_quantize(z_code.float(), self.levels)  # (..., d)
             indices = codes_to_indices(codes.detach(), self.levels)  # (B, H, W) or (B, N)
         quantized = self.out_proj(codes.to(z_code.dtype))  # (..., dim)
-        if is_map:
+        if z.dim() == 4:
             quantized = quantized.permute(0, 3, 1, 2)  # (B, dim, H, W)
         perplexity, usage = usage_stats(indices, self.num_codes)
         loss = z.new_zeros((), dtype=torch.float32)
@@ -160,9 +144,6 @@ class FSQ(nn.Module):
 
     def codes(self, indices: Tensor) -> Tensor:
         """Decoder-side vectors of tokens: (B, H, W) -> (B, dim, H, W); (B, N) -> (B, N, dim)."""
-        if indices.dim() not in (2, 3):
-            raise ValueError(
-                f"indices must be (B, H, W) or (B, N), got shape {tuple(indices.shape)}"
-            )
+        validate.tensor(indices, "indices", dim=(2, 3))
         vectors = self.out_proj(indices_to_codes(indices, self.levels))  # (..., dim)
         return vectors.permute(0, 3, 1, 2) if indices.dim() == 3 else vectors

@@ -19,13 +19,13 @@ and a low-dimensional lookup with in/out projections (the LlamaGen design).
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from minitok import validate
 from minitok.quantize import kmeans, nearest_code
 
 KMEANS_ITERS = 10  # Lloyd iterations for the first-batch k-means initialisation
@@ -40,27 +40,19 @@ def straight_through(z: Tensor, q: Tensor) -> Tensor:
     Forward: z + (q - z) = q (up to rounding). Backward: `(q - z).detach()` is a constant, so
     d q_st / d z is the identity and nothing flows into q (the codebook) through this path.
     """
-    if z.shape != q.shape:
-        raise ValueError(
-            f"z and q must have the same shape, got {tuple(z.shape)} and {tuple(q.shape)}"
-        )
+    validate.same_shape(z, q, "z and q")  # z + (q - z) would broadcast
     return z + (q - z).detach()
-
-
-def _check_beta(beta: float) -> None:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-        raise TypeError(f"beta must be a number, got {type(beta).__name__}")
-    if not math.isfinite(beta) or beta < 0:
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
 
 
 def commitment_loss(z: Tensor, q: Tensor) -> Tensor:
     """mse(z, q.detach()): moves only the encoder output z towards its (fixed) code."""
+    validate.same_shape(z, q, "z and q")  # mse_loss would broadcast, with only a warning
     return F.mse_loss(z, q.detach())
 
 
 def codebook_loss(z: Tensor, q: Tensor) -> Tensor:
     """mse(q, z.detach()): moves only the chosen codes q towards the (fixed) encoder output."""
+    validate.same_shape(z, q, "z and q")
     return F.mse_loss(q, z.detach())
 
 
@@ -72,11 +64,7 @@ def vq_loss(z: Tensor, q: Tensor, beta: float = 0.25) -> Tensor:
     only the gradients tell the orientations apart: dL/dz = 2 beta (z - q) / n and
     dL/dq = 2 (q - z) / n, with n the number of elements.
     """
-    _check_beta(beta)
-    if z.shape != q.shape:
-        raise ValueError(
-            f"z and q must have the same shape, got {tuple(z.shape)} and {tuple(q.shape)}"
-        )
+    validate.number(beta, "beta", low=0)
     return codebook_loss(z, q) + beta * commitment_loss(z, q)
 
 
@@ -92,13 +80,6 @@ class EMAStep(NamedTuple):
     codebook: Tensor  # (K, D) the new codebook, embed_avg / smoothed cluster_size
 
 
-def _check_decay(decay: float) -> None:
-    if isinstance(decay, bool) or not isinstance(decay, (int, float)):
-        raise TypeError(f"decay must be a number, got {type(decay).__name__}")
-    if not 0.0 < decay < 1.0:
-        raise ValueError(f"decay must lie strictly between 0 and 1, got {decay!r}")
-
-
 def laplace_smoothed(cluster_size: Tensor, eps: float = 1e-5) -> Tensor:
     """Counts nudged away from zero, keeping their total: (N_k + eps) / (sum N + K eps) * sum N.
 
@@ -109,46 +90,24 @@ def laplace_smoothed(cluster_size: Tensor, eps: float = 1e-5) -> Tensor:
     return (cluster_size + eps) / (total + cluster_size.numel() * eps) * total
 
 
-def ema_statistics(
-    cluster_size: Tensor, embed_avg: Tensor, z: Tensor, indices: Tensor, decay: float, eps: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """One EMA step from given assignments: (new cluster_size, new embed_avg, new codebook).
-
-    z: (N, D) vectors, indices: (N,) their codes. Each code moves to the running mean of the
-    vectors assigned to it: N_k <- d N_k + (1 - d) n_k, m_k <- d m_k + (1 - d) sum z_i,
-    e_k = m_k / smoothed N_k.
-    """
-    num_codes = cluster_size.shape[0]
-    z = z.to(embed_avg.dtype)
-    counts = torch.bincount(indices, minlength=num_codes).to(cluster_size.dtype)  # (K,)
-    sums = torch.zeros_like(embed_avg).index_add_(0, indices, z)  # (K, D)
-    cluster_size = decay * cluster_size + (1 - decay) * counts  # (K,)
-    embed_avg = decay * embed_avg + (1 - decay) * sums  # (K, D)
-    codebook = embed_avg / laplace_smoothed(cluster_size, eps)[:, None]  # (K, D)
-    return cluster_size, embed_avg, codebook
-
-
-def ema_update(
-    codebook: Tensor,
-    cluster_size: Tensor,
-    embed_avg: Tensor,
-    z: Tensor,
-    decay: float = 0.99,
-    eps: float = 1e-5,
-) -> EMAStep:
+def ema_update(codebook: Tensor, cluster_size: Tensor, embed_avg: Tensor, z: Tensor,
+               decay: float = 0.99, eps: float = 1e-5) -> EMAStep:
     """Assign z (N, D) to the current codebook (K, D), then move the codes by EMA.
 
-    The assignments come from the codebook as it was *before* this step: they are the tokens
-    this batch produced, and the update only changes what the next batch will see.
+    Each code moves to the running mean of the vectors assigned to it: N_k <- d N_k +
+    (1 - d) n_k, m_k <- d m_k + (1 - d) sum z_i, e_k = m_k / smoothed N_k. The assignments
+    come from the codebook as it was *before* this step: they are the tokens this batch
+    produced, and the update only changes what the next batch will see. The inputs are not
+    changed; the new state comes back as an EMAStep.
     """
-    _check_decay(decay)
-    if z.dim() != 2 or z.shape[1] != codebook.shape[1]:
-        raise ValueError(f"z must be (N, {codebook.shape[1]}), got shape {tuple(z.shape)}")
-    indices = nearest_code(z, codebook)  # (N,)
-    cluster_size, embed_avg, new_codebook = ema_statistics(
-        cluster_size, embed_avg, z, indices, decay, eps
-    )
-    return EMAStep(indices, cluster_size, embed_avg, new_codebook)
+    validate.number(decay, "decay", 0, 1, low_open=True, high_open=True)
+    validate.tensor(z, "z", dim=2)
+    indices = nearest_code(z, codebook)  # (N,) from the codebook BEFORE the update
+    counts = torch.bincount(indices, minlength=codebook.shape[0]).to(cluster_size.dtype)  # (K,)
+    sums = torch.zeros_like(embed_avg).index_add_(0, indices, z.to(embed_avg.dtype))  # (K, D)
+    new_size = decay * cluster_size + (1 - decay) * counts  # (K,)
+    new_avg = decay * embed_avg + (1 - decay) * sums  # (K, D)
+    return EMAStep(indices, new_size, new_avg, new_avg / laplace_smoothed(new_size, eps)[:, None])
 
 
 # --------------------------------------------------------------------------- the module
@@ -170,6 +129,15 @@ def usage_stats(indices: Tensor, num_codes: int) -> tuple[Tensor, Tensor]:
     p = counts / counts.sum()  # (K,)
     entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
     return entropy.exp(), (counts > 0).float().mean()
+
+
+def channels_last(z: Tensor, dim: int) -> Tensor:
+    """A quantizer's input, (B, C, H, W) -> (B, H, W, C) or (B, N, C) as is, with C == dim."""
+    validate.float_tensor(z, "z", dim=(3, 4))  # (B, C, H, W) or (B, N, C)
+    channels = z.shape[1] if z.dim() == 4 else z.shape[2]
+    if channels != dim:
+        raise ValueError(f"z has {channels} channels but the quantizer's dim is {dim}")
+    return z.permute(0, 2, 3, 1) if z.dim() == 4 else z
 
 
 class VectorQuantizer(nn.Module):
@@ -194,43 +162,20 @@ class VectorQuantizer(nn.Module):
     codebook left untouched.
     """
 
-    def __init__(
-        self,
-        num_codes: int,
-        dim: int,
-        beta: float = 0.25,
-        *,
-        ema: bool = False,
-        decay: float = 0.99,
-        eps: float = 1e-5,
-        dead_code_threshold: float = 0.0,
-        kmeans_init: bool = False,
-        l2_normalize: bool = False,
-        code_dim: int | None = None,
-    ):
+    def __init__(self, num_codes: int, dim: int, beta: float = 0.25, *, ema: bool = False,
+                 decay: float = 0.99, eps: float = 1e-5, dead_code_threshold: float = 0.0,
+                 kmeans_init: bool = False, l2_normalize: bool = False,
+                 code_dim: int | None = None):
         super().__init__()
-        for name, value in (("num_codes", num_codes), ("dim", dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if code_dim is not None and (
-            isinstance(code_dim, bool) or not isinstance(code_dim, int) or code_dim < 1
-        ):
-            raise ValueError(f"code_dim must be a positive int or None, got {code_dim!r}")
-        _check_beta(beta)
-        _check_decay(decay)
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps!r}")
-        if not dead_code_threshold >= 0:
-            raise ValueError(f"dead_code_threshold must be >= 0, got {dead_code_threshold!r}")
-
-        self._num_codes = num_codes
-        self.dim = dim
-        self.code_dim = dim if code_dim is None else code_dim
-        self.beta = float(beta)
+        self._num_codes = validate.positive_int(num_codes, "num_codes")
+        self.dim = validate.positive_int(dim, "dim")
+        self.code_dim = dim if code_dim is None else validate.positive_int(code_dim, "code_dim")
+        self.beta = validate.number(beta, "beta", low=0)
         self.ema = ema
-        self.decay = float(decay)
-        self.eps = float(eps)
-        self.dead_code_threshold = float(dead_code_threshold)
+        self.decay = validate.number(decay, "decay", 0, 1, low_open=True, high_open=True)
+        self.eps = validate.number(eps, "eps", low=0, low_open=True)
+        self.dead_code_threshold = validate.number(dead_code_threshold, "dead_code_threshold",
+                                                   low=0)
         self.kmeans_init = kmeans_init
         self.l2_normalize = l2_normalize
 
@@ -262,33 +207,6 @@ class VectorQuantizer(nn.Module):
             f"l2_normalize={self.l2_normalize}"
         )
 
-    # ----------------------------------------------------------------- layout helpers
-
-    def _channels_last(self, z: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, H, W, C); (B, N, C) unchanged. Checks rank and channels."""
-        if not isinstance(z, Tensor):
-            raise TypeError(f"z must be a torch.Tensor, got {type(z).__name__}")
-        if not z.is_floating_point():
-            raise TypeError(f"z must be a floating-point tensor, got dtype {z.dtype}")
-        if z.dim() == 4:
-            channels = z.shape[1]
-            z = z.permute(0, 2, 3, 1)  # (B, H, W, C)
-        elif z.dim() == 3:
-            channels = z.shape[2]
-        else:
-            raise ValueError(
-                f"z must be (B, C, H, W) or (B, N, C), got a {z.dim()}-d tensor of shape "
-                f"{tuple(z.shape)}"
-            )
-        if channels != self.dim:
-            raise ValueError(
-                f"z has {channels} channels but the quantizer's dim is {self.dim} "
-                f"(z shape {tuple(z.shape)})"
-            )
-        if z.numel() == 0:
-            raise ValueError(f"z is empty (shape {tuple(z.shape)}): nothing to quantize")
-        return z
-
     @staticmethod
     def _restore_layout(x: Tensor, like_4d: bool) -> Tensor:
         return x.permute(0, 3, 1, 2) if like_4d else x  # (B, H, W, C) -> (B, C, H, W)
@@ -303,9 +221,7 @@ class VectorQuantizer(nn.Module):
     # ----------------------------------------------------------------- forward
 
     def forward(self, z: Tensor) -> VQOutput:
-        is_map = isinstance(z, Tensor) and z.dim() == 4
-        z_last = self._channels_last(z)  # (B, H, W, C) or (B, N, C)
-        z_code = self._normalize(self.in_proj(z_last))  # (..., code_dim)
+        z_code = self._normalize(self.in_proj(channels_last(z, self.dim)))  # (..., code_dim)
         flat = z_code.detach().reshape(-1, self.code_dim)  # (M, code_dim)
 
         if self.training and not bool(self.initted):
@@ -325,25 +241,12 @@ class VectorQuantizer(nn.Module):
         if self.training:
             # After the output is computed: the update changes what the NEXT batch sees.
             self._update_codebook(flat, indices.flatten())
-        return VQOutput(self._restore_layout(quantized, is_map), indices, loss, perplexity, usage)
+        quantized = self._restore_layout(quantized, z.dim() == 4)  # z's layout
+        return VQOutput(quantized, indices, loss, perplexity, usage)
 
     def codes(self, indices: Tensor) -> Tensor:
         """Decoder-side vectors of tokens: (B, H, W) -> (B, dim, H, W); (B, N) -> (B, N, dim)."""
-        if (
-            not isinstance(indices, Tensor)
-            or indices.is_floating_point()
-            or indices.dtype == torch.bool
-        ):
-            raise TypeError("indices must be an integer torch.Tensor")
-        if indices.dim() not in (2, 3):
-            raise ValueError(
-                f"indices must be (B, H, W) or (B, N), got shape {tuple(indices.shape)}"
-            )
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
-            raise ValueError(
-                f"indices must lie in [0, {self.num_codes - 1}], "
-                f"got values in [{int(indices.min())}, {int(indices.max())}]"
-            )
+        validate.index_tensor(indices, "indices", size=self.num_codes, dim=(2, 3))
         vectors = self.out_proj(self.lookup_codebook()[indices])  # (..., dim)
         return self._restore_layout(vectors, indices.dim() == 3)
 
@@ -353,10 +256,8 @@ class VectorQuantizer(nn.Module):
     def _init_from_kmeans(self, flat: Tensor) -> None:
         """Fit the codebook to the first training batch with k-means."""
         if flat.shape[0] < self.num_codes:
-            raise ValueError(
-                f"kmeans_init needs at least num_codes={self.num_codes} vectors in the first "
-                f"training batch, got {flat.shape[0]}"
-            )
+            raise ValueError(f"kmeans_init needs at least num_codes={self.num_codes} vectors "
+                             f"in the first training batch, got {flat.shape[0]}")
         fitted = self._normalize(kmeans(flat.float(), self.num_codes, iters=KMEANS_ITERS))
         self.codebook.data.copy_(fitted)
         self.cluster_size.fill_(1.0)
@@ -366,17 +267,16 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update_codebook(self, flat: Tensor, indices: Tensor) -> None:
-        """EMA step (if enabled), then dead-code restarts (if enabled). Training only."""
-        if not self.ema and self.dead_code_threshold <= 0:
-            return
+        """EMA step (Lesson 02's ema_update), then dead-code restarts, if enabled. Training only."""
         if self.ema:
-            cluster_size, embed_avg, codebook = ema_statistics(
-                self.cluster_size, self.embed_avg, flat, indices, self.decay, self.eps
-            )
-            self.cluster_size.copy_(cluster_size)
-            self.embed_avg.copy_(embed_avg)
-            self.codebook.copy_(codebook)
-        else:
+            # ema_update assigns flat again, to the codebook the forward used: the forward's
+            # indices, for one more lookup per step, and the exercise's code, not a copy of it.
+            step = ema_update(self.lookup_codebook(), self.cluster_size, self.embed_avg, flat,
+                              self.decay, self.eps)
+            self.cluster_size.copy_(step.cluster_size)
+            self.embed_avg.copy_(step.embed_avg)
+            self.codebook.copy_(step.codebook)
+        elif self.dead_code_threshold > 0:  # the decayed counts that decide the restarts
             counts = torch.bincount(indices, minlength=self.num_codes).to(self.cluster_size.dtype)
             self.cluster_size.mul_(self.decay).add_((1 - self.decay) * counts)
         if self.dead_code_threshold > 0:

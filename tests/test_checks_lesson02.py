@@ -76,14 +76,12 @@ def test_ema_case_discriminates_old_and_new_assignments():
 def test_ema_update_catches_the_updated_codebooks_assignments():
     def wrong(codebook, cluster_size, embed_avg, z, decay, eps=1e-5):
         first = vq.ema_update(codebook, cluster_size, embed_avg, z, decay, eps)
-        indices = nearest_code(z, first.codebook)  # re-assigned with the updated codes
-        size, avg, new = vq.ema_statistics(cluster_size, embed_avg, z, indices, decay, eps)
-        return indices, size, avg, new
+        # re-assigned with the updated codes: ema_update's codebook only decides assignments
+        return vq.ema_update(first.codebook, cluster_size, embed_avg, z, decay, eps)
 
     def wrong_stats_only(codebook, cluster_size, embed_avg, z, decay, eps=1e-5):
         first = vq.ema_update(codebook, cluster_size, embed_avg, z, decay, eps)
-        indices = nearest_code(z, first.codebook)
-        size, avg, new = vq.ema_statistics(cluster_size, embed_avg, z, indices, decay, eps)
+        _, size, avg, new = vq.ema_update(first.codebook, cluster_size, embed_avg, z, decay, eps)
         return first.indices, size, avg, new
 
     assert_fails_with(check.ema_update, wrong, "UPDATED codebook's assignments")

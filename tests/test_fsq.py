@@ -127,11 +127,53 @@ def test_bad_input():
     fsq = FSQ([8, 5, 5, 5])
     with pytest.raises(ValueError, match="channels"):
         fsq(torch.randn(2, 3, 4, 4))
-    with pytest.raises(ValueError, match="B, C, H, W"):
-        fsq(torch.randn(4, 4))
+    with pytest.raises(ValueError, match="z must be a 3-d or 4-d tensor"):
+        fsq(torch.randn(4, 4))  # (B, C, H, W) or (B, N, C)
     with pytest.raises(ValueError, match="len\\(levels\\)"):
         fsq_quantize(torch.randn(3, 2), [8, 5, 5])
     with pytest.raises(ValueError, match="indices"):
         indices_to_codes(torch.tensor([1000]), [8, 5, 5, 5])
     with pytest.raises(TypeError, match="integer"):
         indices_to_codes(torch.tensor([1.0]), [8, 5, 5, 5])
+
+
+def test_fsq_quantize_refuses_integer_and_nan_input():
+    """An integer z used to come back as 1.0 everywhere, and a NaN passed straight through."""
+    with pytest.raises(TypeError, match="z must be a floating-point tensor"):
+        fsq_quantize(torch.ones(3, 4, dtype=torch.long), [8, 5, 5, 5])
+    z = torch.zeros(3, 4)
+    z[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="z holds NaN"):
+        fsq_quantize(z, [8, 5, 5, 5])
+    with pytest.raises(ValueError, match="z holds NaN"):
+        FSQ([8, 5, 5, 5])(z[None])
+
+
+@pytest.mark.parametrize(
+    "codes, why",
+    [
+        ([2.0, 1.0], "beyond the grid: was read as index 9 of a 9-code grid"),
+        ([1.0, -2.0], "beyond the grid on the other side"),
+        ([0.5, 0.0], "halfway between two levels"),
+    ],
+)
+def test_codes_to_indices_refuses_codes_off_the_grid(codes, why):
+    with pytest.raises(ValueError, match="codes must lie on the FSQ grid"):
+        codes_to_indices(torch.tensor([codes]), [3, 3])
+
+
+def test_codes_to_indices_refuses_nan_and_a_wrong_last_dimension():
+    with pytest.raises(ValueError, match="codes holds NaN"):
+        codes_to_indices(torch.tensor([[float("nan"), 0.0]]), [3, 3])
+    with pytest.raises(ValueError, match="last dimension of codes must be len\\(levels\\) = 4"):
+        codes_to_indices(torch.zeros(5, 1), [8, 5, 5, 5])  # (5, 1) would broadcast to (5, 4)
+    with pytest.raises(TypeError, match="codes must be a floating-point tensor"):
+        codes_to_indices(torch.zeros(5, 2, dtype=torch.long), [3, 3])
+
+
+@pytest.mark.parametrize("levels", LEVELS + [[15, 7]])
+def test_codes_to_indices_accepts_bf16_codes(levels):
+    """bf16 rounds k / 3 or k / 7, but far less than the quarter step the grid check allows."""
+    indices = torch.arange(math.prod(levels))
+    codes = indices_to_codes(indices, levels).bfloat16()
+    assert torch.equal(codes_to_indices(codes, levels), indices)

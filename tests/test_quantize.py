@@ -1,6 +1,6 @@
 """minitok.quantize (Lesson 01) against brute force, torch's kernels and vector-quantize-pytorch.
 
-Facts tested here are in ../shared/REFERENCE_FACTS.md ("Vector quantization"). Every test runs
+Facts tested here are in docs/references.md ("Vector quantization"). Every test runs
 on the CPU and, when one is present, on CUDA (the `device` fixture).
 """
 
@@ -120,7 +120,7 @@ def test_nearest_code_keeps_leading_shape(device, gen):
 
 @pytest.mark.parametrize("layout", ["fmap", "sequence"])
 def test_matches_vector_quantize_pytorch(device, gen, layout):
-    """vector-quantize-pytorch as a plain nearest-neighbour quantizer (REFERENCE_FACTS.md)."""
+    """vector-quantize-pytorch as a plain nearest-neighbour quantizer (docs/references.md)."""
     dim, num_codes = 16, 512
     codebook = randn(num_codes, dim, gen=gen, device=device)
     ref = VectorQuantize(
@@ -163,6 +163,15 @@ def test_default_chunking_covers_every_row(device, gen):
     assert torch.equal(nearest_code(z, codebook), nearest_code(z, codebook, chunk_size=len(z)))
 
 
+def test_nearest_code_of_no_vectors_is_no_indices(device, gen):
+    """An empty batch of vectors has an empty answer (every chunk loop simply runs no step)."""
+    codebook = randn(5, 4, gen=gen, device=device)
+    got = nearest_code(torch.zeros(0, 4, device=device), codebook)
+    assert got.shape == (0,) and got.dtype == torch.int64
+    quantized, indices = quantize.quantize(torch.zeros(2, 0, 4, device=device), codebook)
+    assert quantized.shape == (2, 0, 4) and indices.shape == (2, 0)
+
+
 def test_nearest_code_accepts_tensors_that_require_grad(device, gen):
     """A training loop passes its nn.Parameter codebook: the lookup must not try to backprop."""
     z = randn(300, 8, gen=gen, device=device).requires_grad_()
@@ -173,7 +182,7 @@ def test_nearest_code_accepts_tensors_that_require_grad(device, gen):
 
 
 def bf16_trap(gen, device, n=4000, k=256, d=64):
-    """N(0, 1) vectors and codes, D = 64 (REFERENCE_FACTS: bf16 gets ~4.5% wrong)."""
+    """N(0, 1) vectors and codes, D = 64 (docs/references.md: bf16 gets ~4.5% wrong)."""
     return randn(n, d, gen=gen, device=device), randn(k, d, gen=gen, device=device)
 
 
@@ -199,7 +208,7 @@ def test_bf16_autocast_gives_fp32_indices(device, gen):
 
 
 def test_all_bf16_distances_pick_wrong_codes_for_a_few_percent(device, gen):
-    """REFERENCE_FACTS: bf16 distances, N(0, 1) and D = 64, are wrong for a few percent."""
+    """docs/references.md: bf16 distances, N(0, 1) and D = 64, are wrong for a few percent."""
     z, codebook = bf16_trap(gen, device)
     reference = nearest_code(z, codebook)
     wrong = (naive_distances(z.bfloat16(), codebook.bfloat16()).argmin(dim=1) != reference)
@@ -342,12 +351,11 @@ def _bad_cases():
     idx = torch.tensor([0, 1, 4])
     return [
         # (what, call, error type, words the message must contain)
-        ("codebook rank", lambda: nearest_code(z, torch.randn(5, 4, 1)), ValueError, "codebook must be (K, D)"),
-        ("codebook 1-d", lambda: nearest_code(z, torch.randn(4)), ValueError, "codebook must be (K, D)"),
-        ("z 0-d", lambda: nearest_code(torch.tensor(1.0), cb), ValueError, "z must have a last dimension"),
-        ("mismatched D", lambda: nearest_code(torch.randn(10, 3), cb), ValueError, "z's last dimension (3)"),
-        ("empty z", lambda: nearest_code(torch.randn(0, 4), cb), ValueError, "z is empty"),
-        ("K = 0", lambda: nearest_code(z, torch.randn(0, 4)), ValueError, "K = 0"),
+        ("codebook rank", lambda: nearest_code(z, torch.randn(5, 4, 1)), ValueError, "codebook must be a 2-d tensor"),
+        ("codebook 1-d", lambda: nearest_code(z, torch.randn(4)), ValueError, "codebook must be a 2-d tensor"),
+        ("z 0-d", lambda: nearest_code(torch.tensor(1.0), cb), ValueError, "the last dimension of z must be the codebook's D = 4, got shape ()"),
+        ("mismatched D", lambda: nearest_code(torch.randn(10, 3), cb), ValueError, "the last dimension of z must be the codebook's D = 4, got shape (10, 3)"),
+        ("K = 0", lambda: nearest_code(z, torch.randn(0, 4)), ValueError, "number of codes K must be a positive int, got 0"),
         ("integer z", lambda: nearest_code(z.long(), cb), TypeError, "z must be a floating-point"),
         ("integer codebook", lambda: nearest_code(z, cb.int()), TypeError, "codebook must be a floating-point"),
         ("z not a tensor", lambda: nearest_code([[1.0] * 4], cb), TypeError, "z must be a torch.Tensor"),
@@ -355,23 +363,23 @@ def _bad_cases():
         ("inf in codebook", lambda: nearest_code(z, cb / 0.0), ValueError, "codebook holds NaN or inf"),
         ("chunk_size 0", lambda: nearest_code(z, cb, chunk_size=0), ValueError, "chunk_size"),
         ("chunk_size float", lambda: nearest_code(z, cb, chunk_size=2.0), ValueError, "chunk_size"),
-        ("squared_distances 3-d z", lambda: squared_distances(z[None], cb), ValueError, "z must be (N, D)"),
+        ("squared_distances 3-d z", lambda: squared_distances(z[None], cb), ValueError, "z must be a 2-d tensor"),
         ("quantize map C != D", lambda: quantize.quantize(torch.randn(2, 3, 4, 4), cb), ValueError, "(B, C, H, W)"),
         ("lookup float indices", lambda: lookup(idx.float(), cb), TypeError, "indices must be an integer"),
         ("lookup out of range", lambda: lookup(torch.tensor([5]), cb), ValueError, "indices must lie in [0, 4]"),
-        ("lookup codebook rank", lambda: lookup(idx, torch.randn(5)), ValueError, "codebook must be (K, D)"),
+        ("lookup codebook rank", lambda: lookup(idx, torch.randn(5)), ValueError, "codebook must be a 2-d tensor"),
         ("usage K = 0", lambda: codebook_usage(idx, 0), ValueError, "num_codes must be a positive int"),
         ("usage empty", lambda: codebook_usage(idx[:0], 5), ValueError, "indices is empty"),
         ("usage float indices", lambda: codebook_usage(idx.float(), 5), TypeError, "indices must be an integer"),
         ("perplexity out of range", lambda: perplexity(idx, 4), ValueError, "indices must lie in [0, 3]"),
         ("perplexity K = 0", lambda: perplexity(idx, 0), ValueError, "num_codes"),
-        ("kmeans rank", lambda: kmeans(torch.randn(10), 2), ValueError, "vectors must be (N, D)"),
+        ("kmeans rank", lambda: kmeans(torch.randn(10), 2), ValueError, "vectors must be a 2-d tensor"),
         ("kmeans integer", lambda: kmeans(z.long(), 2), TypeError, "vectors must be a floating-point"),
-        ("kmeans empty", lambda: kmeans(torch.randn(0, 4), 2), ValueError, "vectors is empty"),
+        ("kmeans empty", lambda: kmeans(torch.randn(0, 4), 2), ValueError, "the 0 distinct vectors"),
         ("kmeans K = 0", lambda: kmeans(z, 0), ValueError, "num_codes must be a positive int"),
         ("kmeans K > distinct", lambda: kmeans(torch.zeros(10, 4), 2), ValueError, "1 distinct vectors"),
         ("kmeans iters", lambda: kmeans(z, 2, iters=-1), ValueError, "iters"),
-        ("kmeans_step rank", lambda: kmeans_step(torch.randn(10), cb), ValueError, "vectors must be (N, D)"),
+        ("kmeans_step rank", lambda: kmeans_step(torch.randn(10), cb), ValueError, "vectors must be a 2-d tensor"),
         ("kmeans_step mismatched D", lambda: kmeans_step(torch.randn(10, 3), cb), ValueError, "codebook's D"),
     ]
 
@@ -386,6 +394,6 @@ def test_bad_input_names_the_argument(what, call, error, words):
 def test_device_mismatch_is_named():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    with pytest.raises(ValueError, match="z is on cuda"):
+    with pytest.raises(ValueError, match="z and codebook must be on the same device"):
         nearest_code(torch.randn(3, 4, device="cuda"), torch.randn(5, 4))
 

@@ -146,6 +146,15 @@ def test_same_shape_and_same_device():
         validate.same_device(a, elsewhere, "z and codebook")
 
 
+def test_last_dim():
+    z = torch.zeros(2, 3, 4)
+    assert validate.last_dim(z, "z", 4, "the codebook's D") is z
+    with pytest.raises(ValueError, match=r"the last dimension of z must be the codebook's D = 4, "
+                                         r"got shape \(2, 3, 1\)"):
+        validate.last_dim(torch.zeros(2, 3, 1), "z", 4, "the codebook's D")  # would broadcast
+    with pytest.raises(ValueError, match=r"got shape \(\)"):
+        validate.last_dim(torch.tensor(1.0), "z", 4, "the codebook's D")
+
 def test_generator():
     g = torch.Generator()
     assert validate.generator(g) is g and validate.generator(None) is None

@@ -1,6 +1,6 @@
 """minitok.vq against vector-quantize-pytorch and the published VQ-VAE / taming behaviour.
 
-Facts tested here are in ../shared/REFERENCE_FACTS.md ("Vector quantization").
+Facts tested here are in docs/references.md ("Vector quantization").
 """
 
 from __future__ import annotations
@@ -449,8 +449,8 @@ def test_bad_forward_input(gen):
         vq(torch.randn(2, 3, 5, 5, generator=gen))  # 3 channels, dim 4
     with pytest.raises(ValueError, match="channels"):
         vq(torch.randn(2, 5, 3, generator=gen))
-    with pytest.raises(ValueError, match="B, C, H, W"):
-        vq(torch.randn(5, 4, generator=gen))  # wrong rank
+    with pytest.raises(ValueError, match="z must be a 3-d or 4-d tensor"):
+        vq(torch.randn(5, 4, generator=gen))  # wrong rank: (B, C, H, W) or (B, N, C)
     with pytest.raises(TypeError, match="floating"):
         vq(torch.ones(2, 5, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="indices"):
@@ -461,3 +461,14 @@ def test_bad_forward_input(gen):
         ema_update(torch.zeros(4, 2), torch.ones(4), torch.zeros(4, 2), torch.zeros(3, 2), 1.0)
     with pytest.raises(ValueError, match="same shape"):
         straight_through(torch.zeros(3, 2), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("loss", [commitment_loss, codebook_loss, vq_loss])
+def test_losses_refuse_mismatched_shapes(loss, gen):
+    """mse_loss would broadcast z (B, N, D) against q (N, D) with only a warning."""
+    z = torch.randn(2, 5, 4, generator=gen)
+    q = torch.randn(5, 4, generator=gen)
+    with pytest.raises(ValueError, match="z and q must have the same shape"):
+        loss(z, q)
+    with pytest.raises(ValueError, match="z and q must have the same shape"):
+        loss(z, q[:, :1])  # (5, 1) would broadcast over the last dimension too

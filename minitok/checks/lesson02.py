@@ -164,9 +164,9 @@ def ema_update(fn):
     codebook, cluster_size, embed_avg, z = _ema_case()
     inputs = [t.clone() for t in (codebook, cluster_size, embed_avg, z)]
     expected = vq.ema_update(codebook, cluster_size, embed_avg, z, decay, eps)
-    # what the classic mistake gives: assignments from the codebook after one update
-    wrong_idx = nearest_code(z, expected.codebook)
-    wrong = vq.ema_statistics(cluster_size, embed_avg, z, wrong_idx, decay, eps)
+    # what the classic mistake gives: assignments from the codebook after one update (the
+    # codebook argument of ema_update only decides the assignments)
+    wrong = vq.ema_update(expected.codebook, cluster_size, embed_avg, z, decay, eps)
 
     got = fn(codebook, cluster_size, embed_avg, z, decay, eps)
     expect(
@@ -186,7 +186,7 @@ def ema_update(fn):
         )
     indices, new_size, new_avg, new_codebook = got
     expect_tensor(indices, "indices", dtype=torch.int64)
-    if torch.equal(indices, wrong_idx) or torch.allclose(new_size, wrong[0]):
+    if torch.equal(indices, wrong.indices) or torch.allclose(new_size, wrong.cluster_size):
         raise CheckFailed("indices / counts come from the updated codebook", UPDATED_ASSIGNMENTS)
     expect_equal(indices, expected.indices, "indices", hint=UPDATED_ASSIGNMENTS)
     expect_close(
