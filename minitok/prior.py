@@ -84,8 +84,9 @@ def make_sequences(codes: torch.Tensor, labels: torch.Tensor, num_codes: int) ->
     The class token K + label comes *after* the codes in the id table, so that it never
     collides with a code id; the G*G codes follow in raster order (row by row).
     """
+    N = codes.shape[0]
     first = (labels.long() + num_codes)[:, None]  # (N, 1) the class token
-    rest = codes.long().reshape(codes.shape[0], -1)  # (N, G*G) raster order
+    rest = codes.long().reshape(N, -1)  # (N, G*G) raster order, row by row
     return torch.cat([first, rest], dim=1)  # (N, 1 + G*G)
 
 
@@ -98,8 +99,7 @@ def prior_loss(model: nn.Module, seqs: torch.Tensor, num_codes: int) -> torch.Te
     (the prior never has to predict a class token), with cross-entropy averaged over all
     B * N predictions.
     """
-    inputs = seqs[:, :-1]  # (B, N): class, t_1 .. t_{N-1}
-    targets = seqs[:, 1:]  # (B, N): t_1 .. t_N
+    inputs, targets = seqs[:, :-1], seqs[:, 1:]  # (B, N) each: [class, t_1..t_{N-1}], [t_1..t_N]
     logits = model(inputs)[..., :num_codes]  # (B, N, K)
     return F.cross_entropy(logits.reshape(-1, num_codes), targets.reshape(-1))
 
@@ -115,7 +115,7 @@ class ARPrior(nn.Module):
 
     def __init__(self, config: PriorConfig):
         super().__init__()
-        if not isinstance(config, PriorConfig):  # a MaskGITConfig would build a bidirectional one
+        if not isinstance(config, PriorConfig):  # a MaskGITConfig's transformer is bidirectional
             raise TypeError(f"config must be a PriorConfig, got {type(config).__name__}")
         self.config = config
         self.transformer = Transformer(config.transformer_config())
@@ -137,9 +137,12 @@ def train_prior(prior: ARPrior, codes: torch.Tensor, labels: torch.Tensor, steps
     Each mini-batch drops its labels to the null class with probability `p_uncond`
     (classifier-free guidance needs the unconditional model too), then takes the teacher-
     forcing loss. The recipe is `training.fit`'s, shared with MaskGIT and any-to-any.
+    The arguments are checked here, once: the steps trust them.
     """
     validate.index_tensor(codes, "codes", prior.config.num_codes, dim=3)
     validate.index_tensor(labels, "labels", prior.config.num_classes, dim=1)
+    validate.positive_int(batch_size, "batch_size")
+    validate.number(p_uncond, "p_uncond", low=0, high=1)
     codes, labels = codes.to(prior.device), labels.to(prior.device)
     K = prior.config.num_codes
 

@@ -12,6 +12,11 @@ vocabulary. How we pick the next token from it decides what the samples look lik
 The order follows LlamaGen's `generate.py` and nanoGPT: guidance first, then temperature,
 then top-k, then top-p, then softmax and one draw. Filtering sets the dropped logits to -inf,
 so softmax gives them probability exactly 0 and the kept tokens are renormalised.
+
+`sample_logits` and `cfg_logits` check their arguments (the samplers of Lessons 05-07 pass
+them through, and `apply_temperature` refuses a temperature it cannot divide by); the
+filters are steps `sample_logits` takes once its arguments are checked, and `drop_labels`
+trusts the training function that calls it (which checks p_uncond once).
 """
 
 from __future__ import annotations
@@ -23,26 +28,6 @@ import torch
 from minitok import validate
 
 
-def _check_logits(logits: torch.Tensor) -> None:
-    """Clear errors for a batch of logits."""
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
-    if not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
-    if logits.dim() != 2 or logits.shape[-1] == 0:
-        raise ValueError(f"logits must be (B, V) with V >= 1, got shape {tuple(logits.shape)}")
-
-
-def _check_top_k(k) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"top_k must be a positive int or None, got {k!r}")
-
-
-def _check_top_p(p) -> None:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
-        raise ValueError(f"top_p must be a number in (0, 1], got {p!r}")
-
-
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide the logits by `temperature` (> 0). T = 1 changes nothing.
 
@@ -50,13 +35,8 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     the distribution becomes uniform. T = 0 is not a number we can divide by, so greedy
     decoding has its own flag instead.
     """
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
     if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(
-            f"temperature must be a finite number > 0, got {temperature!r}; "
-            "for argmax decoding pass greedy=True"
-        )
+        raise ValueError(f"temperature must be finite and > 0 (or greedy=True): {temperature!r}")
     return logits / temperature
 
 
@@ -67,12 +47,10 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     `torch.topk` returns, not every logit >= the k-th). A k larger than the vocabulary is
     clamped to V (`torch.topk` itself would raise), so it simply keeps everything.
     """
-    _check_logits(logits)
-    _check_top_k(k)
     k = min(k, logits.shape[-1])
     values, indices = torch.topk(logits, k, dim=-1)  # (B, k), (B, k)
     filtered = torch.full_like(logits, float("-inf"))  # (B, V)
-    return filtered.scatter(-1, indices, values)  # (B, V), k finite entries per row
+    return filtered.scatter(-1, indices, values)  # (B, V), exactly k finite per row
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
@@ -80,12 +58,11 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
     Sort the tokens by probability. A token is kept when the mass of the tokens ranked
     above it is still below p, so the token that *crosses* p is kept, and the most likely
-    token (mass above it: 0) is always kept. p = 1 keeps every token. logits: (B, V).
+    token (mass above it: 0) is always kept. p = 1 keeps every token (returned as is, so
+    that no rounding in the cumulative sum can drop a tail token). logits: (B, V).
     """
-    _check_logits(logits)
-    _check_top_p(p)
     if p == 1.0:
-        return logits  # nothing to drop (and no rounding in a cumsum can drop a tail token)
+        return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
     probs = torch.softmax(sorted_logits, dim=-1)  # (B, V)
     mass_above = torch.cumsum(probs, dim=-1) - probs  # (B, V) mass of the better-ranked tokens
@@ -96,30 +73,27 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 def greedy_pick(logits: torch.Tensor) -> torch.Tensor:
     """The most likely token of each row: (B, V) -> (B,). Deterministic; no randomness."""
-    _check_logits(logits)
     return logits.argmax(dim=-1)
 
 
-def sample_logits(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-    greedy: bool = False,
-) -> torch.Tensor:
+def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None, generator: torch.Generator | None = None,
+                  greedy: bool = False) -> torch.Tensor:
     """Draw one token per row from (B, V) logits: temperature, then top-k, then top-p.
 
     Returns (B,) int64 ids. With `greedy=True` it returns the argmax (temperature and the
     filters cannot change which logit is largest, so they are not needed). The filters act
     on the logits BEFORE softmax and the draw: a token they drop can never be sampled.
-    Pass a `torch.Generator` (on the logits' device) to make the draw reproducible.
+    Pass a `torch.Generator` (on the logits' device) to make the draw reproducible. Longer
+    than the notebook's by its checks: it is where every sampler's settings come in.
     """
-    _check_logits(logits)
+    validate.float_tensor(logits, "logits", dim=2)
+    if torch.isnan(logits).any():  # argmax would return the NaN's position, softmax NaNs
+        raise ValueError("logits hold NaN values: no token can be chosen from them")
     if top_k is not None:
-        _check_top_k(top_k)
+        validate.positive_int(top_k, "top_k")
     if top_p is not None:
-        _check_top_p(top_p)
+        validate.number(top_p, "top_p", low=0, high=1, low_open=True)
     if greedy:
         return greedy_pick(logits)
     logits = apply_temperature(logits, temperature)  # (B, V)
@@ -127,8 +101,8 @@ def sample_logits(
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
-    probs = torch.softmax(logits.float(), dim=-1)  # (B, V), dropped tokens have probability 0
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
+    probs = torch.softmax(logits, dim=-1)  # (B, V), dropped tokens have probability 0
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
 
 
 def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float) -> torch.Tensor:
@@ -136,9 +110,13 @@ def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float) -> to
 
     s = 0 gives the unconditional model, s = 1 the conditional one, s > 1 moves further in
     the direction "what the class adds", which makes samples more typical of their class
-    (and less diverse). cond, uncond: the same shape, e.g. (B, V).
+    (and less diverse). cond, uncond: the same shape, e.g. (B, V). The one line of the
+    formula comes after three of checks: a non-tensor, an infinite scale or halves that
+    broadcast would otherwise fail cryptically or give a silently wrong answer, in every
+    sampler of Lessons 05-07.
     """
-    validate.same_shape(cond, uncond, "cond and uncond")
+    validate.same_shape(validate.tensor(cond, "cond"), validate.tensor(uncond, "uncond"),
+                        "cond and uncond")
     validate.number(cfg_scale, "cfg_scale", low=0)
     return uncond + cfg_scale * (cond - uncond)
 
@@ -148,7 +126,8 @@ def drop_labels(labels: torch.Tensor, p_uncond: float, null_class: int,
     """Condition dropout: each label becomes the null class with probability p_uncond.
 
     This is how one model learns both p(image | class) and p(image), which guidance needs:
-    about 10% of the training examples say "no class". Returns a new tensor.
+    about 10% of the training examples say "no class". Returns a new tensor. It runs on
+    every training step: the training function checks p_uncond once.
     """
     draw = torch.rand(labels.shape[0], generator=generator, device="cpu").to(labels.device)
     return labels.masked_fill(draw < p_uncond, null_class)  # (B,)

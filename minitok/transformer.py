@@ -10,6 +10,10 @@ Reading order: `attention` (the one formula everything stands on), `causal_mask`
 `split_heads` / `merge_heads`, then the modules `SelfAttention`, `MLP`, `Block`,
 `Transformer`, and finally `KVCache` and `generate`.
 
+Arguments are checked where they come in: `TransformerConfig`, `Transformer.forward`'s
+token ids and cache, `new_cache` and `generate`. The functions the model calls on every
+step (attention, the mask, the heads, the cache's writes) trust their inputs.
+
 Shapes use B = batch, T = tokens, C = n_embd, H = n_head, d = C // H (head size),
 V = vocab_size.
 """
@@ -23,16 +27,47 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from minitok import validate
 from minitok.rope import apply_rope, rope_angles_2d
 
 # --------------------------------------------------------------------------- attention
 
-_HALF = (torch.float16, torch.bfloat16)
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+    """How much each query looks at each key: softmax(q k^T / sqrt(d)), (..., T_q, T_k).
+
+    Every row sums to 1. Where `mask` is False the score is set to -inf *before* the
+    softmax, so that key gets a weight of exactly 0 (exp(-inf) = 0) and the other weights
+    still sum to 1. A row whose mask is all False has no key to look at: its weights are
+    NaN (0 / 0), so never build such a mask.
+    """
+    d = q.shape[-1]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d)  # (..., T_q, T_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores, dim=-1)  # over the keys: each row sums to 1
 
 
-def causal_mask(
-    T_q: int, T_k: int | None = None, device: torch.device | str | None = None
-) -> torch.Tensor:
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Scaled dot-product attention: softmax(q k^T / sqrt(d)) v, (..., T_q, d_v).
+
+    q (..., T_q, d), k (..., T_k, d), v (..., T_k, d_v): (B, H, T, d) in the model (any
+    leading dims that broadcast work).
+    mask: bool, broadcastable to (..., T_q, T_k), True where a query may attend to a key
+    (note: torch.nn.MultiheadAttention's bool `attn_mask` means the opposite).
+
+    Each output row is a weighted average of the value rows, weighted by how well the query
+    matches each key. Equal to torch.nn.functional.scaled_dot_product_attention(q, k, v,
+    attn_mask=mask). The notebook's solution in two steps: the weights (which the lesson
+    plots), then their average of the values.
+    """
+    weights = attention_weights(q, k, mask)  # (..., T_q, T_k)
+    return weights @ v  # (..., T_q, d_v)
+
+
+def causal_mask(T_q: int, T_k: int | None = None, device=None) -> torch.Tensor:
     """Which key each query may look at: a (T_q, T_k) bool tensor, True = may attend.
 
     With T_k = T_q this is the lower triangle: token i sees tokens 0..i (itself included)
@@ -43,92 +78,10 @@ def causal_mask(
     `scaled_dot_product_attention(..., is_causal=True)` builds, would let it see key 0 only.)
     """
     T_k = T_q if T_k is None else T_k
-    for name, value in (("T_q", T_q), ("T_k", T_k)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if T_k < T_q:
-        raise ValueError(
-            f"T_k ({T_k}) must be >= T_q ({T_q}): the queries are the last T_q of the "
-            f"T_k positions"
-        )
+    if T_k < T_q:  # the first queries would see no key at all: NaN attention
+        raise ValueError(f"T_k ({T_k}) must be >= T_q ({T_q}): the queries are the last T_q")
     ones = torch.ones(T_q, T_k, dtype=torch.bool, device=device)  # (T_q, T_k)
     return torch.tril(ones, diagonal=T_k - T_q)  # (T_q, T_k)
-
-
-def _check_qk(q: torch.Tensor, k: torch.Tensor, mask) -> None:
-    """Clear errors for the queries, keys and mask (the shapes are easy to get subtly wrong)."""
-    for name, t in (("q", q), ("k", k)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() < 2:
-            raise ValueError(f"{name} must be (..., T, d), got shape {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q and k must have the same head dimension d: q {tuple(q.shape)} has d = "
-            f"{q.shape[-1]}, k {tuple(k.shape)} has d = {k.shape[-1]}"
-        )
-    if mask is not None:
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-            what = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise TypeError(f"mask must be a bool tensor (True = may attend), got {what}")
-        T_q, T_k = q.shape[-2], k.shape[-2]
-        if mask.dim() < 2 or mask.shape[-2] not in (1, T_q) or mask.shape[-1] not in (1, T_k):
-            raise ValueError(
-                f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' "
-                f"(..., T_q, T_k) = (..., {T_q}, {T_k})"
-            )
-
-
-def attention_weights(
-    q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """How much each query looks at each key: softmax(q k^T / sqrt(d)), (..., T_q, T_k).
-
-    Every row sums to 1. Where `mask` is False the score is set to -inf *before* the
-    softmax, so that key gets a weight of exactly 0 (exp(-inf) = 0) and the other weights
-    still sum to 1. A row whose mask is all False has no key to look at: its weights are
-    NaN (0 / 0), so never build such a mask.
-    """
-    _check_qk(q, k, mask)
-    dtype = q.dtype
-    if dtype in _HALF:  # fp16/bf16: compute in float32, as torch's fused kernels accumulate
-        q, k = q.float(), k.float()
-    d = q.shape[-1]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(d)  # (..., T_q, T_k)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1)  # over the keys: each row sums to 1
-    return weights.to(dtype)
-
-
-def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Scaled dot-product attention, written out: (..., T_q, d) x (..., T_k, d) -> (..., T_q, d_v).
-
-    q, k, v: (B, H, T, d) in the model (any leading dims that broadcast work).
-    mask: bool, broadcastable to (..., T_q, T_k), True where a query may attend to a key
-    (note: torch.nn.MultiheadAttention's bool `attn_mask` means the opposite).
-
-    Each output row is a weighted average of the value rows, weighted by how well the query
-    matches each key. Equal to torch.nn.functional.scaled_dot_product_attention(q, k, v,
-    attn_mask=mask); fp16/bf16 inputs are computed in float32 and returned in their dtype.
-    """
-    _check_qk(q, k, mask)
-    if not isinstance(v, torch.Tensor) or v.dim() < 2:
-        raise ValueError("v must be a (..., T_k, d_v) tensor")
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            f"k and v must hold the same number of keys T_k: k {tuple(k.shape)}, "
-            f"v {tuple(v.shape)}"
-        )
-    dtype = q.dtype
-    if dtype in _HALF:  # fp16/bf16: compute in float32, as torch's fused kernels accumulate
-        q, k, v = q.float(), k.float(), v.float()
-    weights = attention_weights(q, k, mask)  # (..., T_q, T_k)
-    return (weights @ v).to(dtype)  # (..., T_q, d_v)
 
 
 def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -137,18 +90,12 @@ def split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
     Token t's channels [h*d, (h+1)*d) become head h's vector for token t. The heads move to
     dimension 1 so that attention runs over (T, d) for every (batch, head) at once.
     """
-    if x.dim() != 3:
-        raise ValueError(f"x must be (B, T, C), got shape {tuple(x.shape)}")
     B, T, C = x.shape
-    if not isinstance(n_head, int) or n_head < 1 or C % n_head != 0:
-        raise ValueError(f"n_head must be a positive int dividing C = {C}, got {n_head!r}")
     return x.view(B, T, n_head, C // n_head).transpose(1, 2)  # (B, H, T, d)
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, H, T, d) -> (B, T, H*d): the inverse of split_heads, heads side by side again."""
-    if x.dim() != 4:
-        raise ValueError(f"x must be (B, H, T, d), got shape {tuple(x.shape)}")
     B, H, T, d = x.shape
     return x.transpose(1, 2).reshape(B, T, H * d)  # (B, T, C)
 
@@ -181,36 +128,15 @@ class TransformerConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(
-                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
-                f"each head gets n_embd // n_head channels"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not isinstance(self.n_prefix, int) or self.n_prefix < 0:
-            raise ValueError(f"n_prefix must be a non-negative int, got {self.n_prefix!r}")
+            validate.positive_int(getattr(self, name), name)
+        validate.number(self.dropout, "dropout", low=0, high=1, high_open=True)
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.rope_grid is not None:
-            grid = tuple(self.rope_grid)
-            if len(grid) != 2 or not all(isinstance(n, int) and n >= 1 for n in grid):
-                raise ValueError(
-                    f"rope_grid must be (rows, cols) of positive ints, got {self.rope_grid!r}"
-                )
-            self.rope_grid = grid
-            rows, cols = grid
-            if (self.n_embd // self.n_head) % 4 != 0:
-                raise ValueError(
-                    f"rope_grid needs a head size divisible by 4, got n_embd // n_head = "
-                    f"{self.n_embd // self.n_head}"
-                )
-            if self.block_size > self.n_prefix + rows * cols:
-                raise ValueError(
-                    f"block_size ({self.block_size}) must be <= n_prefix + rows * cols = "
-                    f"{self.n_prefix + rows * cols} with rope_grid={self.rope_grid}"
-                )
+            rows, cols = self.rope_grid = tuple(self.rope_grid)  # (a saved config holds a list)
+            if min(rows, cols) < 1 or self.block_size > self.n_prefix + rows * cols:
+                raise ValueError(f"rope_grid must be (rows, cols) of positive ints with "
+                                 f"block_size <= n_prefix + rows * cols, got {self.rope_grid}")
 
     @property
     def head_dim(self) -> int:
@@ -251,13 +177,8 @@ class SelfAttention(nn.Module):
             angles = rope_angles_2d(*config.rope_grid, config.head_dim, n_prefix=config.n_prefix)
         self.register_buffer("rope", angles, persistent=False)  # (positions, d/2) or None
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        pos: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        layer: int = 0,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None,
+                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C). `pos` (T,) are the tokens' positions (used by rotary
         embeddings); with a cache, this layer's keys and values are appended to it."""
         B, T, C = x.shape
@@ -322,8 +243,6 @@ class Transformer(nn.Module):
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        if not isinstance(config, TransformerConfig):
-            raise TypeError(f"config must be a TransformerConfig, got {type(config).__name__}")
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token id -> vector
         self.wpe = None  # position -> vector (absent with rotary embeddings)
@@ -356,6 +275,7 @@ class Transformer(nn.Module):
         return self.drop(x)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Lesson 04's `transformer_forward`, after checking idx and the cache once."""
         self._check_input(idx, cache)
         B, T = idx.shape
         start = 0 if cache is None else cache.length  # positions continue after the cache
@@ -367,55 +287,34 @@ class Transformer(nn.Module):
             cache.advance(T)
         return self.head(self.ln_f(x))  # (B, T, V)
 
+    def _check_input(self, idx: torch.Tensor, cache: KVCache | None) -> None:
+        """Clear errors naming idx or cache, instead of an index error deep inside an
+        embedding, a failed cache write, or (for a cache of another batch size) a silent
+        broadcast."""
+        c = self.config
+        validate.index_tensor(idx, "idx", c.vocab_size, dim=2)
+        B, T = idx.shape
+        start = 0 if cache is None else cache.length  # where the new tokens begin
+        if start + T > c.block_size:
+            after = f" after {start} cached tokens" if cache is not None else ""
+            raise ValueError(f"idx has {T} tokens{after}, more than block_size = {c.block_size} "
+                             f"(the longest sequence this model reads)")
+        need = (c.n_layer, B, c.n_head, c.head_dim)  # the cache this model and idx write into
+        if cache is not None and cache.made_for != need:
+            raise ValueError(f"cache: made for (n_layer, batch, n_head, head_dim) = "
+                             f"{cache.made_for}, but this model and idx need {need}")
+        if cache is not None and start + T > cache.max_len:
+            raise ValueError(f"cache is full: {start} cached + {T} new > max_len {cache.max_len}")
+
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache for `batch_size` sequences of up to `max_len` (block_size) tokens."""
-        if not self.config.causal:
-            raise ValueError(
-                "new_cache: a KV cache needs causal=True. With bidirectional attention every "
-                "token's keys and values change when a new token arrives, so none can be reused."
-            )
-        max_len = self.config.block_size if max_len is None else max_len
-        if not isinstance(max_len, int) or not 1 <= max_len <= self.config.block_size:
-            raise ValueError(
-                f"max_len must be an int in [1, block_size={self.config.block_size}], "
-                f"got {max_len!r}"
-            )
-        weight = self.wte.weight
-        return KVCache(self.config.n_layer, batch_size, self.config.n_head, max_len,
-                       self.config.head_dim, device=weight.device, dtype=weight.dtype)
-
-    def _check_input(self, idx, cache) -> None:
-        """Clear errors instead of an index error deep inside an embedding."""
-        if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
-            shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
-            raise ValueError(f"idx must be a (B, T) tensor of token ids, got {shape}")
-        if idx.is_floating_point() or idx.dtype == torch.bool:
-            raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
-        B, T = idx.shape
-        if T == 0:
-            raise ValueError("idx has no tokens (T = 0)")
-        V = self.config.vocab_size
-        if ((idx < 0) | (idx >= V)).any():
-            raise ValueError(
-                f"idx holds token ids outside [0, vocab_size - 1 = {V - 1}]: "
-                f"min {int(idx.min())}, max {int(idx.max())}"
-            )
-        start = 0 if cache is None else cache.length
-        if start + T > self.config.block_size:
-            cached = f" after {start} cached tokens" if cache is not None else ""
-            raise ValueError(
-                f"idx has {T} tokens{cached}, more than block_size = "
-                f"{self.config.block_size} (the longest sequence this model reads)"
-            )
-        if cache is not None and cache.batch_size != B:
-            raise ValueError(
-                f"idx has batch size {B} but the cache was made for {cache.batch_size}"
-            )
-        c = self.config
-        n_layer, _, n_head, _, head_dim = cache.keys.shape if cache is not None else (0,) * 5
-        if cache is not None and (n_layer, n_head, head_dim) != (c.n_layer, c.n_head, c.head_dim):
-            raise ValueError("cache: it was made for another model (its layers, heads or head "
-                             "size differ from this model's); make one with model.new_cache")
+        c, weight = self.config, self.wte.weight
+        if not c.causal:  # bidirectional: every key changes when a token arrives, none is reusable
+            raise ValueError("new_cache: a KV cache needs causal=True")
+        max_len = c.block_size if max_len is None else max_len
+        validate.number(max_len, "max_len", low=1, high=c.block_size)
+        return KVCache(c.n_layer, batch_size, c.n_head, max_len, c.head_dim,
+                       device=weight.device, dtype=weight.dtype)
 
 
 # --------------------------------------------------------------------------- KV cache
@@ -429,15 +328,13 @@ class KVCache:
     ahead), so they are kept here: each step computes q, k, v for the new token only.
 
     Storage is allocated once: (n_layer, B, H, max_len, d) for keys and values, of which
-    the first `length` positions are filled.
+    the first `length` positions are filled. Make one with `model.new_cache(B)`: the model
+    checks, on every call, that the cache was made for its shape (`made_for`).
     """
 
     def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int,
                  head_dim: int, device=None, dtype: torch.dtype = torch.float32):
-        for name, value in (("n_layer", n_layer), ("batch_size", batch_size),
-                            ("n_head", n_head), ("max_len", max_len), ("head_dim", head_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.made_for = (n_layer, batch_size, n_head, head_dim)
         shape = (n_layer, batch_size, n_head, max_len, head_dim)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
@@ -457,18 +354,7 @@ class KVCache:
         Returns all of that layer's keys and values so far, (B, H, length + T, d). `length`
         itself moves on only in `advance`, once every layer has written its part.
         """
-        T = k.shape[2]
-        end = self.length + T
-        if end > self.max_len:
-            raise ValueError(
-                f"KV cache is full: {self.length} cached + {T} new tokens > max_len = {self.max_len}"
-            )
-        expected = (self.batch_size, self.keys.shape[2], T, self.keys.shape[4])
-        if tuple(k.shape) != expected or tuple(v.shape) != expected:
-            raise ValueError(
-                f"k and v must be (B, H, T, d) = ({self.batch_size}, {self.keys.shape[2]}, T, "
-                f"{self.keys.shape[4]}), got k {tuple(k.shape)}, v {tuple(v.shape)}"
-            )
+        end = self.length + k.shape[2]
         self.keys[layer, :, :, self.length:end] = k
         self.values[layer, :, :, self.length:end] = v
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
@@ -491,13 +377,9 @@ def greedy(logits: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(
-    model: Transformer,
-    prompt: torch.Tensor,
-    max_new_tokens: int,
-    use_cache: bool = True,
-    pick: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
+def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
+             use_cache: bool = True, pick: Callable[[torch.Tensor], torch.Tensor] | None = None
+             ) -> torch.Tensor:
     """Extend `prompt` (B, T0) by `max_new_tokens` tokens, one at a time: (B, T0 + new).
 
     `pick(logits (B, V)) -> (B,)` chooses each next token from the last position's logits
@@ -506,30 +388,19 @@ def generate(
     one token. Without it every step re-runs the whole prefix (nanoGPT's `generate`): the
     same tokens, at O(T^2) token-passes instead of O(T). Call model.eval() first.
     """
-    if not isinstance(prompt, torch.Tensor) or prompt.dim() != 2:
-        raise ValueError("prompt must be a (B, T0) tensor of token ids")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    B, T0 = prompt.shape
-    limit = model.config.block_size
-    if T0 + max_new_tokens > limit:
-        raise ValueError(
-            f"max_new_tokens: prompt ({T0}) + max_new_tokens ({max_new_tokens}) = "
-            f"{T0 + max_new_tokens} tokens exceeds the model's block_size = {limit}"
-        )
+    B, T0 = validate.index_tensor(prompt, "prompt", model.config.vocab_size, dim=2).shape
+    if T0 + validate.positive_int(max_new_tokens, "max_new_tokens") > model.config.block_size:
+        raise ValueError(f"max_new_tokens: prompt ({T0}) + max_new_tokens ({max_new_tokens}) "
+                         f"exceeds the model's block_size = {model.config.block_size}")
     pick = greedy if pick is None else pick
     cache = model.new_cache(B, max_len=T0 + max_new_tokens) if use_cache else None
     tokens = prompt  # (B, T)
-    step_input = prompt  # what the next forward pass reads
+    step_input = prompt  # what the next forward pass reads: the prompt, then one token
     for _ in range(max_new_tokens):
-        if cache is not None:
-            logits = model(step_input, cache)  # (B, T_new, V): prefill, then 1 token a step
-        else:
-            logits = model(tokens)  # (B, T, V): the whole prefix again
+        logits = model(step_input, cache) if use_cache else model(tokens)  # (B, T_in, V)
         next_token = pick(logits[:, -1, :])  # (B,)
-        if not isinstance(next_token, torch.Tensor) or tuple(next_token.shape) != (B,):
-            got = tuple(next_token.shape) if isinstance(next_token, torch.Tensor) else next_token
-            raise ValueError(f"pick must return a ({B},) tensor of token ids, got {got}")
+        if next_token.shape != (B,):
+            raise ValueError(f"pick must return a ({B},) tensor, got {tuple(next_token.shape)}")
         step_input = next_token.to(prompt.dtype)[:, None]  # (B, 1)
         tokens = torch.cat([tokens, step_input], dim=1)  # (B, T + 1)
     return tokens

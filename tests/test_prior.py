@@ -2,10 +2,11 @@
 
 References: LlamaGen's `autoregressive/models/generate.py` (CFG on a doubled [cond; null]
 batch, logits combined as u + s (c - u) before temperature and top-k/top-p, the same token
-to both halves, s = 1 equal to no guidance) and REFERENCE_FACTS.md ("Autoregressive
-sampling"). Teacher forcing is checked against running every prefix on its own. The
-judges of generated digits (spread, sample quality, forward-pass counts) are tested in
-tests/test_evaluate.py, condition dropout (`sampling.drop_labels`) in tests/test_sampling.py.
+to both halves, s = 1 equal to no guidance) and docs/references.md ("Transformers and
+autoregressive sampling"). Teacher forcing is checked against running every prefix on its
+own. The judges of generated digits (spread, sample quality, forward-pass counts) are tested
+in tests/test_evaluate.py, condition dropout (`sampling.drop_labels`) in
+tests/test_sampling.py.
 """
 
 from __future__ import annotations
@@ -247,6 +248,21 @@ def test_bad_sampling_arguments_are_clear_errors():
         train_prior(prior, torch.zeros(2, G, G, dtype=torch.long), torch.tensor([0, 10]), 1)
     greedy = ar_generate(prior, [1], temperature=0.0, greedy=True)  # explicit greedy is fine
     assert greedy.shape == (1, G, G)
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"p_uncond": 1.5}, r"p_uncond must lie in \[0, 1\], got 1.5"),
+    ({"p_uncond": float("nan")}, "p_uncond must be a finite number"),
+    ({"batch_size": 0}, "batch_size must be a positive int, got 0"),
+])
+def test_bad_training_settings_are_refused_before_training(settings, words):
+    """drop_labels runs on every step and trusts p_uncond: train_prior checks it once."""
+    prior = tiny_prior("cpu")
+    before = [p.clone() for p in prior.parameters()]
+    codes, labels = torch.zeros(2, G, G, dtype=torch.long), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match=words):
+        train_prior(prior, codes, labels, 1, progress=False, **settings)
+    assert all(torch.equal(a, b) for a, b in zip(before, prior.parameters(), strict=True))
 
 
 # --------------------------------------------------------------------------- training

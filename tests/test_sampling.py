@@ -1,9 +1,9 @@
 """Sampling controls against their definitions (LlamaGen's generate.py, nanoGPT's model.py).
 
-Reference behaviour (../shared/REFERENCE_FACTS.md, "Autoregressive sampling"): temperature
-divides logits; top-k keeps exactly k logits, k clamped to the vocabulary; top-p keeps the
-smallest prefix whose cumulative probability >= p, including the crossing token and at
-least one token; CFG is u + s (c - u) with s = 1 equal to no guidance.
+Reference behaviour (docs/references.md, "Transformers and autoregressive sampling"):
+temperature divides logits; top-k keeps exactly k logits, k clamped to the vocabulary; top-p
+keeps the smallest prefix whose cumulative probability >= p, including the crossing token and
+at least one token; CFG is u + s (c - u) with s = 1 equal to no guidance.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def test_bad_temperature_is_a_clear_error(temperature):
 
 @pytest.mark.parametrize("top_p", [0.0, -0.1, 1.5, float("nan")])
 def test_top_p_outside_zero_one_is_a_clear_error(top_p):
-    with pytest.raises(ValueError, match=r"top_p must be a number in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"top_p must (lie in \(0, 1\]|be a finite number)"):
         sample_logits(torch.zeros(1, 3), top_p=top_p)
     with pytest.raises(ValueError, match="top_p"):
         sample_logits(torch.zeros(1, 3), top_p=top_p, greedy=True)  # not silently ignored
@@ -218,7 +218,7 @@ def test_bad_top_k_is_a_clear_error(top_k):
 def test_negative_cfg_scale_and_mismatched_halves_are_clear_errors():
     with pytest.raises(ValueError, match=r"cfg_scale must lie in \[0, inf\], got -0.5"):
         cfg_logits(torch.zeros(2, 3), torch.zeros(2, 3), -0.5)
-    for bad in (float("inf"), float("nan"), True, "2"):
+    for bad in (float("inf"), float("-inf"), float("nan"), True, "2"):  # inf: inf/NaN logits
         with pytest.raises(ValueError, match="cfg_scale must be a finite number"):
             cfg_logits(torch.zeros(2, 3), torch.zeros(2, 3), bad)
     with pytest.raises(ValueError, match="same shape"):
@@ -226,7 +226,27 @@ def test_negative_cfg_scale_and_mismatched_halves_are_clear_errors():
 
 
 def test_logits_of_the_wrong_shape_or_dtype_are_clear_errors():
-    with pytest.raises(ValueError, match=r"logits must be \(B, V\)"):
+    with pytest.raises(ValueError, match="logits must be a 2-d tensor"):
         sample_logits(torch.zeros(3))
-    with pytest.raises(TypeError, match="floating-point"):
+    with pytest.raises(TypeError, match="logits must be a floating-point"):
         sample_logits(torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="logits must be a torch.Tensor"):
+        sample_logits([[0.0, 1.0]])
+
+
+@pytest.mark.parametrize("greedy", [True, False], ids=["greedy", "sampled"])
+def test_nan_logits_are_a_clear_error(greedy):
+    """argmax of a row with a NaN returns the NaN's position: a silently wrong token."""
+    logits = torch.tensor([[0.0, float("nan"), 1.0], [0.0, 1.0, 2.0]])
+    assert logits.argmax(-1)[0] == 1  # what greedy decoding returned before the check
+    with pytest.raises(ValueError, match="logits hold NaN"):
+        sample_logits(logits, greedy=greedy)
+    inf = torch.tensor([[0.0, float("-inf"), 1.0]])  # -inf is a filtered token, not a mistake
+    assert sample_logits(inf, greedy=True).tolist() == [2]
+
+
+def test_cfg_logits_of_non_tensors_is_a_type_error():
+    with pytest.raises(TypeError, match="cond must be a torch.Tensor, got list"):
+        cfg_logits([1.0, 2.0], torch.zeros(2), 2.0)
+    with pytest.raises(TypeError, match="uncond must be a torch.Tensor, got float"):
+        cfg_logits(torch.zeros(2), 0.0, 2.0)

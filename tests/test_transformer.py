@@ -1,5 +1,5 @@
 """minitok.transformer against torch's own attention kernels, and the KV cache against the
-full forward pass (REFERENCE_FACTS.md, "Autoregressive sampling")."""
+full forward pass (docs/references.md, "Transformers and autoregressive sampling")."""
 
 from __future__ import annotations
 
@@ -382,19 +382,34 @@ def test_token_ids_out_of_range_are_refused(device, bad):
     model = make_model(device)
     idx = torch.zeros(2, 4, dtype=torch.long, device=device)
     idx[1, 2] = bad
-    with pytest.raises(ValueError, match=r"outside \[0, vocab_size - 1 = 36\]"):
+    with pytest.raises(ValueError, match=r"idx must lie in \[0, 36\]"):
         model(idx)
+
+
+@pytest.mark.parametrize("idx", [torch.zeros(1, 4), torch.tensor([[1.0, 2.0, 3.0]]),
+                                 torch.zeros(1, 4, dtype=torch.bool)],
+                         ids=["zeros", "whole-number-floats", "bool"])
+def test_float_codes_are_refused_not_rounded(idx):
+    """Token ids that arrive as floats (even whole numbers) are a mistake upstream."""
+    with pytest.raises(TypeError, match="idx must be an integer tensor of ids"):
+        make_model("cpu")(idx)
+    with pytest.raises(TypeError, match="prompt must be an integer tensor of ids"):
+        generate(make_model("cpu"), idx, 2)
 
 
 def test_malformed_token_tensors_are_refused():
     model = make_model("cpu")
-    with pytest.raises(TypeError, match="integer token ids"):
-        model(torch.zeros(1, 4))
-    with pytest.raises(ValueError, match=r"\(B, T\)"):
+    with pytest.raises(ValueError, match="idx must be a 2-d tensor"):
         model(torch.zeros(4, dtype=torch.long))
+    with pytest.raises(TypeError, match="idx must be a torch.Tensor"):
+        model([[1, 2, 3]])
+    with pytest.raises(ValueError, match="prompt must be a 2-d tensor"):
+        generate(model, torch.zeros(4, dtype=torch.long), 2)
     cache = model.new_cache(2)
-    with pytest.raises(ValueError, match="batch size 1 but the cache was made for 2"):
-        model(torch.zeros(1, 4, dtype=torch.long), cache)
+    with pytest.raises(ValueError, match=r"cache: made for .* \(2, 2, 4, 8\), but this model "
+                                         r"and idx need \(2, 1, 4, 8\)"):
+        model(torch.zeros(1, 4, dtype=torch.long), cache)  # a batch of 1, a cache for 2
+    assert cache.length == 0
 
 
 @pytest.mark.parametrize("other", [{"n_layer": 3}, {"n_head": 2}, {"n_embd": 64}],
@@ -402,24 +417,35 @@ def test_malformed_token_tensors_are_refused():
 def test_a_cache_made_for_another_model_is_refused(other):
     model = make_model("cpu")
     cache = make_model("cpu", **other).new_cache(1)
-    with pytest.raises(ValueError, match="cache: it was made for another model"):
+    assert cache.made_for != (2, 1, 4, 8)  # (n_layer, batch, n_head, head_dim) of `model`
+    with pytest.raises(ValueError, match=r"cache: made for \(n_layer, batch, n_head, head_dim\)"):
         model(torch.zeros(1, 4, dtype=torch.long), cache)
     assert cache.length == 0  # refused before anything was written
     model(torch.zeros(1, 4, dtype=torch.long), model.new_cache(1))  # its own cache works
 
 
-def test_mismatched_attention_shapes_are_refused(gen):
+def test_a_cache_longer_than_the_context_is_refused():
+    model = make_model("cpu")
+    with pytest.raises(ValueError, match=r"max_len must lie in \[1, 24\], got 25"):
+        model.new_cache(1, max_len=25)
+
+
+def test_attention_helpers_trust_their_inputs_and_torch_refuses_mismatches(gen):
+    """attention and split_heads run inside every forward pass, behind Transformer.forward's
+    checks, so they check nothing themselves: a mismatched call still fails, with torch's own
+    error at the line that cannot be computed. causal_mask keeps its one check, since a T_k
+    below T_q would silently give queries with no key (NaN attention)."""
     q, k, v = qkv(gen, d=16)
-    with pytest.raises(ValueError, match="same head dimension"):
-        attention(q, k[..., :8], v)
-    with pytest.raises(ValueError, match="same number of keys"):
-        attention(q, k, v[:, :, :5])
-    with pytest.raises(TypeError, match="bool tensor"):
-        attention(q, k, v, causal_mask(7).float())
-    with pytest.raises(ValueError, match="does not broadcast"):
-        attention(q, k, v, causal_mask(6))
-    with pytest.raises(ValueError, match="n_head must be a positive int dividing C = 12"):
-        split_heads(torch.zeros(1, 2, 12), 5)
+    with pytest.raises(RuntimeError):
+        attention(q, k[..., :8], v)  # head sizes differ
+    with pytest.raises(RuntimeError):
+        attention(q, k, v[:, :, :5])  # 7 keys, 5 values
+    with pytest.raises(TypeError):
+        attention(q, k, v, causal_mask(7).float())  # ~mask needs a bool mask
+    with pytest.raises(RuntimeError):
+        attention(q, k, v, causal_mask(6))  # (6, 6) does not broadcast to (7, 7)
+    with pytest.raises(RuntimeError):
+        split_heads(torch.zeros(1, 2, 12), 5)  # 12 channels do not split into 5 heads
     with pytest.raises(ValueError, match="T_k .* must be >= T_q"):
         causal_mask(5, 3)
 
@@ -429,17 +455,19 @@ def test_bad_configs_are_refused():
         small_config(n_embd=30, n_head=4)
     with pytest.raises(ValueError, match="vocab_size must be a positive int"):
         small_config(vocab_size=0)
-    with pytest.raises(ValueError, match="block_size .* must be <= n_prefix"):
+    with pytest.raises(ValueError, match=r"block_size <= n_prefix \+ rows \* cols, got \(4, 4\)"):
         small_config(block_size=30, rope_grid=(4, 4), n_prefix=1)
-    with pytest.raises(ValueError, match=r"rope_grid must be \(rows, cols\)"):
+    with pytest.raises(ValueError, match=r"rope_grid must be \(rows, cols\) of positive ints"):
         small_config(rope_grid=(4, 0))
+    with pytest.raises(ValueError, match=r"dropout must lie in \[0, 1\)"):
+        small_config(dropout=1.0)
     with pytest.raises(ValueError, match="causal=True"):
         make_model("cpu", causal=False).new_cache(1)
 
 
 def test_pick_must_return_one_token_per_row():
     model = make_model("cpu")
-    with pytest.raises(ValueError, match=r"pick must return a \(2,\) tensor"):
+    with pytest.raises(ValueError, match=r"pick must return a \(2,\) tensor, got \(2, 37\)"):
         generate(model, torch.zeros(2, 1, dtype=torch.long), 3, pick=lambda logits: logits)
 
 
@@ -487,12 +515,12 @@ def test_rope_scores_depend_only_on_the_row_and_column_offset(gen):
     assert abs(across - beside) > 1e-3
 
 
-def test_rope_leaves_prefix_tokens_unrotated_and_checks_shapes(gen):
+def test_rope_leaves_prefix_tokens_unrotated_and_refuses_bad_shapes(gen):
     angles = rope_angles_2d(2, 2, 8, n_prefix=3)
     assert angles.shape == (7, 4) and torch.all(angles[:3] == 0)
     x = torch.randn(7, 8, generator=gen)
     assert torch.equal(apply_rope(x, angles)[:3], x[:3])
     with pytest.raises(ValueError, match="divisible by 4"):
         rope_angles_2d(2, 2, 6)
-    with pytest.raises(ValueError, match="angles must be"):
-        apply_rope(x, angles[:5])
+    with pytest.raises(RuntimeError):  # 7 tokens, 5 angles: torch refuses (apply_rope trusts
+        apply_rope(x, angles[:5])  # its shapes, which the model builds)
