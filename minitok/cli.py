@@ -39,8 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     p_grade = sub.add_parser("grade", help="score submitted lesson notebooks per exercise")
     p_grade.add_argument("submissions", nargs="+", type=Path, help="the .ipynb files to grade")
     p_grade.add_argument("--json", type=Path, default=None, help="also write a JSON report here")
+    p_grade.add_argument("--csv", type=Path, default=None,
+                         help="also write a gradebook CSV here (a row per submission, a column "
+                              "per exercise)")
     p_grade.add_argument("--timeout", type=float, default=60.0,
-                         help="seconds allowed per exercise (default 60)")
+                         help="seconds allowed per exercise and submission (default 60)")
+    p_grade.add_argument("--jobs", type=int, default=None,
+                         help="exercises graded at once (default: the number of CPU cores)")
+    p_grade.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"),
+                         help="run workers inside bubblewrap: auto (default: when it works "
+                              "here), bwrap (required) or none (process limits only)")
 
     args = parser.parse_args(argv)
     if args.command == "env":
@@ -63,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grade":
         from minitok.grade import grade
 
-        return grade(args.submissions, json_path=args.json, timeout=args.timeout)
+        try:
+            return grade(args.submissions, json_path=args.json, csv_path=args.csv,
+                         timeout=args.timeout, jobs=args.jobs, sandbox=args.sandbox)
+        except ValueError as err:
+            print(f"grade: {err}", file=sys.stderr)
+            return 2
     raise AssertionError(f"unhandled command {args.command}")
 
 
