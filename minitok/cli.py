@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p_assign = sub.add_parser("assign", help="build lessons/ from solutions/")
     p_assign.add_argument("--check", action="store_true", help="fail if lessons/ is stale")
+    p_assign.add_argument("--nbgrader-metadata", action="store_true",
+                          help="give solutions/ nbgrader's cell metadata (answer and test "
+                               "cells), then run assign again to rebuild lessons/")
 
     p_demo = sub.add_parser("demo", help="run the pipeline on the bundled digits")
     p_demo.add_argument("--out", type=Path, default=Path("out"),
@@ -56,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return run()
     if args.command == "assign":
-        from minitok.assign import AssignError, assign
+        from minitok.assign import AssignError, add_nbgrader_metadata_to_solutions, assign
 
         try:
+            if args.nbgrader_metadata:
+                return add_nbgrader_metadata_to_solutions(_repo_root())
             return assign(_repo_root(), check=args.check)
         except AssignError as err:
             print(f"assign: {err}", file=sys.stderr)

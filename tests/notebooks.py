@@ -15,6 +15,14 @@ SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
 
 
+def write_notebook(path: Path, *sources: str) -> Path:
+    """A notebook whose code cells hold `sources`, as a learner's file would."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    nbformat.write(notebook, path)
+    return path
+
+
 def execute(path: Path, env: dict[str, str], timeout: int = 600) -> nbformat.NotebookNode:
     """Execute a notebook in a fresh kernel (in its own folder) and return it with outputs."""
     from nbclient import NotebookClient

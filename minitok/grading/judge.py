@@ -9,8 +9,8 @@ no learner code. A worker's time limit covers its whole unit (loading the submis
 check's calls); past it, the zygote kills the worker.
 
 If a judge dies (a worker cannot reach it unless the grader runs without sandbox and without
-root), its unit is an error, a new judge takes its place, and the run goes on. Both the main
-process and every judge are child subreapers: whatever a worker left behind comes back to
+root), its unit is an error, a new judge takes its place, and the run goes on. The judges'
+supervisor and every judge are child subreapers: whatever a worker left behind comes back to
 them and is killed before the reports are written.
 """
 
@@ -169,8 +169,35 @@ def kill_strays(keep: set[int]) -> None:
 
 
 def run_units(units: list[Unit], plan: Plan, jobs: int) -> dict[int, Result]:
-    """Every unit's verdict, graded by `jobs` judge processes (see the module docstring)."""
+    """Every unit's verdict, graded by `jobs` judge processes (see the module docstring).
+
+    The judges run under a supervisor process, a child subreaper: whatever a worker leaves
+    behind ends up its child and is killed, without touching this process's other children.
+    """
+    context = multiprocessing.get_context("fork")
+    ours, theirs = context.Pipe()
+    supervisor = context.Process(target=_supervise, args=(theirs, units, plan, jobs))
+    supervisor.start()
+    theirs.close()
+    try:
+        results = ours.recv()
+    except (EOFError, OSError):
+        results = {}
+    supervisor.join()
+    for unit in units:
+        if unit.number not in results:
+            results[unit.number] = Result(unit.exercise, "error", "the grader's supervisor "
+                                          "process died before this exercise was graded")
+    return results
+
+
+def _supervise(connection, units: list[Unit], plan: Plan, jobs: int) -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    connection.send(_pool(units, plan, jobs))
+
+
+def _pool(units: list[Unit], plan: Plan, jobs: int) -> dict[int, Result]:
     context = multiprocessing.get_context("fork")
     queue, results = _Queue(units), {}
     idle = [_start_judge(context, plan, slot) for slot in range(min(jobs, len(units)))]

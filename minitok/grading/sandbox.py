@@ -26,6 +26,7 @@ import os
 import py_compile
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,7 @@ class Plan:
     hidden: list[str] = field(default_factory=list)  # folders the sandbox shows empty
     packages: list[str] = field(default_factory=list)  # minitok's package folders (hidden)
     matplotlib: Path | None = None  # matplotlib's font list, built once for the run
+    read_all: bool = False  # workers may read any file (root, no sandbox, Python unreadable)
     libraries: dict = field(default_factory=dict)  # (lesson, exercise) -> library folder
     memory: int = 1 << 30  # bytes a worker may allocate beyond what the zygote holds
     file_size: int = 1 << 20  # bytes a worker may write to one file (its output included)
@@ -146,7 +148,8 @@ class Plan:
         work = WORK if sandboxed else str(self.run_dir / f"work-{slot}")
         config = CONFIG if sandboxed else str(self.run_dir / f"config-{slot}")
         fonts = self.matplotlib and (FONTS if sandboxed else str(self.matplotlib))
-        return {"uid": UID_BASE + slot if root else None, "memory": self.memory,
+        return {"uid": UID_BASE + slot if root else None, "read_all": self.read_all,
+                "memory": self.memory,
                 "cpu_seconds": math.ceil(self.timeout) + 1, "file_size": self.file_size,
                 "processes": self.processes, "tmp": work, "sandboxed": sandboxed,
                 "keep": [LIB, WORK, CONFIG, FONTS], "own_network": root and not sandboxed,
@@ -170,8 +173,21 @@ def make_plan(mode: str, timeout: float, submissions: list[Path], reports: list[
     run_dir = Path(tempfile.mkdtemp(prefix="minitok-grade-"))
     run_dir.chmod(0o711)
     packages = minitok_folders()
+    read_all = mode == "none" and os.geteuid() == 0 and not python_readable()
     return Plan(mode, run_dir, timeout, hidden_folders(submissions, reports, packages),
-                packages, font_list(run_dir))
+                packages, font_list(run_dir), read_all)
+
+
+def python_readable() -> bool:
+    """True when any user can read the Python installation (a worker with a uid of its own
+    must import from it); False for one in a private home (pyenv in /root)."""
+    for folder in _python_folders():
+        for path in [Path(folder), *Path(folder).parents]:
+            if not path.stat().st_mode & stat.S_IXOTH:
+                return False
+        if not Path(folder).stat().st_mode & stat.S_IROTH:
+            return False
+    return True
 
 
 def font_list(run_dir: Path) -> Path | None:
@@ -195,7 +211,10 @@ def bwrap_command(hidden: list[str], packages: list[str], library: Path) -> list
     for folder in hidden:
         args += ["--tmpfs", folder]
     for folder in _python_folders():
-        if any(_inside(folder, h) for h in hidden):
+        outer = [h for h in hidden if _inside(folder, h)]
+        if outer:  # bound back; bwrap would make the folders on the way private (0700)
+            for step in _steps(outer[0], folder):
+                args += ["--perms", "0755", "--dir", step]
             args += ["--ro-bind", folder, folder]
     for folder in packages:  # an installed minitok inside a bound-back prefix
         args += ["--tmpfs", folder]
@@ -214,6 +233,12 @@ def hidden_folders(submissions: list[Path], reports: list[Path],
         if path != "/" and not any(_inside(path, f) for f in found):
             found.append(path)
     return found
+
+
+def _steps(top: str, folder: str) -> list[str]:
+    """The folders strictly between `top` and `folder`, outermost first."""
+    parents = [str(p) for p in Path(folder).parents if _inside(str(p), top) and str(p) != top]
+    return list(reversed(parents))
 
 
 def _inside(path: str, folder: str) -> bool:

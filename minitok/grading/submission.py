@@ -308,8 +308,7 @@ def prejudge(notebook: Notebook, checks: dict, alias: str) -> dict[str, Result]:
         else:
             use = _reference_use(binding, defs, imports, _forbidden(check))
             if use is not None:
-                decided[name] = Result(name, "failed", f"{name} {use}, which is not your work.",
-                                       REFERENCE_HINT)
+                decided[name] = Result(name, "failed", f"{name} {use}.", REFERENCE_HINT)
     return decided
 
 
@@ -358,10 +357,12 @@ def _reference_use(statement: Statement, defs: dict, imports: _ImportMap,
         for node in ast.walk(current.node):
             where = f"(cell {current.cell}, line {getattr(node, 'lineno', current.line)})"
             if isinstance(node, ast.Name) and node.id in ("__import__", "importlib"):
-                return f"imports modules by name with {node.id} {where}"
+                return (f"imports modules by name with {node.id} {where}: the grader cannot "
+                        "tell whether it calls minitok's reference")
             path = local.path(node)
             if path and _refers_to(local.lookup(path), forbidden):
-                return f"uses minitok's reference {path.removeprefix('minitok.')} {where}"
+                return (f"uses minitok's reference {path.removeprefix('minitok.')} {where}, "
+                        "which is not your work")
             if isinstance(node, ast.Name) and node.id in defs and defs[node.id] is not current:
                 todo.append(defs[node.id])
     return None

@@ -101,7 +101,7 @@ def become_worker(channel: int, folder: str, settings: dict) -> None:
     os.environ.clear()
     os.environ.update(ENVIRONMENT, HOME=folder, TMPDIR=folder, MPLCONFIGDIR=folder)
     if settings["uid"] is not None:
-        _become(settings["uid"], read_all=not settings["sandboxed"])
+        _become(settings["uid"], settings["read_all"])
     prctl(PR_SET_NO_NEW_PRIVS, 1)  # no setuid program can give it more rights
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
     from minitok.grading.server import Server
@@ -117,8 +117,8 @@ def become_worker(channel: int, folder: str, settings: dict) -> None:
 
 def _become(uid: int, read_all: bool) -> None:
     """Become `uid` (and its gid), with no capability left but, when `read_all`, reading
-    any file: outside the sandbox, Python itself may live where only root can read (pyenv in
-    /root), and that uid must still import it. It can write no file of anyone else."""
+    any file: outside the sandbox Python itself may live where only root can read (pyenv in
+    /root), and the worker must still import from it. It can write no file of anyone else."""
     if read_all:
         prctl(PR_SET_KEEPCAPS, 1)
     os.setgroups([])
