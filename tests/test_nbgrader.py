@@ -49,6 +49,7 @@ def course(tmp_path_factory):
         folder = root / "submitted" / student / "ps1"
         folder.mkdir(parents=True)
         nbformat.write(notebook, folder / NOTEBOOK)
+    _nbgrader(root, "generate_assignment", "ps1", "--force")
     return root
 
 
@@ -62,7 +63,6 @@ def _nbgrader(course: Path, *args: str) -> None:
 
 
 def test_generate_assignment_gives_the_learner_code_of_minitok_assign(course):
-    _nbgrader(course, "generate_assignment", "ps1", "--force")
     released = nbformat.read(course / "release" / "ps1" / NOTEBOOK, as_version=4)
     ours = make_lesson(nbformat.read(course / "source" / "ps1" / NOTEBOOK, as_version=4), NOTEBOOK)
     code = [[c.source for c in nb.cells if c.cell_type == "code"] for nb in (released, ours)]
@@ -70,7 +70,6 @@ def test_generate_assignment_gives_the_learner_code_of_minitok_assign(course):
 
 
 def test_autograde_scores_as_minitok_grade(course):
-    _nbgrader(course, "generate_assignment", "ps1", "--force")
     _nbgrader(course, "autograde", "ps1", "--create", "--force")
     from nbgrader.api import Gradebook
 

@@ -248,9 +248,11 @@ def grading_rows(quick: bool) -> list[Row]:
             f"sandbox {r['mode']}", f"{r['seconds']:.1f} s ({per_100:.0f} s per 100); scores "
             f"{'right' if r['scores_right'] else 'WRONG'}", per_100 / bench.GOAL_SECONDS,
             "<= 1 (2 min per 100)", per_100 <= bench.GOAL_SECONDS and r["scores_right"]),
-        Row(f"minitok grade: speed-up over the old grader ({bench.OLD_SECONDS_PER_EXERCISE} s "
-            f"per exercise)", f"{r['old_seconds']:.0f} s vs {r['seconds']:.1f} s",
-            r["speedup"], f">= {bench.GOAL_RATIO}", r["speedup"] >= bench.GOAL_RATIO),
+        Row("minitok grade: speed-up over the old way (a fresh process per exercise, "
+            "measured in the same run)", f"{r['old_per_exercise']:.2f} vs "
+            f"{r['seconds'] / r['exercises']:.3f} s per exercise (the issue's old figure: "
+            f"{bench.OLD_SECONDS_PER_EXERCISE} s, {r['speedup_issue']:.1f}x)", r["speedup"],
+            f">= {bench.GOAL_RATIO}", r["speedup"] >= bench.GOAL_RATIO),
     ]
 
 

@@ -30,7 +30,12 @@ import torch
 from minitok.checks._core import Result, other_references, run_check
 from minitok.grading.remote import RemoteObject, Session, WorkerGone, socket_exchange
 from minitok.grading.sandbox import UID_BASE, Plan, ZygoteError, ZygoteProcess
-from minitok.grading.zygote import PR_SET_CHILD_SUBREAPER, children_of, prctl
+from minitok.grading.zygote import (
+    PR_SET_CHILD_SUBREAPER,
+    PR_SET_PDEATHSIG,
+    children_of,
+    prctl,
+)
 
 TIMEOUT_HINT = "make sure every loop in this exercise ends on small inputs."
 MAX_JUDGE_RESTARTS = 20
@@ -144,6 +149,7 @@ def _checks(lesson: str) -> dict:
 def judge_main(connection, plan: Plan, slot: int) -> None:
     """A judge process: grade the units it is sent until it is sent None."""
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the supervisor
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
     torch.set_num_threads(1)
     judge = Judge(plan, slot)
@@ -183,7 +189,10 @@ def run_units(units: list[Unit], plan: Plan, jobs: int) -> dict[int, Result]:
         results = ours.recv()
     except (EOFError, OSError):
         results = {}
-    supervisor.join()
+    finally:  # also on Ctrl-C: the judges, zygotes and workers die with it (PDEATHSIG)
+        if supervisor.is_alive() and not ours.poll():
+            supervisor.kill()
+        supervisor.join()
     for unit in units:
         if unit.number not in results:
             results[unit.number] = Result(unit.exercise, "error", "the grader's supervisor "
@@ -193,6 +202,7 @@ def run_units(units: list[Unit], plan: Plan, jobs: int) -> dict[int, Result]:
 
 def _supervise(connection, units: list[Unit], plan: Plan, jobs: int) -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     connection.send(_pool(units, plan, jobs))
 
