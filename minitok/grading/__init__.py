@@ -14,3 +14,9 @@
 
 The README's instructor section states what this guarantees, with and without the sandbox.
 """
+
+# A submission that uses minitok's own solution of an exercise: the copy of minitok a worker
+# imports raises NotImplementedError(SENTINEL + name) there (sandbox.build_library), and the
+# judge turns that into a failed exercise with this hint (remote.rebuild_error).
+SENTINEL = "minitok grader: hidden reference "
+REFERENCE_HINT = "write the exercise yourself: the grader scores your code, not minitok's."

@@ -28,7 +28,13 @@ from multiprocessing.connection import wait
 import torch
 
 from minitok.checks._core import Result, other_references, run_check
-from minitok.grading.remote import RemoteObject, Session, WorkerGone, socket_exchange
+from minitok.grading import REFERENCE_HINT, SENTINEL
+from minitok.grading.remote import (
+    RemoteObject,
+    Session,
+    WorkerGone,
+    socket_exchange,
+)
 from minitok.grading.sandbox import UID_BASE, Plan, ZygoteError, ZygoteProcess
 from minitok.grading.zygote import (
     PR_SET_CHILD_SUBREAPER,
@@ -87,6 +93,9 @@ class Judge:
         check = checks[unit.exercise]
         try:
             loaded = session.load(unit.statements, unit.exercise, other_references(check))
+            if loaded["problem"] and SENTINEL in str(loaded["problem"]):  # at load time
+                return Result(unit.exercise, "failed", "uses minitok's reference while it is "
+                              "defined, which is not your work", REFERENCE_HINT)
             if loaded["problem"]:
                 return Result(unit.exercise, "error", str(loaded["problem"])[:2000],
                               "run the exercise's cell after a restart: it must define the "

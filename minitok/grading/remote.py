@@ -29,6 +29,7 @@ import time
 import torch
 
 from minitok.checks._core import CheckFailed, Remote
+from minitok.grading import REFERENCE_HINT, SENTINEL
 from minitok.grading.server import Server, grad_inputs
 from minitok.grading.wire import (
     Decoder,
@@ -39,9 +40,6 @@ from minitok.grading.wire import (
     send_frame,
     unpack,
 )
-
-SENTINEL = "minitok grader: hidden reference "  # what a stripped reference raises with
-REFERENCE_HINT = "write the exercise yourself: the grader scores your code, not minitok's."
 
 
 class WorkerGone(BaseException):
@@ -133,7 +131,8 @@ class Session:
                 g is not None and (not isinstance(g, torch.Tensor) or g.shape != shape)
                 for g, (shape, _) in zip(got, inputs, strict=True)):
             self.fail("wire", "gradients that do not match the inputs")
-        return [None if g is None else g.to(dtype) for g, (_, dtype) in zip(got, inputs, strict=True)]
+        return [None if g is None else g.to(dtype)
+                for g, (_, dtype) in zip(got, inputs, strict=True)]
 
     def apply_states(self, args: tuple, kwargs: dict, message: dict, blobs) -> None:
         """Copy what the call changed in its arguments into the judge's objects."""
@@ -212,7 +211,8 @@ class _RemoteCall(torch.autograd.Function):
             session.fail("wire", "a malformed reply to a call")
         ctx.session, ctx.number = session, number
         ctx.inputs = [(x.shape, x.dtype) for x in inputs]
-        ctx.differentiable = [flag and t.is_floating_point() for flag, t in zip(flags, tensors, strict=True)]
+        ctx.differentiable = [flag and t.is_floating_point()
+                              for flag, t in zip(flags, tensors, strict=True)]
         ctx.mark_non_differentiable(*[t for t, d in zip(tensors, ctx.differentiable, strict=True)
                                       if not d])
         return tuple(tensors)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import minitok
-from minitok.grading.remote import SENTINEL
+from minitok.grading import SENTINEL
 from minitok.grading.zygote import ENVIRONMENT
 
 LIB, WORK, CONFIG, FONTS = "/tmp/lib", "/tmp/work", "/tmp/config", "/tmp/fonts"  # in the sandbox
@@ -273,11 +273,15 @@ class ZygoteProcess:
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.errors = tempfile.TemporaryFile()
         env = {**ENVIRONMENT, "HOME": "/tmp" if plan.mode == "bwrap" else str(plan.run_dir)}
-        self.process = subprocess.Popen(
-            plan.command(slot, lesson, exercise, theirs.fileno()), env=env, cwd=plan.run_dir,
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=self.errors)
-        theirs.close()
+        try:
+            self.process = subprocess.Popen(
+                plan.command(slot, lesson, exercise, theirs.fileno()), env=env,
+                cwd=plan.run_dir, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=self.errors)
+        except OSError as err:
+            raise ZygoteError(f"cannot start it: {err}") from None
+        finally:
+            theirs.close()
         self._reply("ready", STARTUP_SECONDS)
 
     def spawn(self) -> socket.socket:

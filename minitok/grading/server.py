@@ -79,6 +79,10 @@ class Unavailable:
         raise self._error(self._message)
 
 
+UNTRACKED = (type, types.ModuleType, types.FunctionType, types.MethodType,
+             types.BuiltinFunctionType)  # arguments whose attributes are not synced back
+
+
 def state_record(value, encoder: Encoder):
     """What a call may have changed in an argument, as plain data (None: nothing tracked)."""
     if isinstance(value, torch.Tensor):
@@ -97,10 +101,6 @@ def state_record(value, encoder: Encoder):
         attrs = [[str(name), encoder.encode_or_skip(item)] for name, item in vars(value).items()]
         return {"attrs": [pair for pair in attrs if pair[1] is not SKIP]}
     return None
-
-
-UNTRACKED = (type, types.ModuleType, types.FunctionType, types.MethodType,
-             types.BuiltinFunctionType)
 
 
 def fingerprint(value) -> bytes | None:

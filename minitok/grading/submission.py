@@ -28,6 +28,7 @@ from pathlib import Path
 from types import FunctionType, ModuleType
 
 from minitok.checks._core import Result
+from minitok.grading import REFERENCE_HINT
 
 MAX_BYTES = 20 << 20  # a notebook larger than this is refused (outputs included)
 MAX_MERGE = 20  # top-level chunks tried together when a cell has a syntax error
@@ -35,7 +36,6 @@ KEPT_CELL_MAGICS = {"time", "timeit", "capture"}  # %%magic cells whose body is 
 LINE_MAGIC = re.compile(r"^(\s*)(%|!(?!=))")
 CELL_START = re.compile(r"^(?![\s#)\]}]|(else|elif|except|finally)\b)\S")
 LESSON = re.compile(r"lesson\d\d")
-REFERENCE_HINT = "write the exercise yourself: the grader scores your code, not minitok's."
 
 
 class SubmissionError(ValueError):
