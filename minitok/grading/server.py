@@ -79,8 +79,9 @@ class Unavailable:
         raise self._error(self._message)
 
 
+# Arguments whose attributes are not copied back (an optimizer's hold the judge's parameters).
 UNTRACKED = (type, types.ModuleType, types.FunctionType, types.MethodType,
-             types.BuiltinFunctionType)  # arguments whose attributes are not synced back
+             types.BuiltinFunctionType, torch.optim.Optimizer)
 
 
 def state_record(value, encoder: Encoder):

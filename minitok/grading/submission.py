@@ -19,6 +19,7 @@ it: `quantize.nearest_code`, a name imported from minitok bound to it, getattr w
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import re
 import stat
@@ -36,6 +37,7 @@ KEPT_CELL_MAGICS = {"time", "timeit", "capture"}  # %%magic cells whose body is 
 LINE_MAGIC = re.compile(r"^(\s*)(%|!(?!=))")
 CELL_START = re.compile(r"^(?![\s#)\]}]|(else|elif|except|finally)\b)\S")
 LESSON = re.compile(r"lesson\d\d")
+MODULES = {path.stem for path in Path(__file__).parents[1].glob("*.py")} - {"__main__"}
 
 
 class SubmissionError(ValueError):
@@ -413,12 +415,14 @@ class _ImportMap:
 
     @staticmethod
     def lookup(path: str):
-        """The object a dotted path names in a minitok module this process has imported
-        (never importing one a submission names), or None."""
+        """The object a dotted path names inside minitok, or None. Only minitok's own
+        top-level modules are imported for it (minitok.vq re-exports nearest_code)."""
         parts = path.split(".")
-        modules = [i for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in sys.modules]
-        if parts[0] != "minitok" or not modules:
+        if parts[0] != "minitok":
             return None
+        if len(parts) > 1 and parts[1] in MODULES and f"minitok.{parts[1]}" not in sys.modules:
+            importlib.import_module(f"minitok.{parts[1]}")
+        modules = [i for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in sys.modules]
         value = sys.modules[".".join(parts[:modules[-1]])]
         for part in parts[modules[-1]:]:
             if not isinstance(value, (ModuleType, type, FunctionType)):
