@@ -23,7 +23,8 @@ The course's tooling:
     checks       the learner checks each lesson calls after an exercise
     checkpoints  the small pretrained models shipped in minitok/checkpoints/
     assign       builds the exercise notebooks in lessons/ from solutions/
-    grade        `minitok grade`: scores submitted notebooks, one process per exercise
+    grade        `minitok grade`: scores submitted notebooks (minitok.grading: the judge,
+                 sandboxed workers, the wire between them)
     demo         `minitok demo`: the whole pipeline as one picture and one table
     bench        `python -m minitok.bench`: every benchmark in one run, one Markdown table
     env          `minitok env`: is this setup able to run the course?

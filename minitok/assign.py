@@ -7,22 +7,32 @@ The solutions mark what the learner writes with nbgrader's markers:
         ...
         ### END SOLUTION
 
-`assign` replaces each marked region (markers included) with a stub at the same indent,
+`assign` replaces each marked region (markers included) with nbgrader's stub at the same
+indent, exactly as `nbgrader generate_assignment` does,
 
         # YOUR CODE HERE
-        raise NotImplementedError("Exercise nearest_code: write it, then run the check below")
+        raise NotImplementedError()
 
 clears every output, execution count and run timestamp, and keeps everything else exactly as it is. A
 marked region must sit inside a `def` (the stub raises, and a raise at the top level of a
 cell would stop the unsolved notebook). In Markdown cells a marked region becomes a prompt
 for the learner's answer.
 
-    python -m minitok assign           # rewrite lessons/ from solutions/
-    python -m minitok assign --check   # exit 1 if lessons/ is out of date (CI runs this)
+For instructors who grade with nbgrader, `add_nbgrader_metadata` gives a solution notebook
+nbgrader's cell metadata: each exercise's `def` becomes an autograded-answer cell (grade_id
+the exercise's name) and its check call moves to its own autograder-tests cell (1 point,
+grade_id check_<name>, locked), which takes the check's printed verdict with it. Under
+nbgrader a failing check raises (checks._core: strict mode), so nbgrader scores a notebook as
+`minitok grade` does. The split is idempotent.
+
+    python -m minitok assign                      # rewrite lessons/ from solutions/
+    python -m minitok assign --check              # exit 1 if lessons/ is out of date (CI)
+    python -m minitok assign --nbgrader-metadata  # add nbgrader's metadata to solutions/
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -31,24 +41,21 @@ import nbformat
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 DEF_LINE = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+(\w+)")
+STUB = ["# YOUR CODE HERE", "raise NotImplementedError()"]  # nbgrader's default code stub
+VERDICT = re.compile(r"\[(?:PASS|FAIL|TODO|ERROR)\] (\w+):")
+NBVAL = "# NBVAL_CHECK_OUTPUT"
 
 
 class AssignError(ValueError):
     """A solution notebook whose markers cannot be turned into an exercise."""
 
 
-def _stub(indent: str, name: str) -> list[str]:
-    message = f"Exercise {name}: write it, then run the check below"
-    return [f"{indent}# YOUR CODE HERE\n", f'{indent}raise NotImplementedError("{message}")\n']
-
-
 def strip_code(source: str, where: str) -> str:
-    """Replace each marked region of a code cell's source with a NotImplementedError stub."""
-    lines = source.splitlines(keepends=True)
+    """Replace each marked region of a code cell's source with nbgrader's stub."""
     out: list[str] = []
     inside = False
     name = None
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(source.split("\n"), start=1):
         stripped = line.strip()
         if stripped == BEGIN:
             if inside:
@@ -59,7 +66,7 @@ def strip_code(source: str, where: str) -> str:
                     f"{where}, line {number}: a solution region must be inside a def "
                     "(a stub that raises at the top level would stop the unsolved lesson)"
                 )
-            out.extend(_stub(indent, name))
+            out.extend(indent + stub for stub in STUB)
             inside = True
         elif stripped == END:
             if not inside:
@@ -72,11 +79,7 @@ def strip_code(source: str, where: str) -> str:
             out.append(line)
     if inside:
         raise AssignError(f"{where}: {BEGIN} is never closed by {END}")
-    text = "".join(out)
-    # A last stub line gains a newline the source did not end with: keep the source's ending.
-    if not source.endswith("\n") and text.endswith("\n"):
-        text = text[:-1]
-    return text
+    return "\n".join(out)
 
 
 def strip_markdown(source: str, where: str) -> str:
@@ -101,6 +104,111 @@ def make_lesson(solution: nbformat.NotebookNode, name: str) -> nbformat.Notebook
         elif cell.cell_type == "markdown":
             cell.source = strip_markdown(cell.source, where)
     return lesson
+
+
+# --------------------------------------------------------------------------- nbgrader
+
+
+def _nbgrader(name: str, test: bool) -> dict:
+    """nbgrader's metadata (schema 3) of an autograded answer, or of its test cell."""
+    if test:
+        return {"grade": True, "grade_id": f"check_{name}", "locked": True, "points": 1,
+                "schema_version": 3, "solution": False, "task": False}
+    return {"grade": False, "grade_id": name, "locked": False, "schema_version": 3,
+            "solution": True, "task": False}
+
+
+def _check_call(node: ast.stmt) -> str | None:
+    """The exercise a `name = check.name(name)` (or `check.name(name)`) statement checks."""
+    call = node.value if isinstance(node, (ast.Assign, ast.Expr)) else None
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+            and len(call.args) == 1 and isinstance(call.args[0], ast.Name)
+            and call.args[0].id == call.func.attr):
+        return None
+    targets = node.targets if isinstance(node, ast.Assign) else []
+    if not all(isinstance(t, ast.Name) and t.id == call.func.attr for t in targets):
+        return None
+    return call.func.attr
+
+
+def _split_outputs(outputs: list, names: list[str]) -> dict[str, list]:
+    """A cell's outputs shared among its checks: each verdict line (and the lines after it)
+    goes to the check of the exercise it names; anything else to the last check."""
+    texts: dict[str, list[str]] = {name: [] for name in names}
+    others, current = [], names[0]
+    for output in outputs:
+        if output.get("output_type") != "stream" or output.get("name") != "stdout":
+            others.append(output)
+            continue
+        for line in output["text"].splitlines(keepends=True):
+            found = VERDICT.match(line)
+            if found and found.group(1) in texts:
+                current = found.group(1)
+            texts[current].append(line)
+    split = {name: [nbformat.v4.new_output("stream", name="stdout", text="".join(lines))]
+             if lines else [] for name, lines in texts.items()}
+    split[names[-1]] += others
+    return split
+
+
+def nbgrader_cells(cell: nbformat.NotebookNode, where: str) -> list[nbformat.NotebookNode]:
+    """One code cell as nbgrader grades it: an answer cell per exercise def it holds, then a
+    test cell per check call (see the module docstring). Other cells come back unchanged."""
+    if cell.cell_type != "code" or "nbgrader" in cell.metadata:
+        return [cell]
+    lines = cell.source.split("\n")
+    tree = ast.parse(cell.source)
+    starts = [min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+              for node in tree.body] + [len(lines) + 1]
+    answers, checks = [], []
+    for node, first, following in zip(tree.body, starts, starts[1:], strict=False):
+        # up to the next statement: a def's closing comment (### END SOLUTION) is its own
+        text = "\n".join(lines[first - 1:following - 1]).rstrip()
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and BEGIN in text:
+            answers.append((node.name, text))
+        elif _check_call(node):
+            checks.append((_check_call(node), text))
+        elif answers or checks:
+            raise AssignError(f"{where}: only exercise defs and their check calls can share "
+                              "a cell with an exercise")
+    if not checks and not answers:
+        return [cell]
+    marked = lines[0].strip() == NBVAL
+    before = "\n".join(line for line in lines[:starts[0] - 1] if line.strip() != NBVAL).strip()
+    if before and answers:  # comments above the first def stay with it
+        answers[0] = (answers[0][0], f"{before}\n{answers[0][1]}")
+    outputs = _split_outputs(cell.outputs, [name for name, _ in checks]) if checks else {}
+    made = []
+    for name, text in answers:
+        answer = nbformat.v4.new_code_cell(text, id=f"answer-{name}")
+        answer.metadata = {**cell.metadata, "nbgrader": _nbgrader(name, test=False)}
+        made.append(answer)
+    for name, text in checks:
+        test = nbformat.v4.new_code_cell(f"{NBVAL}\n{text}" if marked else text,
+                                         id=f"check-{name}")
+        test.metadata = {**cell.metadata, "nbgrader": _nbgrader(name, test=True)}
+        test.outputs, test.execution_count = outputs[name], cell.execution_count
+        made.append(test)
+    return made
+
+
+def add_nbgrader_metadata(notebook: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
+    """The notebook with nbgrader's cells and metadata (a new object; idempotent)."""
+    out = nbformat.from_dict(notebook)
+    out.cells = [made for index, cell in enumerate(notebook.cells)
+                 for made in nbgrader_cells(nbformat.from_dict(cell), f"{name}, cell {index}")]
+    return out
+
+
+def add_nbgrader_metadata_to_solutions(root: Path) -> int:
+    """Rewrite every solution notebook with nbgrader's metadata; a process exit code."""
+    for path in sorted((root / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        solution = nbformat.read(path, as_version=4)
+        text = nbformat.writes(add_nbgrader_metadata(solution, path.name)) + "\n"
+        if text != path.read_text(encoding="utf-8"):
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote solutions/{path.name}")
+    return 0
 
 
 def count_exercises(notebook: nbformat.NotebookNode) -> int:

@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p_assign = sub.add_parser("assign", help="build lessons/ from solutions/")
     p_assign.add_argument("--check", action="store_true", help="fail if lessons/ is stale")
+    p_assign.add_argument("--nbgrader-metadata", action="store_true",
+                          help="give solutions/ nbgrader's cell metadata (answer and test "
+                               "cells), then run assign again to rebuild lessons/")
 
     p_demo = sub.add_parser("demo", help="run the pipeline on the bundled digits")
     p_demo.add_argument("--out", type=Path, default=Path("out"),
@@ -39,8 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     p_grade = sub.add_parser("grade", help="score submitted lesson notebooks per exercise")
     p_grade.add_argument("submissions", nargs="+", type=Path, help="the .ipynb files to grade")
     p_grade.add_argument("--json", type=Path, default=None, help="also write a JSON report here")
+    p_grade.add_argument("--csv", type=Path, default=None,
+                         help="also write a gradebook CSV here (a row per submission, a column "
+                              "per exercise)")
     p_grade.add_argument("--timeout", type=float, default=60.0,
-                         help="seconds allowed per exercise (default 60)")
+                         help="seconds allowed per exercise and submission (default 60)")
+    p_grade.add_argument("--jobs", type=int, default=None,
+                         help="exercises graded at once (default: the number of CPU cores)")
+    p_grade.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"),
+                         help="run workers inside bubblewrap: auto (default: when it works "
+                              "here), bwrap (required) or none (process limits only)")
 
     args = parser.parse_args(argv)
     if args.command == "env":
@@ -48,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return run()
     if args.command == "assign":
-        from minitok.assign import AssignError, assign
+        from minitok.assign import AssignError, add_nbgrader_metadata_to_solutions, assign
 
         try:
+            if args.nbgrader_metadata:
+                return add_nbgrader_metadata_to_solutions(_repo_root())
             return assign(_repo_root(), check=args.check)
         except AssignError as err:
             print(f"assign: {err}", file=sys.stderr)
@@ -63,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grade":
         from minitok.grade import grade
 
-        return grade(args.submissions, json_path=args.json, timeout=args.timeout)
+        try:
+            return grade(args.submissions, json_path=args.json, csv_path=args.csv,
+                         timeout=args.timeout, jobs=args.jobs, sandbox=args.sandbox)
+        except ValueError as err:
+            print(f"grade: {err}", file=sys.stderr)
+            return 2
     raise AssertionError(f"unhandled command {args.command}")
 
 

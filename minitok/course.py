@@ -4,7 +4,8 @@ Environment switches (read each time, so a test can set them):
 
     MINITOK_FAST=1    shrink training cells (CI uses it to execute the unsolved lessons fast)
     MINITOK_STRICT=1  a failing or unfinished exercise is an error instead of a report
-                      (CI uses it for solutions/, where every exercise must pass)
+                      (CI uses it for solutions/, where every exercise must pass; nbgrader's
+                      autograder, which sets NBGRADER_EXECUTION, gets it too)
     MINITOK_DEVICE    "cpu" (default) or "cuda": where the notebooks run their models
 
 and the two settings every training run and benchmark shares: `one_thread()` and
@@ -31,8 +32,12 @@ def fast_mode() -> bool:
 
 
 def strict_mode() -> bool:
-    """True when MINITOK_STRICT is set: checks raise instead of falling back."""
-    return _flag("MINITOK_STRICT")
+    """True when MINITOK_STRICT is set, or under nbgrader: checks raise instead of falling back.
+
+    nbgrader scores a check cell by whether it raises, so under its execution (it sets
+    NBGRADER_EXECUTION) a failing exercise must raise, as in CI.
+    """
+    return _flag("MINITOK_STRICT") or bool(os.environ.get("NBGRADER_EXECUTION"))
 
 
 def steps(full: int, fast: int) -> int:

@@ -1,13 +1,26 @@
-"""Helpers for the tests of learner checks: run a check quietly and judge its verdict."""
+"""Helpers for the tests of learner checks: run a check quietly and judge its verdict.
+
+Every check test runs twice (the `transport` fixture in conftest.py): "local" judges the
+function in this process, as a notebook does; "wire" judges it through the grader's whole
+wire (pickled inputs, the worker's Server, the strict decoder, state and gradients synced
+back), in this process, so each hint test also shows that `minitok grade` gives that verdict.
+"""
 
 from __future__ import annotations
 
-from minitok.checks._core import Result, run_check
+from minitok.checks._core import Result, bound, other_references, run_check
+from minitok.checks._core import verdict as local_verdict
+from minitok.grading.remote import loopback
+
+TRANSPORT = {"name": "local"}  # set by the transport fixture
 
 
 def verdict(check_fn, fn) -> Result:
     """What `check_fn` says about `fn`, without printing or falling back."""
-    return run_check(check_fn.exercise, check_fn.test, fn)
+    if TRANSPORT["name"] == "local":
+        return local_verdict(check_fn, fn)
+    with bound(getattr(fn, "__globals__", None), other_references(check_fn)):
+        return run_check(check_fn.exercise, check_fn.test, loopback(fn))
 
 
 def assert_passes(check_fn, fn) -> None:

@@ -31,3 +31,14 @@ def _lenient_course(monkeypatch):
     """Unit tests judge checks themselves: never inherit MINITOK_STRICT/FAST from the shell."""
     monkeypatch.delenv("MINITOK_STRICT", raising=False)
     monkeypatch.delenv("MINITOK_FAST", raising=False)
+
+
+@pytest.fixture(params=["local", "wire"])
+def transport(request):
+    """Judge checks in this process ("local") or through the grader's wire ("wire"): see
+    tests/checking.py. A check test module opts in with `pytestmark`."""
+    import checking
+
+    checking.TRANSPORT["name"] = request.param
+    yield request.param
+    checking.TRANSPORT["name"] = "local"

@@ -7,11 +7,20 @@ from pathlib import Path
 
 import nbformat
 
-from minitok.grade import definitions, lesson_module
+from minitok.grading.server import load_statements
+from minitok.grading.submission import lesson_of, parse_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
+
+
+def write_notebook(path: Path, *sources: str) -> Path:
+    """A notebook whose code cells hold `sources`, as a learner's file would."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    nbformat.write(notebook, path)
+    return path
 
 
 def execute(path: Path, env: dict[str, str], timeout: int = 600) -> nbformat.NotebookNode:
@@ -50,15 +59,17 @@ def stream_text(notebook: nbformat.NotebookNode) -> str:
 
 def check_module_name(notebook: nbformat.NotebookNode) -> str:
     """The lesson's check module, from its `from minitok.checks import lessonNN as check`."""
-    return lesson_module(notebook)
+    return f"minitok.checks.{lesson_of(parse_cells(notebook.cells))[0]}"
 
 
 def exercise_namespace(notebook: nbformat.NotebookNode) -> dict:
     """Execute only the imports and the def/class blocks of a notebook's code cells.
 
     That gives the notebook's own versions of its functions without running its training
-    cells (the same extraction the grader uses), so a test can compare them with the package.
+    cells (the same extraction and loading the grader's workers use), so a test can compare
+    them with the package.
     """
     namespace: dict = {"__name__": "solution_notebook"}
-    exec(compile(definitions(notebook), "<notebook>", "exec"), namespace)
+    problems = load_statements(parse_cells(notebook.cells).kept(), namespace)
+    assert not problems, problems
     return namespace

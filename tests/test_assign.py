@@ -5,7 +5,14 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from minitok.assign import AssignError, assign, make_lesson, strip_code, strip_markdown
+from minitok.assign import (
+    AssignError,
+    add_nbgrader_metadata,
+    assign,
+    make_lesson,
+    strip_code,
+    strip_markdown,
+)
 
 SOLVED = '''import torch
 
@@ -21,20 +28,19 @@ def double(x):
 double = check.double(double)'''
 
 
-def test_strip_code_replaces_only_the_region():
+def test_strip_code_replaces_only_the_region_with_nbgraders_stub():
     out = strip_code(SOLVED, "cell")
     assert "y = x * 2" not in out
-    assert '    raise NotImplementedError("Exercise double: write it' in out
-    assert "    # YOUR CODE HERE\n" in out
+    assert "    # YOUR CODE HERE\n    raise NotImplementedError()\n" in out
     before, after = SOLVED.split("    ### BEGIN SOLUTION\n")[0], SOLVED.split("### END SOLUTION\n")[1]
     assert out.startswith(before)
     assert out.endswith(after)
 
 
-def test_stub_raises_with_the_exercise_name():
+def test_stub_raises_not_implemented():
     namespace = {"check": type("C", (), {"double": staticmethod(lambda f: f)})}
     exec(strip_code(SOLVED, "cell"), namespace)
-    with pytest.raises(NotImplementedError, match="Exercise double"):
+    with pytest.raises(NotImplementedError):
         namespace["double"](1)
 
 
@@ -104,3 +110,66 @@ def test_assign_flags_a_lesson_without_a_solution(tmp_path, capsys):
     nbformat.write(_notebook(), tmp_path / "lessons" / "02_orphan.ipynb")
     assert assign(tmp_path, check=True) == 1
     assert "no twin" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- nbgrader metadata
+
+TWO = """# NBVAL_CHECK_OUTPUT
+def double(x):
+    ### BEGIN SOLUTION
+    return x * 2
+    ### END SOLUTION
+
+
+def triple(x):
+    ### BEGIN SOLUTION
+    return x * 3
+    ### END SOLUTION
+
+
+double = check.double(double)
+triple = check.triple(triple)"""
+
+
+def _two_exercises():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(TWO)
+    cell.outputs = [nbformat.v4.new_output(
+        "stream", name="stdout", text="[PASS] double: correct on every case.\n"
+        "[FAIL] triple: wrong\n       hint: times three\n")]
+    cell.execution_count = 7
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"), cell]
+    return nb
+
+
+def test_nbgrader_metadata_splits_answers_from_their_checks():
+    out = add_nbgrader_metadata(_two_exercises(), "00_x.ipynb")
+    kinds = [(c.cell_type, c.metadata.get("nbgrader", {}).get("grade_id")) for c in out.cells]
+    assert kinds == [("markdown", None), ("code", "double"), ("code", "triple"),
+                     ("code", "check_double"), ("code", "check_triple")]
+    double, triple, check_double, check_triple = out.cells[1:]
+    assert double.source.startswith("def double(x):") and "x * 2" in double.source
+    assert double.metadata.nbgrader["solution"] and not double.metadata.nbgrader["grade"]
+    assert check_double.metadata.nbgrader == {
+        "grade": True, "grade_id": "check_double", "locked": True, "points": 1,
+        "schema_version": 3, "solution": False, "task": False}
+    assert check_double.source == "# NBVAL_CHECK_OUTPUT\ndouble = check.double(double)"
+    assert check_double.outputs[0].text == "[PASS] double: correct on every case.\n"
+    assert check_triple.outputs[0].text == "[FAIL] triple: wrong\n       hint: times three\n"
+    assert check_triple.execution_count == 7 and double.outputs == []
+
+
+def test_nbgrader_metadata_is_idempotent_and_keeps_the_learners_code():
+    once = add_nbgrader_metadata(_two_exercises(), "00_x.ipynb")
+    assert add_nbgrader_metadata(once, "00_x.ipynb") == once
+    lesson = make_lesson(once, "00_x.ipynb")
+    code = "\n".join(c.source for c in lesson.cells if c.cell_type == "code")
+    assert code.count("raise NotImplementedError()") == 2 and "x * 2" not in code
+    assert lesson.cells[1].metadata.nbgrader["grade_id"] == "double"
+
+
+def test_nbgrader_metadata_refuses_a_cell_it_cannot_split():
+    nb = _two_exercises()
+    nb.cells[1].source += "\nprint('training')"
+    with pytest.raises(AssignError, match="only exercise defs"):
+        add_nbgrader_metadata(nb, "00_x.ipynb")

@@ -25,7 +25,7 @@ NUMBER = r"[0-9][0-9,]*\.?[0-9]*"
 
 def test_every_lesson_has_a_section():
     assert list(bench.SECTIONS) == ["nearest_code", "tokenizer", "kv_cache", "ar", "maskgit",
-                                    "anytoany", "notebooks"]
+                                    "anytoany", "grading", "notebooks"]
 
 
 @pytest.mark.parametrize("name", [n for n in bench.SECTIONS if n != "notebooks"])

@@ -23,6 +23,8 @@ from minitok.checks import (
     lesson07,
 )
 
+pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
+
 # Each lesson's exercises, in the order the lesson asks for them (and its check module defines
 # them). A new exercise gets a row here; a new lesson gets a line.
 EXERCISES = {

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from checking import assert_fails_with, assert_passes
 
 from minitok import quantize
 from minitok.checks import lesson01 as check
+
+pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
 
 
 def test_precision_trap_is_a_real_trap():

@@ -6,6 +6,7 @@ the RNG and thread count alone) is tested once for all lessons in tests/test_che
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from checking import assert_fails_with
@@ -13,6 +14,8 @@ from checking import assert_fails_with
 from minitok import fsq, vq
 from minitok.checks import lesson02 as check
 from minitok.quantize import nearest_code
+
+pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
 
 # --------------------------------------------------------------------------- straight_through
 

@@ -13,6 +13,8 @@ from checking import assert_fails_with
 
 from minitok.checks import lesson03 as check
 
+pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
+
 # --------------------------------------------------------------------------- tokens_to_image
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from checking import assert_fails_with, verdict
 
 from minitok.checks import lesson04
+
+pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
 
 # --------------------------------------------------------------------------- attention
 

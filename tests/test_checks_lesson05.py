@@ -6,12 +6,15 @@ the RNG and thread count alone) is tested once for all lessons in tests/test_che
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from checking import assert_fails_with
 
 from minitok import prior, sampling
 from minitok.checks import lesson05 as check
+
+pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
 
 # --------------------------------------------------------------------------- sequences
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from checking import assert_fails_with, verdict
 
 from minitok import maskgit
 from minitok.checks import lesson06 as check
+
+pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
 
 # --------------------------------------------------------------------------- gamma
 

@@ -13,6 +13,8 @@ from checking import assert_fails_with, verdict
 from minitok import anytoany, vocab
 from minitok.checks import lesson07 as check
 
+pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
+
 # --------------------------------------------------------------------------- build_sequence
 
 

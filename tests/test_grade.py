@@ -1,19 +1,34 @@
-"""`minitok grade` on real submissions: solved, unsolved, one mistake, a hang, not a notebook."""
+"""`minitok grade` on real submissions: solved, unsolved, one mistake; its reports, its
+arguments; a lesson's verdicts are the same in the notebook and in the grader; the worker
+process carries gradients, in-place changes and probes (lessons 02-04).
+
+Attacks and broken files are in tests/test_grade_hostile.py.
+"""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import inspect
 import json
 
 import nbformat
 import pytest
-from notebooks import ROOT
+from notebooks import ROOT, write_notebook
 
-from minitok.grade import grade, grade_one
+from minitok import maskgit
+from minitok.checks import lesson06, verdict
+from minitok.checks._core import run_check
+from minitok.cli import main as cli
+from minitok.grade import grade, grade_reports
 
 SOLUTION = ROOT / "solutions" / "01_vector_quantization.ipynb"
 LESSON = ROOT / "lessons" / "01_vector_quantization.ipynb"
 EXERCISES = 6
+MISTAKES = {  # exercise -> (the solution's line, a classic mistake, words of the hint)
+    "squared_distances": ("z_sq - 2.0 * z @ codebook.T", "z_sq + 2.0 * z @ codebook.T", "sign"),
+    "perplexity": ("(p * p.log()).sum()", "(p * p.log2()).sum()", "log"),
+}
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +37,7 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _mutated(tmp_path, old: str, new: str):
+def _mutated(path, old: str, new: str):
     """The solution with one line of one exercise changed into a classic mistake."""
     notebook = nbformat.read(SOLUTION, as_version=4)
     hits = 0
@@ -31,53 +46,56 @@ def _mutated(tmp_path, old: str, new: str):
             cell.source = cell.source.replace(old, new)
             hits += 1
     assert hits == 1, f"the solution no longer contains {old!r}"
-    path = tmp_path / "submission.ipynb"
     nbformat.write(notebook, path)
     return path
 
 
-def test_solution_gets_full_marks_and_is_not_modified(tmp_path):
+@pytest.fixture(scope="module")
+def lesson01(tmp_path_factory):
+    """One run over the solution, the unsolved lesson and one mistake per MISTAKES entry."""
+    folder = tmp_path_factory.mktemp("grade")
+    paths = {"solution": SOLUTION, "lesson": LESSON}
+    paths.update({name: _mutated(folder / f"{name}.ipynb", old, new)
+                  for name, (old, new, _) in MISTAKES.items()})
     before = _digest(SOLUTION)
-    report_path = tmp_path / "report.json"
-    assert grade([SOLUTION], json_path=report_path, timeout=120) == 0
-    assert _digest(SOLUTION) == before
-    (report,) = json.loads(report_path.read_text())
+    json_path, csv_path = folder / "out" / "report.json", folder / "out" / "grades.csv"
+    code = grade(list(paths.values()), json_path=json_path, csv_path=csv_path, timeout=120,
+                 jobs=2)
+    content = json.loads(json_path.read_text())
+    reports = dict(zip(paths, content["submissions"], strict=True))
+    return {"code": code, "reports": reports, "grader": content["grader"], "csv": csv_path,
+            "solution_unchanged": _digest(SOLUTION) == before}
+
+
+def test_solution_gets_full_marks_and_is_not_modified(lesson01):
+    report = lesson01["reports"]["solution"]
+    assert lesson01["code"] == 0 and lesson01["solution_unchanged"]
     assert report["lesson"] == "lesson01"
     assert (report["score"], report["max_score"]) == (EXERCISES, EXERCISES)
 
 
-def test_unsolved_lesson_scores_zero_without_error():
-    report = grade_one(LESSON, timeout=120)
-    assert report.error is None
-    assert (report.score, report.max_score) == (0, EXERCISES)
-    assert {item["status"] for item in report.exercises} == {"not done"}
+def test_unsolved_lesson_scores_zero_without_error(lesson01):
+    report = lesson01["reports"]["lesson"]
+    assert report["error"] is None
+    assert (report["score"], report["max_score"]) == (0, EXERCISES)
+    assert {item["status"] for item in report["exercises"]} == {"not done"}
 
 
-@pytest.mark.parametrize(
-    "exercise, old, new, hint",
-    [
-        ("squared_distances", "z_sq - 2.0 * z @ codebook.T", "z_sq + 2.0 * z @ codebook.T", "sign"),
-        ("perplexity", "(p * p.log()).sum()", "(p * p.log2()).sum()", "log"),
-    ],
-)
-def test_one_mistake_fails_exactly_that_exercise(tmp_path, exercise, old, new, hint):
-    report = grade_one(_mutated(tmp_path, old, new), timeout=120)
-    status = {item["exercise"]: item for item in report.exercises}
+@pytest.mark.parametrize("exercise", list(MISTAKES))
+def test_one_mistake_fails_exactly_that_exercise(lesson01, exercise):
+    status = {item["exercise"]: item for item in lesson01["reports"][exercise]["exercises"]}
     assert status[exercise]["status"] == "failed"
-    assert hint in (status[exercise]["hint"] or "").lower()
+    assert MISTAKES[exercise][2] in (status[exercise]["hint"] or "").lower()
     others = {name: item["status"] for name, item in status.items() if name != exercise}
     assert set(others.values()) == {"passed"}, others
-    assert report.score == EXERCISES - 1
 
 
-def test_infinite_loop_is_timed_out_and_reported(tmp_path):
-    path = _mutated(tmp_path, "return torch.unique(indices).numel() / num_codes",
-                    "while True:\n        pass")
-    report = grade_one(path, timeout=30)
-    status = {item["exercise"]: item for item in report.exercises}
-    assert status["codebook_usage"]["status"] == "error"
-    assert "timed out" in status["codebook_usage"]["message"]
-    assert status["nearest_code"]["status"] == "passed"
+def test_the_reports_say_how_it_ran_and_the_csv_is_a_gradebook(lesson01):
+    assert lesson01["grader"]["sandbox"] in ("bubblewrap", "none (process limits only)")
+    rows = list(csv.DictReader(lesson01["csv"].open()))
+    assert [row["total"] for row in rows] == ["6", "0", "5", "5"]
+    assert rows[0]["nearest_code"] == "1" and rows[1]["nearest_code"] == "0"
+    assert rows[2]["squared_distances"] == "0" and rows[2]["error"] == ""
 
 
 def test_not_a_notebook_is_a_clear_error(tmp_path, capsys):
@@ -87,3 +105,82 @@ def test_not_a_notebook_is_a_clear_error(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "cannot grade: broken.ipynb is not valid JSON" in out
     assert broken.read_text() == "{ this is not json"
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--timeout", "nan"], "--timeout must be a finite number"),
+    (["--timeout", "inf"], "--timeout must be a finite number"),
+    (["--timeout", "0"], "--timeout must lie in (0, inf]"),
+    (["--timeout", "-5"], "--timeout must lie in (0, inf]"),
+    (["--jobs", "0"], "--jobs must be a positive int"),
+])
+def test_bad_arguments_are_refused_before_grading(tmp_path, capsys, args, words):
+    assert cli(["grade", str(SOLUTION), *args]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_a_report_never_lands_on_a_submission(tmp_path, capsys):
+    submission = tmp_path / "sub.ipynb"
+    submission.write_bytes(SOLUTION.read_bytes())
+    assert cli(["grade", str(submission), "--json", str(submission)]) == 2
+    assert cli(["grade", str(submission), "--csv", str(submission / "x.csv")]) == 2
+    assert cli(["grade", str(submission), "--json", str(tmp_path / "r"),
+                "--csv", str(tmp_path / "r")]) == 2
+    assert submission.read_bytes() == SOLUTION.read_bytes()
+    assert "would overwrite the submission" in capsys.readouterr().err
+
+
+def test_a_report_goes_into_a_new_folder(tmp_path):
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text("[]")
+    report = tmp_path / "new" / "folder" / "report.json"
+    assert grade([broken], json_path=report, timeout=10) == 1
+    assert json.loads(report.read_text())["submissions"][0]["error"]
+
+
+# --------------------------------------------------------------------------- one verdict
+
+FLOAT32_GAMMA = '''def gamma(schedule, ratio):
+    r = torch.as_tensor(ratio, dtype=torch.float32)  # float32: floors come out one short
+    return torch.cos(math.pi / 2 * r).clamp(1e-6, 1.0)
+'''
+
+
+def test_one_wrong_exercise_costs_only_itself_in_the_notebook_and_in_the_grader(tmp_path):
+    """Lesson 06: a float32 gamma makes the learner's own mask_len plan 511 instead of 512;
+    mask_len is judged with minitok's gamma, in the notebook and in the grader alike."""
+    mask_len = inspect.getsource(maskgit.mask_len)
+    cells = ["import math\nimport torch\nfrom minitok.checks import lesson06 as check",
+             FLOAT32_GAMMA, mask_len]
+    namespace: dict = {}
+    for cell in cells:
+        exec(cell, namespace)
+    assert run_check("mask_len", lesson06.mask_len.test, namespace["mask_len"]).status == "failed"
+    assert verdict(lesson06.mask_len, namespace["mask_len"]).passed  # the notebook's check
+    path = write_notebook(tmp_path / "06.ipynb", *cells)
+    (report,), _ = grade_reports([path], timeout=120, jobs=2)
+    status = {item["exercise"]: item["status"] for item in report.exercises}
+    assert status["mask_len"] == "passed", report
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+def test_gradients_in_place_changes_and_probes_cross_the_process_boundary(tmp_path):
+    """Lessons 02-04's solutions: straight-through gradients and the codebook's, the EMA's
+    inputs left alone, the adaptive weight's probe, a KV cache written in place. And a
+    transformer_forward that calls the model itself: minitok's forward, not the learner's."""
+    paths = [ROOT / "solutions" / name for name in (
+        "02_straight_through.ipynb", "03_image_tokenizer.ipynb", "04_transformer.ipynb")]
+    shortcut = write_notebook(tmp_path / "04.ipynb", "from minitok.checks import lesson04 as "
+                              "check", "def transformer_forward(model, idx, cache=None):\n"
+                              "    return model(idx, cache)")
+    *reports, cheat = grade_reports([*paths, shortcut], timeout=120, jobs=2)[0]
+    for report in reports:
+        assert report.error is None and report.score == report.max_score, report
+    forward = {item["exercise"]: item for item in cheat.exercises}["transformer_forward"]
+    assert forward["status"] == "failed"
+    assert "minitok's reference transformer.Transformer.forward" in forward["message"]

@@ -14,6 +14,8 @@ the same run on the same machine:
     the AR prior's quality and cache         minitok.bench.ar            (Lesson 05)
     AR vs MaskGIT                            minitok.bench.maskgit       (Lesson 06)
     any-to-any, held-out captions            minitok.bench.anytoany      (Lesson 07)
+    `minitok grade` on 100 submissions       minitok.bench.grading       (instructors; needs a
+                                             course checkout)
     executing every solution notebook        solutions/*.ipynb (skipped by --quick; needs a
                                              course checkout: the current folder or above)
 
@@ -234,6 +236,26 @@ def _anytoany_smoke(cfg_scale: float) -> dict:
 NO_CHECKOUT = "not measured: no solutions/ folder here (run from a course checkout)"
 
 
+def grading_rows(quick: bool) -> list[Row]:
+    root = course_root()
+    if root is None:
+        return [Row("minitok grade, Lesson 01 submissions", NO_CHECKOUT)]
+    bench = load_section("grading")
+    r = bench.run(root, 3 if quick else 100)
+    per_100 = r["seconds"] * 100 / r["submissions"]
+    return [
+        Row(f"minitok grade: {r['submissions']} Lesson 01 submissions, {r['jobs']} judges, "
+            f"sandbox {r['mode']}", f"{r['seconds']:.1f} s ({per_100:.0f} s per 100); scores "
+            f"{'right' if r['scores_right'] else 'WRONG'}", per_100 / bench.GOAL_SECONDS,
+            "<= 1 (2 min per 100)", per_100 <= bench.GOAL_SECONDS and r["scores_right"]),
+        Row("minitok grade: speed-up over the old way (a fresh process per exercise, "
+            "measured in the same run)", f"{r['old_per_exercise']:.2f} vs "
+            f"{r['seconds'] / r['exercises']:.3f} s per exercise (the issue's old figure: "
+            f"{bench.OLD_SECONDS_PER_EXERCISE} s, {r['speedup_issue']:.1f}x)", r["speedup"],
+            f">= {bench.GOAL_RATIO}", r["speedup"] >= bench.GOAL_RATIO),
+    ]
+
+
 def notebook_rows(quick: bool) -> list[Row]:
     root = course_root()
     if root is None:  # an installed package, run outside the course's folder
@@ -281,6 +303,7 @@ SECTIONS = {  # name (for --only) -> the function that measures it
     "ar": ar_rows,  # Lesson 05
     "maskgit": maskgit_rows,  # Lesson 06
     "anytoany": anytoany_rows,  # Lesson 07
+    "grading": grading_rows,  # minitok grade
     "notebooks": notebook_rows,
 }
 

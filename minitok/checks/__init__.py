@@ -8,7 +8,8 @@ A notebook calls a check right after an exercise and keeps what it returns:
 The check runs the learner's function on small seeded cases against minitok's reference and
 prints a verdict in plain words. It returns the learner's function when it passes, and
 minitok's reference otherwise, so a learner stuck on one exercise still sees the rest of the
-lesson run. With MINITOK_STRICT=1 (how CI runs solutions/) a failure raises instead.
+lesson run. With MINITOK_STRICT=1 (how CI runs solutions/), and under nbgrader's autograder,
+a failure raises instead.
 """
 
 from minitok.checks._core import (
@@ -22,6 +23,8 @@ from minitok.checks._core import (
     expect_equal,
     expect_shape,
     expect_tensor,
+    probe,
+    verdict,
 )
 
 __all__ = [
@@ -35,4 +38,6 @@ __all__ = [
     "expect_equal",
     "expect_shape",
     "expect_tensor",
+    "probe",
+    "verdict",
 ]

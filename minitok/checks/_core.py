@@ -13,12 +13,23 @@ it into what the notebook calls:
 
 Checks draw their inputs from their own seeded torch.Generator, never from the global RNG,
 so calling a check does not change the numbers the rest of a notebook prints.
+
+A check judges one function at a time: while it runs, the lesson's other exercises that the
+learner's function can see are minitok's references (in a notebook, where one of them failed,
+and in `minitok grade`), so one mistake costs exactly one exercise.
+
+The same test functions run in `minitok grade`, where the learner's function lives in another
+process: `fn` is then a `Remote` that sends each call's inputs to that process and brings plain
+data back. A check whose inputs carry autograd graphs runs a small part of itself next to the
+learner's function with `probe` (see there).
 """
 
 from __future__ import annotations
 
+import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from types import ModuleType
 
@@ -136,13 +147,45 @@ def expect_close(
 # --------------------------------------------------------------------------- running checks
 
 
-def _learner_frame(err: BaseException) -> str:
-    """The last line of the traceback, so the learner sees where their code broke."""
+class Remote:
+    """A learner's function (or an object it returned) that lives in another process.
+
+    `minitok grade` hands checks a subclass of this instead of the learner's function; its
+    `run_probe(probe_fn, args)` runs `probe_fn(learner_fn, *args)` in that process.
+    """
+
+
+def probe(probe_fn: Callable, fn, *args):
+    """`probe_fn(fn, *args)`, run where the learner's function `fn` lives; what it returns.
+
+    For the few checks whose inputs carry autograd graphs (a loss whose graph reaches a
+    decoder's weight): a graph cannot travel to the grader's worker process, so the check
+    sends plain data instead (a state dict, tensors) and a probe, a module-level function
+    of its minitok.checks module that rebuilds the graph next to the learner's function,
+    calls it and returns plain data. In a notebook the probe simply runs here. The check
+    still computes the expected values itself.
+    """
+    if isinstance(fn, Remote):
+        return fn.run_probe(probe_fn, args)
+    return probe_fn(fn, *args)
+
+
+def learner_line(err: BaseException) -> str:
+    """Where the learner's code broke, as " (line N: text)", for the verdict.
+
+    The deepest frame of a notebook cell (the grader compiles cells as "<cell N>"), else the
+    deepest frame of the traceback. An error that came back from the grader's worker carries
+    its line in `learner_frame`.
+    """
+    known = getattr(err, "learner_frame", None)
+    if isinstance(known, str):
+        return known
     frames = traceback.extract_tb(err.__traceback__)
-    if not frames:
+    cells = [frame for frame in frames if frame.filename.startswith("<cell ")]
+    frames = cells or frames
+    if not frames or not frames[-1].line:
         return ""
-    last = frames[-1]
-    return f" (line {last.lineno}: {last.line})" if last.line else ""
+    return f" (line {frames[-1].lineno}: {frames[-1].line})"
 
 
 def run_check(name: str, test: Callable, fn: Callable) -> Result:
@@ -156,27 +199,74 @@ def run_check(name: str, test: Callable, fn: Callable) -> Result:
     except CheckFailed as failure:
         return Result(name, "failed", failure.message, failure.hint)
     except Exception as err:  # the learner's code crashed: report it, do not crash the lesson
+        kind = getattr(err, "learner_type", type(err).__name__)
         return Result(
             name,
             "error",
-            f"your code raised {type(err).__name__}: {err}{_learner_frame(err)}",
+            f"your code raised {kind}: {err}{learner_line(err)}",
             "run the exercise cell on a small input and read the full traceback.",
         )
     detail = f" ({checked})" if checked else ""
     return Result(name, "passed", f"correct on every case{detail}.")
 
 
-def exercise(name: str, reference: Callable):
-    """Decorator: make a notebook-facing check from a test function (see module docstring)."""
+@contextmanager
+def bound(namespace: dict | None, values: dict) -> Iterator[None]:
+    """Bind `values` in `namespace` (a function's globals) for a block, then restore it.
+
+    Names that were not bound before are removed again, also when the block raises.
+    """
+    if not isinstance(namespace, dict):
+        yield
+        return
+    missing = object()
+    saved = {name: namespace.get(name, missing) for name in values}
+    namespace.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is missing:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = value
+
+
+def other_references(check: Callable) -> dict[str, Callable]:
+    """minitok's reference of every exercise of `check`'s lesson except its own."""
+    lesson = sys.modules[check.test.__module__]
+    return {name: other.reference for name, other in exercises_in(lesson).items()
+            if name != check.exercise}
+
+
+def verdict(check: Callable, fn: Callable) -> Result:
+    """What `check` says about `fn`, judged in this process.
+
+    While it runs, the lesson's other exercises are minitok's references in `fn`'s globals
+    (the notebook's namespace), as the grader's worker binds them: a learner's `nearest_code`
+    is judged with minitok's `squared_distances` even where their own one failed.
+    """
+    with bound(getattr(fn, "__globals__", None), other_references(check)):
+        return run_check(check.exercise, check.test, fn)
+
+
+def exercise(name: str, reference: Callable, solution: Callable | None = None):
+    """Decorator: make a notebook-facing check from a test function (see module docstring).
+
+    `reference` is what the notebook falls back to; `solution` is minitok's own function
+    that the exercise asks the learner to write, when `reference` only wraps it (the grader
+    hides it from the submission). It defaults to `reference`.
+    """
 
     def wrap(test: Callable) -> Callable:
         def check(fn: Callable) -> Callable:
-            result = run_check(name, test, fn)
+            result = verdict(check, fn)
             print(result.render())
             if result.passed:
                 return fn
             if strict_mode():
-                raise ExerciseFailed(f"MINITOK_STRICT is set and exercise {name!r} did not pass")
+                raise ExerciseFailed(f"exercise {name!r} did not pass (strict mode: "
+                                     "MINITOK_STRICT, or nbgrader's autograder)")
             print(f"       -> the rest of this notebook uses minitok's reference {name}.")
             return reference
 
@@ -185,6 +275,7 @@ def exercise(name: str, reference: Callable):
         check.exercise = name  # what the grader looks for
         check.test = test
         check.reference = reference
+        check.solution = reference if solution is None else solution
         return check
 
     return wrap

@@ -6,6 +6,10 @@ compares it with what each classic mistake would give, so the hint names that mi
 `view` instead of `permute`, a transposed grid, hinge signs swapped, the missing 0.5 or
 relu, gradients taken at the wrong layer (or the last bias), no epsilon, no clamp,
 no detach, `.backward()` leaving gradients behind, a freed graph.
+
+adaptive_weight's inputs are losses whose graphs reach a decoder's weight: its check builds
+them next to the learner's function with a probe (checks.probe), so the same check runs in a
+notebook and in `minitok grade`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from minitok import vqgan
-from minitok.checks import CheckFailed, exercise, expect, expect_close, expect_shape, expect_tensor
+from minitok.checks import (
+    CheckFailed,
+    exercise,
+    expect,
+    expect_close,
+    expect_shape,
+    expect_tensor,
+    probe,
+)
 from minitok.tokenizer import Decoder
 from minitok.tokenizer import tokens_to_image as reference_tokens_to_image
 
@@ -231,20 +243,46 @@ def _grad_norm(loss, tensor) -> torch.Tensor:
     return torch.autograd.grad(loss, tensor, retain_graph=True)[0].norm()
 
 
-def _losses(g: torch.Generator, rec_scale: float, g_scale: float):
-    """A tiny decoder, its output, and (rec_loss, g_loss) with chosen gradient norms at W."""
-    decoder = _tiny_decoder(g)
-    codes = torch.randn(2, 3, 4, 4, generator=g)  # (B, D, G, G)
-    target = torch.randn(2, 1, 8, 8, generator=g).clamp(-1, 1)
-    fake_logits_weight = torch.randn(2, 1, 8, 8, generator=g)  # stands for D(x_hat)
-    out = decoder(codes)  # (B, 1, 8, 8)
-    rec = F.mse_loss(out, target)
-    adv = -(out * fake_logits_weight).mean()
+def _case(g: torch.Generator, rec_scale: float, g_scale: float) -> dict:
+    """A case as plain data: a tiny decoder's weights, its input and the loss scales that make
+    the gradient norms of (rec_loss, g_loss) at W exactly rec_scale and g_scale."""
+    case = {"state": _tiny_decoder(g).state_dict(),
+            "codes": torch.randn(2, 3, 4, 4, generator=g),  # (B, D, G, G)
+            "target": torch.randn(2, 1, 8, 8, generator=g).clamp(-1, 1),
+            "fake_logits": torch.randn(2, 1, 8, 8, generator=g),  # stands for D(x_hat)
+            "rec_factor": 1.0, "adv_factor": 1.0}
+    decoder, rec, adv = _losses(case)
     w = decoder.conv_out.weight
-    # Rescale both losses so their gradient norms at W are exactly rec_scale and g_scale.
-    rec = rec * (rec_scale / _grad_norm(rec, w).item())
-    adv = adv * (g_scale / _grad_norm(adv, w).item())
+    case["rec_factor"] = rec_scale / _grad_norm(rec, w).item()
+    case["adv_factor"] = g_scale / _grad_norm(adv, w).item()
+    return case
+
+
+def _losses(case: dict):
+    """The case's decoder and its (rec_loss, g_loss), with their graphs to every weight."""
+    with torch.random.fork_rng():  # nn.Module init draws from the global RNG: fork it
+        decoder = Decoder(in_channels=1, channels=8, code_dim=3)
+    decoder.load_state_dict(case["state"])
+    out = decoder(case["codes"])  # (B, 1, 8, 8)
+    rec = F.mse_loss(out, case["target"]) * case["rec_factor"]
+    adv = -(out * case["fake_logits"]).mean() * case["adv_factor"]
     return decoder, rec, adv
+
+
+def _adaptive_weight_probe(fn, case: dict, backward_after: bool) -> dict:
+    """Runs where the learner's function lives (checks.probe): the losses' graphs are built
+    there. Returns what the check judges: the weight, whether .grad was left in the decoder,
+    and (with backward_after) the error of backpropagating the losses afterwards."""
+    decoder, rec, adv = _losses(case)
+    got = fn(rec, adv, decoder)
+    facts = {"got": got, "grads_left": any(p.grad is not None for p in decoder.parameters()),
+             "backward_error": None}
+    if backward_after and isinstance(got, torch.Tensor):
+        try:
+            (rec + got * adv).backward()
+        except RuntimeError as err:
+            facts["backward_error"] = str(err)
+    return facts
 
 
 def _candidates(decoder, rec, adv):
@@ -272,24 +310,23 @@ def _candidates(decoder, rec, adv):
     return expected, mistakes
 
 
-def _judge(fn, decoder, rec, adv, case: str) -> torch.Tensor:
-    expected, mistakes = _candidates(decoder, rec, adv)
-    for p in decoder.parameters():
-        p.grad = None
+def _judge(fn, case: dict, what: str, backward_after: bool = False) -> dict:
+    expected, mistakes = _candidates(*_losses(case))
     try:
-        got = fn(rec, adv, decoder)
+        facts = probe(_adaptive_weight_probe, fn, case, backward_after)
     except RuntimeError as err:
         if "backward through the graph a second time" in str(err):
             raise CheckFailed(
-                f"{case}: the second gradient found the graph freed", GRAPH_FREED
+                f"{what}: the second gradient found the graph freed", GRAPH_FREED
             ) from err
         raise
+    got = facts["got"]
     expect_tensor(
-        got, f"the weight ({case})", hint="return a tensor: the ratio of the two gradient norms."
+        got, f"the weight ({what})", hint="return a tensor: the ratio of the two gradient norms."
     )
     expect(
-        all(p.grad is None for p in decoder.parameters()),
-        f"{case}: adaptive_weight left gradients in the decoder's .grad",
+        not facts["grads_left"],
+        f"{what}: adaptive_weight left gradients in the decoder's .grad",
         hint=BACKWARD_USED,
     )
     if not _close(got.reshape(()) if got.numel() == 1 else got, expected, atol=1e-5):
@@ -297,30 +334,26 @@ def _judge(fn, decoder, rec, adv, case: str) -> torch.Tensor:
     expect_close(
         got,
         expected,
-        f"the weight ({case})",
+        f"the weight ({what})",
         atol=1e-5,
         hint="||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), clamped to [0, 1e4], "
         "with W = decoder.conv_out.weight.",
     )
-    return got
+    return facts
 
 
-@exercise("adaptive_weight", reference=_adaptive_weight_reference)
+@exercise("adaptive_weight", reference=_adaptive_weight_reference, solution=vqgan.adaptive_weight)
 @_on_one_thread
 def adaptive_weight(fn):
     g = torch.Generator().manual_seed(2)
     # 1. norms of order 1: the ratio itself, at the right layer.
-    decoder, rec, adv = _losses(g, rec_scale=3.0, g_scale=0.5)
-    got = _judge(fn, decoder, rec, adv, "norms 3 and 0.5")
-    expect(not got.requires_grad, "the weight carries a gradient", hint=NOT_DETACHED)
-    try:
-        (rec + got * adv).backward()
-    except RuntimeError as err:
-        raise CheckFailed("the losses could not be backpropagated afterwards", GRAPH_FREED) from err
+    facts = _judge(fn, _case(g, rec_scale=3.0, g_scale=0.5), "norms 3 and 0.5",
+                   backward_after=True)
+    expect(not facts["got"].requires_grad, "the weight carries a gradient", hint=NOT_DETACHED)
+    if facts["backward_error"] is not None:
+        raise CheckFailed("the losses could not be backpropagated afterwards", GRAPH_FREED)
     # 2. a tiny adversarial gradient: the epsilon matters.
-    decoder, rec, adv = _losses(g, rec_scale=1e-2, g_scale=1e-4)
-    _judge(fn, decoder, rec, adv, "norms 1e-2 and 1e-4")
+    _judge(fn, _case(g, rec_scale=1e-2, g_scale=1e-4), "norms 1e-2 and 1e-4")
     # 3. a huge ratio: the clamp matters.
-    decoder, rec, adv = _losses(g, rec_scale=10.0, g_scale=1e-4)
-    _judge(fn, decoder, rec, adv, "norms 10 and 1e-4")
+    _judge(fn, _case(g, rec_scale=10.0, g_scale=1e-4), "norms 10 and 1e-4")
     return "ratio at conv_out.weight, epsilon, clamp, detached, graph kept, no .grad left"

@@ -220,7 +220,8 @@ def _reference_forward(model, idx, cache=None):
     return model(idx, cache)
 
 
-@exercise("transformer_forward", reference=_reference_forward)
+@exercise("transformer_forward", reference=_reference_forward,
+          solution=transformer.Transformer.forward)
 def transformer_forward(fn):
     model = _check_model()
     g = torch.Generator().manual_seed(5)

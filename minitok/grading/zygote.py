@@ -1,0 +1,299 @@
+"""The zygote: a warm process that forks one isolated worker per submission.
+
+A judge starts one zygote per exercise (inside bubblewrap when the sandbox is on). It imports
+torch and a stripped copy of minitok in which the exercise's own solution raises (see
+sandbox.build_library), and never runs learner code itself. On the judge's request it forks a
+worker, which before anything else:
+
+- starts its own session and process group, and keeps only its channel to the judge: stdin
+  is /dev/null, stdout and stderr go to a file in its private folder;
+- takes its limits: address space (what the zygote has plus a budget), CPU time, file size,
+  no core dumps, and when it has a uid of its own, a number of processes;
+- gets a scrubbed environment, and its private folder as working directory, HOME and TMPDIR;
+- when the grader runs as root, becomes a uid of its own (no home, no files, no processes of
+  anyone else), so it cannot write the instructor's files nor signal the grader, and with
+  no_new_privs set no setuid program gives it rights back;
+
+then serves the judge's requests (server.Server). When the judge is done with it, the zygote
+kills it, its process group and every process left behind (the zygote is a child subreaper,
+so double-forked and setsid'd orphans come back to it), and removes its private folder.
+
+Judge <-> zygote messages are small JSON datagrams; a worker's channel is passed with
+SCM_RIGHTS. This module runs inside the sandbox: it imports nothing that would hold minitok's
+solution (only the stripped copy is on its path).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+
+PR_SET_PDEATHSIG, PR_SET_KEEPCAPS, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 8, 36, 38
+CLONE_NEWNET = 0x40000000
+CAP_DAC_READ_SEARCH = 2
+WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
+ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+CHANNEL_FD = 3
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, value: int) -> None:
+    if _libc().prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def kill_children() -> None:
+    """Kill and reap every child of this process, and the orphans that then come back to it."""
+    while True:
+        children = children_of(os.getpid())
+        if not children:
+            return
+        for child in children:
+            try:
+                os.kill(child, signal.SIGKILL)
+                os.waitpid(child, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+def become_worker(channel: int, folder: str, settings: dict) -> None:
+    """Turn this freshly forked child into an isolated worker and serve the judge (no return)."""
+    os.setsid()
+    output = os.open(os.path.join(folder, "output.txt"), os.O_WRONLY | os.O_CREAT, 0o600)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.dup2(channel, CHANNEL_FD)
+    os.closerange(CHANNEL_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    _limit(settings)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full output file is an error, not a kill
+    os.chdir(folder)
+    os.environ.clear()
+    os.environ.update(ENVIRONMENT, HOME=folder, TMPDIR=folder, MPLCONFIGDIR=folder)
+    if settings["uid"] is not None:
+        _become(settings["uid"], settings["read_all"])
+    prctl(PR_SET_NO_NEW_PRIVS, 1)  # no setuid program can give it more rights
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
+    from minitok.grading.server import Server
+    from minitok.grading.wire import recv_frame, send_frame
+
+    sock = socket.socket(fileno=CHANNEL_FD)
+    server = Server()
+    while True:
+        _, request = recv_frame(sock, max_payload=1 << 40)
+        header, payload = server.reply(request)
+        send_frame(sock, header, payload)
+
+
+def _become(uid: int, read_all: bool) -> None:
+    """Become `uid` (and its gid), with no capability left but, when `read_all`, reading
+    any file: outside the sandbox Python itself may live where only root can read (pyenv in
+    /root), and the worker must still import from it. It can write no file of anyone else."""
+    if read_all:
+        prctl(PR_SET_KEEPCAPS, 1)
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+    if read_all:
+        _set_capabilities(1 << CAP_DAC_READ_SEARCH)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def _set_capabilities(mask: int) -> None:
+    """Keep exactly the capabilities in `mask` (effective and permitted), via capset(2)."""
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    data[0].effective = data[0].permitted = mask
+    if _libc().capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
+def _limit(settings: dict) -> None:
+    with open("/proc/self/status") as f:
+        vm_kib = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
+    limits = {
+        resource.RLIMIT_AS: vm_kib * 1024 + settings["memory"],
+        resource.RLIMIT_CPU: settings["cpu_seconds"],
+        resource.RLIMIT_FSIZE: settings["file_size"],
+        resource.RLIMIT_CORE: 0,
+    }
+    if settings["uid"] is not None:  # a count per uid: only meaningful for a uid of its own
+        limits[resource.RLIMIT_NPROC] = settings["processes"]
+    for which, value in limits.items():
+        resource.setrlimit(which, (value, value))
+
+
+# --------------------------------------------------------------------------- the zygote
+
+
+class Zygote:
+    """The zygote's state: its settings and the worker it is serving, if any."""
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+        self.worker: tuple[int, str] | None = None  # (pid, private folder)
+
+    def spawn(self, channel: int) -> int:
+        folder = tempfile.mkdtemp(dir=self.settings["tmp"])
+        os.chmod(folder, 0o777)  # the worker's uid writes here; nobody else can find it
+        pid = os.fork()
+        if pid == 0:
+            try:
+                become_worker(channel, folder, self.settings)
+            finally:
+                os._exit(1)
+        os.close(channel)
+        self.worker = (pid, folder)
+        return pid
+
+    def end(self) -> str:
+        """Kill the worker and everything it started, remove its folder; how it ended."""
+        if self.worker is None:
+            return "no worker"
+        pid, folder = self.worker
+        self.worker = None
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        _, status = os.waitpid(pid, 0)
+        kill_children()
+        _remove(folder)
+        if self.settings["sandboxed"]:
+            _wipe_tmp(self.settings["keep"])
+        elif self.settings["uid"] is not None:
+            _remove_owned(self.settings["uid"])
+        return _describe(status)
+
+
+def _remove(folder: str) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wipe_tmp(keep: list[str]) -> None:
+    """Empty the sandbox's private /tmp, but for what the zygote itself needs."""
+    for entry in os.scandir("/tmp"):
+        if entry.path not in keep:
+            if entry.is_dir(follow_symlinks=False):
+                _remove(entry.path)
+            else:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+
+
+def _remove_owned(uid: int) -> None:
+    """Remove what the worker's uid left in the world-writable folders (no sandbox)."""
+    for folder in WORLD_WRITABLE:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    _remove(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+
+
+def _describe(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    if code >= 0:
+        return f"exit code {code}"
+    name = signal.Signals(-code).name
+    why = {"SIGXCPU": ": its CPU time limit", "SIGKILL": ""}.get(name, "")
+    return f"killed by {name}{why}"
+
+
+def _preload(settings: dict) -> None:
+    """Import what every worker needs, once: torch, the lesson's checks, matplotlib's pyplot
+    (whose font list was built once for the whole run: copied here, where it is writable)."""
+    import importlib
+
+    import torch
+
+    torch.set_num_threads(1)
+    if settings["matplotlib"]:
+        shutil.copytree(settings["matplotlib"], settings["config"], dirs_exist_ok=True)
+        os.environ["MPLCONFIGDIR"] = settings["config"]
+    for module in settings["preload"]:
+        try:
+            importlib.import_module(module)
+        except ImportError:  # an optional package: the workers that need it will say so
+            pass
+    gc.freeze()  # a worker's garbage collector then leaves these pages shared, not copied
+
+
+def main(control_fd: int, settings_json: str) -> None:
+    """The zygote's loop: fork a worker ("spawn", with its channel), end it ("end"), until
+    the judge closes the control socket."""
+    settings = json.loads(settings_json)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with its judge
+    if settings["own_network"] and _libc().unshare(CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+    os.makedirs(settings["tmp"], mode=0o711, exist_ok=True)
+    _preload(settings)
+    control = socket.socket(fileno=control_fd)
+    zygote = Zygote(settings)
+    control.send(b'{"ready": true}')
+    while True:
+        message, fds, _, _ = socket.recv_fds(control, 4096, 1)
+        if not message:
+            break
+        request = json.loads(message)
+        if request["op"] == "spawn":
+            reply = {"pid": zygote.spawn(fds[0])}
+        else:
+            reply = {"status": zygote.end()}
+        control.send(json.dumps(reply).encode())
+    zygote.end()
+    kill_children()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2])
