@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
 
-.PHONY: setup test lint unit demo bench lab assign clean
+.PHONY: setup test lint unit demo bench lab progress assign clean
 
 setup: $(STAMP)
 
@@ -50,8 +50,15 @@ demo: setup
 bench: setup
 	$(PY) -m minitok.bench --out out/bench.md $(BENCH_ARGS)
 
+# The learner's command: their own copy of the lessons (made on first use, never
+# overwritten, ignored by git and by `make test`), opened in Jupyter.
 lab: setup
-	$(VENV)/bin/jupyter lab lessons/
+	$(PY) -m minitok workspace
+	$(VENV)/bin/jupyter lab workspace/
+
+# How far a learner has got: the grader's checks on workspace/.
+progress: setup
+	$(PY) -m minitok progress
 
 # Rebuild lessons/ from solutions/ (an instructor's step after editing a solution).
 assign: setup

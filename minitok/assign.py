@@ -27,13 +27,16 @@ nbgrader a failing check raises (checks._core: strict mode), so nbgrader scores 
 
     python -m minitok assign                      # rewrite lessons/ from solutions/
     python -m minitok assign --check              # exit 1 if lessons/ is out of date (CI)
-    python -m minitok assign --nbgrader-metadata  # add nbgrader's metadata to solutions/
+    python -m minitok assign --force              # also over a lesson holding learner work
+    python -m minitok assign --normalize          # solutions/: nbgrader's cells, nbval's tags
 """
 
 from __future__ import annotations
 
 import ast
+import datetime
 import re
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -43,7 +46,8 @@ END = "### END SOLUTION"
 DEF_LINE = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+(\w+)")
 STUB = ["# YOUR CODE HERE", "raise NotImplementedError()"]  # nbgrader's default code stub
 VERDICT = re.compile(r"\[(?:PASS|FAIL|TODO|ERROR)\] (\w+):")
-NBVAL = "# NBVAL_CHECK_OUTPUT"
+NBVAL_COMMENT = "# NBVAL_CHECK_OUTPUT"  # nbval's old marker, now a cell tag
+NBVAL_TAG = "nbval-check-output"
 
 
 class AssignError(ValueError):
@@ -173,8 +177,7 @@ def nbgrader_cells(cell: nbformat.NotebookNode, where: str) -> list[nbformat.Not
                               "a cell with an exercise")
     if not checks and not answers:
         return [cell]
-    marked = lines[0].strip() == NBVAL
-    before = "\n".join(line for line in lines[:starts[0] - 1] if line.strip() != NBVAL).strip()
+    before = "\n".join(lines[:starts[0] - 1]).strip()
     if before and answers:  # comments above the first def stay with it
         answers[0] = (answers[0][0], f"{before}\n{answers[0][1]}")
     outputs = _split_outputs(cell.outputs, [name for name, _ in checks]) if checks else {}
@@ -184,8 +187,7 @@ def nbgrader_cells(cell: nbformat.NotebookNode, where: str) -> list[nbformat.Not
         answer.metadata = {**cell.metadata, "nbgrader": _nbgrader(name, test=False)}
         made.append(answer)
     for name, text in checks:
-        test = nbformat.v4.new_code_cell(f"{NBVAL}\n{text}" if marked else text,
-                                         id=f"check-{name}")
+        test = nbformat.v4.new_code_cell(text, id=f"check-{name}")
         test.metadata = {**cell.metadata, "nbgrader": _nbgrader(name, test=True)}
         test.outputs, test.execution_count = outputs[name], cell.execution_count
         made.append(test)
@@ -200,11 +202,31 @@ def add_nbgrader_metadata(notebook: nbformat.NotebookNode, name: str) -> nbforma
     return out
 
 
-def add_nbgrader_metadata_to_solutions(root: Path) -> int:
-    """Rewrite every solution notebook with nbgrader's metadata; a process exit code."""
+def nbval_tags(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The notebook with nbval's `# NBVAL_CHECK_OUTPUT` comments turned into the cell tag
+    `nbval-check-output` (nbval reads both; the tag is invisible to learners), and every
+    check cell tagged (a verdict is deterministic). A new object."""
+    out = nbformat.from_dict(notebook)
+    for cell in out.cells:
+        if cell.cell_type != "code":
+            continue
+        lines = cell.source.split("\n")
+        kept = [line for line in lines if line.strip() != NBVAL_COMMENT]
+        is_check = (cell.metadata.get("nbgrader") or {}).get("grade", False)
+        if len(kept) < len(lines) or is_check:
+            cell.source = "\n".join(kept).rstrip("\n")
+            tags = cell.metadata.setdefault("tags", [])
+            if NBVAL_TAG not in tags:
+                tags.append(NBVAL_TAG)
+    return out
+
+
+def normalize_solutions(root: Path) -> int:
+    """Give every solution notebook nbval's cell tags and nbgrader's cells and metadata
+    (idempotent); a process exit code."""
     for path in sorted((root / "solutions").glob("[0-9][0-9]_*.ipynb")):
-        solution = nbformat.read(path, as_version=4)
-        text = nbformat.writes(add_nbgrader_metadata(solution, path.name)) + "\n"
+        solution = add_nbgrader_metadata(nbformat.read(path, as_version=4), path.name)
+        text = nbformat.writes(nbval_tags(solution)) + "\n"
         if text != path.read_text(encoding="utf-8"):
             path.write_text(text, encoding="utf-8")
             print(f"wrote solutions/{path.name}")
@@ -231,17 +253,60 @@ def build(root: Path) -> dict[Path, str]:
     return built
 
 
-def assign(root: Path, check: bool = False) -> int:
-    """Write (or, with check=True, compare) lessons/; return a process exit code."""
+def learner_work(path: Path) -> list[str]:
+    """Why the lesson notebook at `path` holds a learner's work (empty if it does not):
+    cells that were run, or exercises whose stub was replaced. assign never writes those."""
+    notebook = nbformat.read(path, as_version=4)
+    reasons = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        if cell.get("outputs") or cell.get("execution_count"):
+            reasons.append(f"cell {index} was run")
+        name = (cell.metadata.get("nbgrader") or {}).get("grade_id")
+        solution_cell = (cell.metadata.get("nbgrader") or {}).get("solution")
+        if solution_cell and STUB[1] not in cell.source:
+            reasons.append(f"exercise {name} is filled in")
+    return reasons
+
+
+def _backup(path: Path) -> Path:
+    """A copy of `path` beside it, never overwriting an earlier copy."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    backup = path.with_name(f"{path.name}.bak-{stamp}")
+    n = 1
+    while backup.exists():
+        backup, n = path.with_name(f"{path.name}.bak-{stamp}-{n}"), n + 1
+    shutil.copy2(path, backup)
+    return backup
+
+
+def assign(root: Path, check: bool = False, force: bool = False) -> int:
+    """Write (or, with check=True, compare) lessons/; return a process exit code.
+
+    A lesson notebook that holds a learner's work is never overwritten: assign says so and
+    exits 1, unless `force`, which first keeps a backup beside it.
+    """
     built = build(root)
-    stale = []
+    stale, refused = [], []
     for path, text in built.items():
         current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current != text:
-            stale.append(path)
-            if not check:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text, encoding="utf-8")
+        if current == text:
+            continue
+        stale.append(path)
+        if check:
+            continue
+        work = learner_work(path) if current is not None else []
+        if work and not force:
+            refused.append(path)
+            print(f"lessons/{path.name} holds your work ({'; '.join(work[:3])}): not "
+                  f"overwritten. Work in workspace/ (`make lab`); to rebuild it anyway, "
+                  f"`python -m minitok assign --force` keeps a backup first")
+            continue
+        if work:
+            print(f"kept a backup of lessons/{path.name} in {_backup(path).name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
     orphans = sorted(set((root / "lessons").glob("*.ipynb")) - set(built))
     for path in orphans:
         print(f"lessons/{path.name} has no twin in solutions/ (delete it or add its solution)")
@@ -252,7 +317,8 @@ def assign(root: Path, check: bool = False) -> int:
             return 1
         print(f"lessons/ is up to date with solutions/ ({len(built)} notebooks)")
         return 0
-    for path in stale:
+    written = [path for path in stale if path not in refused]
+    for path in written:
         print(f"wrote lessons/{path.name}")
-    print(f"{len(built)} lessons built, {len(stale)} changed")
-    return 1 if orphans else 0
+    print(f"{len(built)} lessons built, {len(written)} changed")
+    return 1 if orphans or refused else 0

@@ -1,4 +1,5 @@
-"""The `minitok` command (also `python -m minitok`): env, assign, demo, grade."""
+"""The `minitok` command (also `python -m minitok`): env, assign, workspace, progress, demo,
+grade."""
 
 from __future__ import annotations
 
@@ -24,9 +25,18 @@ def main(argv: list[str] | None = None) -> int:
 
     p_assign = sub.add_parser("assign", help="build lessons/ from solutions/")
     p_assign.add_argument("--check", action="store_true", help="fail if lessons/ is stale")
-    p_assign.add_argument("--nbgrader-metadata", action="store_true",
-                          help="give solutions/ nbgrader's cell metadata (answer and test "
-                               "cells), then run assign again to rebuild lessons/")
+    p_assign.add_argument("--force", action="store_true",
+                          help="rebuild a lesson even if it holds a learner's work (a backup "
+                               "is kept beside it)")
+    p_assign.add_argument("--normalize", action="store_true",
+                          help="give solutions/ nbgrader's answer and test cells and nbval's "
+                               "cell tags, then run assign again to rebuild lessons/")
+
+    p_work = sub.add_parser("workspace", help="copy lessons/ into workspace/ (never overwriting)")
+    p_work.add_argument("--folder", default="workspace", help="default: workspace")
+    p_prog = sub.add_parser("progress", help="exercises passed in each workspace notebook")
+    p_prog.add_argument("--folder", default="workspace", help="default: workspace")
+    p_prog.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"))
 
     p_demo = sub.add_parser("demo", help="run the pipeline on the bundled digits")
     p_demo.add_argument("--out", type=Path, default=Path("out"),
@@ -59,15 +69,21 @@ def main(argv: list[str] | None = None) -> int:
 
         return run()
     if args.command == "assign":
-        from minitok.assign import AssignError, add_nbgrader_metadata_to_solutions, assign
+        from minitok.assign import AssignError, assign, normalize_solutions
 
         try:
-            if args.nbgrader_metadata:
-                return add_nbgrader_metadata_to_solutions(_repo_root())
-            return assign(_repo_root(), check=args.check)
+            if args.normalize:
+                return normalize_solutions(_repo_root())
+            return assign(_repo_root(), check=args.check, force=args.force)
         except AssignError as err:
             print(f"assign: {err}", file=sys.stderr)
             return 2
+    if args.command in ("workspace", "progress"):
+        from minitok import workspace
+
+        if args.command == "workspace":
+            return workspace.make_workspace(_repo_root(), args.folder)
+        return workspace.progress(_repo_root(), args.folder, args.sandbox)
     if args.command == "demo":
         from minitok.demo import run_demo
 

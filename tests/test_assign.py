@@ -9,7 +9,10 @@ from minitok.assign import (
     AssignError,
     add_nbgrader_metadata,
     assign,
+    learner_work,
     make_lesson,
+    nbval_tags,
+    normalize_solutions,
     strip_code,
     strip_markdown,
 )
@@ -143,7 +146,7 @@ def _two_exercises():
 
 
 def test_nbgrader_metadata_splits_answers_from_their_checks():
-    out = add_nbgrader_metadata(_two_exercises(), "00_x.ipynb")
+    out = nbval_tags(add_nbgrader_metadata(_two_exercises(), "00_x.ipynb"))
     kinds = [(c.cell_type, c.metadata.get("nbgrader", {}).get("grade_id")) for c in out.cells]
     assert kinds == [("markdown", None), ("code", "double"), ("code", "triple"),
                      ("code", "check_double"), ("code", "check_triple")]
@@ -153,7 +156,7 @@ def test_nbgrader_metadata_splits_answers_from_their_checks():
     assert check_double.metadata.nbgrader == {
         "grade": True, "grade_id": "check_double", "locked": True, "points": 1,
         "schema_version": 3, "solution": False, "task": False}
-    assert check_double.source == "# NBVAL_CHECK_OUTPUT\ndouble = check.double(double)"
+    assert check_double.source == "double = check.double(double)"
     assert check_double.outputs[0].text == "[PASS] double: correct on every case.\n"
     assert check_triple.outputs[0].text == "[FAIL] triple: wrong\n       hint: times three\n"
     assert check_triple.execution_count == 7 and double.outputs == []
@@ -173,3 +176,59 @@ def test_nbgrader_metadata_refuses_a_cell_it_cannot_split():
     nb.cells[1].source += "\nprint('training')"
     with pytest.raises(AssignError, match="only exercise defs"):
         add_nbgrader_metadata(nb, "00_x.ipynb")
+
+
+def test_nbval_comments_become_cell_tags_and_every_check_cell_is_compared():
+    split = add_nbgrader_metadata(_two_exercises(), "00_x.ipynb")
+    tagged = nbval_tags(split)
+    code = [c for c in tagged.cells if c.cell_type == "code"]
+    assert not any("NBVAL" in c.source for c in code)
+    checks = [c for c in code if c.metadata.nbgrader["grade"]]
+    assert checks and all("nbval-check-output" in c.metadata.tags for c in checks)
+    assert nbval_tags(tagged) == tagged  # idempotent
+
+
+def test_normalize_solutions_is_idempotent(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    path = tmp_path / "solutions" / "01_x.ipynb"
+    nbformat.write(_two_exercises(), path)
+    assert normalize_solutions(tmp_path) == 0
+    once = path.read_text()
+    assert normalize_solutions(tmp_path) == 0 and path.read_text() == once
+    assert "# NBVAL_CHECK_OUTPUT" not in once and "nbval-check-output" in once
+
+
+def _course_with_a_lesson(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    nbformat.write(add_nbgrader_metadata(_two_exercises(), "01_x.ipynb"),
+                   tmp_path / "solutions" / "01_x.ipynb")
+    assert assign(tmp_path) == 0
+    return tmp_path / "lessons" / "01_x.ipynb"
+
+
+def test_assign_never_overwrites_a_lesson_holding_learner_work(tmp_path, capsys):
+    lesson = _course_with_a_lesson(tmp_path)
+    notebook = nbformat.read(lesson, as_version=4)
+    answer = next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("solution"))
+    answer.source = answer.source.replace("raise NotImplementedError()", "return x + x")
+    nbformat.write(notebook, lesson)
+    mine = lesson.read_text()
+    assert learner_work(lesson) == ["exercise double is filled in"]
+    solution = tmp_path / "solutions" / "01_x.ipynb"
+    solution.write_text(solution.read_text().replace("# Title", "# New title"))
+    assert assign(tmp_path) == 1
+    assert lesson.read_text() == mine  # untouched
+    assert "holds your work" in capsys.readouterr().out
+    assert assign(tmp_path, force=True) == 0  # with --force: rebuilt, and a backup kept
+    backups = list(lesson.parent.glob("01_x.ipynb.bak-*"))
+    assert len(backups) == 1 and backups[0].read_text() == mine
+    assert "New title" in lesson.read_text()
+    assert assign(tmp_path, check=True) == 0  # a backup is not an orphan lesson
+
+
+def test_a_lesson_that_was_run_holds_learner_work(tmp_path):
+    lesson = _course_with_a_lesson(tmp_path)
+    notebook = nbformat.read(lesson, as_version=4)
+    notebook.cells[1].execution_count = 3
+    nbformat.write(notebook, lesson)
+    assert learner_work(lesson) == ["cell 1 was run"]

@@ -87,3 +87,56 @@ def test_exercises_in_finds_checks_by_name():
     import sys
 
     assert exercises_in(sys.modules[__name__]) == {"double": double}
+
+
+# --------------------------------------------------------------------------- hints on demand
+
+
+def test_hints_come_one_step_at_a_time_then_repeat_the_last(capsys):
+    import types
+
+    from minitok.checks._core import show_hint
+
+    lesson = types.ModuleType("fake_lesson_hints")
+    lesson.__dict__["triple"] = exercise("triple", reference=lambda x: 3 * x,
+                                         hints=("the idea", "the formula", "near code"))(
+        lambda fn: None)
+    import sys
+
+    sys.modules[lesson.__name__] = lesson
+    try:
+        for _ in range(4):
+            show_hint(lesson.__name__, "triple")
+        out = capsys.readouterr().out
+        assert out.count("hint 1 of 3") == 1 and "the idea" in out
+        assert out.count("hint 3 of 3 for triple:\nnear code") == 2
+        show_hint(lesson.__name__, "triple", 2)
+        assert "the formula" in capsys.readouterr().out
+        with pytest.raises(ValueError, match="name must be one of"):
+            show_hint(lesson.__name__, "nope")
+        with pytest.raises(ValueError, match="level must be an int in 1..3"):
+            show_hint(lesson.__name__, "triple", 4)
+    finally:
+        del sys.modules[lesson.__name__]
+
+
+def test_a_failing_verdict_points_to_the_hints(capsys):
+    @exercise("halve", reference=lambda x: x / 2, hints=("divide by two",))
+    def halve(fn):
+        expect_close(fn(torch.ones(2)), torch.full((2,), 0.5), "halve(x)", hint="x / 2")
+
+    halve(lambda x: x)
+    out = capsys.readouterr().out
+    assert "hint: x / 2" in out and "check.hint('halve')" in out
+
+
+def test_every_lesson_module_offers_hint():
+    import importlib
+    import pkgutil
+
+    import minitok.checks
+
+    for info in pkgutil.iter_modules(minitok.checks.__path__):
+        if info.name.startswith("lesson"):
+            module = importlib.import_module(f"minitok.checks.{info.name}")
+            assert callable(getattr(module, "hint", None)), info.name

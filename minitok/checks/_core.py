@@ -246,16 +246,26 @@ def verdict(check: Callable, fn: Callable) -> Result:
     (the notebook's namespace), as the grader's worker binds them: a learner's `nearest_code`
     is judged with minitok's `squared_distances` even where their own one failed.
     """
-    with bound(getattr(fn, "__globals__", None), other_references(check)):
+    with bound(_globals_of(fn), other_references(check)):
         return run_check(check.exercise, check.test, fn)
 
 
-def exercise(name: str, reference: Callable, solution: Callable | None = None):
+def _globals_of(fn) -> dict | None:
+    """The namespace a learner's function (or class) reads its other names from."""
+    if isinstance(fn, type):  # a class: its module's namespace (a notebook's is __main__)
+        module = sys.modules.get(fn.__module__)
+        return vars(module) if module is not None else None
+    return getattr(fn, "__globals__", None)
+
+
+def exercise(name: str, reference: Callable, solution: Callable | None = None,
+             hints: tuple[str, ...] = ()):
     """Decorator: make a notebook-facing check from a test function (see module docstring).
 
     `reference` is what the notebook falls back to; `solution` is minitok's own function
     that the exercise asks the learner to write, when `reference` only wraps it (the grader
-    hides it from the submission). It defaults to `reference`.
+    hides it from the submission). It defaults to `reference`. `hints` are the steps
+    `check.hint(name)` gives on request: the idea, then the formula, then near-code.
     """
 
     def wrap(test: Callable) -> Callable:
@@ -267,6 +277,8 @@ def exercise(name: str, reference: Callable, solution: Callable | None = None):
             if strict_mode():
                 raise ExerciseFailed(f"exercise {name!r} did not pass (strict mode: "
                                      "MINITOK_STRICT, or nbgrader's autograder)")
+            if check.hints:
+                print(f"       more help, one step at a time: check.hint({name!r})")
             print(f"       -> the rest of this notebook uses minitok's reference {name}.")
             return reference
 
@@ -276,6 +288,7 @@ def exercise(name: str, reference: Callable, solution: Callable | None = None):
         check.test = test
         check.reference = reference
         check.solution = reference if solution is None else solution
+        check.hints = tuple(hints)
         return check
 
     return wrap
@@ -288,3 +301,33 @@ def exercises_in(module: ModuleType) -> dict[str, Callable]:
         if callable(value) and hasattr(value, "exercise") and hasattr(value, "test"):
             found[value.exercise] = value
     return found
+
+
+# --------------------------------------------------------------------------- hints on demand
+
+_hints_seen: dict[tuple[str, str], int] = {}  # (lesson module, exercise) -> last level shown
+
+
+def show_hint(lesson: str, name: str, level: int | None = None) -> None:
+    """Print a hint for exercise `name` of the checks module `lesson`.
+
+    Each call gives the next level (1 the idea, 2 the formula or the shapes, 3 near-code)
+    and then repeats the last; `level` asks for one directly. A lesson's checks module
+    exposes this as `check.hint(name, level=None)`.
+    """
+    checks = exercises_in(sys.modules[lesson])
+    if name not in checks:
+        raise ValueError(f"name must be one of this lesson's exercises {list(checks)}, "
+                         f"got {name!r}")
+    hints = checks[name].hints
+    if not hints:
+        print(f"{name}: no hints written for this exercise; its check's verdict says what is "
+              "wrong when it fails.")
+        return
+    if level is None:
+        level = min(_hints_seen.get((lesson, name), 0) + 1, len(hints))
+    if not (isinstance(level, int) and 1 <= level <= len(hints)):
+        raise ValueError(f"level must be an int in 1..{len(hints)}, got {level!r}")
+    _hints_seen[(lesson, name)] = level
+    more = f" (check.hint({name!r}) again for hint {level + 1})" if level < len(hints) else ""
+    print(f"hint {level} of {len(hints)} for {name}{more}:\n{hints[level - 1]}")

@@ -22,6 +22,7 @@ from minitok.checks._core import (
     expect_equal,
     expect_shape,
     expect_tensor,
+    show_hint,
 )
 
 # --------------------------------------------------------------------------- shared helpers
@@ -382,3 +383,8 @@ def kmeans_step(fn):
                  atol=1e-5, rtol=1e-5, hint=MEAN_HINT)
     expect_equal(codebook, given, "the codebook passed in", hint=CLONE_HINT)
     return "a hand-made case with an empty code, 300 random vectors"
+
+
+def hint(name: str, level: int | None = None) -> None:
+    """The next hint for exercise `name` (1 the idea, 2 the formula, 3 near-code)."""
+    show_hint(__name__, name, level)

@@ -21,6 +21,7 @@ from minitok.checks import (
     expect_shape,
     expect_tensor,
 )
+from minitok.checks._core import show_hint
 from minitok.quantize import nearest_code
 
 
@@ -265,3 +266,8 @@ def fsq_quantize(fn):
         "x + (x.round() - x).detach(), so the gradient of the bound reaches z.",
     )
     return "odd and even levels, codes in [-1, 1], straight-through gradient"
+
+
+def hint(name: str, level: int | None = None) -> None:
+    """The next hint for exercise `name` (1 the idea, 2 the formula, 3 near-code)."""
+    show_hint(__name__, name, level)

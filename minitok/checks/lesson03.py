@@ -29,6 +29,7 @@ from minitok.checks import (
     expect_tensor,
     probe,
 )
+from minitok.checks._core import show_hint
 from minitok.tokenizer import Decoder
 from minitok.tokenizer import tokens_to_image as reference_tokens_to_image
 
@@ -357,3 +358,8 @@ def adaptive_weight(fn):
     # 3. a huge ratio: the clamp matters.
     _judge(fn, _case(g, rec_scale=10.0, g_scale=1e-4), "norms 10 and 1e-4")
     return "ratio at conv_out.weight, epsilon, clamp, detached, graph kept, no .grad left"
+
+
+def hint(name: str, level: int | None = None) -> None:
+    """The next hint for exercise `name` (1 the idea, 2 the formula, 3 near-code)."""
+    show_hint(__name__, name, level)

@@ -10,6 +10,7 @@ import torch
 
 from minitok import transformer
 from minitok.checks import exercise, expect, expect_close, expect_equal, expect_shape, expect_tensor
+from minitok.checks._core import show_hint
 
 # --------------------------------------------------------------------------- attention
 
@@ -247,3 +248,8 @@ def transformer_forward(fn):
                    f"cache.length should be {t + 1} after position {t}, got {cache.length}",
                    ADVANCE_HINT)
     return "no cache, prefill, then 7 one-token steps equal the full forward"
+
+
+def hint(name: str, level: int | None = None) -> None:
+    """The next hint for exercise `name` (1 the idea, 2 the formula, 3 near-code)."""
+    show_hint(__name__, name, level)

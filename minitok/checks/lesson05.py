@@ -20,6 +20,7 @@ from minitok.checks._core import (
     expect_equal,
     expect_shape,
     expect_tensor,
+    show_hint,
 )
 from minitok.transformer import Transformer, TransformerConfig
 
@@ -233,3 +234,8 @@ def cfg_logits(fn):
     expect_close(got, sampling.cfg_logits(cond, uncond, 2.5), "cfg_logits(cond, uncond, 2.5)",
                  hint="u + s (c - u)")
     return "s = 0, 1, 2.5"
+
+
+def hint(name: str, level: int | None = None) -> None:
+    """The next hint for exercise `name` (1 the idea, 2 the formula, 3 near-code)."""
+    show_hint(__name__, name, level)

@@ -28,6 +28,7 @@ from minitok.checks import (
     expect_shape,
     expect_tensor,
 )
+from minitok.checks._core import show_hint
 
 # --------------------------------------------------------------------------- gamma
 
@@ -451,3 +452,8 @@ def decode_loop(fn):
     expect_equal(final[~holes], grid[~holes], "the given tokens in the output",
                  hint="tokens given at the start are never resampled.")
     return "one pass per step, the schedule from N0, known tokens fixed, confident ones first"
+
+
+def hint(name: str, level: int | None = None) -> None:
+    """The next hint for exercise `name` (1 the idea, 2 the formula, 3 near-code)."""
+    show_hint(__name__, name, level)

@@ -18,6 +18,7 @@ from minitok.checks._core import (
     expect_equal,
     expect_shape,
     expect_tensor,
+    show_hint,
 )
 
 # A vocabulary small enough to read: text ids 0..3 ('a', 'b', ' ', 'c'), image ids 4..8
@@ -260,3 +261,8 @@ def allowed_next(fn):
                  "allowed (a batch of 7 prefixes, 8 x 8 grids)",
                  hint="decide each row from its own tokens: rows are independent documents.")
     return "text, every count of codes in a span, forced <eoi>, a second image, after <eot>, a batch"
+
+
+def hint(name: str, level: int | None = None) -> None:
+    """The next hint for exercise `name` (1 the idea, 2 the formula, 3 near-code)."""
+    show_hint(__name__, name, level)
