@@ -45,6 +45,19 @@ def tokenizer_path(shapes, tmp_path_factory) -> Path:
     return train(tiny("tokenizer", shapes, tmp_path_factory.mktemp("tok")))
 
 
+def cli_flags(s: TrainSettings) -> list[str]:
+    """The `minitok train` command line of settings `s` (the CLI's flags are its fields)."""
+    flags = [s.model]
+    for field in dataclasses.fields(s)[1:]:
+        value = getattr(s, field.name)
+        flag = "--" + field.name.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is not None and value is not False:
+            flags += [flag, str(value)]
+    return flags
+
+
 def params(path: Path, kind: str) -> dict[str, torch.Tensor]:
     return checkpoints.load(kind, path).state_dict()
 
@@ -149,6 +162,16 @@ def test_resume_without_a_state_says_where_it_looked(shapes, tmp_path):
         train(tiny("tokenizer", shapes, tmp_path, resume=True))
 
 
+def test_the_command_line_writes_shapes_and_trains_on_them(tmp_path, capsys):
+    from minitok.cli import main
+
+    assert main(["shapes", str(tmp_path / "img"), "--n", "6", "--size", "16"]) == 0
+    settings = tiny("tokenizer", tmp_path / "img", tmp_path / "out")
+    assert main(["train", *cli_flags(settings)]) == 0
+    assert "tokenizer: 2 steps, 8 images" in capsys.readouterr().out
+    assert checkpoints.load("tokenizer", tmp_path / "out" / "tokenizer.pt").num_codes == 16
+
+
 # --------------------------------------------------------------------------- several processes
 
 
@@ -156,19 +179,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cli_flags(s: TrainSettings) -> list[str]:
-    """The `minitok train` command line of settings `s` (the CLI's flags are its fields)."""
-    flags = [s.model]
-    for field in dataclasses.fields(s)[1:]:
-        value = getattr(s, field.name)
-        flag = "--" + field.name.replace("_", "-")
-        if value is True:
-            flags.append(flag)
-        elif value is not None and value is not False:
-            flags += [flag, str(value)]
-    return flags
 
 
 def start(command: list[str], **env) -> subprocess.Popen:
