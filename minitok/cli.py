@@ -17,6 +17,11 @@ def _repo_root() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # its own parser lives with it (and only it imports torch)
+        from minitok.trainer import main as train
+
+        return train(argv[1:])
     parser = argparse.ArgumentParser(prog="minitok", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -42,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p_grade.add_argument("--timeout", type=float, default=60.0,
                          help="seconds allowed per exercise (default 60)")
 
-    add_train_parser(sub)
+    sub.add_parser("train", help="train a tokenizer, AR prior or MaskGIT on an image folder, on "
+                                 "one CPU, one GPU or many (minitok train --help)")
 
     p_shapes = sub.add_parser("shapes", help="write synthetic coloured shapes (PNG) to train on")
     p_shapes.add_argument("folder", type=Path, help="where to write them")
@@ -74,11 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         from minitok.grade import grade
 
         return grade(args.submissions, json_path=args.json, timeout=args.timeout)
-    if args.command == "train":
-        from minitok.trainer import TrainSettings, run
-
-        fields = TrainSettings.__dataclass_fields__
-        return run(TrainSettings(**{k: v for k, v in vars(args).items() if k in fields}))
     if args.command == "shapes":
         from minitok.data import make_shapes
 
@@ -86,50 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.n} images of {args.size} px to {args.folder}")
         return 0
     raise AssertionError(f"unhandled command {args.command}")
-
-
-def add_train_parser(sub) -> None:
-    """`minitok train MODEL --images DIR --out DIR [...]`: the flags of TrainSettings."""
-    from minitok.trainer import MODELS, TrainSettings
-
-    d = TrainSettings("tokenizer", "", "")  # the defaults, shown in --help
-    p = sub.add_parser("train", help="train a tokenizer, AR prior or MaskGIT on an image folder "
-                                     "(one process, or several under torchrun)")
-    p.add_argument("model", choices=MODELS)
-    p.add_argument("--images", required=True,
-                   help="folder of PNG/JPEG images, or one subfolder of them per class")
-    p.add_argument("--out", required=True, help="folder for the model, state.pt and samples")
-    p.add_argument("--size", type=int, default=d.size, help=f"pixels per side (default {d.size})")
-    p.add_argument("--channels", type=int, default=d.channels, choices=(1, 3),
-                   help=f"3 colour, 1 grey (default {d.channels})")
-    p.add_argument("--tokenizer", default=None,
-                   help="prior, maskgit: the tokenizer checkpoint (out/tokenizer.pt of a run)")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"default {d.steps}")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help=f"per process; the global batch is this x processes (default "
-                        f"{d.batch_size})")
-    p.add_argument("--lr", type=float, default=None,
-                   help="peak learning rate (default: tokenizer 2e-3, prior and maskgit 3e-3)")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
-    p.add_argument("--device", default=d.device, help="cpu (default) or cuda")
-    p.add_argument("--sample-every", type=int, default=d.sample_every,
-                   help=f"write a sample grid every N steps (default {d.sample_every})")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help=f"write state.pt every N steps (default {d.checkpoint_every})")
-    p.add_argument("--timeout", type=float, default=d.timeout,
-                   help=f"seconds a process waits for the others (default {d.timeout:g})")
-    p.add_argument("--num-codes", type=int, default=d.num_codes,
-                   help=f"tokenizer: codebook size (default {d.num_codes})")
-    p.add_argument("--width", type=int, default=d.width,
-                   help=f"tokenizer: convolution channels, a multiple of 8 (default {d.width})")
-    p.add_argument("--dead-code-threshold", type=float, default=d.dead_code_threshold,
-                   help=f"tokenizer: restart codes used less than this (Lesson 02; 0: never; "
-                        f"default {d.dead_code_threshold})")
-    p.add_argument("--n-layer", type=int, default=d.n_layer, help=f"default {d.n_layer}")
-    p.add_argument("--n-head", type=int, default=d.n_head, help=f"default {d.n_head}")
-    p.add_argument("--n-embd", type=int, default=d.n_embd, help=f"default {d.n_embd}")
-    p.add_argument("--dropout", type=float, default=d.dropout, help=f"default {d.dropout}")
 
 
 if __name__ == "__main__":

@@ -584,3 +584,59 @@ def run(s: TrainSettings) -> int:
         print(f"minitok train{f' (rank {rank})' if rank else ''}: {err}", file=sys.stderr)
         return 1 if isinstance(err, ProcessLost) else 2
     return 0
+
+
+def parse_args(argv: list[str]) -> TrainSettings:
+    """`minitok train MODEL --images DIR --out DIR [...]`: one flag per TrainSettings field."""
+    import argparse
+
+    d = TrainSettings("tokenizer", "", "")  # the defaults, shown in --help
+    title_and_commands = "\n\n".join(__doc__.split("\n\n")[:2])
+    p = argparse.ArgumentParser(prog="minitok train", description=title_and_commands,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", choices=MODELS)
+    p.add_argument("--images", required=True,
+                   help="folder of PNG/JPEG images, or one subfolder of them per class")
+    p.add_argument("--out", required=True, help="folder for the model, state.pt and samples")
+    p.add_argument("--size", type=int, default=d.size, help=f"pixels per side (default {d.size})")
+    p.add_argument("--channels", type=int, default=d.channels,
+                   help=f"3 colour, 1 grey (default {d.channels})")
+    p.add_argument("--tokenizer", default=None,
+                   help="prior, maskgit: the tokenizer checkpoint (tokenizer.pt of a run)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"default {d.steps}")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"per process; the global batch is this x processes (default "
+                        f"{d.batch_size})")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate (default: tokenizer {TrainConfig.lr:g}, prior and "
+                        f"maskgit {LR:g})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+    p.add_argument("--device", default=d.device, help="cpu (default) or cuda")
+    p.add_argument("--sample-every", type=int, default=d.sample_every,
+                   help=f"write a sample grid every N steps (default {d.sample_every})")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help=f"write state.pt every N steps (default {d.checkpoint_every})")
+    p.add_argument("--timeout", type=float, default=d.timeout,
+                   help=f"seconds a process waits for the others (default {d.timeout:g})")
+    p.add_argument("--num-codes", type=int, default=d.num_codes,
+                   help=f"tokenizer: codebook size (default {d.num_codes})")
+    p.add_argument("--width", type=int, default=d.width,
+                   help=f"tokenizer: convolution channels, a multiple of 8 (default {d.width})")
+    p.add_argument("--dead-code-threshold", type=float, default=d.dead_code_threshold,
+                   help=f"tokenizer: restart codes used less than this (Lesson 02; 0: never; "
+                        f"default {d.dead_code_threshold:g})")
+    p.add_argument("--n-layer", type=int, default=d.n_layer,
+                   help=f"prior, maskgit: transformer blocks (default {d.n_layer})")
+    p.add_argument("--n-head", type=int, default=d.n_head,
+                   help=f"prior, maskgit: attention heads (default {d.n_head})")
+    p.add_argument("--n-embd", type=int, default=d.n_embd,
+                   help=f"prior, maskgit: embedding width (default {d.n_embd})")
+    p.add_argument("--dropout", type=float, default=d.dropout,
+                   help=f"prior, maskgit (default {d.dropout:g})")
+    return TrainSettings(**vars(p.parse_args(argv)))
+
+
+def main(argv: list[str]) -> int:
+    """`minitok train ...` (the `minitok` command hands its arguments over)."""
+    return run(parse_args(argv))
