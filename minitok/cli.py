@@ -18,7 +18,7 @@ def _repo_root() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:  # its own parser lives with it (and only it imports torch)
+    if argv[:1] == ["train"]:  # its parser lives in minitok.trainer (which imports torch)
         from minitok.trainer import main as train
 
         return train(argv[1:])

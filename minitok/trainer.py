@@ -106,6 +106,7 @@ class TrainSettings:
 
     @property
     def peak_lr(self) -> float:
+        """--lr, or the lessons' peak learning rate for this model."""
         return (TrainConfig.lr if self.model == "tokenizer" else LR) if self.lr is None else self.lr
 
 
