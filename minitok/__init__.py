@@ -3,7 +3,7 @@
 One module per concept, in the order the lessons build them. Read them top to bottom:
 
     course       seeds, devices and the switches the notebooks read (fast, strict)
-    data         the bundled digits (scikit-learn), and a learner's own image folder
+    data         the bundled digits (scikit-learn), a learner's own image folder, shapes
     quantize     Lesson 01: nearest-code lookup, quantizing a feature map, k-means, usage
     vq           Lesson 02: the straight-through estimator, VQ losses, EMA, dead-code restarts
     fsq          Lesson 02: finite scalar quantization, a quantizer with no codebook
@@ -26,6 +26,8 @@ The course's tooling:
     grade        `minitok grade`: scores submitted notebooks (minitok.grading: the judge,
                  sandboxed workers, the wire between them)
     demo         `minitok demo`: the whole pipeline as one picture and one table
+    trainer      `minitok train`: the models on your own image folder, on one CPU, one GPU or
+                 many (torchrun, DistributedDataParallel), with exact resume
     bench        `python -m minitok.bench`: every benchmark in one run, one Markdown table
     env          `minitok env`: is this setup able to run the course?
     cli          the `minitok` command

@@ -1,5 +1,5 @@
 """The `minitok` command (also `python -m minitok`): env, assign, workspace, progress, demo,
-grade."""
+grade, train, shapes."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ def _repo_root() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # its parser lives in minitok.trainer (which imports torch)
+        from minitok.trainer import main as train
+
+        return train(argv[1:])
     parser = argparse.ArgumentParser(prog="minitok", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -63,6 +68,17 @@ def main(argv: list[str] | None = None) -> int:
                          help="run workers inside bubblewrap: auto (default: when it works "
                               "here), bwrap (required) or none (process limits only)")
 
+    sub.add_parser("train", help="train a tokenizer, AR prior or MaskGIT on an image folder, on "
+                                 "one CPU, one GPU or many (minitok train --help)")
+
+    p_shapes = sub.add_parser("shapes", help="write synthetic coloured shapes (PNG) to train on")
+    p_shapes.add_argument("folder", type=Path, help="where to write them")
+    p_shapes.add_argument("--n", type=int, default=2000, help="how many images (default 2000)")
+    p_shapes.add_argument("--size", type=int, default=32, help="pixels per side (default 32)")
+    p_shapes.add_argument("--seed", type=int, default=0, help="the same seed, the same images")
+    p_shapes.add_argument("--classes", action="store_true",
+                          help="one subfolder per shape (circle, square, triangle): 3 classes")
+
     args = parser.parse_args(argv)
     if args.command == "env":
         from minitok.env import run
@@ -98,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             print(f"grade: {err}", file=sys.stderr)
             return 2
+    if args.command == "shapes":
+        from minitok.data import make_shapes
+
+        make_shapes(args.folder, args.n, args.size, args.seed, args.classes)
+        print(f"wrote {args.n} images of {args.size} px to {args.folder}")
+        return 0
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from minitok.data import load_digits, load_image_folder, resize
+from minitok.data import load_digits, load_image_classes, load_image_folder, make_shapes, resize
 
 
 def test_digits_split_is_fixed_stratified_and_in_range():
@@ -73,3 +73,67 @@ def test_image_folder_errors_name_the_problem(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="broken.png"):
         load_image_folder(tmp_path, size=8)
+
+
+def test_image_folder_names_every_unreadable_file(tmp_path):
+    make_shapes(tmp_path, 2, size=8)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="cannot read 2 of the 4 files") as err:
+        load_image_folder(tmp_path, size=8)
+    assert "broken.png" in str(err.value) and "empty.jpg" in str(err.value)
+
+
+def test_image_folder_resizes_mixed_sizes_and_reads_colour(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (40, 20), (255, 0, 0)).save(tmp_path / "a_wide_red.png")
+    Image.new("L", (7, 7), 0).save(tmp_path / "b_small_black.png")
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(tmp_path / "c_blue.jpg", quality=100)
+    rgb = load_image_folder(tmp_path, size=16, grayscale=False)
+    assert rgb.shape == (3, 3, 16, 16)
+    assert torch.allclose(rgb[0, :, 8, 8], torch.tensor([1.0, -1.0, -1.0]))
+    assert torch.equal(rgb[1], torch.full((3, 16, 16), -1.0))  # grey becomes R = G = B
+    assert rgb[2, 2].min() > 0.9 and rgb[2, 0].max() < -0.9
+    assert load_image_folder(tmp_path, size=16).shape == (3, 1, 16, 16)
+
+
+def test_a_transparent_image_is_laid_on_white(tmp_path):
+    from PIL import Image
+
+    pixels = np.zeros((4, 4, 4), dtype=np.uint8)  # black everywhere, see-through ...
+    pixels[0, 0] = (255, 0, 0, 255)  # ... except one opaque red pixel
+    Image.fromarray(pixels, "RGBA").save(tmp_path / "icon.png")
+    rgb = load_image_folder(tmp_path, size=4, grayscale=False)[0]  # (3, 4, 4)
+    assert torch.equal(rgb[:, 0, 0], torch.tensor([1.0, -1.0, -1.0]))
+    assert torch.equal(rgb[:, 3, 3], torch.ones(3)), "transparent pixels read as white"
+
+
+def test_make_shapes_is_seeded_colourful_and_sorts_into_classes(tmp_path):
+    first = load_image_folder(make_shapes(tmp_path / "a", 6, size=16, seed=3), 16, False)
+    again = load_image_folder(make_shapes(tmp_path / "b", 6, size=16, seed=3), 16, False)
+    other = load_image_folder(make_shapes(tmp_path / "c", 6, size=16, seed=4), 16, False)
+    assert first.shape == (6, 3, 16, 16) and torch.equal(first, again)
+    assert not torch.equal(first, other)
+    assert (first[:, 0] - first[:, 1]).abs().max() > 0.2, "colour, not grey"
+    images, labels, names = load_image_classes(make_shapes(tmp_path / "d", 7, 16, classes=True),
+                                               16, grayscale=False)
+    assert names == ["circle", "square", "triangle"]
+    assert images.shape == (7, 3, 16, 16) and labels.tolist() == [0, 0, 0, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        make_shapes(tmp_path / "e", 0)
+
+
+def test_image_classes_reads_a_flat_folder_as_one_class_and_refuses_a_mixed_one(tmp_path):
+    make_shapes(tmp_path / "flat", 3, size=8)
+    images, labels, names = load_image_classes(tmp_path / "flat", 8)
+    assert images.shape == (3, 1, 8, 8) and labels.tolist() == [0, 0, 0] and names == ["flat"]
+    make_shapes(tmp_path / "flat" / "extra", 1, size=8)
+    with pytest.raises(ValueError, match="holds images and subfolders \\(extra\\)"):
+        load_image_classes(tmp_path / "flat", 8)
+    (tmp_path / "classes" / "empty").mkdir(parents=True)
+    make_shapes(tmp_path / "classes" / "full", 1, size=8)
+    with pytest.raises(ValueError, match="empty.*holds no images"):
+        load_image_classes(tmp_path / "classes", 8)
+    with pytest.raises(ValueError, match="load_image_classes reads one class per subfolder"):
+        load_image_folder(tmp_path / "classes", 8)

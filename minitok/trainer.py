@@ -1,0 +1,643 @@
+"""Past the digits: `minitok train`, the course's models on your own images, on one CPU, one
+GPU or many.
+
+    minitok shapes shapes/ --n 2000                      # no pictures at hand? coloured shapes
+    minitok train tokenizer --images shapes/ --size 32 --channels 3 --out runs/tok
+    minitok train maskgit --images shapes/ --tokenizer runs/tok/tokenizer.pt --out runs/mg
+    torchrun --nproc_per_node=4 -m minitok train tokenizer ... --device cuda
+
+One training loop for the three models, written out like nanoGPT's train.py: the settings
+in a dataclass, the data and the model built once, then every step sets the learning rate
+(`training.lr_scale`), draws a batch, runs forward and backward (in bf16 autocast on a GPU),
+and steps the optimiser. The models and their losses are the lessons' own: VQTokenizer
+(Lesson 03), ARPrior (Lesson 05), MaskGIT (Lesson 06); the prior and MaskGIT learn the token
+grids of a tokenizer checkpoint, one class per subfolder of --images (else one class).
+
+Under `torchrun --nproc_per_node=N` it is data-parallel on PyTorch's own engine:
+DistributedDataParallel (gloo on CPU, NCCL on CUDA) averages the gradients. Every process
+draws the same global batch of N x --batch-size examples and takes every N-th one
+(DistributedSampler's split), so N processes take the same steps as one process given the
+global batch. Only rank 0 shows progress and writes files.
+
+Files in --out:
+
+    <model>.pt          the final model, a minitok checkpoint: checkpoints.load(kind, path)
+    state.pt            the training state, to continue with --resume (below)
+    samples_<step>.png  a sample grid every --sample-every steps: for the tokenizer, images
+                        over their reconstructions; for the prior and MaskGIT, generated
+                        token grids decoded by the tokenizer (a row per class)
+
+The training state is not a model checkpoint: it holds what continuing needs, as tensors and
+plain values (it loads with torch.load(weights_only=True)):
+
+    {"format": STATE_FORMAT, "step": steps done, "world_size": processes,
+     "settings": the RUN_FIELDS of TrainSettings, "tokenizer_sha256": str or None,
+     "model": state dict, "optimizer": optimizer state dict,
+     "rng": one dict per rank, {"torch": CPU state, "cuda": CUDA state or None,
+            "python": [version, (625,) int64 tensor, gauss], "numpy": {"key": (624,) int64
+            tensor, "pos", "has_gauss", "gauss"}, "batches": the batch generator's state}}
+
+With the same settings a resumed run is bit-identical to one that never stopped. A larger
+--steps continues the same run with the schedule stretched to the new length.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from minitok import checkpoints, validate
+from minitok.course import reproducible, seed_everything
+from minitok.data import load_image_classes
+from minitok.maskgit import MaskGIT, MaskGITConfig, decode, masked_loss, random_mask
+from minitok.prior import ARPrior, PriorConfig, ar_generate, make_sequences, prior_loss
+from minitok.sampling import drop_labels
+from minitok.tokenizer import TokenizerConfig, TrainConfig, VQTokenizer
+from minitok.training import CLIP, LR, adamw, lr_scale
+
+MODELS = ("tokenizer", "prior", "maskgit")
+STATE_FORMAT = "minitok-train-state-1"
+P_UNCOND = 0.1  # the prior's and MaskGIT's label dropout, for guidance (Lessons 05, 06)
+MAX_SIZE = 64  # (64 / 2)^2 = 1,024 tokens per image for the prior and MaskGIT
+SAMPLES_PER_ROW = 8
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything a run depends on: the flags of `minitok train`."""
+
+    model: str  # "tokenizer", "prior" or "maskgit"
+    images: str  # the image folder: images (one class) or one subfolder per class
+    out: str  # the folder for the model, the training state and the samples
+    size: int = 32  # images are resized to size x size
+    channels: int = 3  # 3: colour, 1: grey
+    tokenizer: str | None = None  # prior, MaskGIT: the tokenizer checkpoint they model
+    steps: int = 2000
+    batch_size: int = 32  # per process: the global batch is batch_size x processes
+    lr: float | None = None  # peak learning rate; None: the lessons' (2e-3 / 3e-3)
+    seed: int = 0
+    resume: bool = False  # continue from out/state.pt
+    device: str = "cpu"  # "cpu" or "cuda" (under torchrun, each process its LOCAL_RANK GPU)
+    sample_every: int = 250
+    checkpoint_every: int = 250
+    timeout: float = 300.0  # seconds a process waits for the others before giving up
+    num_codes: int = 256  # tokenizer: K, the codebook size
+    width: int = 32  # tokenizer: convolution channels (GroupNorm takes 8 groups of them)
+    dead_code_threshold: float = TokenizerConfig.dead_code_threshold  # tokenizer; 0: no restarts
+    n_layer: int = 4  # prior, MaskGIT: the transformer's size (Lessons 05 and 06)
+    n_head: int = 4
+    n_embd: int = 64
+    dropout: float = 0.1
+
+    @property
+    def peak_lr(self) -> float:
+        """--lr, or the lessons' peak learning rate for this model."""
+        return (TrainConfig.lr if self.model == "tokenizer" else LR) if self.lr is None else self.lr
+
+
+# The settings a resumed run must share with the one that wrote the state.
+RUN_FIELDS = ("model", "size", "channels", "batch_size", "lr", "seed", "num_codes", "width",
+              "dead_code_threshold", "n_layer", "n_head", "n_embd", "dropout")
+
+
+def check_settings(s: TrainSettings) -> TrainSettings:
+    """Refuse settings that cannot work, each with a message that says what would."""
+    validate.one_of(s.model, "model", MODELS)
+    for name in ("steps", "batch_size", "sample_every", "checkpoint_every", "num_codes",
+                 "width", "n_layer", "n_head", "n_embd"):
+        validate.positive_int(getattr(s, name), name)
+    validate.non_negative_int(s.seed, "seed")
+    validate.one_of(s.channels, "channels", (1, 3))
+    validate.number(s.timeout, "timeout", low=0, low_open=True)
+    validate.number(s.dropout, "dropout", low=0, high=1, high_open=True)
+    validate.number(s.dead_code_threshold, "dead_code_threshold", low=0)
+    if s.lr is not None:
+        validate.number(s.lr, "lr", low=0, low_open=True)
+    if isinstance(s.size, bool) or not isinstance(s.size, int) or s.size % 2 or not (
+            8 <= s.size <= MAX_SIZE):
+        raise ValueError(
+            f"size must be an even number of pixels from 8 to {MAX_SIZE}, got {s.size!r}. The "
+            f"tokenizer halves the image once (a stride-2 convolution) and its decoder doubles "
+            f"it back, so an odd size cannot come back to itself; and the prior and MaskGIT "
+            f"read (size / 2)^2 tokens per image, 1,024 at {MAX_SIZE} px, with attention's cost "
+            f"growing as its square. Larger images need a tokenizer that downsamples 8x or 16x, "
+            f"as real ones do (README, 'Past the digits')")
+    if s.width % 8:
+        raise ValueError(f"width must be a multiple of 8 (the tokenizer's GroupNorm splits its "
+                         f"channels into 8 groups), got {s.width}")
+    if (s.model == "tokenizer") == (s.tokenizer is not None):
+        raise ValueError("the prior and MaskGIT need --tokenizer PATH (a checkpoint written by "
+                         "`minitok train tokenizer`); the tokenizer takes none")
+    return s
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Processes(NamedTuple):
+    """Where this process stands: its rank, how many there are, its device."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        """Rank 0, the one process that shows progress and writes files."""
+        return self.rank == 0
+
+
+def start_processes(device: str, timeout: float) -> Processes:
+    """This process's rank and device, and the process group when torchrun started several.
+
+    torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them this is the only process.
+    Collectives wait at most `timeout` seconds, so a process whose partner died stops with
+    an error instead of waiting forever.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    where = torch.device(device)
+    if where.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: torch {torch.__version__} sees no CUDA GPU; "
+                             f"use --device cpu")
+        if world > 1:
+            if local >= torch.cuda.device_count():
+                raise ValueError(f"LOCAL_RANK {local}, but this machine has "
+                                 f"{torch.cuda.device_count()} CUDA GPUs: start one process "
+                                 f"per GPU (torchrun --nproc_per_node)")
+            where = torch.device("cuda", local)
+        elif where.index is None:
+            where = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(where)
+    elif where.type != "cpu":
+        raise ValueError(f"device must be cpu or cuda, got {device!r}")
+    if world > 1:
+        dist.init_process_group("nccl" if where.type == "cuda" else "gloo",
+                                timeout=timedelta(seconds=timeout))
+    return Processes(rank, world, where)
+
+
+class ProcessLost(RuntimeError):
+    """Another process of the run died or stopped answering."""
+
+
+def lost_peer(err: RuntimeError) -> bool:
+    """Whether a collective failed: NCCL raises a DistError, gloo a plain RuntimeError
+    that names its own source file (a dead peer's 'Connection reset', or 'Timed out')."""
+    return isinstance(err, dist.DistError) or "/gloo/" in str(err)
+
+
+# --------------------------------------------------------------------------- data and models
+
+
+class Data(NamedTuple):
+    """What a run learns from: x (N, C, S, S) images or (N, G, G) token grids, labels (N,)."""
+
+    x: Tensor
+    labels: Tensor
+    classes: list[str]
+
+
+def load_data(s: TrainSettings, device: torch.device, tokenizer: VQTokenizer | None) -> Data:
+    """The image folder, as images (tokenizer) or as the tokenizer's grids (prior, MaskGIT)."""
+    images, labels, classes = load_image_classes(s.images, s.size, grayscale=s.channels == 1)
+    if tokenizer is not None:  # encoded once, in chunks, on the device
+        images = torch.cat([tokenizer.encode(chunk.to(device)) for chunk in images.split(256)])
+    return Data(images.to(device), labels.to(device), classes)
+
+
+def load_tokenizer(s: TrainSettings, device: torch.device) -> VQTokenizer:
+    """The tokenizer checkpoint of a prior or MaskGIT run, checked against --size/--channels."""
+    tokenizer = checkpoints.load("tokenizer", s.tokenizer, device)
+    config = tokenizer.config
+    if (config.image_size, config.in_channels) != (s.size, s.channels):
+        raise ValueError(f"tokenizer {s.tokenizer} reads {config.image_size} px images with "
+                         f"{config.in_channels} channels, but this run has --size {s.size} "
+                         f"--channels {s.channels}: give the same ones it was trained with")
+    return tokenizer
+
+
+def build_model(s: TrainSettings, tokenizer: VQTokenizer | None, classes: int) -> nn.Module:
+    """A new model of the kind `s.model`, sized by the settings (and the tokenizer's grid)."""
+    if s.model == "tokenizer":
+        return VQTokenizer(TokenizerConfig(image_size=s.size, in_channels=s.channels,
+                                           channels=s.width, num_codes=s.num_codes,
+                                           dead_code_threshold=s.dead_code_threshold))
+    sizes = dict(num_codes=tokenizer.num_codes, grid_size=tokenizer.grid_size,
+                 num_classes=classes, n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd,
+                 dropout=s.dropout)
+    return ARPrior(PriorConfig(**sizes)) if s.model == "prior" else MaskGIT(MaskGITConfig(**sizes))
+
+
+@torch.no_grad()
+def warm_start(tokenizer: VQTokenizer, data: Data, count: int, generator: torch.Generator) -> None:
+    """Fit the codebook by k-means to `count` images drawn with the batch generator: one
+    training-mode forward pass, the same in every process, before DDP starts."""
+    rows = torch.randint(0, len(data.x), (count,), generator=generator)
+    tokenizer.train()(data.x[rows.to(data.x.device)])
+
+
+def make_optimizer(s: TrainSettings, model: nn.Module) -> torch.optim.Optimizer:
+    """Lesson 03's Adam for the tokenizer; the token models' AdamW (training.adamw)."""
+    if s.model == "tokenizer":
+        return torch.optim.Adam(model.parameters(), lr=s.peak_lr)
+    return adamw(model, s.peak_lr)
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def draw_batch(s: TrainSettings, data: Data, model: nn.Module, generator: torch.Generator,
+               procs: Processes) -> dict:
+    """This process's share of the step's global batch, and the share's weight in the loss.
+
+    Everything random about the global batch (rows, dropped labels, MaskGIT's masks) is
+    drawn with `generator`, the same in every process; each then keeps every world-th
+    example, starting at its rank. The weight makes the average over processes (what DDP
+    does to gradients) equal the loss of the whole global batch: 1 when every example
+    counts the same, the share's masked positions over their mean for MaskGIT.
+    """
+    n = s.batch_size * procs.world
+    rows = torch.randint(0, len(data.x), (n,), generator=generator).to(data.x.device)  # (n,)
+    mine = slice(procs.rank, None, procs.world)
+    if s.model == "tokenizer":
+        return {"x": data.x[rows][mine], "weight": 1.0}  # (B, C, S, S)
+    labels = drop_labels(data.labels[rows], P_UNCOND, model.config.null_class, generator)
+    grids = data.x[rows].reshape(n, -1)  # (n, G*G)
+    if s.model == "prior":
+        K = model.config.num_codes
+        return {"seqs": make_sequences(grids, labels, K)[mine], "num_codes": K,
+                "weight": 1.0}  # (B, 1 + G*G)
+    inputs, mask = random_mask(grids, model.config.mask_id, "cosine", None, generator)
+    weight = mask[mine].sum() * procs.world / mask.sum()
+    return {"inputs": inputs[mine], "labels": labels[mine], "targets": grids[mine],
+            "mask": mask[mine], "weight": weight}
+
+
+def batch_loss(s: TrainSettings, net: nn.Module, batch: dict) -> Tensor:
+    """The lessons' loss of one share: net is the model, or its DDP wrapper."""
+    if s.model == "tokenizer":
+        x_hat, vq = net(batch["x"])
+        return F.mse_loss(x_hat.float(), batch["x"]) + vq.loss  # Lesson 03
+    if s.model == "prior":
+        return prior_loss(net, batch["seqs"], batch["num_codes"])  # Lesson 05
+    logits = net(batch["inputs"], batch["labels"])  # (B, G*G, K), Lesson 06
+    return masked_loss(logits.float(), batch["targets"], batch["mask"]) * batch["weight"]
+
+
+def sync_codebook(s: TrainSettings, procs: Processes, model: nn.Module) -> None:
+    """Under DDP, give every process rank 0's codebook after a step that may restart codes.
+
+    A dead-code restart (Lesson 02) copies vectors of the process's own share of the batch
+    into the codebook, outside the gradient, so each process would restart its codes
+    differently and the copies of the model would drift apart. Rank 0's copy wins, the rule
+    DDP applies to buffers (its usage counts among them).
+    """
+    if procs.world > 1 and s.model == "tokenizer" and s.dead_code_threshold > 0:
+        dist.broadcast(model.quantizer.codebook.data, src=0)
+
+
+def check_replicas(model: nn.Module, procs: Processes) -> None:
+    """Refuse to finish if the processes' copies of the parameters differ: DDP assumes they
+    never do, and anything that changes one copy outside the gradient step breaks that."""
+    if procs.world == 1:
+        return
+    flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])  # (P,)
+    ramp = torch.arange(1, len(flat) + 1, dtype=torch.float64, device=flat.device)
+    low = torch.stack([flat.sum(), (flat * ramp).sum()])  # two checksums, one order-aware
+    high = low.clone()
+    dist.all_reduce(low, dist.ReduceOp.MIN)
+    dist.all_reduce(high, dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise RuntimeError("the processes' copies of the model differ after training: "
+                           "something changed one copy outside the gradient step")
+
+
+# --------------------------------------------------------------------------- samples
+
+
+@torch.no_grad()
+def sample_rows(s: TrainSettings, model: nn.Module, data: Data,
+                tokenizer: VQTokenizer | None) -> list[Tensor]:
+    """The rows of the sample grid, each (n, C, S, S) in [-1, 1], the same draws each time
+    (a generator seeded with the run's seed) so that the grids show the model improving."""
+    if s.model == "tokenizer":
+        picks = torch.linspace(0, len(data.x) - 1, SAMPLES_PER_ROW).round().long()
+        images = data.x[picks.to(data.x.device)]  # (8, C, S, S)
+        model.eval()
+        rows = [images, model.decode(model.encode(images))]
+        model.train()
+        return rows
+    generator = torch.Generator(model.device).manual_seed(s.seed)
+    classes = min(len(data.classes), SAMPLES_PER_ROW)
+    rows = 2 if classes == 1 else classes
+    labels = torch.arange(rows, device=model.device).remainder(classes)
+    labels = labels.repeat_interleave(SAMPLES_PER_ROW)  # (rows * 8,)
+    if s.model == "prior":
+        grids = ar_generate(model, labels, generator=generator)
+    else:
+        grids = decode(model, labels, generator=generator)
+    return list(tokenizer.decode(grids).split(SAMPLES_PER_ROW))
+
+
+def save_grid(rows: list[Tensor], path: Path) -> Path:
+    """Write rows of (n, C, S, S) images in [-1, 1] as one PNG, enlarged to >= 64 px each."""
+    from PIL import Image
+
+    images = torch.stack([torch.stack(list(row)) for row in rows]).float().cpu()  # (R, n, C, S, S)
+    images = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    R, n, C, S, _ = images.shape
+    scale, pad = max(1, 64 // S), 2
+    cells = images.repeat_interleave(scale, -1).repeat_interleave(scale, -2).expand(
+        R, n, 3, S * scale, S * scale)  # grey -> RGB
+    cell = S * scale + pad
+    canvas = torch.full((3, R * cell + pad, n * cell + pad), 255, dtype=torch.uint8)
+    for r in range(R):
+        for c in range(n):
+            canvas[:, pad + r * cell: (r + 1) * cell, pad + c * cell: (c + 1) * cell] = cells[r, c]
+    Image.fromarray(canvas.permute(1, 2, 0).numpy()).save(path)
+    return path
+
+
+# --------------------------------------------------------------------------- training state
+
+
+def rng_state(generator: torch.Generator, device: torch.device) -> dict:
+    """Every random state of this process, as tensors and plain values."""
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+            "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                      "pos": np_state["state"]["pos"], "has_gauss": np_state["has_gauss"],
+                      "gauss": np_state["gauss"]},
+            "batches": generator.get_state()}
+
+
+def set_rng_state(state: dict, generator: torch.Generator, device: torch.device) -> None:
+    """Put back what `rng_state` saved (a CUDA state only where this run is on CUDA too)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal.tolist()), gauss))
+    numpy = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": numpy["key"].numpy().astype(np.uint32),
+                                   "pos": numpy["pos"]},
+                         "has_gauss": numpy["has_gauss"], "gauss": numpy["gauss"]})
+    generator.set_state(state["batches"])
+
+
+def save_state(path: Path, step: int, s: TrainSettings, procs: Processes, model: nn.Module,
+               optimizer: torch.optim.Optimizer, generator: torch.Generator,
+               tokenizer: VQTokenizer | None) -> None:
+    """Write the training state (every process takes part: each sends rank 0 its RNGs).
+
+    It goes to a temporary file first and then replaces `path`, so a run killed while
+    saving leaves the previous state intact.
+    """
+    rngs = [rng_state(generator, procs.device)]
+    if procs.world > 1:
+        rngs = [None] * procs.world
+        dist.all_gather_object(rngs, rng_state(generator, procs.device))
+    if not procs.main:
+        return
+    state = {"format": STATE_FORMAT, "step": step, "world_size": procs.world,
+             "settings": {name: getattr(s, name) for name in RUN_FIELDS},
+             "tokenizer_sha256": tokenizer.checkpoint_sha256 if tokenizer else None,
+             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rngs}
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def load_state(path: Path, s: TrainSettings, procs: Processes,
+               tokenizer: VQTokenizer | None) -> dict:
+    """The training state at `path`, refused unless this run can continue it exactly."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no training state at {path} (a run writes one "
+                                f"every --checkpoint-every steps)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file: name the file
+        raise ValueError(f"--resume: {path} is not a readable training state "
+                         f"({type(err).__name__}: {str(err)[:200]})") from err
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ValueError(f"--resume: {path} is not a training state of format {STATE_FORMAT}")
+    changed = [f"{name} {old!r} (now {getattr(s, name)!r})"
+               for name, old in state["settings"].items() if old != getattr(s, name)]
+    if changed:
+        raise ValueError(f"--resume: {path} was written with other settings: "
+                         f"{', '.join(changed)}; resume with the ones it was written with")
+    if state["step"] > s.steps:
+        raise ValueError(f"--resume: {path} is at step {state['step']}, past --steps {s.steps}")
+    if state["world_size"] != procs.world:
+        raise ValueError(f"--resume: {path} was written by {state['world_size']} processes; "
+                         f"resume with as many (torchrun --nproc_per_node), since the global "
+                         f"batch and every process's random stream depend on it")
+    sha = tokenizer.checkpoint_sha256 if tokenizer else None
+    if state["tokenizer_sha256"] != sha:
+        raise ValueError(f"--resume: {path} was trained on the tokens of another tokenizer "
+                         f"checkpoint than {s.tokenizer}")
+    return state
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train(s: TrainSettings) -> Path:
+    """Train `s.model` as the settings say; returns the path of the final model checkpoint."""
+    check_settings(s)
+    procs = start_processes(s.device, s.timeout)
+    try:
+        return _train(s, procs)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(s: TrainSettings, procs: Processes) -> Path:
+    out, device = Path(s.out), procs.device
+    seed_everything(s.seed)  # every process builds the same model
+    tokenizer = None if s.model == "tokenizer" else load_tokenizer(s, device)
+    data = load_data(s, device, tokenizer)
+    model = build_model(s, tokenizer, len(data.classes)).to(device)
+    optimizer = make_optimizer(s, model)
+    generator = torch.Generator().manual_seed(s.seed)  # the batches: the same in every process
+    start = 0
+    if s.resume:
+        state = load_state(out / "state.pt", s, procs, tokenizer)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"][procs.rank], generator, device)
+        start = state["step"]
+    else:
+        if s.model == "tokenizer":
+            warm_start(model, data, s.batch_size * procs.world, generator)
+        seed_everything(s.seed + procs.rank)  # dropout differs between processes
+    net = model
+    if procs.world > 1:
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if procs.main:
+        out.mkdir(parents=True, exist_ok=True)
+        print(describe(s, procs, data, model, start), flush=True)
+    try:
+        seconds, loss = _loop(s, procs, net, model, optimizer, generator, data, tokenizer, start)
+    except RuntimeError as err:
+        if not lost_peer(err):
+            raise
+        raise ProcessLost(f"rank {procs.rank} of {procs.world} stopped: "
+                          f"{str(err).splitlines()[0][:300]}. In a run of several processes "
+                          f"this means another one died or did not answer within --timeout "
+                          f"{s.timeout:g} s: look for its own error") from err
+    check_replicas(model, procs)
+    path = out / f"{s.model}.pt"
+    if procs.main:
+        images = (s.steps - start) * s.batch_size * procs.world
+        results = {"final_loss": loss, "images_per_second": images / max(seconds, 1e-9)}
+        recipe = {**asdict(s), "processes": procs.world, "classes": data.classes}
+        meta = checkpoints.training_meta(f"minitok train {s.model}", recipe, seconds, results,
+                                         tokenizer)
+        checkpoints.save(model, path, meta)
+        print(f"{s.model}: {s.steps - start} steps, {images:,} images in {seconds:.1f} s of "
+              f"training steps: {results['images_per_second']:.1f} images/s on {procs.world} "
+              f"x {device.type}; final loss {loss:.4f}; wrote {path}", flush=True)
+    if procs.world > 1:
+        dist.barrier()  # no process reports success before rank 0 has written the model
+    return path
+
+
+def _loop(s: TrainSettings, procs: Processes, net: nn.Module, model: nn.Module,
+          optimizer: torch.optim.Optimizer, generator: torch.Generator, data: Data,
+          tokenizer: VQTokenizer | None, start: int) -> tuple[float, float]:
+    """The steps from `start` to `s.steps`; returns (seconds spent in steps, last loss)."""
+    from tqdm.auto import tqdm
+
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if procs.device.type == "cuda"
+                else nullcontext())  # bf16 on a GPU; a CPU trains in float32
+    out, seconds, loss_value = Path(s.out), 0.0, math.nan
+    bar = tqdm(total=s.steps, initial=start, desc=s.model, disable=not procs.main)
+    net.train()
+    with reproducible():
+        for step in range(start, s.steps):
+            began = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = s.peak_lr * lr_scale(step, s.steps)
+            batch = draw_batch(s, data, model, generator, procs)
+            with autocast:
+                loss = batch_loss(s, net, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if s.model != "tokenizer":  # Lesson 03 trains the tokenizer without clipping
+                nn.utils.clip_grad_norm_(net.parameters(), CLIP)
+            optimizer.step()
+            sync_codebook(s, procs, model)
+            loss_value = loss.item() / float(batch["weight"])  # this process's share
+            seconds += time.perf_counter() - began
+            done = step + 1
+            bar.update()
+            if done % 10 == 0 or done == s.steps:
+                rate = (done - start) * s.batch_size * procs.world / seconds
+                bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.1f}")
+            if procs.main and (done % s.sample_every == 0 or done == s.steps):
+                save_grid(sample_rows(s, model, data, tokenizer), out / f"samples_{done:06d}.png")
+            if done % s.checkpoint_every == 0 or done == s.steps:
+                save_state(out / "state.pt", done, s, procs, model, optimizer, generator,
+                           tokenizer)
+    bar.close()
+    return seconds, loss_value
+
+
+def describe(s: TrainSettings, procs: Processes, data: Data, model: nn.Module, start: int) -> str:
+    """The line rank 0 prints before training: what, on what, how big."""
+    what = (f"{len(data.x):,} images of {s.size} px, {s.channels} channel(s), "
+            f"{len(data.classes)} class(es)")
+    params = sum(p.numel() for p in model.parameters())
+    begin = f", resuming at step {start}" if start else ""
+    return (f"training {s.model} ({params:,} parameters) on {what}; {s.steps} steps of "
+            f"{s.batch_size} x {procs.world} process(es) on {procs.device.type}{begin}")
+
+
+def run(s: TrainSettings) -> int:
+    """`minitok train`: train, print a clear message instead of a traceback for bad input."""
+    try:
+        train(s)
+    except (ValueError, OSError, ProcessLost) as err:
+        rank = os.environ.get("RANK")
+        print(f"minitok train{f' (rank {rank})' if rank else ''}: {err}", file=sys.stderr)
+        return 1 if isinstance(err, ProcessLost) else 2
+    return 0
+
+
+def parse_args(argv: list[str]) -> TrainSettings:
+    """`minitok train MODEL --images DIR --out DIR [...]`: one flag per TrainSettings field."""
+    import argparse
+
+    d = TrainSettings("tokenizer", "", "")  # the defaults, shown in --help
+    title_and_commands = "\n\n".join(__doc__.split("\n\n")[:2])
+    p = argparse.ArgumentParser(prog="minitok train", description=title_and_commands,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", choices=MODELS)
+    p.add_argument("--images", required=True,
+                   help="folder of PNG/JPEG images, or one subfolder of them per class")
+    p.add_argument("--out", required=True, help="folder for the model, state.pt and samples")
+    p.add_argument("--size", type=int, default=d.size, help=f"pixels per side (default {d.size})")
+    p.add_argument("--channels", type=int, default=d.channels,
+                   help=f"3 colour, 1 grey (default {d.channels})")
+    p.add_argument("--tokenizer", default=None,
+                   help="prior, maskgit: the tokenizer checkpoint (tokenizer.pt of a run)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"default {d.steps}")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"per process; the global batch is this x processes (default "
+                        f"{d.batch_size})")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate (default: tokenizer {TrainConfig.lr:g}, prior and "
+                        f"maskgit {LR:g})")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
+    p.add_argument("--device", default=d.device, help="cpu (default) or cuda")
+    p.add_argument("--sample-every", type=int, default=d.sample_every,
+                   help=f"write a sample grid every N steps (default {d.sample_every})")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help=f"write state.pt every N steps (default {d.checkpoint_every})")
+    p.add_argument("--timeout", type=float, default=d.timeout,
+                   help=f"seconds a process waits for the others (default {d.timeout:g})")
+    p.add_argument("--num-codes", type=int, default=d.num_codes,
+                   help=f"tokenizer: codebook size (default {d.num_codes})")
+    p.add_argument("--width", type=int, default=d.width,
+                   help=f"tokenizer: convolution channels, a multiple of 8 (default {d.width})")
+    p.add_argument("--dead-code-threshold", type=float, default=d.dead_code_threshold,
+                   help=f"tokenizer: restart codes used less than this (Lesson 02; 0: never; "
+                        f"default {d.dead_code_threshold:g})")
+    p.add_argument("--n-layer", type=int, default=d.n_layer,
+                   help=f"prior, maskgit: transformer blocks (default {d.n_layer})")
+    p.add_argument("--n-head", type=int, default=d.n_head,
+                   help=f"prior, maskgit: attention heads (default {d.n_head})")
+    p.add_argument("--n-embd", type=int, default=d.n_embd,
+                   help=f"prior, maskgit: embedding width (default {d.n_embd})")
+    p.add_argument("--dropout", type=float, default=d.dropout,
+                   help=f"prior, maskgit (default {d.dropout:g})")
+    return TrainSettings(**vars(p.parse_args(argv)))
+
+
+def main(argv: list[str]) -> int:
+    """`minitok train ...` (the `minitok` command hands its arguments over)."""
+    return run(parse_args(argv))
