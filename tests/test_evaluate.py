@@ -47,6 +47,10 @@ class Referee:
     def accuracy(self, images, labels):
         return (self.predict(images) == labels).double().mean().item()
 
+    def features(self, images):
+        """Stand-in features for the Fréchet distance: the pixels of every other row."""
+        return images[:, :, ::2].flatten(1)
+
 
 # --------------------------------------------------------------------------- tokenizers
 
@@ -363,8 +367,37 @@ def test_race_counts_passes_and_positions():
     assert all(r["ms/image @1"] > 0 and r["ms/image @64"] > 0 for r in rows)
     assert all(r["accuracy"] == pytest.approx(0.1) for r in rows)  # "0" for 2 of 20 digits
     assert all(r["diversity"] > 0 for r in rows)
+    assert all(r["fd"] > 0 and r["grids"].shape == (20, 4, 4) for r in rows)
     table = evaluate.race_table(rows)
     assert "MaskGIT 3 linear" in table and "1.0x" in table  # AR against itself
+
+
+def test_race_with_diffusion_and_the_hybrid():
+    from minitok.diffusion import DiffusionConfig, DiffusionDecoder, DiffusionModel
+
+    torch.manual_seed(0)
+    tokenizer = VQTokenizer(TokenizerConfig(image_size=8, num_codes=12)).eval()  # 4 x 4 grid
+    prior = ARPrior(PriorConfig(num_codes=12, grid_size=4, n_layer=1, n_head=2, n_embd=16)).eval()
+    small = {"image_size": 8, "channels": 8, "inner_channels": 8, "emb_dim": 16,
+             "timesteps": 100}
+    model = DiffusionModel(DiffusionConfig(**small)).eval()
+    decoder = DiffusionDecoder(DiffusionConfig(num_codes=12, grid_size=4, **small)).eval()
+    settings = [evaluate.RaceSetting("AR"), evaluate.RaceSetting("diffusion", 5),
+                evaluate.RaceSetting("diffusion", 4, cfg_scale=2.0, sampler="ddpm"),
+                evaluate.RaceSetting("hybrid", 3)]
+    rows = evaluate.race(None, prior, tokenizer, Referee(0), settings, samples_per_class=2,
+                         diffusion_model=model, decoder=decoder, timing=False)
+    names = [r["setting"] for r in rows]
+    assert names == ["AR (KV cache)", "diffusion DDIM 5", "diffusion DDPM 4, s=2",
+                     "hybrid: AR + diffusion decoder DDIM 3"]
+    ar, ddim, ddpm, hybrid = rows
+    assert (ddim["passes/image"], ddpm["passes/image"]) == (5, 4)  # a doubled batch is one pass
+    assert hybrid["passes/image"] == 16 + 3  # the AR prior's, then the decoder's
+    assert ddim["positions/image"] is None and ddim["grids"] is None
+    assert torch.equal(hybrid["grids"], ar["grids"])  # the same tokens, another decoder
+    assert all(r["ms/image @1"] is None for r in rows)
+    table = evaluate.race_table(rows)
+    assert "diffusion DDPM 4, s=2" in table and " - " in table
 
 
 # --------------------------------------------------------------------------- any-to-any
