@@ -389,3 +389,87 @@ def test_checkpoint_round_trip(tmp_path):
         cond = torch.tensor([1, 10]) if not extra else torch.randint(0, 12, (2, 4, 4))
         torch.testing.assert_close(loaded(x, t, cond), model(x, t, cond))
 
+
+
+# --------------------------------------------------------------------------- the shipped models
+
+SHIPPED = {kind: checkpoints.checkpoint_path(kind).is_file()
+           for kind in ("diffusion", "diffusion_decoder")}
+
+
+@pytest.mark.skipif(not SHIPPED["diffusion"], reason="no shipped diffusion checkpoint")
+def test_shipped_diffusion_model_is_the_scripts_recipe_and_small():
+    from repo_scripts import load_script
+
+    script = load_script("scripts/train_diffusion.py")
+    model = checkpoints.load("diffusion")
+    assert model.meta["recipe"] == {**script.SIZE, **script.RECIPE}
+    assert model.meta["script"] == "scripts/train_diffusion.py"
+    assert {k: getattr(model.config, k) for k in script.SIZE} == script.SIZE
+    assert checkpoints.checkpoint_path("diffusion").stat().st_size <= 2 * 2**20  # 2 MB
+    assert model.meta["results"]["test_loss"] < 0.1  # predicting eps = 0 scores 1
+
+
+@pytest.mark.skipif(not SHIPPED["diffusion_decoder"], reason="no shipped decoder checkpoint")
+def test_shipped_decoder_is_the_scripts_recipe_on_the_shipped_tokenizer():
+    from repo_scripts import load_script
+
+    script = load_script("scripts/train_diffusion_decoder.py")
+    decoder, tokenizer = checkpoints.load("diffusion_decoder"), checkpoints.load("tokenizer")
+    checkpoints.check_tokenizer(decoder, tokenizer)  # its codes are this tokenizer's
+    assert decoder.meta["recipe"] == {**script.DECODER_SIZE, **script.RECIPE}
+    assert decoder.config.num_codes == tokenizer.num_codes
+    assert checkpoints.checkpoint_path("diffusion_decoder").stat().st_size <= 2 * 2**20
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED["diffusion"], reason="no shipped diffusion checkpoint")
+def test_shipped_diffusion_model_draws_recognisable_digits():
+    from minitok.classifier import load_classifier
+
+    model = checkpoints.load("diffusion")
+    labels = torch.arange(100) % 10
+    images = diffusion.sample(model, labels, 20, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (100, 1, 16, 16)
+    assert load_classifier().accuracy(images, labels) > 0.9
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def _row(setting, accuracy, fd, grids=None):
+    return {"setting": setting, "accuracy": accuracy, "fd": fd, "diversity": 0.9,
+            "passes/image": 8, "grids": grids}
+
+
+def test_benchmark_goals_compare_the_best_rows_and_the_same_tokens():
+    from minitok.bench import diffusion as bench
+
+    grids = torch.zeros(4, 8, 8, dtype=torch.long)
+    hybrid_name = evaluate_setting_name("hybrid", bench.HYBRID_STEPS)
+    result = {"race": [_row("AR (KV cache)", 0.92, 1.5, grids),
+                       _row("MaskGIT 4 cosine", 0.99, 1.1, grids),
+                       _row("diffusion DDIM 5", 0.95, 0.9),
+                       _row("diffusion DDIM 20", 0.975, 0.6),
+                       _row("diffusion DDIM 20, s=2", 1.0, 2.0),  # guided: not in the goal
+                       _row(hybrid_name, 0.93, 1.4, grids.clone())],
+              "quality": [_row("MaskGIT 1 cosine", 0.8, 5.0, grids)]}
+    g = bench.goals(result)
+    assert g["maskgit"]["setting"] == "MaskGIT 4 cosine"
+    assert g["diffusion"]["setting"] == "diffusion DDIM 20"
+    assert g["gap"] == pytest.approx(1.5) and g["accuracy_met"]
+    assert g["same_tokens"] and g["hybrid_met"]
+    lines = bench.goal_lines(result)
+    assert "1.5 points below" in lines[0] and "-> met" in lines[0]
+    assert "FD 1.40" in lines[1] and "-> met" in lines[1]
+    result["race"][-1]["fd"] = 1.6  # worse than the VQ decoder's 1.5
+    result["race"][3]["accuracy"] = 0.96  # 3 points below
+    assert "NOT met" in bench.goal_lines(result)[0] and "NOT met" in bench.goal_lines(result)[1]
+    result["race"][-1]["grids"] = torch.ones(4, 8, 8, dtype=torch.long)  # other tokens
+    assert not bench.goals(result)["hybrid_met"]
+
+
+def evaluate_setting_name(method, steps):
+    from minitok.evaluate import RaceSetting
+
+    return RaceSetting(method, steps).name
