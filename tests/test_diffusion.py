@@ -458,15 +458,23 @@ def test_benchmark_goals_compare_the_best_rows_and_the_same_tokens():
     assert g["maskgit"]["setting"] == "MaskGIT 4 cosine"
     assert g["diffusion"]["setting"] == "diffusion DDIM 20"
     assert g["gap"] == pytest.approx(1.5) and g["accuracy_met"]
-    assert g["same_tokens"] and g["hybrid_met"]
+    (h,) = g["hybrids"]
+    assert h["same_tokens"] and h["met"] and h["ar"]["setting"] == "AR (KV cache)"
     lines = bench.goal_lines(result)
     assert "1.5 points below" in lines[0] and "-> met" in lines[0]
     assert "FD 1.40" in lines[1] and "-> met" in lines[1]
     result["race"][-1]["fd"] = 1.6  # worse than the VQ decoder's 1.5
     result["race"][3]["accuracy"] = 0.96  # 3 points below
     assert "NOT met" in bench.goal_lines(result)[0] and "NOT met" in bench.goal_lines(result)[1]
+    result["race"][-1]["fd"] = 1.4
     result["race"][-1]["grids"] = torch.ones(4, 8, 8, dtype=torch.long)  # other tokens
-    assert not bench.goals(result)["hybrid_met"]
+    assert not bench.goals(result)["hybrids"][0]["met"]
+    assert "tokens differ" in bench.goal_lines(result)[1]
+    # a guided hybrid is compared with the guided AR row
+    result["quality"] += [_row("AR (KV cache), s=2", 0.99, 1.5, grids),
+                          _row("hybrid: AR, s=2 + diffusion decoder DDIM 10", 0.99, 1.3, grids)]
+    guided = bench.goals(result)["hybrids"][1]
+    assert guided["ar"]["setting"] == "AR (KV cache), s=2" and guided["met"]
 
 
 def evaluate_setting_name(method, steps):
