@@ -17,6 +17,8 @@ One module per concept, in the order the lessons build them. Read them top to bo
     maskgit      Lesson 06: mask schedules, the masker, parallel decoding, AR vs MaskGIT
     vocab        Lesson 07: one vocabulary for text and image tokens, mixed sequences
     anytoany     Lesson 07: one transformer for text-to-image (with guidance) and captioning
+    diffusion    Lesson 08: noise schedules, the noise-prediction loss, DDIM / DDPM sampling
+                 with guidance, a small U-Net, and a diffusion decoder for token grids
 
 The course's tooling:
 
@@ -26,6 +28,7 @@ The course's tooling:
     grade        `minitok grade`: scores submitted notebooks (minitok.grading: the judge,
                  sandboxed workers, the wire between them)
     demo         `minitok demo`: the whole pipeline as one picture and one table
+    evaluate     the referees: classifier accuracy, diversity, the Fréchet distance, the race
     trainer      `minitok train`: the models on your own image folder, on one CPU, one GPU or
                  many (torchrun, DistributedDataParallel), with exact resume
     bench        `python -m minitok.bench`: every benchmark in one run, one Markdown table

@@ -40,6 +40,8 @@ MODELS = {
     "prior": "minitok.prior:ARPrior",
     "maskgit": "minitok.maskgit:MaskGIT",
     "anytoany": "minitok.anytoany:AnyToAny",
+    "diffusion": "minitok.diffusion:DiffusionModel",
+    "diffusion_decoder": "minitok.diffusion:DiffusionDecoder",
 }
 
 

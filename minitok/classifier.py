@@ -55,6 +55,17 @@ class DigitClassifier(nn.Module):
         return self.net(to_features(images).to(weight.device, weight.dtype))  # (N, 10)
 
     @torch.no_grad()
+    def features(self, images: Tensor) -> Tensor:
+        """The hidden layer's activations (N, hidden): what the last layer reads to decide.
+
+        The Fréchet distance (`minitok.evaluate.frechet_distance`) compares generated and
+        real digits in this space, as FID does with an Inception network's last pool layer.
+        """
+        weight = self.net[0].weight
+        x = to_features(images).to(weight.device, weight.dtype)  # (N, 64)
+        return self.net[1](self.net[0](x)).cpu()  # (N, hidden), after the ReLU
+
+    @torch.no_grad()
     def predict(self, images: Tensor) -> Tensor:
         """The predicted class of each image: (N,) int64 in 0..9."""
         return self(images).argmax(dim=1).cpu()

@@ -4,6 +4,7 @@
     class  --AR prior (L05), with and without guidance--> token grids --decoder--> digits
     class  --MaskGIT (L06), 8 parallel steps-->           token grids --decoder--> digits
     text   --any-to-any (L07), when its checkpoint exists--> token grids --decoder--> digits
+    class  --diffusion (L08), DDIM, when its checkpoint exists-----------------> digits
 
 Every generated digit is judged by the Lesson 03 classifier, which was trained on real
 digits only: accuracy is "the classifier reads the requested class", diversity is the
@@ -16,7 +17,8 @@ the tokenizer, classifier, prior and MaskGIT from scratch with the same training
 as scripts/ (shorter: a few minutes on a laptop CPU), writes them into DIR and uses those.
 
 Outputs in the --out folder: demo.png (the picture) and demo_samples.pt (the token grids
-behind the table, a weights-only file: `torch.load(path, weights_only=True)`).
+behind the table, and the diffusion model's images, which have no tokens; a weights-only
+file: `torch.load(path, weights_only=True)`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from minitok.evaluate import count_forward, diversity, encode_digits
 
 AR_SCALE = 2.0  # the guidance scale of Lesson 05
 MASKGIT_STEPS = 8
+DIFFUSION_STEPS = 20  # DDIM steps of the diffusion row (Lesson 08)
 # Training steps of `--train` (the shipped checkpoints: 2000 steps each).
 TRAIN_STEPS = {"tokenizer": 600, "prior": 500, "maskgit": 500}
 QUICK_TRAIN_STEPS = {"tokenizer": 10, "prior": 10, "maskgit": 10}
@@ -54,6 +57,7 @@ class Models:
     maskgit: object | None
     anytoany: object | None
     notes: list[str] = field(default_factory=list)
+    diffusion: object | None = None  # pixels, no tokens: independent of the tokenizer
 
 
 def load_shipped(device: str) -> Models:
@@ -64,7 +68,8 @@ def load_shipped(device: str) -> Models:
 
     notes = ["models: the shipped checkpoints in minitok/checkpoints/"]
     loaded = {}
-    for name, lesson in (("prior", "05"), ("maskgit", "06"), ("anytoany", "07")):
+    for name, lesson in (("prior", "05"), ("maskgit", "06"), ("anytoany", "07"),
+                         ("diffusion", "08")):
         if checkpoints.checkpoint_path(name).is_file():
             loaded[name] = _load_generator(name, device)
         else:
@@ -81,7 +86,7 @@ def load_shipped(device: str) -> Models:
                          "tokenizer, so no anytoany row: scripts/train_anytoany.py rebuilds it")
             anytoany = None
     return Models(tokenizer, load_classifier(device), loaded.get("prior"), loaded.get("maskgit"),
-                  anytoany, notes)
+                  anytoany, notes, loaded.get("diffusion"))
 
 
 def _load_generator(name: str, device: str):
@@ -111,6 +116,8 @@ def train_from_scratch(folder: Path, device: str, seed: int, quick: bool) -> Mod
     notes += [f"  {line}" for line in compare_to_shipped(tokenizer, prior, maskgit)]
     notes.append("any-to-any: not retrained by --train (its image ids belong to the shipped "
                  "tokenizer), so no text -> image row")
+    notes.append("diffusion: not retrained by --train (python scripts/train_diffusion.py "
+                 "rebuilds it, in about an hour on one busy CPU thread), so no diffusion row")
     return Models(tokenizer, classifier, prior, maskgit, None, notes)
 
 
@@ -229,7 +236,28 @@ def generate_all(models: Models, labels: torch.Tensor, seed: int, device) -> dic
                 models, labels, seed, device)
         except ValueError as err:  # a checkpoint that does not fit the code: say so, go on
             models.notes.append(f"any-to-any: text -> image failed, so no row: {err}")
+    if models.diffusion is not None:
+        results[f"diffusion, DDIM {DIFFUSION_STEPS} steps"] = diffuse_all(models, labels,
+                                                                         seed, device)
     return results
+
+
+def diffuse_all(models: Models, labels: torch.Tensor, seed: int, device) -> dict:
+    """Draw every label's digit with the diffusion model: pixels directly, no tokens."""
+    from minitok.diffusion import sample
+
+    gen = torch.Generator(device=device).manual_seed(seed)
+    images, cost = run_counted(models.diffusion, lambda: sample(
+        models.diffusion, labels.to(device), DIFFUSION_STEPS, generator=gen), len(labels),
+        device)
+    return {"images": images.cpu(), **cost}
+
+
+def images_of(models: Models, result: dict) -> torch.Tensor:
+    """A method's images: the diffusion model's as drawn, the token models' decoded."""
+    if "images" in result:
+        return result["images"]
+    return models.tokenizer.decode(result["grids"].to(models.tokenizer.device)).cpu()
 
 
 def held_out_caption(digit: int) -> str:
@@ -275,7 +303,7 @@ def score(models: Models, results: dict, labels: torch.Tensor, recon: tuple) -> 
             {**recon_row, "accuracy": classifier.accuracy(recons, real_labels),
              "diversity": diversity(recons, real_labels, real, real_labels)}]
     for name, result in results.items():
-        images = models.tokenizer.decode(result["grids"].to(models.tokenizer.device)).cpu()
+        images = images_of(models, result)
         rows.append({"method": name, "accuracy": classifier.accuracy(images, labels),
                      "diversity": diversity(images, labels, real, real_labels),
                      "ms/image": result["ms/image"], "passes/image": result["passes/image"]})
@@ -299,7 +327,8 @@ TABLE_NOTES = (
     "diversity: within-class pixel spread / that of real test digits (1.00 = as varied as real)",
     "passes/image: sequential forward passes (a batch shares them; the AR prior's guidance "
     "runs a doubled batch in the same passes, the any-to-any model's runs a second pass per "
-    "token, since its two prompts differ in length)",
+    "token, since its two prompts differ in length; the diffusion model's are its denoising "
+    "steps, each over all 16 x 16 pixels, with no tokens)",
 )
 
 
@@ -345,12 +374,11 @@ def layout(groups: list[tuple[str, int]], rows: int, size: int) -> dict:
 def picture_groups(models: Models, results: dict, real, recons, real_labels, labels,
                    show: int) -> list[tuple[str, list[list[np.ndarray]]]]:
     """The picture's column groups: (title, one list of rendered cells per class)."""
-    decode = models.tokenizer.decode
     first = [int((real_labels == c).nonzero()[0]) for c in range(10)]  # a test digit per class
     groups = [("held-out digit,\nrebuilt from tokens",
                [[render(real[i]), render(recons[i])] for i in first])]
     for name, result in results.items():
-        images = decode(result["grids"].to(models.tokenizer.device)).cpu()
+        images = images_of(models, result)
         picks = [(labels == c).nonzero()[:show, 0] for c in range(10)]
         title = name.replace(", ", ",\n", 1)
         if name.startswith("any-to-any"):
@@ -462,7 +490,8 @@ def _demo(out: Path, seed: int, device: str, quick: bool, train: Path | None) ->
     picture = out / "demo.png"
     plan = draw(groups, picture, footer)
     samples = out / "demo_samples.pt"
-    torch.save({"labels": labels, **{name: r["grids"] for name, r in results.items()}}, samples)
+    torch.save({"labels": labels, **{name: r.get("grids", r.get("images"))
+                                     for name, r in results.items()}}, samples)
     return DemoResult(rows, picture, samples, plan, models.notes)
 
 

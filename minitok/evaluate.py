@@ -8,7 +8,13 @@ The lessons, the demo and the benchmarks measure the same things the same way:
     count_forward         how many forward passes (and token positions) generation costs
     spread / diversity    how different the images of one class are (absolute / vs real)
     sample_quality        the classifier reads generated digits; spread; memorised copies
-    race                  AR against MaskGIT: passes, latency, throughput, accuracy, diversity
+    frechet_distance      the Fréchet distance between two Gaussians (FID's formula), float64
+    digit_fd              generated vs real test digits, on the classifier's hidden features
+    fd_floor              the same for real training digits: the score of a perfect generator
+    sharpness             how much neighbouring pixels differ (blur lowers it)
+    decoder_comparison    the tokenizer's decoder against a diffusion decoder, same tokens
+    race                  AR, MaskGIT, diffusion and the hybrid on the same digits: passes,
+                          latency, throughput, accuracy, Fréchet distance, diversity
     text_to_image_accuracy, image_to_text_accuracy   the any-to-any model's held-out goals
 
 The referee for digits is Lesson 03's classifier, trained on real digits only: an image it
@@ -186,20 +192,158 @@ def sample_quality(grids: torch.Tensor, labels, tokenizer, classifier,
     return report
 
 
+# --------------------------------------------------------------------------- Fréchet distance
+
+
+def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and covariance (D, D) of N feature vectors (N, D), in float64.
+
+    The covariance divides by N - 1 (numpy.cov's default, which FID's reference code uses).
+    """
+    x = features.detach().double().cpu()
+    if x.dim() != 2 or x.shape[0] < 2:
+        raise ValueError(f"features must be (N, D) with N >= 2, got shape {tuple(x.shape)}")
+    mean = x.mean(dim=0)  # (D,)
+    centred = x - mean
+    return mean, centred.T @ centred / (x.shape[0] - 1)  # (D,), (D, D)
+
+
+def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
+    """The symmetric square root of a symmetric positive semi-definite matrix."""
+    values, vectors = torch.linalg.eigh(matrix)
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+
+
+def frechet_distance(mean_a: torch.Tensor, cov_a: torch.Tensor, mean_b: torch.Tensor,
+                     cov_b: torch.Tensor) -> float:
+    """The squared Fréchet (2-Wasserstein) distance between N(mean_a, cov_a) and N(mean_b, cov_b):
+
+        ||mean_a - mean_b||^2 + tr(cov_a + cov_b - 2 (cov_a cov_b)^(1/2))
+
+    in float64. cov_a cov_b is not symmetric, but it has the eigenvalues of the symmetric
+    cov_a^(1/2) cov_b cov_a^(1/2), so the trace of its square root is the sum of the square
+    roots of those eigenvalues: no complex numbers, unlike the general matrix square root
+    (scipy.linalg.sqrtm) that FID's reference code takes and then drops imaginary parts of.
+    """
+    mean_a, mean_b = mean_a.double().cpu(), mean_b.double().cpu()
+    cov_a, cov_b = cov_a.double().cpu(), cov_b.double().cpu()
+    root_a = _sqrt_psd(cov_a)
+    middle = root_a @ cov_b @ root_a
+    eigenvalues = torch.linalg.eigvalsh((middle + middle.T) / 2)  # symmetric up to rounding
+    trace_sqrt = eigenvalues.clamp(min=0).sqrt().sum()
+    diff = mean_a - mean_b
+    return float(diff @ diff + torch.trace(cov_a) + torch.trace(cov_b) - 2 * trace_sqrt)
+
+
+def digit_fd(images: torch.Tensor, reference: torch.Tensor | None = None, classifier=None) -> float:
+    """The Fréchet distance between `images` and real digits (default: the 360 test digits),
+    on the classifier's hidden features (FID's recipe, with Lesson 03's classifier in place
+    of an Inception network). 0 means the same mean and covariance; lower is closer.
+
+    It compares whole distributions: a generator that draws only perfect 1s scores well on
+    accuracy for the label 1 but badly here. Like FID it is biased upwards for small sets,
+    so compare sets of the same size, against `fd_floor` at that size.
+    """
+    from minitok.classifier import load_classifier
+
+    classifier = load_classifier() if classifier is None else classifier
+    if reference is None:
+        reference = load_digits("test", size=images.shape[-1])[0]
+    stats_a = feature_statistics(classifier.features(images))
+    stats_b = feature_statistics(classifier.features(reference))
+    return frechet_distance(*stats_a, *stats_b)
+
+
+def real_sample(n: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n real training digits (images, labels), drawn without replacement with `seed`."""
+    images, labels = load_digits("train", size=size)
+    if not 2 <= n <= images.shape[0]:
+        raise ValueError(f"n must be in [2, {images.shape[0]}] (the training digits), got {n}")
+    rows = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
+    return images[rows], labels[rows]
+
+
+def fd_floor(n: int, classifier=None, size: int = 16, seed: int = 0) -> float:
+    """`digit_fd` of n real training digits against the test digits: what a generator that
+    draws exactly like real handwriting scores with n samples (the noise floor)."""
+    return digit_fd(real_sample(n, size, seed)[0], None, classifier)
+
+
+def sharpness(images: torch.Tensor) -> float:
+    """The mean absolute difference between neighbouring pixels (across and down), in
+    [-1, 1] pixel units: edges make it large, blur makes it small, speckle makes it larger."""
+    x = images.double()
+    across = (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+    down = (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+    return float((across + down) / 2)
+
+
+@torch.no_grad()
+def decoder_comparison(tokenizer, decoder, classifier, steps: int = 10, seed: int = 0,
+                       images: torch.Tensor | None = None, labels=None) -> dict[str, dict]:
+    """The tokenizer's decoder against a DiffusionDecoder on the same tokens of real digits.
+
+    images default to the 360 test digits. Both decoders get the tokenizer's grids of them;
+    for each: mse (against the originals, [-1, 1] pixels), accuracy (the classifier reads the
+    true class), fd (`digit_fd` against the originals: rFID's recipe), sharpness (relative to
+    the originals', 1.0 = as sharp), ms/image (one batch, wall clock). A diffusion decoder
+    draws *a* digit that fits the tokens, not the one that was encoded: it trades
+    reconstruction error for realism.
+    """
+    from minitok.diffusion import render
+
+    if images is None:
+        images, labels = load_digits("test", size=tokenizer.config.image_size)
+    grids = tokenizer.encode(images.to(tokenizer.device))
+    real_sharpness = sharpness(images)
+    out = {}
+    for name in ("VQ decoder", f"diffusion decoder, DDIM {steps}"):
+        start = time.perf_counter()
+        if name == "VQ decoder":
+            recons = tokenizer.decode(grids).cpu()
+        else:
+            generator = torch.Generator(device=decoder.device).manual_seed(seed)
+            recons = render(decoder, grids.to(decoder.device), steps, generator=generator).cpu()
+        seconds = time.perf_counter() - start
+        out[name] = {"mse": F.mse_loss(recons, images).item(),
+                     "accuracy": classifier.accuracy(recons, labels),
+                     "fd": digit_fd(recons, images, classifier),
+                     "sharpness": sharpness(recons) / real_sharpness,
+                     "ms/image": 1000 * seconds / images.shape[0], "images": recons}
+    return out
+
+
 # --------------------------------------------------------------------------- AR vs MaskGIT
 
 
 @dataclass
 class RaceSetting:
-    """One row of the race: the AR prior, or MaskGIT with a number of steps and a schedule."""
+    """One row of the race: how a generator makes its images.
 
-    method: str  # "AR" or "MaskGIT"
-    steps: int = 0  # MaskGIT's decoding steps
+    method: "AR" (Lesson 05's prior, KV cache), "MaskGIT" (Lesson 06), "diffusion" (Lesson
+    08's class-conditional model) or "hybrid" (the AR prior's tokens, rendered by Lesson 08's
+    diffusion decoder instead of the tokenizer's decoder). steps: MaskGIT's decoding steps,
+    or the diffusion sampler's (for the hybrid, the decoder's). schedule: MaskGIT's mask
+    schedule. sampler: "ddim" or "ddpm". cfg_scale: guidance (1 = none); for the hybrid it
+    guides the AR prior, the decoder runs unguided.
+    """
+
+    method: str  # "AR", "MaskGIT", "diffusion" or "hybrid"
+    steps: int = 0
     schedule: str = "cosine"
+    cfg_scale: float = 1.0
+    sampler: str = "ddim"
 
     @property
     def name(self) -> str:
-        return "AR (KV cache)" if self.method == "AR" else f"MaskGIT {self.steps} {self.schedule}"
+        guided = "" if self.cfg_scale == 1.0 else f", s={self.cfg_scale:g}"
+        if self.method == "AR":
+            return f"AR (KV cache){guided}"
+        if self.method == "MaskGIT":
+            return f"MaskGIT {self.steps} {self.schedule}{guided}"
+        if self.method == "diffusion":
+            return f"diffusion {self.sampler.upper()} {self.steps}{guided}"
+        return f"hybrid: AR{guided} + diffusion decoder {self.sampler.upper()} {self.steps}"
 
 
 def race_settings(steps=(4, 8, 12), schedules=("cosine", "linear", "square")) -> list[RaceSetting]:
@@ -210,15 +354,53 @@ def race_settings(steps=(4, 8, 12), schedules=("cosine", "linear", "square")) ->
     return rows
 
 
-def _generate(setting: RaceSetting, maskgit_model, prior, labels, generator) -> torch.Tensor:
-    """(B, G, G) token grids for `labels` by one setting."""
+@dataclass
+class Racers:
+    """The models a race may call on (a setting whose model is None cannot run)."""
+
+    tokenizer: nn.Module
+    prior: nn.Module | None = None
+    maskgit: nn.Module | None = None
+    diffusion: nn.Module | None = None
+    decoder: nn.Module | None = None
+
+    def networks(self, setting: RaceSetting) -> list[nn.Module]:
+        """The networks whose forward passes make an image in this setting (counted)."""
+        if setting.method == "AR":
+            return [self.prior.transformer]
+        if setting.method == "MaskGIT":
+            return [self.maskgit.transformer]
+        if setting.method == "diffusion":
+            return [self.diffusion]
+        return [self.prior.transformer, self.decoder]
+
+
+def generate_images(setting: RaceSetting, racers: Racers, labels: torch.Tensor,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(images (B, 1, S, S) on the CPU, token grids (B, G, G) or None) for `labels`.
+
+    Token models end with the tokenizer's decoder (one pass), so that every row of the race
+    times the same thing: pixels out.
+    """
+    from minitok.diffusion import render, sample
     from minitok.maskgit import decode
     from minitok.prior import ar_generate
 
-    if setting.method == "AR":
-        return ar_generate(prior, labels, generator=generator)
-    return decode(maskgit_model, labels, steps=setting.steps, schedule=setting.schedule,
-                  generator=generator)
+    if setting.method == "diffusion":
+        return sample(racers.diffusion, labels, setting.steps, setting.sampler,
+                      setting.cfg_scale, generator).cpu(), None
+    if setting.method == "MaskGIT":
+        grids = decode(racers.maskgit, labels, steps=setting.steps, schedule=setting.schedule,
+                       generator=generator, cfg_scale=setting.cfg_scale)
+    else:
+        grids = ar_generate(racers.prior, labels, cfg_scale=setting.cfg_scale,
+                            generator=generator)
+    if setting.method == "hybrid":
+        images = render(racers.decoder, grids.to(racers.decoder.device), setting.steps,
+                        setting.sampler, 1.0, generator)
+    else:
+        images = racers.tokenizer.decode(grids.to(racers.tokenizer.device))
+    return images.cpu(), grids.cpu()
 
 
 def seconds_per_image(generate, batch: int, repeats: int, device) -> float:
@@ -240,40 +422,55 @@ def seconds_per_image(generate, batch: int, repeats: int, device) -> float:
 
 @torch.no_grad()
 def race(maskgit_model, prior, tokenizer, classifier, settings=None, samples_per_class: int = 50,
-         latency_repeats: int = 5, throughput_repeats: int = 2, seed: int = 0) -> list[dict]:
-    """MaskGIT against the AR prior on the same tokenizer: one dict per setting.
+         latency_repeats: int = 5, throughput_repeats: int = 2, seed: int = 0,
+         diffusion_model=None, decoder=None, timing: bool = True) -> list[dict]:
+    """The generators against each other on the same digits: one dict per setting.
 
-    passes/image: forward passes to make one image (a batch shares them);
+    passes/image: forward passes to make one image (a batch shares them; guidance's doubled
+        batch is one pass); for the hybrid, the AR prior's plus the decoder's;
     positions/image: token positions those passes compute (a cached AR pass computes 1, a
-        MaskGIT pass all 1 + G*G): the work, as opposed to the number of waits;
-    ms/image @1, @64: median wall-clock milliseconds per image at batch 1 and at batch 64;
+        MaskGIT pass all 1 + G*G): the work, as opposed to the number of waits; None for
+        the diffusion model, whose passes compute pixels;
+    ms/image @1, @64: median wall-clock milliseconds per image at batch 1 and at batch 64,
+        pixels out (token models include the tokenizer's decoder); None with timing=False;
     accuracy: the digit classifier reads the requested class, over 10 * samples_per_class
-        samples; diversity: see `diversity` (1.0 = as varied as real test digits).
+        samples; fd: `digit_fd` of those samples against the test digits (compare with
+        `fd_floor(10 * samples_per_class)`); diversity: see `diversity` (1.0 = as varied as
+        real test digits); grids: the token grids drawn (None for the diffusion model).
     """
     settings = race_settings() if settings is None else settings
-    device = maskgit_model.device
+    racers = Racers(tokenizer, prior, maskgit_model, diffusion_model, decoder)
+    device = tokenizer.device
     real, real_labels = load_digits("test", size=tokenizer.config.image_size)
     labels = (torch.arange(10 * samples_per_class) % 10).to(device)
     rows = []
     for setting in settings:
-        model = prior.transformer if setting.method == "AR" else maskgit_model.transformer
         generator = torch.Generator(device=device).manual_seed(seed)
-        with count_forward(model) as stats:
-            grids = _generate(setting, maskgit_model, prior, labels, generator)
-        images = tokenizer.decode(grids.to(tokenizer.device)).cpu()
+        counters = [count_forward(net) for net in racers.networks(setting)]
+        stats = [c.__enter__() for c in counters]
+        try:
+            images, grids = generate_images(setting, racers, labels, generator)
+        finally:
+            for c in counters:
+                c.__exit__(None, None, None)
         timing_generator = torch.Generator(device=device).manual_seed(seed)
 
         def generate(batch_labels, setting=setting, g=timing_generator):
-            return _generate(setting, maskgit_model, prior, batch_labels, g)
+            return generate_images(setting, racers, batch_labels, g)
 
+        token_model = setting.method in ("AR", "MaskGIT")
         rows.append({
             "setting": setting.name,
-            "passes/image": stats["passes"],
-            "positions/image": stats["positions"] / labels.shape[0],
-            "ms/image @1": 1000 * seconds_per_image(generate, 1, latency_repeats, device),
-            "ms/image @64": 1000 * seconds_per_image(generate, 64, throughput_repeats, device),
+            "passes/image": sum(s["passes"] for s in stats),
+            "positions/image": stats[0]["positions"] / labels.shape[0] if token_model else None,
+            "ms/image @1": 1000 * seconds_per_image(generate, 1, latency_repeats, device)
+            if timing else None,
+            "ms/image @64": 1000 * seconds_per_image(generate, 64, throughput_repeats, device)
+            if timing else None,
             "accuracy": classifier.accuracy(images, labels.cpu()),
+            "fd": digit_fd(images, real, classifier),
             "diversity": diversity(images, labels.cpu(), real, real_labels),
+            "grids": grids,
         })
     return rows
 
@@ -281,15 +478,28 @@ def race(maskgit_model, prior, tokenizer, classifier, settings=None, samples_per
 def race_table(rows: list[dict]) -> str:
     """The rows of `race` as an aligned text table, with speed-ups relative to AR."""
     ar = next((r for r in rows if r["setting"].startswith("AR")), rows[0])
-    head = (f"{'setting':<20} {'passes/img':>10} {'positions/img':>13} {'ms/img @1':>10} "
-            f"{'x AR @1':>8} {'ms/img @64':>10} {'x AR @64':>8} {'accuracy':>9} {'diversity':>9}")
+
+    def number(value, fmt: str, width: int) -> str:
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}{fmt}}"
+
+    def speedup(key: str, r: dict) -> str:
+        if ar[key] is None or r[key] is None:
+            return f"{'-':>8}"
+        return f"{ar[key] / r[key]:>7.1f}x"
+
+    width = max(20, *(len(r["setting"]) for r in rows))
+    head = (f"{'setting':<{width}} {'passes/img':>10} {'positions/img':>13} {'ms/img @1':>10} "
+            f"{'x AR @1':>8} {'ms/img @64':>10} {'x AR @64':>8} {'accuracy':>9} {'FD':>6} "
+            f"{'diversity':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['setting']:<20} {r['passes/image']:>10d} {r['positions/image']:>13.0f} "
-            f"{r['ms/image @1']:>10.2f} {ar['ms/image @1'] / r['ms/image @1']:>7.1f}x "
-            f"{r['ms/image @64']:>10.3f} {ar['ms/image @64'] / r['ms/image @64']:>7.1f}x "
-            f"{100 * r['accuracy']:>8.1f}% {r['diversity']:>9.2f}"
+            f"{r['setting']:<{width}} {r['passes/image']:>10d} "
+            f"{number(r['positions/image'], '.0f', 13)} "
+            f"{number(r['ms/image @1'], '.2f', 10)} {speedup('ms/image @1', r)} "
+            f"{number(r['ms/image @64'], '.3f', 10)} {speedup('ms/image @64', r)} "
+            f"{100 * r['accuracy']:>8.1f}% {number(r.get('fd'), '.2f', 6)} "
+            f"{r['diversity']:>9.2f}"
         )
     return "\n".join(lines)
 

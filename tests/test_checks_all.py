@@ -21,6 +21,7 @@ from minitok.checks import (
     lesson05,
     lesson06,
     lesson07,
+    lesson08,
 )
 
 pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
@@ -38,6 +39,7 @@ EXERCISES = {
     lesson06: ["gamma", "mask_len", "random_mask", "masked_loss", "sample_with_confidence",
                "remask_lowest", "decode_loop"],
     lesson07: ["build_sequence", "masked_targets", "allowed_next"],
+    lesson08: ["add_noise", "diffusion_loss", "ddim_step", "sample_loop"],
 }
 
 

@@ -97,3 +97,11 @@ def test_bad_input(clf):
         clf.accuracy(images[:2], torch.tensor([3.0, 1.5]))  # as floats: 1.5 never matches
     with pytest.raises(ValueError, match="non-empty"):
         clf.accuracy(images[:0], labels[:0])
+
+
+def test_hidden_features_are_what_the_last_layer_reads(clf, gen):
+    images = torch.rand(7, 1, 16, 16, generator=gen) * 2 - 1
+    features = clf.features(images)
+    assert features.shape == (7, 64) and bool((features >= 0).all())  # after the ReLU
+    torch.testing.assert_close(clf.net[2](features), clf(images))  # the logits, unchanged
+

@@ -23,7 +23,9 @@ from minitok.cli import main
 from minitok.data import load_digits
 
 PER_CLASS = 3  # --quick
-SHIPPED = {name: checkpoint_path(name).is_file() for name in ("prior", "maskgit", "anytoany")}
+SHIPPED = {name: checkpoint_path(name).is_file()
+           for name in ("prior", "maskgit", "anytoany", "diffusion")}
+DIFFUSION = f"diffusion, DDIM {demo_mod.DIFFUSION_STEPS} steps"
 METHODS = (["AR prior, no guidance (s=1)", "AR prior, guidance s=2"] if SHIPPED["prior"] else []
            ) + (["MaskGIT, 8 steps"] if SHIPPED["maskgit"] else [])
 
@@ -62,6 +64,11 @@ def test_table_accuracies_are_the_classifiers_on_the_saved_samples(quick_run):
         assert grids.shape == (10 * PER_CLASS, 8, 8)
         accuracy = classifier.accuracy(tokenizer.decode(grids), labels)
         assert rows[method][0] == f"{100 * accuracy:.1f}", method
+    if SHIPPED["diffusion"]:
+        images = samples[DIFFUSION]  # pixels: the diffusion model draws no tokens
+        assert images.shape == (10 * PER_CLASS, 1, 16, 16) and images.abs().max() <= 1
+        accuracy = classifier.accuracy(images, labels)
+        assert rows[DIFFUSION][0] == f"{100 * accuracy:.1f}"
 
     real, real_labels = load_digits("test", size=16)
     recons = tokenizer.decode(tokenizer.encode(real))
@@ -78,6 +85,9 @@ def test_table_counts_forward_passes_and_says_what_it_used(quick_run):
         assert rows["AR prior, guidance s=2"][-1] == "64"  # guidance doubles the batch
     if SHIPPED["maskgit"]:
         assert rows["MaskGIT, 8 steps"][-1] == "8"
+    if SHIPPED["diffusion"]:
+        assert rows[DIFFUSION][-1] == str(demo_mod.DIFFUSION_STEPS)  # one pass per step
+        assert 0 < float(rows[DIFFUSION][1]) < 3
     for method in METHODS:
         assert float(rows[method][2]) > 0  # ms/image was measured
         assert 0 < float(rows[method][1]) < 3  # diversity relative to real digits
@@ -93,6 +103,8 @@ def expected_layout():
         groups.append(("steps", 8))
     if SHIPPED["anytoany"]:
         groups.append(("text", PER_CLASS))
+    if SHIPPED["diffusion"]:
+        groups.append(("diffusion", PER_CLASS))
     return demo_mod.layout(groups, rows=10, size=16)
 
 
@@ -129,7 +141,8 @@ def test_picture_is_a_png_with_every_panel(quick_run):
         sample = cell(img, plan, samples, c, 0).astype(int)  # MaskGIT's first sample of class c
         assert np.abs(last_step.astype(int) - sample).max() <= 1
     # every sample panel holds a drawn digit, not an empty cell
-    for g in range(1, len(METHODS) + 1):
+    diffusion_group = len(plan["starts"]) - 1 if SHIPPED["diffusion"] else None
+    for g in [*range(1, len(METHODS) + 1), *([diffusion_group] if diffusion_group else [])]:
         for c in range(10):
             for col in range(PER_CLASS):
                 assert (cell(img, plan, g, c, col) < 128).any(), (g, c, col)
@@ -162,6 +175,7 @@ def test_train_from_scratch_writes_and_uses_its_checkpoints(tmp_path):
         shipped = checkpoints.load_payload(checkpoint_path(name), name)["meta"]["recipe"]["steps"]
         assert f"{name}: {steps} training steps (shipped: {shipped})" in notes
     assert "not retrained by --train" in notes
+    assert "diffusion: not retrained by --train" in notes
     assert [r["method"] for r in result.rows][2:] == [  # every generator, no any-to-any row
         "AR prior, no guidance (s=1)", "AR prior, guidance s=2", "MaskGIT, 8 steps"]
     # the tokens behind the table were drawn with the new models: its tokenizer decodes them

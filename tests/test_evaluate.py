@@ -47,6 +47,10 @@ class Referee:
     def accuracy(self, images, labels):
         return (self.predict(images) == labels).double().mean().item()
 
+    def features(self, images):
+        """Stand-in features for the Fréchet distance: the pixels of every other row."""
+        return images[:, :, ::2].flatten(1)
+
 
 # --------------------------------------------------------------------------- tokenizers
 
@@ -205,6 +209,123 @@ def test_sample_quality_reads_counts_and_finds_copies():
     assert "copies" not in evaluate.sample_quality(grids, labels, tokenizer, referee)
 
 
+# --------------------------------------------------------------------------- Fréchet distance
+
+
+def _brute_force_fd(a: torch.Tensor, b: torch.Tensor) -> float:
+    """FID's reference recipe in NumPy float64: np.cov, scipy.linalg.sqrtm of the product."""
+    import numpy as np
+    from scipy import linalg
+
+    a, b = a.double().numpy(), b.double().numpy()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a = np.atleast_2d(np.cov(a, rowvar=False))
+    cov_b = np.atleast_2d(np.cov(b, rowvar=False))
+    covmean = linalg.sqrtm(cov_a @ cov_b)
+    covmean = covmean.real  # the reference drops a tiny imaginary part
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+
+
+def _correlated(n, d, seed, shift=0.0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(d, d, generator=g, dtype=torch.float64) / d**0.5
+    return (torch.randn(n, d, generator=g, dtype=torch.float64) @ mix) * scale + shift
+
+
+@pytest.mark.parametrize("d", [1, 3, 16])
+def test_frechet_distance_equals_the_float64_brute_force(d):
+    a = _correlated(500, d, 0)
+    b = _correlated(300, d, 1, shift=0.3, scale=1.5)
+    ours = evaluate.frechet_distance(*evaluate.feature_statistics(a),
+                                     *evaluate.feature_statistics(b))
+    assert ours == pytest.approx(_brute_force_fd(a, b), rel=1e-9, abs=1e-10)
+
+
+def test_frechet_distance_with_singular_covariances_equals_the_brute_force():
+    """ReLU features have dead units: covariances with zero rows and columns."""
+    a, b = _correlated(200, 6, 2), _correlated(200, 6, 3, shift=0.2)
+    a[:, 4:] = 0
+    b[:, 5:] = 0
+    ours = evaluate.frechet_distance(*evaluate.feature_statistics(a),
+                                     *evaluate.feature_statistics(b))
+    assert ours == pytest.approx(_brute_force_fd(a, b), rel=1e-6, abs=1e-9)
+
+
+def test_frechet_distance_is_the_closed_form_for_known_gaussians():
+    # diagonal covariances commute: the distance is ||m1 - m2||^2 + sum (sqrt(v1) - sqrt(v2))^2
+    m1, m2 = torch.tensor([0.0, 1.0, -2.0]), torch.tensor([1.0, 1.0, 0.0])
+    v1, v2 = torch.tensor([1.0, 4.0, 0.25]), torch.tensor([9.0, 1.0, 0.25])
+    expected = float(((m1 - m2) ** 2).sum() + ((v1.sqrt() - v2.sqrt()) ** 2).sum())  # 5 + 5
+    got = evaluate.frechet_distance(m1, torch.diag(v1), m2, torch.diag(v2))
+    assert got == pytest.approx(expected, rel=1e-12) and expected == 10.0
+    # a rotated pair: the same covariance turned 45 degrees is not at distance 0
+    rot = torch.tensor([[1.0, -1.0], [1.0, 1.0]], dtype=torch.float64) / 2**0.5
+    c = torch.diag(torch.tensor([4.0, 1.0], dtype=torch.float64))
+    c_rot = rot @ c @ rot.T
+    zero = torch.zeros(2, dtype=torch.float64)
+    # W2^2 = tr(C1) + tr(C2) - 2 tr((C1^1/2 C2 C1^1/2)^1/2); here by hand = 10 - 2 * sqrt(...)
+    root = evaluate._sqrt_psd(c)
+    by_hand = 10 - 2 * torch.linalg.eigvalsh(root @ c_rot @ root).sqrt().sum()
+    assert evaluate.frechet_distance(zero, c, zero, c_rot) == pytest.approx(float(by_hand))
+    assert evaluate.frechet_distance(zero, c, zero, c) == pytest.approx(0, abs=1e-12)
+
+
+def test_frechet_distance_of_samples_approaches_the_closed_form():
+    """Samples of two known Gaussians: the estimate converges to the exact distance."""
+    g = torch.Generator().manual_seed(4)
+    n = 200_000
+    a = torch.randn(n, 2, generator=g, dtype=torch.float64) * torch.tensor([1.0, 2.0])
+    b = torch.randn(n, 2, generator=g, dtype=torch.float64) * torch.tensor([3.0, 1.0]) + 1.0
+    exact = 2 * 1.0 + (1 - 3) ** 2 + (2 - 1) ** 2  # means differ by 1 in each dimension
+    estimate = evaluate.frechet_distance(*evaluate.feature_statistics(a),
+                                         *evaluate.feature_statistics(b))
+    assert estimate == pytest.approx(exact, rel=0.01)
+
+
+def test_frechet_distance_does_not_depend_on_the_order_of_the_samples():
+    a, b = _correlated(400, 8, 5), _correlated(250, 8, 6, shift=0.1)
+    base = evaluate.frechet_distance(*evaluate.feature_statistics(a),
+                                     *evaluate.feature_statistics(b))
+    g = torch.Generator().manual_seed(0)
+    shuffled = evaluate.frechet_distance(
+        *evaluate.feature_statistics(a[torch.randperm(400, generator=g)]),
+        *evaluate.feature_statistics(b[torch.randperm(250, generator=g)]))
+    assert shuffled == pytest.approx(base, rel=1e-10)
+    swapped = evaluate.frechet_distance(*evaluate.feature_statistics(b),
+                                        *evaluate.feature_statistics(a))
+    assert swapped == pytest.approx(base, rel=1e-9)  # symmetric
+
+
+def test_digit_fd_is_zero_on_itself_and_grows_with_damage():
+    images, _ = load_digits("test", size=16)
+    classifier = Referee(0)
+    classifier.features = lambda x: x.flatten(1)[:, ::8]  # a stand-in feature map (N, 32)
+    # 0 up to rounding: constant pixels give zero eigenvalues, whose float64 square roots
+    # (about 1e-8 each) do not cancel exactly
+    assert evaluate.digit_fd(images, images, classifier) == pytest.approx(0, abs=1e-6)
+    noisy = images + 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    blank = torch.full_like(images, -1.0) + 1e-3 * torch.randn(
+        images.shape, generator=torch.Generator().manual_seed(1))
+    fd_noisy = evaluate.digit_fd(noisy, images, classifier)
+    assert 0 < fd_noisy < evaluate.digit_fd(blank, images, classifier)
+
+
+@pytest.mark.slow
+def test_fd_floor_and_the_shipped_tokenizer_at_the_floor():
+    """Real training digits against the test digits: the floor, which shrinks with n (the
+    estimate's bias); the tokenizer's reconstructions of the same digits sit at the floor."""
+    from minitok.classifier import load_classifier
+
+    classifier = load_classifier()
+    floors = [evaluate.fd_floor(n, classifier) for n in (100, 1000)]
+    assert floors[1] < floors[0] < 5 and floors[1] < 1
+    images, _ = evaluate.real_sample(1000)
+    recons, _ = evaluate.reconstruct(checkpoints.load("tokenizer"), images)
+    assert evaluate.digit_fd(recons, None, classifier) < 1.5 * floors[1]
+    with pytest.raises(ValueError, match="n must be"):
+        evaluate.real_sample(5000)
+
+
 # --------------------------------------------------------------------------- AR vs MaskGIT
 
 
@@ -246,8 +367,37 @@ def test_race_counts_passes_and_positions():
     assert all(r["ms/image @1"] > 0 and r["ms/image @64"] > 0 for r in rows)
     assert all(r["accuracy"] == pytest.approx(0.1) for r in rows)  # "0" for 2 of 20 digits
     assert all(r["diversity"] > 0 for r in rows)
+    assert all(r["fd"] > 0 and r["grids"].shape == (20, 4, 4) for r in rows)
     table = evaluate.race_table(rows)
     assert "MaskGIT 3 linear" in table and "1.0x" in table  # AR against itself
+
+
+def test_race_with_diffusion_and_the_hybrid():
+    from minitok.diffusion import DiffusionConfig, DiffusionDecoder, DiffusionModel
+
+    torch.manual_seed(0)
+    tokenizer = VQTokenizer(TokenizerConfig(image_size=8, num_codes=12)).eval()  # 4 x 4 grid
+    prior = ARPrior(PriorConfig(num_codes=12, grid_size=4, n_layer=1, n_head=2, n_embd=16)).eval()
+    small = {"image_size": 8, "channels": 8, "inner_channels": 8, "emb_dim": 16,
+             "timesteps": 100}
+    model = DiffusionModel(DiffusionConfig(**small)).eval()
+    decoder = DiffusionDecoder(DiffusionConfig(num_codes=12, grid_size=4, **small)).eval()
+    settings = [evaluate.RaceSetting("AR"), evaluate.RaceSetting("diffusion", 5),
+                evaluate.RaceSetting("diffusion", 4, cfg_scale=2.0, sampler="ddpm"),
+                evaluate.RaceSetting("hybrid", 3)]
+    rows = evaluate.race(None, prior, tokenizer, Referee(0), settings, samples_per_class=2,
+                         diffusion_model=model, decoder=decoder, timing=False)
+    names = [r["setting"] for r in rows]
+    assert names == ["AR (KV cache)", "diffusion DDIM 5", "diffusion DDPM 4, s=2",
+                     "hybrid: AR + diffusion decoder DDIM 3"]
+    ar, ddim, ddpm, hybrid = rows
+    assert (ddim["passes/image"], ddpm["passes/image"]) == (5, 4)  # a doubled batch is one pass
+    assert hybrid["passes/image"] == 16 + 3  # the AR prior's, then the decoder's
+    assert ddim["positions/image"] is None and ddim["grids"] is None
+    assert torch.equal(hybrid["grids"], ar["grids"])  # the same tokens, another decoder
+    assert all(r["ms/image @1"] is None for r in rows)
+    table = evaluate.race_table(rows)
+    assert "diffusion DDPM 4, s=2" in table and " - " in table
 
 
 # --------------------------------------------------------------------------- any-to-any

@@ -14,6 +14,7 @@ the same run on the same machine:
     the AR prior's quality and cache         minitok.bench.ar            (Lesson 05)
     AR vs MaskGIT                            minitok.bench.maskgit       (Lesson 06)
     any-to-any, held-out captions            minitok.bench.anytoany      (Lesson 07)
+    AR vs MaskGIT vs diffusion, the hybrid   minitok.bench.diffusion     (Lesson 08)
     `minitok grade` on 100 submissions       minitok.bench.grading       (instructors; needs a
                                              course checkout)
     executing every solution notebook        solutions/*.ipynb (skipped by --quick; needs a
@@ -233,6 +234,56 @@ def _anytoany_smoke(cfg_scale: float) -> dict:
                                   generator=torch.Generator().manual_seed(0), cfg_scale=cfg_scale)
 
 
+def diffusion_rows(quick: bool) -> list[Row]:
+    """minitok.bench.diffusion's run: the race with diffusion, the Fréchet distances, goals."""
+    from minitok.checkpoints import checkpoint_path
+
+    missing = [k for k in ("diffusion", "diffusion_decoder") if not checkpoint_path(k).is_file()]
+    if missing:
+        return [Row("AR vs diffusion (Lesson 08)", f"not measured: no minitok/checkpoints/"
+                    f"{missing[0]}.pt")]
+    bench = load_section("diffusion")
+    result = bench.run(quick=quick)
+    n = result["n"]
+    rows = []
+    for r in result["race"]:
+        rows.append(Row(f"race ({n} samples): {r['setting']}",
+                        f"{r['passes/image']} passes; {r['ms/image @1']:.1f} ms/image at batch "
+                        f"1, {r['ms/image @64']:.2f} at batch 64; accuracy "
+                        f"{100 * r['accuracy']:.1f}%, FD {r['fd']:.2f}, diversity "
+                        f"{r['diversity']:.2f}", r["fd"]))
+    rows.append(Row(f"FD ({n} samples): real training digits, the floor",
+                    f"{result['floor']:.2f}", result["floor"]))
+    rows.append(Row(f"FD ({n} samples): tokenizer reconstructions of those digits",
+                    f"{result['recon']:.2f}", result["recon"]))
+    others = list(result["quality"])
+    if result["anytoany"] is not None:
+        others.append(result["anytoany"])
+    for r in others:
+        rows.append(Row(f"FD ({n} samples): {r['setting']}",
+                        f"{r['fd']:.2f}; accuracy {100 * r['accuracy']:.1f}%, diversity "
+                        f"{r['diversity']:.2f}", r["fd"]))
+    for name, r in result["decoders"].items():
+        rows.append(Row(f"test digits' tokens, {name}",
+                        f"MSE {r['mse']:.4f}, accuracy {100 * r['accuracy']:.1f}%, FD "
+                        f"{r['fd']:.2f}, sharpness {r['sharpness']:.2f} of real, "
+                        f"{r['ms/image']:.2f} ms/image", r["fd"]))
+    g = bench.goals(result)
+    mg, df = g["maskgit"], g["diffusion"]
+    quick_note = " (--quick: not the goal's size)" if quick else ""
+    rows.append(Row(f"best plain diffusion / best MaskGIT: classifier accuracy{quick_note}",
+                    f"{df['setting']} {100 * df['accuracy']:.1f}% (FD {df['fd']:.2f}) vs "
+                    f"{mg['setting']} {100 * mg['accuracy']:.1f}% (FD {mg['fd']:.2f})",
+                    df["accuracy"] / mg["accuracy"], "within 2 points",
+                    None if quick else g["accuracy_met"]))
+    for h in g["hybrids"]:
+        rows.append(Row(f"{h['hybrid']['setting']} / tokenizer decoder, same tokens: FD"
+                        f"{quick_note}", f"{h['hybrid']['fd']:.2f} vs {h['ar']['fd']:.2f}"
+                        + ("" if h["same_tokens"] else " (the tokens differ!)"),
+                        h["hybrid"]["fd"] / h["ar"]["fd"], "<= 1", None if quick else h["met"]))
+    return rows
+
+
 NO_CHECKOUT = "not measured: no solutions/ folder here (run from a course checkout)"
 
 
@@ -303,6 +354,7 @@ SECTIONS = {  # name (for --only) -> the function that measures it
     "ar": ar_rows,  # Lesson 05
     "maskgit": maskgit_rows,  # Lesson 06
     "anytoany": anytoany_rows,  # Lesson 07
+    "diffusion": diffusion_rows,  # Lesson 08
     "grading": grading_rows,  # minitok grade
     "notebooks": notebook_rows,
 }
