@@ -7,12 +7,15 @@ the RNG and thread count alone) is tested once for all lessons in tests/test_che
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from checking import assert_fails_with, assert_passes
 
 from minitok import diffusion
 from minitok.checks import lesson08 as check
+
+pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
 
 # --------------------------------------------------------------------------- add_noise
 
@@ -428,3 +431,14 @@ def test_loop_catches_a_fixed_seed_inside():
 
     assert_fails_with(check.sample_loop, fn, "from `generator`")
 
+
+
+# --------------------------------------------------------------------------- hints
+
+
+@pytest.mark.parametrize("name", ["add_noise", "diffusion_loss", "ddim_step", "sample_loop"])
+def test_every_exercise_has_three_hints_on_demand(name, capsys):
+    assert len(getattr(check, name).hints) == 3
+    for level in (1, 2, 3):
+        check.hint(name, level)
+        assert f"hint {level} of 3 for {name}" in capsys.readouterr().out

@@ -26,6 +26,7 @@ from minitok.checks import (
     expect_shape,
     expect_tensor,
 )
+from minitok.checks._core import show_hint
 
 T = 50  # a short schedule: every index mistake moves the answer visibly
 
@@ -79,7 +80,19 @@ def _noise_variants(x0, noise, t, ac):
     }
 
 
-@exercise("add_noise", reference=diffusion.add_noise)
+ADD_NOISE_HINTS = (
+    "The forward process has a closed form: x_t is a weighted sum of the clean image and the "
+    "noise, with weights that depend only on the cumulative product abar_t at each image's "
+    "own step t.",
+    "The weights keep the variance at 1: the signal's weight squared plus the noise's weight "
+    "squared equals 1. abar_t is a variance fraction, so each weight is a square root. abar is "
+    "(T,) and t is (B,): index it per image and give it the shape (B, 1, 1, 1).",
+    "abar = alphas_cumprod.to(x0.device, x0.dtype)[t].view(-1, 1, 1, 1)\n"
+    "return abar.sqrt() * x0 + (1 - abar).sqrt() * noise",
+)
+
+
+@exercise("add_noise", reference=diffusion.add_noise, hints=ADD_NOISE_HINTS)
 def add_noise(fn):
     g = torch.Generator().manual_seed(8)
     ac = _schedule()
@@ -163,7 +176,20 @@ def _loss_call(fn, x0, labels, ac, seed):
     return model.calls[0], loss
 
 
-@exercise("diffusion_loss", reference=diffusion.diffusion_loss)
+DIFFUSION_LOSS_HINTS = (
+    "One training example: pick a step t and a noise at random, noise the clean batch to t in "
+    "one jump (your add_noise), and ask the model to say which noise was added.",
+    "t is uniform over 0..T-1 (randint's upper bound is exclusive), one per image; noise is a "
+    "standard normal of x0's shape; the loss is the mean squared error between "
+    "model(x_t, t, labels) and the noise (not x0, not x_t). Every draw goes through generator.",
+    "t = torch.randint(0, T, (B,), generator=generator)\n"
+    "noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)\n"
+    "x_t = add_noise(x0, noise, t, alphas_cumprod)\n"
+    "return F.mse_loss(model(x_t, t, labels), noise)",
+)
+
+
+@exercise("diffusion_loss", reference=diffusion.diffusion_loss, hints=DIFFUSION_LOSS_HINTS)
 def diffusion_loss(fn):
     g = torch.Generator().manual_seed(9)
     ac = _schedule()
@@ -295,7 +321,19 @@ def _judge_step(fn, x_t, eps, t, t_prev, ac, clip, what):
                  "x0 + sqrt(1 - abar_prev) eps.")
 
 
-@exercise("ddim_step", reference=diffusion.ddim_step)
+DDIM_STEP_HINTS = (
+    "Two moves: from x_t and the predicted noise, estimate the clean image x0 (invert "
+    "add_noise); then noise that estimate forward to t_prev with the same predicted noise.",
+    "Solve x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps for x0; clip it to [-1, 1] when clip is "
+    "set; then x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) eps. At t_prev = -1 the "
+    "target is the clean image: abar_prev = 1 (not alphas_cumprod[-1], the noisiest step).",
+    "abar_t = ac[t]; abar_prev = ac[t_prev] if t_prev >= 0 else torch.ones(())\n"
+    "x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()  # then clamp(-1, 1) if clip\n"
+    "return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps",
+)
+
+
+@exercise("ddim_step", reference=diffusion.ddim_step, hints=DDIM_STEP_HINTS)
 def ddim_step(fn):
     g = torch.Generator().manual_seed(10)
     ac = _schedule()
@@ -357,6 +395,17 @@ class _SpyDenoiser:
         t = torch.as_tensor(t)
         self.calls.append((x.detach().clone(), t.detach().clone(), labels.detach().clone()))
         return self.answer(x, t.expand(x.shape[0]), labels)
+
+
+class _RecordingStep:
+    """A stand-in for the `step` argument: DDIM, recording each (t, t_prev) it is called with."""
+
+    def __init__(self):
+        self.seen: list[tuple[int, int]] = []
+
+    def __call__(self, x, eps, t, t_prev, alphas_cumprod, generator=None):
+        self.seen.append((int(t), int(t_prev)))
+        return diffusion.ddim_step(x, eps, t, t_prev, alphas_cumprod)
 
 
 def _replay(model, labels, ac, steps, cfg_scale, x, combine="right", order="down",
@@ -425,7 +474,23 @@ def _judge_guidance(fn, labels, steps, cfg_scale, seed, model=None):
     return model
 
 
-@exercise("sample_loop", reference=diffusion.sample_loop)
+SAMPLE_LOOP_HINTS = (
+    "Start from pure noise drawn through generator, visit the sampling timesteps from the "
+    "noisiest down, and at each one ask the model for the noise and take one step; the step "
+    "after the last timestep is -1, the clean image.",
+    "Guidance mixes two predictions of the noise: u + s (c - u), with c conditioned on the "
+    "labels and u on the null class. Compute both in one doubled batch [x; x] with labels "
+    "[labels; null] and split the output in two. At s = 1 one conditional pass is enough.",
+    "timesteps = diffusion.sampling_timesteps(steps, T)\n"
+    "for i, t in enumerate(timesteps):\n"
+    "    t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1\n"
+    "    cond, uncond = model(torch.cat([x, x]), torch.cat([t_b, t_b]), "
+    "torch.cat([labels, null])).chunk(2)\n"
+    "    x = step(x, uncond + cfg_scale * (cond - uncond), t, t_prev, alphas_cumprod, generator)",
+)
+
+
+@exercise("sample_loop", reference=diffusion.sample_loop, hints=SAMPLE_LOOP_HINTS)
 def sample_loop(fn):
     labels = torch.tensor([3, 7, 1])  # B = 3, images 1 x 4 x 4
 
@@ -467,17 +532,17 @@ def sample_loop(fn):
                           f"{type(err).__name__}: {err}", NOT_NULL) from err
 
     # The step it is given is the step it uses, with the right (t, t_prev) pairs.
-    seen = []
-
-    def recording_step(x, eps, t, t_prev, alphas_cumprod, generator=None):
-        seen.append((t, t_prev))
-        return diffusion.ddim_step(x, eps, t, t_prev, alphas_cumprod)
-
-    fn(_SpyDenoiser(), labels, _schedule(), 5, 1.0, torch.Generator().manual_seed(0),
-       recording_step)
+    recording = _RecordingStep()
+    fn(_SpyDenoiser(), labels, _schedule(), 5, 1.0, torch.Generator().manual_seed(0), recording)
+    seen = recording.seen
     ts = diffusion.sampling_timesteps(5, T)
     expected = list(zip(ts, ts[1:] + [-1], strict=True))
     expect([(int(a), int(b)) for a, b in seen] == expected,
            f"the step was called with (t, t_prev) = {seen}, expected {expected}",
            hint=f"use the `step` argument; {LAST_STEP}")
     return "noise from the generator, timesteps T-1 .. down to -1, guidance u + s (c - u)"
+
+
+def hint(name: str, level: int | None = None) -> None:
+    """The next hint for exercise `name` (1 the idea, 2 the formula, 3 near-code)."""
+    show_hint(__name__, name, level)
