@@ -29,13 +29,12 @@ Goals (issue 18):
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import torch
 
 from minitok import checkpoints, evaluate
+from minitok.bench.maskgit import machine  # the same machine line in both races
 from minitok.classifier import load_classifier
 from minitok.data import load_digits
 from minitok.evaluate import RaceSetting
@@ -215,13 +214,6 @@ def decoder_lines(result: dict) -> list[str]:
                      f"FD {r['fd']:.2f}  sharpness {r['sharpness']:.2f}  "
                      f"{r['ms/image']:.2f} ms/image")
     return lines
-
-
-def machine() -> str:
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
-            f"{torch.__version__} with {torch.get_num_threads()} threads, load average "
-            f"{load:.1f} when the run ended (timings on a shared machine are noisy)")
 
 
 def main(argv=None) -> None:
