@@ -480,7 +480,8 @@ def perplexity(fn):
     got = fn(grid, 5)
     _unchanged((given,), (grid,), "perplexity", INDICES_CHANGED_HINT)
     _expect_number(got, 2**1.5, "perplexity of a (2, 3, 4) grid, K = 5", [], hint=FLATTEN_HINT)
-    return "a hand-computed histogram with unused codes, uniform, single code, a (2, 3, 4) grid"
+    return ("a hand-computed histogram with unused codes, uniform, single code, a (2, 3, 4) "
+            "grid, a Python float, inputs unchanged")
 
 
 # --------------------------------------------------------------------------- kmeans_step
