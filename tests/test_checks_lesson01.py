@@ -343,6 +343,8 @@ def learner_kmeans(vectors, num_codes, iters=10, generator=None, extra=0, feed=T
     elif rng == "reseed":
         torch.manual_seed(0)
         order = torch.randperm(len(pool))
+    elif rng == "none":
+        order = torch.arange(len(pool))
     elif rng == "own":
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))
     else:
@@ -396,6 +398,37 @@ def test_kmeans_catches_a_start_that_is_not_distinct():
     assert_fails_with(check.kmeans, lambda v, k, iters=10, generator=None:
                       learner_kmeans(v, k, iters, generator, start="all"),
                       "K distinct vectors", "torch.unique(vectors, dim=0)")
+
+
+def test_kmeans_catches_a_start_drawn_with_replacement():
+    def wrong(vectors, num_codes, iters=10, generator=None):
+        distinct = torch.unique(vectors, dim=0)
+        codebook = distinct[torch.randint(0, len(distinct), (num_codes,), generator=generator)]
+        for _ in range(iters):
+            codebook = quantize.kmeans_step(vectors, codebook)
+        return codebook
+
+    assert_fails_with(check.kmeans, wrong, "with replacement", "torch.randperm")
+
+
+def test_kmeans_accepts_stopping_once_converged():
+    def mine(vectors, num_codes, iters=10, generator=None):  # a fixed point stays put
+        codebook = learner_kmeans(vectors, num_codes, 0, generator)
+        for _ in range(iters):
+            new = quantize.kmeans_step(vectors, codebook)
+            if torch.equal(new, codebook):
+                break
+            codebook = new
+        return codebook
+
+    assert_passes(check.kmeans, mine)
+
+
+def test_kmeans_catches_the_first_k_distinct_vectors():
+    def wrong(vectors, num_codes, iters=10, generator=None):  # no draw at all
+        return learner_kmeans(vectors, num_codes, iters, generator, rng="none")
+
+    assert_fails_with(check.kmeans, wrong, "the `generator` you are given")
 
 
 def test_kmeans_catches_one_step_too_many():

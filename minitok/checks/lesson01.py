@@ -570,6 +570,11 @@ DISTINCT_HINT = (
     "the start must be K distinct vectors: draw the positions among the U rows of "
     "torch.unique(vectors, dim=0), not among all N vectors (digit patches repeat)."
 )
+REPLACEMENT_HINT = (
+    "the start drew positions with replacement (torch.randint can pick one vector twice, and "
+    "two equal codes split their vectors): draw K different positions with "
+    "torch.randperm(U, generator=generator)[:num_codes]."
+)
 START_HINT = (
     "the start codebook (iters=0) is not minitok's for the same generator: take the rows of "
     "torch.unique(vectors, dim=0) at positions torch.randperm(U, generator=generator)"
@@ -659,6 +664,10 @@ def kmeans(fn):
         repeated = vectors[torch.randperm(len(vectors), generator=torch.Generator().manual_seed(11))]
         wrong += [(DISTINCT_HINT, _lloyd(vectors, repeated[:num_codes], n))
                   for n in (iters, 0)]
+        distinct = torch.unique(vectors, dim=0)  # (U, D)
+        drawn = torch.randint(0, len(distinct), (num_codes,),
+                              generator=torch.Generator().manual_seed(11))  # with replacement
+        wrong += [(REPLACEMENT_HINT, _lloyd(vectors, distinct[drawn], iters))]
         hint = _known_mistake(got, wrong, exact=False)
         if hint is None and same(fit(iters, 12), got):
             hint = OWN_GENERATOR_HINT
