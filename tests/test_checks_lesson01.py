@@ -591,3 +591,72 @@ def test_perplexity_catches_len_as_the_number_of_indices():
         return math.exp(-(p * p.log()).sum().item())
 
     assert_fails_with(check.perplexity, wrong, "any shape")
+
+
+# --------------------------------------------------------------------------- the remaining hints
+
+
+def test_squared_distances_catches_a_missing_z_norm():
+    def wrong(z, codebook):  # enough for the argmin, not for the distances
+        z, codebook = z.float(), codebook.float()
+        return (codebook**2).sum(1) - 2 * z @ codebook.T
+
+    assert_fails_with(check.squared_distances, wrong, "||z||^2 is missing")
+
+
+def test_nearest_code_catches_the_distances_returned():
+    def wrong(z, codebook, chunk_size=None):
+        return learner_distances(z.reshape(-1, z.shape[-1]), codebook).min(dim=1).values
+
+    assert_fails_with(check.nearest_code, wrong, "return the indices from argmin (int64)")
+
+
+def test_kmeans_step_catches_only_the_used_codes_returned():
+    def wrong(vectors, codebook):
+        new = learner_kmeans_step(vectors, codebook)
+        used = torch.bincount(quantize.nearest_code(vectors, codebook), minlength=len(codebook))
+        return new[used > 0]
+
+    assert_fails_with(check.kmeans_step, wrong, "the whole (K, D) codebook")
+
+
+def test_kmeans_catches_another_start():
+    def wrong(vectors, num_codes, iters=10, generator=None):  # the last K of a permutation
+        distinct = torch.unique(vectors, dim=0)
+        codebook = distinct[torch.randperm(len(distinct), generator=generator)[-num_codes:]]
+        for _ in range(iters):
+            codebook = quantize.kmeans_step(vectors, codebook)
+        return codebook
+
+    assert_fails_with(check.kmeans, wrong, "torch.randperm(U, generator=generator)[:num_codes]")
+
+
+def test_kmeans_catches_a_pair_returned():
+    def wrong(vectors, num_codes, iters=10, generator=None):
+        codebook = learner_kmeans(vectors, num_codes, iters, generator)
+        return codebook, quantize.nearest_code(vectors, codebook)
+
+    assert_fails_with(check.kmeans, wrong, "return the fitted (num_codes, D) codebook")
+
+
+# --------------------------------------------------------------------------- one verdict
+
+
+def test_kmeans_is_judged_with_minitoks_kmeans_step():
+    """A learner's kmeans passes even where their kmeans_step (in the same namespace) is wrong:
+    the check judges kmeans alone, in the notebook as in the grader."""
+    namespace = {"torch": torch, "quantize": quantize}
+    exec(  # noqa: S102 - a notebook's namespace, with a wrong kmeans_step in it
+        "def kmeans_step(vectors, codebook):\n"
+        "    return codebook * 0\n"
+        "\n"
+        "def kmeans(vectors, num_codes, iters=10, generator=None):\n"
+        "    distinct = torch.unique(vectors, dim=0)\n"
+        "    codebook = distinct[torch.randperm(len(distinct), generator=generator)[:num_codes]]\n"
+        "    for _ in range(iters):\n"
+        "        codebook = kmeans_step(vectors, codebook)\n"
+        "    return codebook\n",
+        namespace,
+    )
+    assert_passes(check.kmeans, namespace["kmeans"])
+    assert namespace["kmeans_step"](torch.ones(2, 2), torch.ones(3, 2)).sum() == 0  # restored
