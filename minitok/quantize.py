@@ -186,7 +186,9 @@ def kmeans(vectors: Tensor, num_codes: int, iters: int = 10,
     background of digits gives hundreds of identical patches, and two equal codes would split
     their vectors by tie-breaking and one would never move), then run `iters` kmeans_steps.
     The codebook that minimises the mean squared quantization error is exactly what k-means
-    looks for, which is why it is the classic way to start a codebook.
+    looks for, which is why it is the classic way to start a codebook. The same generator
+    seed gives the same codebook. Beyond the notebook's version: the argument checks, and
+    the start's positions moved to the vectors' device.
     """
     validate.float_tensor(vectors, "vectors", dim=2, finite=True)
     validate.positive_int(num_codes, "num_codes")

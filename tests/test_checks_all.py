@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
 # them). A new exercise gets a row here; a new lesson gets a line.
 EXERCISES = {
     lesson01: ["squared_distances", "nearest_code", "quantize_feature_map", "codebook_usage",
-               "perplexity", "kmeans_step"],
+               "perplexity", "kmeans_step", "kmeans"],
     lesson02: ["straight_through", "vq_loss", "ema_update", "fsq_quantize"],
     lesson03: ["tokens_to_image", "hinge_d_loss", "adaptive_weight"],
     lesson04: ["attention", "causal_mask", "split_heads", "merge_heads", "transformer_forward"],

@@ -24,10 +24,13 @@ from minitok.grade import grade, grade_reports
 
 SOLUTION = ROOT / "solutions" / "01_vector_quantization.ipynb"
 LESSON = ROOT / "lessons" / "01_vector_quantization.ipynb"
-EXERCISES = 6
+EXERCISES = 7
 MISTAKES = {  # exercise -> (the solution's line, a classic mistake, words of the hint)
     "squared_distances": ("z_sq - 2.0 * z @ codebook.T", "z_sq + 2.0 * z @ codebook.T", "sign"),
     "perplexity": ("(p * p.log()).sum()", "(p * p.log2()).sum()", "log"),
+    # kmeans calls kmeans_step: a wrong step must cost the step only, and a wrong loop the loop
+    "kmeans_step": ("sums[used] / counts[used, None]", "sums[used]", "mean of its vectors"),
+    "kmeans": ("for _ in range(iters):", "for _ in range(iters + 1):", "exactly iters times"),
 }
 
 pytestmark = pytest.mark.slow
@@ -93,7 +96,7 @@ def test_one_mistake_fails_exactly_that_exercise(lesson01, exercise):
 def test_the_reports_say_how_it_ran_and_the_csv_is_a_gradebook(lesson01):
     assert lesson01["grader"]["sandbox"] in ("bubblewrap", "none (process limits only)")
     rows = list(csv.DictReader(lesson01["csv"].open()))
-    assert [row["total"] for row in rows] == ["6", "0", "5", "5"]
+    assert [row["total"] for row in rows] == ["7", "0", "6", "6", "6", "6"]
     assert rows[0]["nearest_code"] == "1" and rows[1]["nearest_code"] == "0"
     assert rows[2]["squared_distances"] == "0" and rows[2]["error"] == ""
 

@@ -80,5 +80,5 @@ def test_autograde_scores_as_minitok_grade(course):
     reports, _ = grade_reports(paths, timeout=120, jobs=2)
     minitok_scores = {path.parts[-3]: report.score
                       for path, report in zip(paths, reports, strict=True)}
-    assert nbgrader_scores == {"solved": 6.0, "unsolved": 0.0}
-    assert minitok_scores == {"solved": 6, "unsolved": 0}
+    assert nbgrader_scores == {"solved": 7.0, "unsolved": 0.0}
+    assert minitok_scores == {"solved": 7, "unsolved": 0}

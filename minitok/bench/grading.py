@@ -52,8 +52,8 @@ def old_way_seconds(exercises=("squared_distances", "nearest_code", "kmeans_step
 def make_submissions(root: Path, folder: Path, count: int) -> list[tuple[Path, int]]:
     """`count` submission files in `folder`, each with the score it must get."""
     solved = (root / "solutions" / NOTEBOOK).read_text()
-    kinds = [(solved, 6), ((root / "lessons" / NOTEBOOK).read_text(), 0),
-             (solved.replace(*MISTAKE), 5)]
+    kinds = [(solved, 7), ((root / "lessons" / NOTEBOOK).read_text(), 0),
+             (solved.replace(*MISTAKE), 6)]
     made = []
     for i in range(count):
         text, score = kinds[i % 3]
