@@ -9,9 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from checking import assert_fails_with
+from checking import assert_fails_with, assert_passes
+from torch import nn
 
 from minitok import fsq, vq
+from minitok.checks import exercises_in
 from minitok.checks import lesson02 as check
 from minitok.quantize import nearest_code
 
@@ -140,3 +142,112 @@ def test_fsq_catches_missing_even_offset_and_wrong_scale():
 
     assert_fails_with(check.fsq_quantize, no_offset, "even L needs the offset")
     assert_fails_with(check.fsq_quantize, scaled_by_half_l, "divide by L // 2")
+
+
+# --------------------------------------------------------------------------- VectorQuantizer
+
+
+def learner_vq(ema_decay=lambda d: d, loss_kind="vq", output="ste", update_in_eval=False,
+               update=True, update_first=False, permute=True, beta=None, names=True):
+    """A learner's VectorQuantizer as the notebook's solution writes it, with one mistake
+    switched on by an argument (the defaults give the correct class)."""
+
+    class LearnerVQ(nn.Module):
+        def __init__(self, num_codes, dim, beta_=0.25, *, ema=False, decay=0.99, eps=1e-5):
+            super().__init__()
+            self.num_codes, self.dim = num_codes, dim
+            self.beta = beta_ if beta is None else beta
+            self.ema, self.decay, self.eps = ema, decay, eps
+            init = torch.empty(num_codes, dim).uniform_(-1 / num_codes, 1 / num_codes)
+            if ema:
+                self.register_buffer("codebook", init)
+                self.register_buffer("cluster_size" if names else "counts", torch.ones(num_codes))
+                self.register_buffer("embed_avg", init.clone())
+            else:
+                self.codebook = nn.Parameter(init)
+
+        def _ema_step(self, z_last):
+            with torch.no_grad():
+                flat = z_last.detach().reshape(-1, self.dim)
+                _, size, avg, codebook = vq.ema_update(self.codebook, self.cluster_size,
+                                                       self.embed_avg, flat,
+                                                       ema_decay(self.decay), self.eps)
+                self.cluster_size.copy_(size)
+                self.embed_avg.copy_(avg)
+                self.codebook.copy_(codebook)
+
+        def forward(self, z):
+            z_last = z.permute(0, 2, 3, 1) if z.dim() == 4 and permute else z
+            ema_now = self.ema and update and (self.training or update_in_eval)
+            if ema_now and update_first:
+                self._ema_step(z_last)
+            indices = nearest_code(z_last.detach(), self.codebook.detach())
+            q = self.codebook[indices]
+            q_st = vq.straight_through(z_last, q)
+            if loss_kind == "vq":
+                loss = (self.beta * F.mse_loss(z_last, q.detach()) if self.ema
+                        else vq.vq_loss(z_last, q, self.beta))
+            elif loss_kind == "full":  # the codebook term also with EMA
+                loss = vq.vq_loss(z_last, q, self.beta)
+            elif loss_kind == "swapped":
+                loss = self.beta * F.mse_loss(q, z_last.detach()) + F.mse_loss(z_last, q.detach())
+            else:  # "on_q_st"
+                loss = vq.vq_loss(z_last, q_st, self.beta)
+            quantized = {"ste": q_st, "q": q, "z": z_last + 0 * q.detach()}[output]
+            if z.dim() == 4 and permute:
+                quantized = quantized.permute(0, 3, 1, 2)
+            perplexity, usage = vq.usage_stats(indices, self.num_codes)
+            if ema_now and not update_first:
+                self._ema_step(z_last)
+            return vq.VQOutput(quantized, indices, loss, perplexity, usage)
+
+    return LearnerVQ
+
+
+def test_vq_passes_a_learners_class():
+    assert_passes(check.VectorQuantizer, learner_vq())
+
+
+def test_vq_catches_other_names():
+    assert_fails_with(check.VectorQuantizer, learner_vq(names=False), "cluster_size")
+
+
+def test_vq_catches_no_straight_through_and_the_wrong_side():
+    assert_fails_with(check.VectorQuantizer, learner_vq(output="q"), "straight_through(z, q)")
+    assert_fails_with(check.VectorQuantizer, learner_vq(output="z"), "q + (z - q).detach()")
+
+
+def test_vq_catches_swapped_losses_loss_on_q_st_and_a_fixed_beta():
+    assert_fails_with(check.VectorQuantizer, learner_vq(loss_kind="swapped"),
+                      "beta is on the codebook term")
+    assert_fails_with(check.VectorQuantizer, learner_vq(loss_kind="on_q_st"),
+                      "computed on the straight-through")
+    assert_fails_with(check.VectorQuantizer, learner_vq(beta=0.25), "self.beta")
+
+
+def test_vq_catches_the_channels_left_first():
+    assert_fails_with(check.VectorQuantizer, learner_vq(permute=False), "permute(0, 2, 3, 1)")
+
+
+def test_vq_catches_ema_mistakes():
+    assert_fails_with(check.VectorQuantizer, learner_vq(loss_kind="full"),
+                      "only beta times the commitment loss")
+    assert_fails_with(check.VectorQuantizer, learner_vq(ema_decay=lambda d: 1 - d),
+                      "decay on the wrong term")
+    assert_fails_with(check.VectorQuantizer, learner_vq(update=False),
+                      "in train() mode call ema_update")
+    assert_fails_with(check.VectorQuantizer, learner_vq(update_in_eval=True),
+                      "only when self.training")
+    assert_fails_with(check.VectorQuantizer, learner_vq(update_first=True),
+                      "AFTER the EMA step")
+
+
+# --------------------------------------------------------------------------- hints
+
+
+def test_every_check_has_three_hints(capsys):
+    """Idea, formula, near-code, on request (check.hint(name, level))."""
+    for name, check_fn in exercises_in(check).items():
+        assert len(check_fn.hints) == 3 and all(check_fn.hints), name
+        check.hint(name, 3)
+        assert f"hint 3 of 3 for {name}" in capsys.readouterr().out
