@@ -74,7 +74,7 @@ def test_vq_loss_catches_missing_detach_and_sums():
 
 def test_ema_case_discriminates_old_and_new_assignments():
     codebook, cluster_size, embed_avg, z = check._ema_case()
-    step = vq.ema_update(codebook, cluster_size, embed_avg, z, 0.5)
+    step = vq.ema_update(codebook, cluster_size, embed_avg, z, check.EMA_DECAY_CASE)
     assert not torch.equal(nearest_code(z, step.codebook), step.indices)
 
 
@@ -116,6 +116,10 @@ def test_ema_update_catches_no_smoothing_mean_and_in_place():
         cluster_size.copy_(step.cluster_size)
         return step
 
+    def decay_swapped(codebook, cluster_size, embed_avg, z, decay, eps=1e-5):
+        return vq.ema_update(codebook, cluster_size, embed_avg, z, 1 - decay, eps)
+
+    assert_fails_with(check.ema_update, decay_swapped, "multiplies the OLD statistic")
     assert_fails_with(check.ema_update, raw_counts, "Laplace smoothing")
     assert_fails_with(check.ema_update, means, "SUM of the vectors")
     assert_fails_with(check.ema_update, in_place, "return new tensors")
@@ -148,7 +152,8 @@ def test_fsq_catches_missing_even_offset_and_wrong_scale():
 
 
 def learner_vq(ema_decay=lambda d: d, loss_kind="vq", output="ste", update_in_eval=False,
-               update=True, update_first=False, permute=True, beta=None, names=True):
+               update=True, update_first=False, permute=True, beta=None, names=True,
+               parameter=None, fields=5, in_place=False, usage="tensor"):
     """A learner's VectorQuantizer as the notebook's solution writes it, with one mistake
     switched on by an argument (the defaults give the correct class)."""
 
@@ -160,11 +165,12 @@ def learner_vq(ema_decay=lambda d: d, loss_kind="vq", output="ste", update_in_ev
             self.ema, self.decay, self.eps = ema, decay, eps
             init = torch.empty(num_codes, dim).uniform_(-1 / num_codes, 1 / num_codes)
             if ema:
-                self.register_buffer("codebook", init)
                 self.register_buffer("cluster_size" if names else "counts", torch.ones(num_codes))
                 self.register_buffer("embed_avg", init.clone())
-            else:
+            if parameter if parameter is not None else not ema:
                 self.codebook = nn.Parameter(init)
+            else:
+                self.register_buffer("codebook", init)
 
         def _ema_step(self, z_last):
             with torch.no_grad():
@@ -177,6 +183,8 @@ def learner_vq(ema_decay=lambda d: d, loss_kind="vq", output="ste", update_in_ev
                 self.codebook.copy_(codebook)
 
         def forward(self, z):
+            if in_place:  # a learner's in-place op on the caller's tensor
+                z.data.mul_(2.0)
             z_last = z.permute(0, 2, 3, 1) if z.dim() == 4 and permute else z
             ema_now = self.ema and update and (self.training or update_in_eval)
             if ema_now and update_first:
@@ -189,17 +197,22 @@ def learner_vq(ema_decay=lambda d: d, loss_kind="vq", output="ste", update_in_ev
                         else vq.vq_loss(z_last, q, self.beta))
             elif loss_kind == "full":  # the codebook term also with EMA
                 loss = vq.vq_loss(z_last, q, self.beta)
+            elif loss_kind == "no_detach":
+                loss = (1 + self.beta) * F.mse_loss(z_last, q)
             elif loss_kind == "swapped":
                 loss = self.beta * F.mse_loss(q, z_last.detach()) + F.mse_loss(z_last, q.detach())
             else:  # "on_q_st"
                 loss = vq.vq_loss(z_last, q_st, self.beta)
-            quantized = {"ste": q_st, "q": q, "z": z_last + 0 * q.detach()}[output]
+            quantized = {"ste": q_st, "q": q, "z": z_last + 0 * q.detach(),
+                         "leak": q + z_last - z_last.detach()}[output]
             if z.dim() == 4 and permute:
                 quantized = quantized.permute(0, 3, 1, 2)
-            perplexity, usage = vq.usage_stats(indices, self.num_codes)
+            perplexity, used = vq.usage_stats(indices, self.num_codes)
+            if usage == "count":  # the number of codes used, not the fraction
+                used = used * self.num_codes
             if ema_now and not update_first:
                 self._ema_step(z_last)
-            return vq.VQOutput(quantized, indices, loss, perplexity, usage)
+            return vq.VQOutput(quantized, indices, loss, perplexity, used)[:fields]
 
     return LearnerVQ
 
@@ -251,3 +264,18 @@ def test_every_check_has_three_hints(capsys):
         assert len(check_fn.hints) == 3 and all(check_fn.hints), name
         check.hint(name, 3)
         assert f"hint 3 of 3 for {name}" in capsys.readouterr().out
+
+
+def test_vq_catches_parameter_or_buffer_mixed_up():
+    assert_fails_with(check.VectorQuantizer, learner_vq(parameter=False), "nn.Parameter")
+    assert_fails_with(check.VectorQuantizer, learner_vq(parameter=True), "register_buffer")
+
+
+def test_vq_catches_a_leak_a_missing_detach_usage_and_a_short_output():
+    assert_fails_with(check.VectorQuantizer, learner_vq(output="leak"),
+                      "the codebook learns from the loss only")
+    assert_fails_with(check.VectorQuantizer, learner_vq(loss_kind="no_detach"),
+                      "detach z there")
+    assert_fails_with(check.VectorQuantizer, learner_vq(usage="count"), "usage_stats")
+    assert_fails_with(check.VectorQuantizer, learner_vq(fields=4), "return VQOutput")
+    assert_fails_with(check.VectorQuantizer, learner_vq(in_place=True), "do not modify z")

@@ -168,6 +168,9 @@ UPDATED_ASSIGNMENTS = (
 )
 
 
+EMA_DECAY_CASE = 0.8
+
+
 def _ema_case():
     """A case where the update moves codes enough to change some assignments."""
     g = torch.Generator().manual_seed(2)
@@ -197,7 +200,7 @@ EMA_HINTS = (
 
 @exercise("ema_update", reference=vq.ema_update, hints=EMA_HINTS)
 def ema_update(fn):
-    decay, eps = 0.5, 1e-5
+    decay, eps = EMA_DECAY_CASE, 1e-5  # not 0.5: there d and 1 - d give the same numbers
     codebook, cluster_size, embed_avg, z = _ema_case()
     inputs = [t.clone() for t in (codebook, cluster_size, embed_avg, z)]
     expected = vq.ema_update(codebook, cluster_size, embed_avg, z, decay, eps)
@@ -226,6 +229,14 @@ def ema_update(fn):
     if torch.equal(indices, wrong.indices) or torch.allclose(new_size, wrong.cluster_size):
         raise CheckFailed("indices / counts come from the updated codebook", UPDATED_ASSIGNMENTS)
     expect_equal(indices, expected.indices, "indices", hint=UPDATED_ASSIGNMENTS)
+    swapped = vq.ema_update(codebook, cluster_size, embed_avg, z, 1 - decay, eps)
+    if torch.allclose(new_size, swapped.cluster_size) or torch.allclose(new_avg,
+                                                                         swapped.embed_avg):
+        raise CheckFailed(
+            f"cluster_size / embed_avg are what decay {1 - decay:g} gives, not {decay:g}",
+            "the decay multiplies the OLD statistic (it keeps the share d of the past); the "
+            "new batch's counts and sums get 1 - d.",
+        )
     expect_close(
         new_size,
         expected.cluster_size,
