@@ -65,7 +65,11 @@ def test_vq_loss_catches_missing_detach_and_sums():
     def summed(z, q, beta):
         return ((q - z.detach()) ** 2).sum() + beta * ((z - q.detach()) ** 2).sum()
 
+    def fixed_beta(z, q, beta):
+        return vq.vq_loss(z, q, 0.25)
+
     assert_fails_with(check.vq_loss, no_detach, "commitment term")
+    assert_fails_with(check.vq_loss, fixed_beta, "the beta argument")
     assert_fails_with(check.vq_loss, summed, "Use means, not sums")
 
 
@@ -120,7 +124,11 @@ def test_ema_update_catches_no_smoothing_mean_and_in_place():
         return vq.ema_update(codebook, cluster_size, embed_avg, z, 1 - decay, eps)
 
     assert_fails_with(check.ema_update, decay_swapped, "multiplies the OLD statistic")
+    def fixed_eps(codebook, cluster_size, embed_avg, z, decay, eps=1e-5):
+        return vq.ema_update(codebook, cluster_size, embed_avg, z, decay)
+
     assert_fails_with(check.ema_update, raw_counts, "Laplace smoothing")
+    assert_fails_with(check.ema_update, fixed_eps, "smoothed N_k")
     assert_fails_with(check.ema_update, means, "SUM of the vectors")
     assert_fails_with(check.ema_update, in_place, "return new tensors")
 
