@@ -287,3 +287,48 @@ def test_vq_catches_a_leak_a_missing_detach_usage_and_a_short_output():
     assert_fails_with(check.VectorQuantizer, learner_vq(usage="count"), "usage_stats")
     assert_fails_with(check.VectorQuantizer, learner_vq(fields=4), "return VQOutput")
     assert_fails_with(check.VectorQuantizer, learner_vq(in_place=True), "do not modify z")
+
+
+class InlineVQ(nn.Module):
+    """Correct but different: flattened lookup by cdist, F.embedding, EMA written inline."""
+
+    def __init__(self, num_codes, dim, beta=0.25, *, ema=False, decay=0.99, eps=1e-5):
+        super().__init__()
+        self.num_codes, self.dim, self.beta = num_codes, dim, beta
+        self.ema, self.decay, self.eps = ema, decay, eps
+        init = torch.rand(num_codes, dim) * 2 / num_codes - 1 / num_codes
+        if ema:
+            self.register_buffer("codebook", init)
+            self.register_buffer("cluster_size", torch.ones(num_codes))
+            self.register_buffer("embed_avg", init.clone())
+        else:
+            self.codebook = nn.Parameter(init)
+
+    def forward(self, z):
+        four = z.dim() == 4
+        z_last = z.movedim(1, -1).contiguous() if four else z
+        flat = z_last.reshape(-1, self.dim)
+        indices = torch.cdist(flat.detach(), self.codebook.detach()).argmin(dim=1)
+        q_flat = F.embedding(indices, self.codebook)
+        q = q_flat.reshape(z_last.shape)
+        if self.ema:
+            loss = self.beta * ((z_last - q.detach()) ** 2).mean()
+        else:
+            loss = ((q - z_last.detach()) ** 2).mean() + self.beta * ((z_last - q.detach()) ** 2).mean()
+        quantized = z_last + (q - z_last).detach()
+        quantized = quantized.movedim(-1, 1) if four else quantized
+        indices = indices.reshape(z_last.shape[:-1])
+        perplexity, usage = vq.usage_stats(indices, self.num_codes)
+        if self.training and self.ema:
+            with torch.no_grad():
+                onehot = F.one_hot(indices.flatten(), self.num_codes).float()  # (M, K)
+                self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
+                self.embed_avg.mul_(self.decay).add_(onehot.T @ flat, alpha=1 - self.decay)
+                total = self.cluster_size.sum()
+                smoothed = (self.cluster_size + self.eps) / (total + self.num_codes * self.eps)
+                self.codebook.copy_(self.embed_avg / (smoothed * total)[:, None])
+        return vq.VQOutput(quantized, indices, loss, perplexity, usage)
+
+
+def test_vq_passes_a_correct_but_different_class():
+    assert_passes(check.VectorQuantizer, InlineVQ)
