@@ -1,20 +1,22 @@
 """Lesson 02: learning a codebook through a step that has no gradient.
 
-Lesson 01's lookup `idx = argmin_k ||z - e_k||^2` picks an integer, and an integer has no
-derivative: nudge z a little and the chosen code does not change, so d(code)/dz is zero almost
-everywhere (and undefined where the choice flips). An encoder in front of a quantizer would
-never learn. Three ideas from VQ-VAE (van den Oord et al., 2017) make it trainable:
+Lesson 01's lookup picks an integer, and an integer has no derivative: nudge z a little and
+the chosen code does not change, so d(code)/dz is zero almost everywhere (and undefined where
+the choice flips). An encoder in front of a quantizer would never learn. Three ideas from
+VQ-VAE (van den Oord et al., 2017) make it trainable:
 
-1. the straight-through estimator: the forward pass outputs the code q, the backward pass
-   pretends the quantizer was the identity, so the decoder's gradient reaches z unchanged:
-   `q_st = z + (q - z).detach()`;
-2. the codebook loss `mse(q, z.detach())` pulls the chosen codes towards the encoder outputs;
-3. the commitment loss `beta * mse(z, q.detach())` keeps the encoder's outputs close to
-   their codes, so they do not drift away from the codebook (beta = 0.25).
+1. the straight-through estimator (`straight_through`): the forward pass outputs the code q,
+   the backward pass pretends the quantizer was the identity, so the decoder's gradient
+   reaches z unchanged;
+2. the codebook loss pulls the chosen codes towards the encoder outputs (`codebook_loss`);
+3. the commitment loss keeps the encoder's outputs close to their codes, so they do not drift
+   away from the codebook (`commitment_loss`, weighted by beta = 0.25 in `vq_loss`).
 
-`VectorQuantizer` packages these with the tricks that keep a codebook alive: EMA updates in
-place of the codebook loss, dead-code restarts, k-means initialisation, l2-normalised codes
-and a low-dimensional lookup with in/out projections (the LlamaGen design).
+`VectorQuantizer` is Lesson 02's module exercise: lookup, straight-through output, loss,
+usage, and EMA codebook updates through `ema_update`. Its trailing options are the tricks
+that keep a codebook alive, each a few lines on top: dead-code restarts, k-means
+initialisation, l2-normalised codes and a low-dimensional lookup with in/out projections
+(the LlamaGen design).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ KMEANS_ITERS = 10  # Lloyd iterations for the first-batch k-means initialisation
 def straight_through(z: Tensor, q: Tensor) -> Tensor:
     """The straight-through estimator: q's value going forward, z's gradient coming back.
 
-    Forward: z + (q - z) = q (up to rounding). Backward: `(q - z).detach()` is a constant, so
-    d q_st / d z is the identity and nothing flows into q (the codebook) through this path.
+    z and q have the same shape; the result equals q up to rounding, its gradient goes to z
+    unchanged, and nothing flows into q (the codebook) through it.
     """
     validate.same_shape(z, q, "z and q")  # z + (q - z) would broadcast
     return z + (q - z).detach()
@@ -57,12 +59,11 @@ def codebook_loss(z: Tensor, q: Tensor) -> Tensor:
 
 
 def vq_loss(z: Tensor, q: Tensor, beta: float = 0.25) -> Tensor:
-    """The VQ-VAE loss: codebook loss + beta * commitment loss.
+    """The VQ-VAE loss, a scalar: the codebook loss plus beta times the commitment loss.
 
     q must be the looked-up codes (with their gradient path to the codebook), not the
-    straight-through q_st. The value is (1 + beta) * mse(z, q) whichever term carries beta;
-    only the gradients tell the orientations apart: dL/dz = 2 beta (z - q) / n and
-    dL/dq = 2 (q - z) / n, with n the number of elements.
+    straight-through q_st. The loss value cannot tell which term carries beta; the gradients
+    can (Lesson 02, section 3; tests/test_vq.py).
     """
     validate.number(beta, "beta", low=0)
     return codebook_loss(z, q) + beta * commitment_loss(z, q)
@@ -144,11 +145,13 @@ class VectorQuantizer(nn.Module):
     """Nearest-code quantization with a learnable codebook and a straight-through output.
 
     forward(z) takes a feature map (B, C, H, W) or a sequence (B, N, C) with C == dim and
-    returns a VQOutput. Options:
+    returns a VQOutput. The codebook is an nn.Parameter trained by the codebook loss, or,
+    with `ema=True`, a buffer moved by `ema_update` (decay, Laplace smoothing with eps) while
+    the loss keeps only beta * commitment. Only `train()` mode changes state; in `eval()` the
+    forward is the same lookup, output and loss, with the codebook left untouched.
 
-    - `ema=True`: the codebook is a buffer moved by exponential moving averages of the
-      vectors assigned to each code (decay, Laplace smoothing with eps), and the loss is only
-      beta * commitment. Otherwise the codebook is an nn.Parameter trained by the codebook loss.
+    The trailing options are Lesson 02's remedies for codebook collapse:
+
     - `dead_code_threshold=t > 0`: a code whose decayed usage count falls below t is
       restarted at a random vector of the current batch.
     - `kmeans_init=True`: the codebook is fitted by k-means to the first training batch.
@@ -157,9 +160,9 @@ class VectorQuantizer(nn.Module):
     - `code_dim=d`: z is projected to d dimensions before the lookup and back to `dim`
       after it; the codebook is (num_codes, d).
 
-    Training vs eval: only `train()` mode changes state (EMA update, dead-code restarts,
-    k-means init). In `eval()` the forward is the same lookup, STE output and loss, with the
-    codebook left untouched.
+    State: `codebook` (K, code_dim); with EMA, `cluster_size` (K,) and `embed_avg` (K,
+    code_dim); `cluster_size` also tracks usage for dead-code restarts; `initted` exists with
+    k-means initialisation.
     """
 
     def __init__(self, num_codes: int, dim: int, beta: float = 0.25, *, ema: bool = False,
@@ -167,9 +170,8 @@ class VectorQuantizer(nn.Module):
                  kmeans_init: bool = False, l2_normalize: bool = False,
                  code_dim: int | None = None):
         super().__init__()
-        self._num_codes = validate.positive_int(num_codes, "num_codes")
+        self.num_codes = validate.positive_int(num_codes, "num_codes")
         self.dim = validate.positive_int(dim, "dim")
-        self.code_dim = dim if code_dim is None else validate.positive_int(code_dim, "code_dim")
         self.beta = validate.number(beta, "beta", low=0)
         self.ema = ema
         self.decay = validate.number(decay, "decay", 0, 1, low_open=True, high_open=True)
@@ -178,6 +180,7 @@ class VectorQuantizer(nn.Module):
                                                    low=0)
         self.kmeans_init = kmeans_init
         self.l2_normalize = l2_normalize
+        self.code_dim = dim if code_dim is None else validate.positive_int(code_dim, "code_dim")
 
         # The low-dimensional lookup (LlamaGen): project in, look up, project back out.
         projected = self.code_dim != dim
@@ -188,16 +191,14 @@ class VectorQuantizer(nn.Module):
         init = torch.empty(num_codes, self.code_dim).uniform_(-1.0 / num_codes, 1.0 / num_codes)
         if ema:
             self.register_buffer("codebook", init)
-            self.register_buffer("embed_avg", init.clone())
+            self.register_buffer("cluster_size", torch.ones(num_codes))  # decayed counts
+            self.register_buffer("embed_avg", init.clone())  # decayed sums
         else:
             self.codebook = nn.Parameter(init)
-        # Decayed count of vectors per code: drives EMA updates and dead-code restarts.
-        self.register_buffer("cluster_size", torch.ones(num_codes))
-        self.register_buffer("initted", torch.tensor(not kmeans_init))
-
-    @property
-    def num_codes(self) -> int:
-        return self._num_codes
+            if self.dead_code_threshold > 0:  # the decayed counts that decide restarts
+                self.register_buffer("cluster_size", torch.ones(num_codes))
+        if kmeans_init:
+            self.register_buffer("initted", torch.tensor(False))
 
     def extra_repr(self) -> str:
         return (
@@ -206,10 +207,6 @@ class VectorQuantizer(nn.Module):
             f"dead_code_threshold={self.dead_code_threshold}, kmeans_init={self.kmeans_init}, "
             f"l2_normalize={self.l2_normalize}"
         )
-
-    @staticmethod
-    def _restore_layout(x: Tensor, like_4d: bool) -> Tensor:
-        return x.permute(0, 3, 1, 2) if like_4d else x  # (B, H, W, C) -> (B, C, H, W)
 
     def _normalize(self, x: Tensor) -> Tensor:
         return F.normalize(x, dim=-1) if self.l2_normalize else x
@@ -221,34 +218,33 @@ class VectorQuantizer(nn.Module):
     # ----------------------------------------------------------------- forward
 
     def forward(self, z: Tensor) -> VQOutput:
-        z_code = self._normalize(self.in_proj(channels_last(z, self.dim)))  # (..., code_dim)
-        flat = z_code.detach().reshape(-1, self.code_dim)  # (M, code_dim)
-
-        if self.training and not bool(self.initted):
-            self._init_from_kmeans(flat)
+        z_last = channels_last(z, self.dim)  # (B, H, W, C) or (B, N, C)
+        z_code = self._normalize(self.in_proj(z_last))  # (..., code_dim); options only
+        if self.training and self.kmeans_init and not bool(self.initted):
+            self._init_from_kmeans(z_code.detach().reshape(-1, self.code_dim))
 
         codebook = self.lookup_codebook()  # (K, code_dim)
         indices = nearest_code(z_code.detach(), codebook.detach())  # (B, H, W) or (B, N)
         q = codebook[indices].to(z_code.dtype)  # (..., code_dim), gradient reaches the codebook
-
         if self.ema:
-            loss = self.beta * commitment_loss(z_code, q)
+            loss = self.beta * commitment_loss(z_code, q)  # EMA moves the codebook
         else:
             loss = vq_loss(z_code, q, self.beta)
         quantized = self.out_proj(straight_through(z_code, q))  # (..., dim)
+        if z.dim() == 4:
+            quantized = quantized.permute(0, 3, 1, 2)  # back to (B, C, H, W)
         perplexity, usage = usage_stats(indices, self.num_codes)
 
         if self.training:
             # After the output is computed: the update changes what the NEXT batch sees.
-            self._update_codebook(flat, indices.flatten())
-        quantized = self._restore_layout(quantized, z.dim() == 4)  # z's layout
+            self._update_codebook(z_code.detach().reshape(-1, self.code_dim), indices.flatten())
         return VQOutput(quantized, indices, loss, perplexity, usage)
 
     def codes(self, indices: Tensor) -> Tensor:
         """Decoder-side vectors of tokens: (B, H, W) -> (B, dim, H, W); (B, N) -> (B, N, dim)."""
         validate.index_tensor(indices, "indices", size=self.num_codes, dim=(2, 3))
         vectors = self.out_proj(self.lookup_codebook()[indices])  # (..., dim)
-        return self._restore_layout(vectors, indices.dim() == 3)
+        return vectors.permute(0, 3, 1, 2) if indices.dim() == 3 else vectors
 
     # ----------------------------------------------------------------- training-time updates
 
@@ -260,7 +256,8 @@ class VectorQuantizer(nn.Module):
                              f"in the first training batch, got {flat.shape[0]}")
         fitted = self._normalize(kmeans(flat.float(), self.num_codes, iters=KMEANS_ITERS))
         self.codebook.data.copy_(fitted)
-        self.cluster_size.fill_(1.0)
+        if hasattr(self, "cluster_size"):
+            self.cluster_size.fill_(1.0)
         if self.ema:
             self.embed_avg.copy_(fitted)
         self.initted.fill_(True)
@@ -269,8 +266,8 @@ class VectorQuantizer(nn.Module):
     def _update_codebook(self, flat: Tensor, indices: Tensor) -> None:
         """EMA step (Lesson 02's ema_update), then dead-code restarts, if enabled. Training only."""
         if self.ema:
-            # ema_update assigns flat again, to the codebook the forward used: the forward's
-            # indices, for one more lookup per step, and the exercise's code, not a copy of it.
+            # ema_update assigns flat again, to the codebook the forward used (the forward's
+            # indices): one more lookup per step, to call the exercise rather than copy it.
             step = ema_update(self.lookup_codebook(), self.cluster_size, self.embed_avg, flat,
                               self.decay, self.eps)
             self.cluster_size.copy_(step.cluster_size)

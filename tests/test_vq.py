@@ -33,7 +33,8 @@ def set_codebook(vq: VectorQuantizer, codebook: torch.Tensor) -> None:
     """Give a minitok quantizer a known codebook (and the matching fresh EMA state)."""
     with torch.no_grad():
         vq.codebook.copy_(codebook)
-        vq.cluster_size.fill_(1.0)
+        if hasattr(vq, "cluster_size"):  # EMA or dead-code restarts
+            vq.cluster_size.fill_(1.0)
         if vq.ema:
             vq.embed_avg.copy_(codebook)
 
@@ -472,3 +473,18 @@ def test_losses_refuse_mismatched_shapes(loss, gen):
         loss(z, q)
     with pytest.raises(ValueError, match="z and q must have the same shape"):
         loss(z, q[:, :1])  # (5, 1) would broadcast over the last dimension too
+
+
+@pytest.mark.parametrize(
+    ("options", "keys"),
+    [
+        ({}, ["codebook"]),
+        ({"ema": True}, ["codebook", "cluster_size", "embed_avg"]),
+        ({"dead_code_threshold": 1.0}, ["codebook", "cluster_size"]),
+        ({"kmeans_init": True}, ["codebook", "initted"]),
+    ],
+)
+def test_state_dict_holds_only_the_state_its_options_use(options, keys):
+    """Lesson 02's module exercise (codebook; with EMA cluster_size and embed_avg) loads the
+    package's state dict: the options add their own state and nothing else."""
+    assert list(VectorQuantizer(8, 3, **options).state_dict()) == keys
