@@ -159,7 +159,8 @@ def test_adaptive_weight_catches_a_freed_graph():
 
 def _step(model, images, optimizer, disc=None, d_optimizer=None, disc_weight=1.0,
           max_weight=1e4, *, zero_grad=True, vq=True, sign=1.0, d_zero_grad=True,
-          detach=True, d_first=False, pass_max_weight=True, stats_as_tensors=False):
+          detach=True, d_first=False, pass_max_weight=True, stats_as_tensors=False,
+          use_disc_weight=True):
     """A learner's step, written out, with switches for the classic mistakes."""
     from minitok.vqgan import adaptive_weight, generator_loss, hinge_d_loss
 
@@ -175,7 +176,7 @@ def _step(model, images, optimizer, disc=None, d_optimizer=None, disc_weight=1.0
         g_loss = generator_loss(disc(x_hat))
         lam = (adaptive_weight(rec_loss, g_loss, model.decoder, max_weight) if pass_max_weight
                else adaptive_weight(rec_loss, g_loss, model.decoder))
-        loss = loss + sign * disc_weight * lam * g_loss
+        loss = loss + sign * (disc_weight if use_disc_weight else 1.0) * lam * g_loss
     if zero_grad:
         optimizer.zero_grad()
     loss.backward(retain_graph=not detach)
@@ -202,6 +203,7 @@ STEP_MISTAKES = {
     "no detach, retained graph": (dict(detach=False), "x_hat.detach()"),
     "discriminator first": (dict(d_first=True), "tokenizer's step first"),
     "max_weight ignored": (dict(pass_max_weight=False), "pass max_weight on"),
+    "disc_weight ignored": (dict(use_disc_weight=False), "multiply by disc_weight"),
     "tensors, not floats": (dict(stats_as_tensors=True), "Python floats"),
 }
 
@@ -242,6 +244,15 @@ def test_tokenizer_step_catches_the_freed_graph_of_a_missing_detach():
         return stats
 
     assert_fails_with(check.tokenizer_step, wrong, "x_hat.detach()")
+
+
+def test_tokenizer_step_catches_missing_keys():
+    def wrong(*args, **kwargs):
+        stats = _step(*args, **kwargs)
+        stats.pop("usage")
+        return stats
+
+    assert_fails_with(check.tokenizer_step, wrong, "'usage'")
 
 
 def test_tokenizer_step_passes_correct_variants():

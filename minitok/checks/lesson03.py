@@ -23,6 +23,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from minitok import tokenizer as tok
 from minitok import vqgan
 from minitok.checks import (
     CheckFailed,
@@ -34,7 +35,6 @@ from minitok.checks import (
     probe,
 )
 from minitok.checks._core import show_hint
-from minitok import tokenizer as tok
 from minitok.tokenizer import Decoder, TokenizerConfig, VQTokenizer
 from minitok.tokenizer import tokens_to_image as reference_tokens_to_image
 from minitok.vqgan import ADAPTIVE_MAX, PatchDiscriminator, generator_loss
