@@ -262,7 +262,7 @@ def test_tokenizer_step_passes_correct_variants():
         stats = _step(model, images, optimizer, disc, d_optimizer, disc_weight, max_weight,
                       stats_as_tensors=True)
         model.zero_grad(set_to_none=False)
-        return {k: float(v) for k, v in stats.items()}
+        return {k: float(v.detach()) for k, v in stats.items()}
 
     assert_passes(check.tokenizer_step, variant)
     assert_passes(check.tokenizer_step, _step)

@@ -547,7 +547,8 @@ def _step_probe(fn, case: dict) -> dict:
     return {
         "stats": plain, "stats_type": type(stats).__name__,
         "model": {n: p.detach().clone() for n, p in model.named_parameters()},
-        "disc": {n: p.detach().clone() for n, p in disc.named_parameters()},
+        "disc": {} if case["disc"] is None else {n: p.detach().clone()
+                                                 for n, p in disc.named_parameters()},
         "grads": {n: None if p.grad is None else p.grad.detach().clone()
                   for n, p in model.named_parameters()},
         "images": images, "training": model.training,
