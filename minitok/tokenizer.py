@@ -15,6 +15,7 @@ generate with `decode`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -26,6 +27,7 @@ from minitok.data import load_digits
 from minitok.training import train_loop
 from minitok.vq import VectorQuantizer, VQOutput
 from minitok.vqgan import (
+    ADAPTIVE_MAX,
     PatchDiscriminator,
     adaptive_weight,
     disc_factor,
@@ -81,6 +83,7 @@ class TrainConfig:
     gan: bool = False  # add the PatchGAN discriminator and the adversarial terms
     disc_start: int = 1000  # adversarial terms off while step < disc_start
     disc_weight: float = 1.0  # multiplies the adaptive weight (taming's discriminator_weight)
+    max_weight: float = ADAPTIVE_MAX  # the adaptive weight's clamp (taming's 1e4)
     disc_lr: float = 2e-4
     disc_channels: int = 32
 
@@ -92,6 +95,7 @@ class TrainConfig:
         for name in ("lr", "disc_lr"):
             validate.number(getattr(self, name), name, low=0, low_open=True)
         validate.number(self.disc_weight, "disc_weight", low=0)
+        validate.number(self.max_weight, "max_weight", low=0)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -147,11 +151,6 @@ class Decoder(nn.Module):
         self.block2 = ResBlock(channels)
         self.norm_out = nn.GroupNorm(8, channels)
         self.conv_out = nn.Conv2d(channels, in_channels, 3, padding=1)  # (B, C_in, 2G, 2G)
-
-    @property
-    def last_layer(self) -> Tensor:
-        """W: the weight of the last convolution (not its bias), for the adaptive weight."""
-        return self.conv_out.weight
 
     def forward(self, codes: Tensor) -> Tensor:
         h = self.block1(self.conv_in(codes))
@@ -260,6 +259,45 @@ class VQTokenizer(nn.Module):
 # --------------------------------------------------------------------------- training
 
 
+def tokenizer_step(
+    model: VQTokenizer,
+    images: Tensor,
+    optimizer: torch.optim.Optimizer,
+    disc: nn.Module | None = None,
+    d_optimizer: torch.optim.Optimizer | None = None,
+    disc_weight: float = 1.0,
+    max_weight: float = ADAPTIVE_MAX,
+) -> dict[str, float]:
+    """One training step on a batch images (B, C, S, S); returns the step's numbers as floats.
+
+    The tokenizer's step: reconstruct, minimise mse(x_hat, x) + the VQ loss (with a
+    discriminator `disc`, plus disc_weight * lambda * L_G, lambda the adaptive weight clamped
+    to max_weight), one optimizer step. Then, with `disc`, the discriminator's step: the
+    hinge loss on the real batch and the *detached* reconstruction, one d_optimizer step.
+    Returns "rec", "vq", "usage", "perplexity", and with `disc` "g_loss", "d_loss", "lambda".
+    """
+    x_hat, vq = model(images)  # (B, C, S, S)
+    rec_loss = F.mse_loss(x_hat, images)
+    loss = rec_loss + vq.loss
+    if disc is not None:
+        g_loss = generator_loss(disc(x_hat))
+        lam = adaptive_weight(rec_loss, g_loss, model.decoder, max_weight)
+        loss = loss + disc_weight * lam * g_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    stats = {"rec": rec_loss.item(), "vq": vq.loss.item(), "usage": vq.usage.item(),
+             "perplexity": vq.perplexity.item()}
+
+    if disc is not None:  # the discriminator's step, on a detached reconstruction
+        d_loss = hinge_d_loss(disc(images), disc(x_hat.detach()))
+        d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_optimizer.step()
+        stats.update(g_loss=g_loss.item(), d_loss=d_loss.item(), **{"lambda": lam.item()})
+    return stats
+
+
 def train_tokenizer(
     config: TokenizerConfig | None = None,
     train: TrainConfig | None = None,
@@ -267,23 +305,25 @@ def train_tokenizer(
     device: str | torch.device = "cpu",
     progress: bool = True,
     quantizer: nn.Module | None = None,
+    step_fn: Callable | None = None,
 ) -> tuple[VQTokenizer, dict[str, list[float]]]:
     """Train a tokenizer from scratch; returns (tokenizer in eval mode, history of the losses).
 
-    Each step: reconstruct a batch, minimise mse(x_hat, x) + the VQ loss; with `train.gan`,
-    from step `disc_start` on, also add lambda * disc_weight * (-mean D(x_hat)) with the
-    adaptive lambda, and train the discriminator on the hinge loss. images default to the
-    training digits at the config's size. Everything random (initial weights, batches)
-    follows `train.seed`, and `training.train_loop` runs it under `course.reproducible()`
-    (deterministic kernels, one CPU thread): the same call gives the same tokenizer on the
-    same CPU. `quantizer` swaps in another module that maps z to a VQOutput (the benchmark
-    compares with vector-quantize-pytorch's).
+    Each step is `tokenizer_step` (or `step_fn`, a function with its signature: Lesson 03
+    passes the learner's) on a random batch; with `train.gan`, the discriminator joins from
+    step `disc_start` on. images default to the training digits at the config's size.
+    Everything random (initial weights, batches) follows `train.seed`, and
+    `training.train_loop` runs it under `course.reproducible()` (deterministic kernels, one
+    CPU thread): the same call gives the same tokenizer on the same CPU. `quantizer` swaps in
+    another module that maps z to a VQOutput (the benchmark compares with
+    vector-quantize-pytorch's).
 
     history: per step "rec" (MSE), "vq" (VQ loss), "usage" (fraction of codes in the
     batch), "perplexity"; with the GAN also "g_loss", "d_loss", "lambda" (0 before disc_start).
     """
     config = TokenizerConfig() if config is None else config
     train = TrainConfig() if train is None else train
+    step_fn = tokenizer_step if step_fn is None else step_fn
     images = load_digits("train", size=config.image_size)[0] if images is None else images
     torch.manual_seed(train.seed)  # initial weights
     generator = torch.Generator().manual_seed(train.seed)  # batches
@@ -298,36 +338,13 @@ def train_tokenizer(
         disc = PatchDiscriminator(config.in_channels, train.disc_channels).to(device)
         d_optimizer = torch.optim.Adam(disc.parameters(), lr=train.disc_lr, betas=(0.5, 0.9))
 
-    def step_fn(step: int) -> dict[str, float]:
+    def one_step(step: int) -> dict[str, float]:
         rows = torch.randint(0, images.shape[0], (train.batch_size,), generator=generator)
         x = images[rows.to(device)]  # (B, C, S, S)
+        if not (train.gan and disc_factor(step, train.disc_start) > 0):
+            stats = step_fn(model, x, optimizer)
+            return {**stats, "g_loss": 0.0, "d_loss": 0.0, "lambda": 0.0} if train.gan else stats
+        return step_fn(model, x, optimizer, disc, d_optimizer, train.disc_weight, train.max_weight)
 
-        # ---- the autoencoder (+ generator) step
-        x_hat, vq = model(x)  # (B, C, S, S)
-        rec_loss = F.mse_loss(x_hat, x)
-        loss = rec_loss + vq.loss
-        gate = disc_factor(step, train.disc_start) if train.gan else 0.0
-        g_loss = lam = d_loss = torch.zeros(())
-        if gate > 0:
-            g_loss = generator_loss(disc(x_hat))
-            lam = adaptive_weight(rec_loss, g_loss, model.decoder.last_layer)
-            loss = loss + gate * train.disc_weight * lam * g_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-        # ---- the discriminator step, on a detached reconstruction
-        if gate > 0:
-            d_loss = gate * hinge_d_loss(disc(x), disc(x_hat.detach()))
-            d_optimizer.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_optimizer.step()
-
-        stats = {"rec": rec_loss.item(), "vq": vq.loss.item(), "usage": vq.usage.item(),
-                 "perplexity": vq.perplexity.item()}
-        if train.gan:
-            stats.update(g_loss=g_loss.item(), d_loss=d_loss.item(), **{"lambda": lam.item()})
-        return stats
-
-    history = train_loop(step_fn, train.steps, [optimizer], desc="tokenizer", progress=progress)
+    history = train_loop(one_step, train.steps, [optimizer], desc="tokenizer", progress=progress)
     return model.eval(), history

@@ -86,26 +86,27 @@ def generator_loss(logits_fake: Tensor) -> Tensor:
 
 
 def adaptive_weight(
-    rec_loss: Tensor, g_loss: Tensor, last_layer: Tensor, max_weight: float = ADAPTIVE_MAX
+    rec_loss: Tensor, g_loss: Tensor, decoder: nn.Module, max_weight: float = ADAPTIVE_MAX
 ) -> Tensor:
     """lambda = ||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), clamped to [0, max_weight], detached.
 
-    W (`last_layer`) is the weight of the decoder's last convolution. Scaling the
-    adversarial term by lambda makes its gradient at W as large as the reconstruction
-    loss's, whatever the two losses' scales are, so neither drowns the other. The 1e-4
-    keeps lambda finite when the adversarial gradient vanishes, the clamp bounds it, and
-    the detach makes lambda a number: no gradient flows through the weighting itself.
-    Both losses must still have their graphs (the grads are taken with retain_graph).
+    W is the weight of the decoder's last convolution, `decoder.conv_out.weight` (not its
+    bias). Scaling the adversarial term by lambda makes its gradient at W as large as the
+    reconstruction loss's, whatever the two losses' scales are, so neither drowns the other.
+    The 1e-4 keeps lambda finite when the adversarial gradient vanishes, the clamp bounds it
+    (taming: 1e4; Lesson 03 measures why a smaller bound helps on digits), and the detach
+    makes lambda a number: no gradient flows through the weighting itself. Both losses must
+    still have their graphs (the grads are taken with retain_graph).
     """
-    if not last_layer.requires_grad:
-        raise ValueError("last_layer must be a weight tensor that requires grad (W)")
+    validate.number(max_weight, "max_weight", low=0)
     for name, loss in (("rec_loss", rec_loss), ("g_loss", g_loss)):
         if loss.dim() != 0:
             raise ValueError(f"{name} must be a scalar tensor")
         if not loss.requires_grad:  # autograd would only say "element 0 ... has no grad_fn"
-            raise ValueError(f"{name} has no graph: it must depend on last_layer")
-    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
-    g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+            raise ValueError(f"{name} has no graph: it must depend on decoder.conv_out.weight")
+    w = decoder.conv_out.weight
+    rec_grad = torch.autograd.grad(rec_loss, w, retain_graph=True)[0]
+    g_grad = torch.autograd.grad(g_loss, w, retain_graph=True)[0]
     weight = rec_grad.norm() / (g_grad.norm() + ADAPTIVE_EPS)
     return weight.clamp(0.0, max_weight).detach()
 

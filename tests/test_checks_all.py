@@ -32,7 +32,7 @@ EXERCISES = {
     lesson01: ["squared_distances", "nearest_code", "quantize_feature_map", "codebook_usage",
                "perplexity", "kmeans_step", "kmeans"],
     lesson02: ["straight_through", "vq_loss", "ema_update", "VectorQuantizer", "fsq_quantize"],
-    lesson03: ["tokens_to_image", "hinge_d_loss", "adaptive_weight"],
+    lesson03: ["tokens_to_image", "hinge_d_loss", "adaptive_weight", "tokenizer_step"],
     lesson04: ["attention", "causal_mask", "split_heads", "merge_heads", "transformer_forward"],
     lesson05: ["make_sequences", "prior_loss", "top_k_filter", "top_p_filter", "sample_logits",
                "cfg_logits"],

@@ -210,3 +210,24 @@ def test_shipped_tokenizer_on_device(device):
     ids = on_device.encode(images[:2])
     assert ids.device.type == device.type
     assert on_device.decode(cpu_indices[:2]).device.type == device.type
+
+
+def test_train_tokenizer_runs_the_step_it_is_given():
+    """Lesson 03 trains with the learner's step: train_tokenizer calls step_fn, without a
+    discriminator before disc_start and with it (and disc_weight, max_weight) after."""
+    from minitok.tokenizer import tokenizer_step
+
+    calls = []
+
+    def step(model, images, optimizer, disc=None, d_optimizer=None, disc_weight=1.0,
+             max_weight=1e4):
+        calls.append((disc is not None, disc_weight, max_weight))
+        return tokenizer_step(model, images, optimizer, disc, d_optimizer, disc_weight,
+                              max_weight)
+
+    train = TrainConfig(steps=4, batch_size=8, gan=True, disc_start=2, disc_channels=8,
+                        disc_weight=0.5, max_weight=0.25)
+    _, history = train_tokenizer(TokenizerConfig(channels=8, num_codes=8), train,
+                                 progress=False, step_fn=step)
+    assert calls == [(False, 1.0, 1e4)] * 2 + [(True, 0.5, 0.25)] * 2
+    assert history["lambda"][:2] == [0.0, 0.0] and max(history["lambda"]) <= 0.25

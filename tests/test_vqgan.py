@@ -74,16 +74,15 @@ def test_adaptive_weight_is_the_ratio_of_autograd_grad_norms(device, gen):
     rec_grad = torch.autograd.grad(rec, w, retain_graph=True)[0]
     adv_grad = torch.autograd.grad(adv, w, retain_graph=True)[0]
     expected = rec_grad.double().norm() / (adv_grad.double().norm() + 1e-4)
-    got = adaptive_weight(rec, adv, decoder.last_layer)
+    got = adaptive_weight(rec, adv, decoder)
     assert got.shape == () and not got.requires_grad
     assert 0 < got.item() < 1e4
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_adaptive_weight_uses_the_last_conv_weight_not_its_bias():
-    decoder = Decoder(in_channels=1, channels=8, code_dim=4)
-    assert decoder.last_layer is decoder.conv_out.weight
-    assert decoder.last_layer is not list(decoder.parameters())[-1]
+def test_adaptive_weight_clamps_at_max_weight(device, gen):
+    decoder, rec, adv = _tiny_decoder_losses(device, gen, g_scale=0.0)
+    assert adaptive_weight(100 * rec, adv, decoder, max_weight=3.0).item() == 3.0
 
 
 def test_adaptive_weight_is_clamped_and_finite_when_the_adversarial_gradient_vanishes(device, gen):
@@ -92,16 +91,16 @@ def test_adaptive_weight_is_clamped_and_finite_when_the_adversarial_gradient_van
     rec_norm = torch.autograd.grad(rec, w, retain_graph=True)[0].norm().item()
     assert rec_norm > 0.01
     # ||grad L_rec|| / (0 + 1e-4) with 100 * L_rec is far above 1e4: clamped.
-    assert adaptive_weight(100 * rec, adv, decoder.last_layer).item() == 1e4
+    assert adaptive_weight(100 * rec, adv, decoder).item() == 1e4
     # With 1e-3 * L_rec it is below the clamp: finite, thanks to the epsilon.
-    small = adaptive_weight(1e-3 * rec, adv, decoder.last_layer).item()
+    small = adaptive_weight(1e-3 * rec, adv, decoder).item()
     assert small < 1e4
     assert small == pytest.approx(1e-3 * rec_norm / 1e-4, rel=1e-5)
 
 
 def test_adaptive_weight_keeps_the_graph_and_leaves_no_grad(device, gen):
     decoder, rec, adv = _tiny_decoder_losses(device, gen)
-    lam = adaptive_weight(rec, adv, decoder.last_layer)
+    lam = adaptive_weight(rec, adv, decoder)
     assert all(p.grad is None for p in decoder.parameters())
     (rec + lam * adv).backward()  # the graph is still there for the training step
     assert decoder.conv_out.weight.grad is not None
@@ -109,12 +108,12 @@ def test_adaptive_weight_keeps_the_graph_and_leaves_no_grad(device, gen):
 
 def test_adaptive_weight_bad_input(gen):
     decoder, rec, adv = _tiny_decoder_losses("cpu", gen)
-    with pytest.raises(ValueError, match="last_layer"):
-        adaptive_weight(rec, adv, decoder.conv_out.weight.detach())
+    with pytest.raises(ValueError, match="max_weight"):
+        adaptive_weight(rec, adv, decoder, max_weight=float("inf"))
     with pytest.raises(ValueError, match="rec_loss must be a scalar"):
-        adaptive_weight(rec.expand(3), adv, decoder.last_layer)
+        adaptive_weight(rec.expand(3), adv, decoder)
     with pytest.raises(ValueError, match="g_loss has no graph"):
-        adaptive_weight(rec, adv.detach(), decoder.last_layer)
+        adaptive_weight(rec, adv.detach(), decoder)
 
 
 # --------------------------------------------------------------------------- gate

@@ -1,15 +1,19 @@
-"""Checks for Lesson 03: decoding a token grid, the hinge loss, the adaptive weight.
+"""Checks for Lesson 03: decoding a token grid, the hinge loss, the adaptive weight, and the
+tokenizer's training step that uses them.
 
 Each check runs the learner's function on small seeded cases (a tiny minitok Decoder with
 weights drawn from the check's own generator). When the answer is wrong, the check first
 compares it with what each classic mistake would give, so the hint names that mistake:
 `view` instead of `permute`, a transposed grid, hinge signs swapped, the missing 0.5 or
 relu, gradients taken at the wrong layer (or the last bias), no epsilon, no clamp,
-no detach, `.backward()` leaving gradients behind, a freed graph.
+no detach, `.backward()` leaving gradients behind, a freed graph; in the training step a
+missing zero_grad, a missing VQ loss, the generator term's sign, a discriminator loss that
+reaches the tokenizer, the two updates in the wrong order.
 
-adaptive_weight's inputs are losses whose graphs reach a decoder's weight: its check builds
-them next to the learner's function with a probe (checks.probe), so the same check runs in a
-notebook and in `minitok grade`.
+adaptive_weight's inputs are losses whose graphs reach a decoder's weight, and
+tokenizer_step's are a model with its optimisers: their checks build them next to the
+learner's function with a probe (checks.probe) from plain data (state dicts, tensors), so the
+same check runs in a notebook and in `minitok grade`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from minitok import tokenizer as tok
 from minitok import vqgan
 from minitok.checks import (
     CheckFailed,
@@ -30,8 +35,9 @@ from minitok.checks import (
     probe,
 )
 from minitok.checks._core import show_hint
-from minitok.tokenizer import Decoder
+from minitok.tokenizer import Decoder, TokenizerConfig, VQTokenizer
 from minitok.tokenizer import tokens_to_image as reference_tokens_to_image
+from minitok.vqgan import ADAPTIVE_MAX, PatchDiscriminator, generator_loss
 
 
 def _on_one_thread(test):
@@ -91,7 +97,20 @@ TRANSPOSED = (
 )
 
 
-@exercise("tokens_to_image", reference=reference_tokens_to_image)
+TOKENS_TO_IMAGE_HINTS = (
+    "A token is a row number of the codebook: looking the rows up gives one code vector per "
+    "grid position. The decoder is convolutional and wants the code axis where image "
+    "channels go.",
+    "codebook[indices] is (B, G, G, D), channels last; the decoder reads (B, D, G, G), "
+    "channels first. Which tensor operation moves an axis without reordering the numbers "
+    "inside each position?",
+    "codes = codebook[indices]            # (B, G, G, D)\n"
+    "codes = codes.permute(0, 3, 1, 2)    # (B, D, G, G)\n"
+    "return decoder(codes)",
+)
+
+
+@exercise("tokens_to_image", reference=reference_tokens_to_image, hints=TOKENS_TO_IMAGE_HINTS)
 @_on_one_thread
 def tokens_to_image(fn):
     g = torch.Generator().manual_seed(0)
@@ -146,7 +165,19 @@ SOFTPLUS = (
 )
 
 
-@exercise("hinge_d_loss", reference=vqgan.hinge_d_loss)
+HINGE_HINTS = (
+    "The discriminator should give real patches a high logit and reconstructed ones a low "
+    "logit, but only up to a margin: a real patch at logit >= 1 and a fake one at <= -1 are "
+    "right enough and cost nothing. Below the margin, the cost grows linearly.",
+    "Per real logit r the cost is relu(1 - r); per fake logit f it is relu(1 + f). Average "
+    "each over all its logits, then average the two: 0.5 * (mean_real + mean_fake).",
+    "loss_real = F.relu(1.0 - logits_real).mean()\n"
+    "loss_fake = F.relu(1.0 + logits_fake).mean()\n"
+    "return 0.5 * (loss_real + loss_fake)",
+)
+
+
+@exercise("hinge_d_loss", reference=vqgan.hinge_d_loss, hints=HINGE_HINTS)
 @_on_one_thread
 def hinge_d_loss(fn):
     g = torch.Generator().manual_seed(1)
@@ -220,7 +251,12 @@ NO_EPS = (
     "the denominator needs + 1e-4: ||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), so a vanishing "
     "adversarial gradient cannot blow the weight up."
 )
-NO_CLAMP = "clamp the weight to [0, 1e4] (torch.clamp(weight, 0.0, 1e4)), as taming does."
+NO_CLAMP = ("clamp the weight to [0, max_weight] (torch.clamp(weight, 0.0, max_weight)); "
+            "max_weight defaults to 1e4, as in taming.")
+MAX_WEIGHT_IGNORED = (
+    "the clamp ignored the max_weight argument: clamp to [0, max_weight], not to a fixed 1e4 "
+    "(the training step passes a smaller bound)."
+)
 NOT_DETACHED = (
     "the weight still has a graph (create_graph=True?): return it .detach()ed, so no gradient "
     "flows through the weighting itself."
@@ -233,11 +269,6 @@ GRAPH_FREED = (
     "the losses' graph was freed: the training step still backpropagates through rec_loss and "
     "g_loss afterwards. Pass retain_graph=True to both torch.autograd.grad calls."
 )
-
-
-def _adaptive_weight_reference(rec_loss, g_loss, decoder):
-    """The exercise's signature around minitok's vqgan.adaptive_weight (W = conv_out.weight)."""
-    return vqgan.adaptive_weight(rec_loss, g_loss, decoder.conv_out.weight)
 
 
 def _grad_norm(loss, tensor) -> torch.Tensor:
@@ -275,7 +306,10 @@ def _adaptive_weight_probe(fn, case: dict, backward_after: bool) -> dict:
     there. Returns what the check judges: the weight, whether .grad was left in the decoder,
     and (with backward_after) the error of backpropagating the losses afterwards."""
     decoder, rec, adv = _losses(case)
-    got = fn(rec, adv, decoder)
+    if case.get("max_weight") is None:
+        got = fn(rec, adv, decoder)
+    else:
+        got = fn(rec, adv, decoder, max_weight=case["max_weight"])
     facts = {"got": got, "grads_left": any(p.grad is not None for p in decoder.parameters()),
              "backward_error": None}
     if backward_after and isinstance(got, torch.Tensor):
@@ -286,33 +320,37 @@ def _adaptive_weight_probe(fn, case: dict, backward_after: bool) -> dict:
     return facts
 
 
-def _candidates(decoder, rec, adv):
+def _candidates(decoder, rec, adv, max_weight=None):
     """What the correct formula and each classic mistake give on this case."""
+    top = ADAPTIVE_MAX if max_weight is None else max_weight
     names = [name for name, _ in decoder.named_parameters()]
     params = [param for _, param in decoder.named_parameters()]
     # One backward pass per loss gives the gradient at every parameter.
     rec_grads = dict(zip(names, torch.autograd.grad(rec, params, retain_graph=True), strict=True))
     adv_grads = dict(zip(names, torch.autograd.grad(adv, params, retain_graph=True), strict=True))
     r_w, a_w = rec_grads["conv_out.weight"].norm(), adv_grads["conv_out.weight"].norm()
-    expected = (r_w / (a_w + 1e-4)).clamp(0, 1e4)
+    expected = (r_w / (a_w + 1e-4)).clamp(0, top)
     mistakes = []
+    if max_weight is not None:
+        mistakes.append(((r_w / (a_w + 1e-4)).clamp(0, ADAPTIVE_MAX),
+                         "the weight is not clamped at max_weight", MAX_WEIGHT_IGNORED))
     for name in ("conv_out.bias", "conv_in.weight"):
-        ratio = (rec_grads[name].norm() / (adv_grads[name].norm() + 1e-4)).clamp(0, 1e4)
+        ratio = (rec_grads[name].norm() / (adv_grads[name].norm() + 1e-4)).clamp(0, top)
         mistakes.append((ratio, "the weight was computed at the wrong layer", WRONG_LAYER))
     r_all = torch.stack([g.norm() for g in rec_grads.values()]).norm()
     a_all = torch.stack([g.norm() for g in adv_grads.values()]).norm()
     mistakes += [
-        ((r_all / (a_all + 1e-4)).clamp(0, 1e4), "the norms are over every parameter", WRONG_LAYER),
-        ((a_w / (r_w + 1e-4)).clamp(0, 1e4), "the ratio is inverted", INVERTED),
+        ((r_all / (a_all + 1e-4)).clamp(0, top), "the norms are over every parameter", WRONG_LAYER),
+        ((a_w / (r_w + 1e-4)).clamp(0, top), "the ratio is inverted", INVERTED),
         (r_w / (a_w + 1e-4), "the weight is not clamped", NO_CLAMP),
-        ((r_w / a_w).clamp(0, 1e4), "the weight ignores the 1e-4 in the denominator", NO_EPS),
+        ((r_w / a_w).clamp(0, top), "the weight ignores the 1e-4 in the denominator", NO_EPS),
         (r_w / a_w, "the weight ignores the 1e-4 in the denominator", NO_EPS),
     ]
     return expected, mistakes
 
 
 def _judge(fn, case: dict, what: str, backward_after: bool = False) -> dict:
-    expected, mistakes = _candidates(*_losses(case))
+    expected, mistakes = _candidates(*_losses(case), max_weight=case.get("max_weight"))
     try:
         facts = probe(_adaptive_weight_probe, fn, case, backward_after)
     except RuntimeError as err:
@@ -337,13 +375,30 @@ def _judge(fn, case: dict, what: str, backward_after: bool = False) -> dict:
         expected,
         f"the weight ({what})",
         atol=1e-5,
-        hint="||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), clamped to [0, 1e4], "
+        hint="||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), clamped to [0, max_weight], "
         "with W = decoder.conv_out.weight.",
     )
     return facts
 
 
-@exercise("adaptive_weight", reference=_adaptive_weight_reference, solution=vqgan.adaptive_weight)
+ADAPTIVE_HINTS = (
+    "Compare the two losses where they both act on the image: the weight W of the decoder's "
+    "last convolution. lambda rescales L_G so that its gradient at W is as large (in norm) "
+    "as L_rec's. A small constant in the denominator keeps lambda finite when L_G's gradient "
+    "vanishes; the result is clamped to [0, max_weight] and is a plain number (no graph).",
+    "With W = decoder.conv_out.weight (its weight, not its bias): "
+    "lambda = ||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), clamped to [0, max_weight], "
+    "detached. torch.autograd.grad(loss, W, retain_graph=True) gives a gradient without "
+    "touching .grad and keeps the graph for the training step's backward.",
+    "w = decoder.conv_out.weight\n"
+    "rec_grad = torch.autograd.grad(rec_loss, w, retain_graph=True)[0]\n"
+    "g_grad = torch.autograd.grad(g_loss, w, retain_graph=True)[0]\n"
+    "weight = rec_grad.norm() / (g_grad.norm() + 1e-4)\n"
+    "return weight.clamp(0.0, max_weight).detach()",
+)
+
+
+@exercise("adaptive_weight", reference=vqgan.adaptive_weight, hints=ADAPTIVE_HINTS)
 @_on_one_thread
 def adaptive_weight(fn):
     g = torch.Generator().manual_seed(2)
@@ -357,7 +412,277 @@ def adaptive_weight(fn):
     _judge(fn, _case(g, rec_scale=1e-2, g_scale=1e-4), "norms 1e-2 and 1e-4")
     # 3. a huge ratio: the clamp matters.
     _judge(fn, _case(g, rec_scale=10.0, g_scale=1e-4), "norms 10 and 1e-4")
-    return "ratio at conv_out.weight, epsilon, clamp, detached, graph kept, no .grad left"
+    # 4. a ratio of 6 with max_weight=2.5: the clamp is the argument's.
+    _judge(fn, {**_case(g, rec_scale=3.0, g_scale=0.5), "max_weight": 2.5},
+           "norms 3 and 0.5, max_weight=2.5")
+    return ("ratio at conv_out.weight, epsilon, clamp (1e4 and max_weight), detached, graph "
+            "kept, no .grad left")
+
+
+# --------------------------------------------------------------------------- tokenizer_step
+
+STEP_HINTS = (
+    "One step is two updates on the same batch. First the tokenizer: reconstruct, add up its "
+    "losses, clear old gradients, backpropagate, step its optimizer. Then (only when a "
+    "discriminator is given) the discriminator: its hinge loss on the real batch and on "
+    "the reconstruction, with no gradient reaching the tokenizer, then its optimizer's step. "
+    "Return the numbers to log as Python floats.",
+    "model(images) gives (x_hat, vq). The tokenizer's loss is mse(x_hat, images) + vq.loss, "
+    "plus disc_weight * lambda * L_G with a discriminator, where L_G = generator_loss(disc("
+    "x_hat)) and lambda = adaptive_weight(rec_loss, L_G, model.decoder, max_weight). The "
+    "discriminator's loss is hinge_d_loss(disc(images), disc(x_hat.detach())). "
+    ".backward() adds to .grad: zero each optimizer's gradients before its backward.",
+    "x_hat, vq = model(images)\n"
+    "rec_loss = F.mse_loss(x_hat, images)\n"
+    "loss = rec_loss + vq.loss\n"
+    "if disc is not None:\n"
+    "    g_loss = generator_loss(disc(x_hat))\n"
+    "    lam = adaptive_weight(rec_loss, g_loss, model.decoder, max_weight)\n"
+    "    loss = loss + disc_weight * lam * g_loss\n"
+    "optimizer.zero_grad(); loss.backward(); optimizer.step()\n"
+    "stats = {'rec': rec_loss.item(), 'vq': vq.loss.item(), 'usage': vq.usage.item(), "
+    "'perplexity': vq.perplexity.item()}\n"
+    "if disc is not None:\n"
+    "    d_loss = hinge_d_loss(disc(images), disc(x_hat.detach()))\n"
+    "    d_optimizer.zero_grad(); d_loss.backward(); d_optimizer.step()\n"
+    "    stats.update({'g_loss': g_loss.item(), 'd_loss': d_loss.item(), 'lambda': lam.item()})\n"
+    "return stats",
+)
+
+NO_ZERO_GRAD = (
+    "the tokenizer's update used gradients left in .grad from before the step: .backward() "
+    "adds to .grad, so call optimizer.zero_grad() before loss.backward()."
+)
+NO_VQ_LOSS = (
+    "the codebook did not learn: the straight-through output sends no gradient to the codes, "
+    "only the VQ loss does. Add vq.loss (from model(images)) to the reconstruction loss."
+)
+GENERATOR_SIGN = (
+    "the adversarial term has the wrong sign: the tokenizer minimises L_G = -mean D(x_hat) "
+    "(generator_loss), which is lower when D calls the reconstruction real; adding "
+    "+mean D(x_hat) teaches the decoder to look fake."
+)
+NO_D_ZERO_GRAD = (
+    "the discriminator's update used stale gradients: the tokenizer's backward passes "
+    "through D too and leaves gradients in D's .grad. Call d_optimizer.zero_grad() before "
+    "d_loss.backward()."
+)
+NO_DETACH = (
+    "the discriminator's loss reached the tokenizer: its step must train D only. Score the "
+    "reconstruction as disc(x_hat.detach()) in hinge_d_loss, so that backward stops there "
+    "(without it, backward runs into the tokenizer's graph, freed by loss.backward())."
+)
+D_FIRST = (
+    "the discriminator was updated before the tokenizer: take the tokenizer's step first "
+    "(its L_G and lambda use D as it is at the start of the step), then D's."
+)
+WEIGHTS_IGNORED = (
+    "the adversarial term must be disc_weight * lambda * L_G, with lambda = "
+    "adaptive_weight(rec_loss, g_loss, model.decoder, max_weight): pass max_weight on and "
+    "multiply by disc_weight."
+)
+STATS_KEYS = (
+    "return a dict of Python floats: 'rec', 'vq', 'usage', 'perplexity' always, and "
+    "'g_loss', 'd_loss', 'lambda' when a discriminator is given (e.g. rec_loss.item())."
+)
+
+# A tiny tokenizer whose forward draws nothing at random and changes no state: no k-means
+# initialisation, no dead-code restarts. Distinct sizes: B=5, S=8, G=4, D=6, K=7.
+_STEP_CONFIG = {"image_size": 8, "channels": 8, "code_dim": 6, "num_codes": 7,
+                "kmeans_init": False, "dead_code_threshold": 0.0}
+_LR, _D_LR = 0.05, 0.03  # plain SGD: an update is -lr * .grad, so every term shows linearly
+
+
+def _step_case(g: torch.Generator, gan: bool) -> dict:
+    """A case as plain data: state dicts, a batch, and stale .grad values for every weight."""
+    with torch.random.fork_rng():  # nn.Module init draws from the global RNG: fork it
+        model = VQTokenizer(TokenizerConfig(**_STEP_CONFIG))
+        disc = PatchDiscriminator(1, 8)
+    state = {name: torch.randn(t.shape, generator=g) * 0.3 if t.is_floating_point() else t
+             for name, t in model.state_dict().items() if "cluster_size" not in name}
+    state["quantizer.cluster_size"] = model.state_dict()["quantizer.cluster_size"]
+    d_state = {name: torch.randn(t.shape, generator=g) * 0.3
+               for name, t in disc.state_dict().items()}
+    return {
+        "model": state, "disc": d_state if gan else None,
+        "images": torch.rand(5, 1, 8, 8, generator=g) * 2 - 1,  # (B, 1, S, S) in [-1, 1]
+        "stale": {n: torch.randn(p.shape, generator=g) * 0.5 for n, p in model.named_parameters()},
+        "d_stale": {n: torch.randn(p.shape, generator=g) * 0.5 for n, p in disc.named_parameters()},
+        "disc_weight": 0.7, "max_weight": ADAPTIVE_MAX,
+    }
+
+
+def _step_probe(fn, case: dict) -> dict:
+    """Runs where the learner's function lives (checks.probe): builds the model, the
+    discriminator and their SGD optimizers with stale .grad, calls fn once, and returns
+    plain data: the stats (type and value), the weights and .grad after, the batch."""
+    with torch.random.fork_rng():
+        model = VQTokenizer(TokenizerConfig(**_STEP_CONFIG))
+        disc = PatchDiscriminator(1, 8)
+        model.load_state_dict(case["model"])
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=_LR)
+        for name, param in model.named_parameters():
+            param.grad = case["stale"][name].clone()
+        images = case["images"].clone()
+        if case["disc"] is None:
+            stats = fn(model, images, optimizer)
+        else:
+            disc.load_state_dict(case["disc"])
+            d_optimizer = torch.optim.SGD(disc.parameters(), lr=_D_LR)
+            for name, param in disc.named_parameters():
+                param.grad = case["d_stale"][name].clone()
+            stats = fn(model, images, optimizer, disc, d_optimizer,
+                       disc_weight=case["disc_weight"], max_weight=case["max_weight"])
+    if isinstance(stats, dict):
+        plain = {}
+        for key, value in stats.items():
+            try:
+                number = value.detach() if isinstance(value, torch.Tensor) else value
+                plain[str(key)] = [type(value).__name__, float(number)]
+            except (TypeError, ValueError, RuntimeError):
+                plain[str(key)] = [type(value).__name__, float("nan")]
+    else:
+        plain = None
+    return {
+        "stats": plain, "stats_type": type(stats).__name__,
+        "model": {n: p.detach().clone() for n, p in model.named_parameters()},
+        "disc": {} if case["disc"] is None else {n: p.detach().clone()
+                                                 for n, p in disc.named_parameters()},
+        "grads": {n: None if p.grad is None else p.grad.detach().clone()
+                  for n, p in model.named_parameters()},
+        "images": images, "training": model.training,
+    }
+
+
+def _variant_step(model, images, optimizer, disc=None, d_optimizer=None, disc_weight=1.0,
+                  max_weight=ADAPTIVE_MAX, *, mistake=None):
+    """minitok's tokenizer_step, or the step with one classic `mistake`."""
+    if mistake == "d_first":
+        with torch.no_grad():
+            x_hat_d = model(images)[0]
+        d_loss = vqgan.hinge_d_loss(disc(images), disc(x_hat_d))
+        d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_optimizer.step()
+    x_hat, vq = model(images)
+    rec_loss = F.mse_loss(x_hat, images)
+    loss = rec_loss if mistake == "no_vq" else rec_loss + vq.loss
+    if disc is not None:
+        g_loss = generator_loss(disc(x_hat))
+        if mistake == "max_weight_ignored":
+            lam = vqgan.adaptive_weight(rec_loss, g_loss, model.decoder)
+            loss = loss + disc_weight * lam * g_loss
+        elif mistake == "disc_weight_ignored":
+            lam = vqgan.adaptive_weight(rec_loss, g_loss, model.decoder, max_weight)
+            loss = loss + lam * g_loss
+        else:
+            lam = vqgan.adaptive_weight(rec_loss, g_loss, model.decoder, max_weight)
+            sign = -1.0 if mistake == "sign" else 1.0
+            loss = loss + sign * disc_weight * lam * g_loss
+    if mistake != "no_zero_grad":
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if disc is not None and mistake != "d_first":
+        d_loss = vqgan.hinge_d_loss(disc(images), disc(x_hat.detach()))
+        if mistake != "no_d_zero_grad":
+            d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_optimizer.step()
+    return {"rec": rec_loss.item()}
+
+
+_STEP_MISTAKES = [
+    ("no_zero_grad", "old gradients were added to this step's", NO_ZERO_GRAD),
+    ("no_vq", "the VQ loss is missing from the tokenizer's loss", NO_VQ_LOSS),
+    ("sign", "the adversarial term pushes the wrong way", GENERATOR_SIGN),
+    ("no_d_zero_grad", "the discriminator's update used stale gradients", NO_D_ZERO_GRAD),
+    ("d_first", "the discriminator was updated first", D_FIRST),
+    ("max_weight_ignored", "max_weight was not passed on", WEIGHTS_IGNORED),
+    ("disc_weight_ignored", "disc_weight was ignored", WEIGHTS_IGNORED),
+]
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return all(_close(a[name], b[name], atol=1e-6, rtol=1e-4) for name in b)
+
+
+def _judge_step(fn, case: dict, what: str) -> None:
+    expected = _step_probe(tok.tokenizer_step, case)
+    try:
+        got = probe(_step_probe, fn, case)
+    except RuntimeError as err:
+        # Without the detach, D's backward runs into the tokenizer's graph: freed by
+        # loss.backward(), or (kept with retain_graph) made stale by optimizer.step().
+        for words in ("backward through the graph a second time", "modified by an inplace"):
+            if words in str(err):
+                raise CheckFailed(f"{what}: D's backward ran into the tokenizer's graph",
+                                  NO_DETACH) from err
+        raise
+    gan = case["disc"] is not None
+    expect(got["stats"] is not None, f"{what}: returned {got['stats_type']}, not a dict",
+           hint=STATS_KEYS)
+    keys = ["rec", "vq", "usage", "perplexity"] + (["g_loss", "d_loss", "lambda"] if gan else [])
+    expect(sorted(got["stats"]) == sorted(keys),
+           f"{what}: returned the keys {sorted(got['stats'])}, expected {sorted(keys)}",
+           hint=STATS_KEYS)
+    expect(torch.equal(got["images"], case["images"]), f"{what}: the batch was modified",
+           hint="do not change images in place: the reconstruction loss compares with them.")
+    expect(got["training"], f"{what}: the model was left in eval mode",
+           hint="a training step keeps the model in train mode (no model.eval()).")
+
+    weights_ok = (_same_weights(got["model"], expected["model"])
+                  and _same_weights(got["disc"], expected["disc"]))
+    if not weights_ok:
+        for mistake, message, hint in _STEP_MISTAKES:
+            if mistake not in ("no_zero_grad", "no_vq") and not gan:
+                continue
+            wrong = _step_probe(functools.partial(_variant_step, mistake=mistake), case)
+            if (_same_weights(got["model"], wrong["model"])
+                    and _same_weights(got["disc"], wrong["disc"])):
+                raise CheckFailed(f"{what}: {message}", hint)
+    for key in keys:
+        kind, value = got["stats"][key]
+        expect(kind == "float", f"{what}: stats[{key!r}] is a {kind}, not a float",
+               hint=STATS_KEYS)
+        expect_close(torch.tensor(value), torch.tensor(expected["stats"][key][1]),
+                     f"{what}: stats[{key!r}]", atol=1e-6, rtol=1e-5,
+                     hint="log the values of this step's losses (before the update), e.g. "
+                     "rec_loss.item(); usage and perplexity come from vq.")
+    for name in expected["model"]:
+        expect_close(got["model"][name], expected["model"][name],
+                     f"{what}: the tokenizer's {name} after the step", atol=1e-6,
+                     hint="one step: loss = mse(x_hat, images) + vq.loss (+ disc_weight * "
+                     "lambda * L_G), optimizer.zero_grad(), loss.backward(), optimizer.step().")
+    for name in expected["disc"]:
+        expect_close(got["disc"][name], expected["disc"][name],
+                     f"{what}: the discriminator's {name} after the step", atol=1e-6,
+                     hint="without a discriminator, leave it alone; with one: "
+                     "hinge_d_loss(disc(images), disc(x_hat.detach())), "
+                     "d_optimizer.zero_grad(), backward, d_optimizer.step().")
+    for name, grad in got["grads"].items():  # a D loss that reached the tokenizer's .grad
+        if grad is not None and grad.abs().max() > 0 and expected["grads"][name] is not None:
+            expect(_close(grad, expected["grads"][name], atol=1e-6, rtol=1e-4),
+                   f"{what}: the tokenizer's {name}.grad changed after its update",
+                   hint=NO_DETACH)
+
+
+@exercise("tokenizer_step", reference=tok.tokenizer_step, hints=STEP_HINTS)
+@_on_one_thread
+def tokenizer_step(fn):
+    g = torch.Generator().manual_seed(3)
+    # 1. the VQ-VAE step (no discriminator), with stale gradients in every .grad.
+    _judge_step(fn, _step_case(g, gan=False), "without a discriminator")
+    # 2. the VQ-GAN step: disc_weight 0.7, taming's clamp.
+    case = _step_case(g, gan=True)
+    _judge_step(fn, case, "with a discriminator")
+    # 3. the same batch with max_weight below this case's lambda: the clamp is the argument's.
+    lam = _step_probe(tok.tokenizer_step, case)["stats"]["lambda"][1]
+    _judge_step(fn, {**case, "disc_weight": 1.3, "max_weight": 0.5 * lam},
+                "with a discriminator and max_weight below lambda")
+    return ("losses, weights and .grad after one step, with stale gradients; with a "
+            "discriminator, disc_weight and max_weight")
 
 
 def hint(name: str, level: int | None = None) -> None:
