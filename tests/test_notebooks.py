@@ -60,7 +60,6 @@ def test_solution_code_matches_the_package(path):
 # Exercises whose notebook signature still differs from the package's, and why. Empty it.
 SIGNATURE_DRIFT = {
     "adaptive_weight": "the notebook passes the decoder, the package its last layer's weight",
-    "transformer_forward": "the notebook's function stands for the package's method",
 }
 
 

@@ -55,19 +55,27 @@ class ZygoteError(RuntimeError):
 
 def strip_function(source: str, qualname: str, message: str) -> str:
     """`source` with the body of function `qualname` ("f" or "Class.method") replaced by
-    `raise NotImplementedError(message)`; the rest of the file is kept byte for byte."""
+    `raise NotImplementedError(message)`; the rest of the file is kept byte for byte.
+
+    A class (an exercise that is a module class) keeps its name, bases and attributes, so
+    that the module still imports; each of its methods raises instead."""
     node = ast.parse(source)
     for part in qualname.split("."):
         node = next(n for n in node.body if getattr(n, "name", None) == part
                     and isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
+    functions = [node]
+    if isinstance(node, ast.ClassDef):
+        functions = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     data = source.encode()
     starts = [0]
     for line in data.split(b"\n"):
         starts.append(starts[-1] + len(line) + 1)
-    begin = starts[node.body[0].lineno - 1] + node.body[0].col_offset
-    end = starts[node.body[-1].end_lineno - 1] + node.body[-1].end_col_offset
     body = f"raise NotImplementedError({message!r})".encode()
-    return (data[:begin] + body + data[end:]).decode()
+    for function in reversed(functions):  # from the end, so earlier offsets stay valid
+        begin = starts[function.body[0].lineno - 1] + function.body[0].col_offset
+        end = starts[function.body[-1].end_lineno - 1] + function.body[-1].end_col_offset
+        data = data[:begin] + body + data[end:]
+    return data.decode()
 
 
 def build_library(root: Path, lesson: str, check) -> Path:
