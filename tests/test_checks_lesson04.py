@@ -257,13 +257,13 @@ def test_self_attention_no_mask_only_under_a_cache_fails():
 
     class SelfAttention(base):
         def forward(self, x, cache=None, layer=0):
-            self.causal = cache is None  # "one query at a time needs no mask"
+            causal = self.causal
+            self.causal = causal and cache is None  # "one query at a time needs no mask"
             try:
                 return super().forward(x, cache, layer)
             finally:
-                self.causal = True
+                self.causal = causal
 
-    # (the bidirectional case builds its own layer with causal False: this one stays causal)
     assert_fails_with(lesson04.SelfAttention, SelfAttention, "still needed", "cache or not")
 
 
@@ -383,3 +383,35 @@ def test_transformer_accepts_a_hand_written_version():
         "no-positions", "no-ln_f", "no-dropout"])
 def test_transformer_mistakes_fail_with_their_hint(knobs, words):
     assert_fails_with(lesson04.Transformer, transformer_class(**knobs), *words)
+
+
+def test_self_attention_with_sdpa_is_causal_fails_under_a_cache():
+    base = attention_class()
+
+    class SelfAttention(base):
+        def forward(self, x, cache=None, layer=0):
+            B, T, C = x.shape
+            q, k, v = (split_heads(t, self.n_head) for t in self.qkv(x).split(C, dim=2))
+            if cache is not None:
+                k, v = cache.update(layer, k, v)
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+            return self.drop(self.proj(merge_heads(y)))
+
+    assert_fails_with(lesson04.SelfAttention, SelfAttention, "bottom-right", "is_causal=True")
+
+
+def test_transformer_accepts_positions_sliced_from_the_table():
+    base = transformer_class()
+
+    class Transformer(base):
+        def forward(self, idx, cache=None):
+            T = idx.shape[1]
+            start = cache.length if cache is not None else 0
+            x = self.drop(self.wte(idx) + self.wpe.weight[start : start + T])
+            for i in range(len(self.blocks)):
+                x = self.blocks[i](x, cache=cache, layer=i)
+            if cache is not None:
+                cache.advance(T)
+            return self.head(self.ln_f(x))
+
+    assert verdict(lesson04.Transformer, Transformer).passed
