@@ -1,5 +1,7 @@
 """Lesson 04 (optional part): 2D rotary position embeddings for a grid of image tokens.
 
+A demonstration: the course's models learn their positions (the Transformer's `wpe`).
+
 Rotary embeddings (RoPE) do not add a position vector to the token. They rotate the query
 and the key of each attention head instead: the channels are taken in pairs, and pair i of
 a token at position p is turned by the angle p * f_i (one frequency per pair). A rotation

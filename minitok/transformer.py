@@ -7,8 +7,12 @@ The same model serves the rest of the course:
     any vocabulary the any-to-any model (Lesson 07): text and image tokens in one table
 
 Reading order: `attention` (the one formula everything stands on), `causal_mask`,
-`split_heads` / `merge_heads`, then the modules `SelfAttention`, `MLP`, `Block`,
-`Transformer`, and finally `KVCache` and `generate`.
+`split_heads` / `merge_heads`, `KVCache`, then the modules `SelfAttention`, `MLP`, `Block`,
+`Transformer` (what the lesson's learner writes, with these parameter names, so that the
+shipped checkpoints load into their classes), and finally `generate`.
+
+Positions are learned (nanoGPT's position table). Lesson 04 also shows 2D rotary embeddings
+(`minitok.rope`), but no model of the course uses them.
 
 Arguments are checked where they come in: `TransformerConfig`, `Transformer.forward`'s
 token ids and cache, `new_cache` and `generate`. The functions the model calls on every
@@ -28,7 +32,6 @@ import torch
 import torch.nn as nn
 
 from minitok import validate
-from minitok.rope import apply_rope, rope_angles_2d
 
 # --------------------------------------------------------------------------- attention
 
@@ -110,9 +113,6 @@ class TransformerConfig:
     vocab_size: number of token ids (0..V-1). block_size: the longest sequence the model
     reads (its context). causal: True for next-token prediction, False for bidirectional
     attention (MaskGIT). bias: biases in the Linear and LayerNorm layers.
-    rope_grid: None for learned absolute position embeddings (nanoGPT); (rows, cols) for
-    2D rotary embeddings over a token grid (LlamaGen), after `n_prefix` unrotated tokens
-    (e.g. a class token); then block_size must be <= n_prefix + rows * cols.
     """
 
     vocab_size: int
@@ -123,8 +123,6 @@ class TransformerConfig:
     dropout: float = 0.0
     causal: bool = True
     bias: bool = True
-    rope_grid: tuple[int, int] | None = None
-    n_prefix: int = 0
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -132,11 +130,6 @@ class TransformerConfig:
         validate.number(self.dropout, "dropout", low=0, high=1, high_open=True)
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if self.rope_grid is not None:
-            rows, cols = self.rope_grid = tuple(self.rope_grid)  # (a saved config holds a list)
-            if min(rows, cols) < 1 or self.block_size > self.n_prefix + rows * cols:
-                raise ValueError(f"rope_grid must be (rows, cols) of positive ints with "
-                                 f"block_size <= n_prefix + rows * cols, got {self.rope_grid}")
 
     @property
     def head_dim(self) -> int:
@@ -148,173 +141,14 @@ def count_parameters(config: TransformerConfig) -> int:
 
     Per block: two LayerNorms (2C each), the qkv projection (3C^2 + 3C), the output
     projection (C^2 + C) and the MLP (4C^2 + 4C, then 4C^2 + C): 12 C^2 + 13 C with biases.
-    Plus the token table (V C), the position table (block_size C, unless rotary), the final
-    LayerNorm (2C) and the head (C V, no bias).
+    Plus the token table (V C), the position table (block_size C), the final LayerNorm (2C)
+    and the head (C V, no bias).
     """
     C, V, b = config.n_embd, config.vocab_size, int(config.bias)
     norm = C + b * C
     per_block = 2 * norm + (3 * C * C + b * 3 * C) + (C * C + b * C)  # norms + attention
     per_block += (4 * C * C + b * 4 * C) + (4 * C * C + b * C)  # MLP
-    positions = 0 if config.rope_grid is not None else config.block_size * C
-    return V * C + positions + config.n_layer * per_block + norm + C * V
-
-
-# --------------------------------------------------------------------------- modules
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention: project to q, k, v, attend within each head, project back."""
-
-    def __init__(self, config: TransformerConfig):
-        super().__init__()
-        self.n_head = config.n_head
-        self.causal = config.causal
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.drop = nn.Dropout(config.dropout)
-        angles = None  # learned positions are added to the embeddings instead
-        if config.rope_grid is not None:
-            angles = rope_angles_2d(*config.rope_grid, config.head_dim, n_prefix=config.n_prefix)
-        self.register_buffer("rope", angles, persistent=False)  # (positions, d/2) or None
-
-    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        """x (B, T, C) -> (B, T, C). `pos` (T,) are the tokens' positions (used by rotary
-        embeddings); with a cache, this layer's keys and values are appended to it."""
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
-        q = split_heads(q, self.n_head)  # (B, H, T, d)
-        k = split_heads(k, self.n_head)  # (B, H, T, d)
-        v = split_heads(v, self.n_head)  # (B, H, T, d)
-        if self.rope is not None:
-            pos = torch.arange(T, device=x.device) if pos is None else pos
-            q, k = apply_rope(q, self.rope[pos]), apply_rope(k, self.rope[pos])  # (B, H, T, d)
-        if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, H, T_k, d): the cached keys, then these
-        mask = None  # bidirectional: every token sees every token
-        if self.causal and T > 1:  # (a single new query may see every key: nothing to hide)
-            mask = causal_mask(T, k.shape[2], device=x.device)  # (T, T_k), bottom-right aligned
-        y = attention(q, k, v, mask)  # (B, H, T, d)
-        return self.drop(self.proj(merge_heads(y)))  # (B, T, C)
-
-
-class MLP(nn.Module):
-    """The per-token feed-forward part: widen 4x, GELU, project back."""
-
-    def __init__(self, config: TransformerConfig):
-        super().__init__()
-        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
-        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.drop = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(self.gelu(self.fc(x))))  # (B, T, C)
-
-
-class Block(nn.Module):
-    """A pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)).
-
-    Normalising *before* each sub-layer (pre-norm, as in GPT-2 and LlamaGen) leaves the
-    residual path x -> x + ... untouched from the embeddings to the head, which is what
-    makes deep stacks train without warm-up tricks.
-    """
-
-    def __init__(self, config: TransformerConfig):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = SelfAttention(config)
-        self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
-
-    def forward(self, x, pos=None, cache=None, layer=0) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), pos, cache, layer)  # (B, T, C): tokens talk
-        x = x + self.mlp(self.ln2(x))  # (B, T, C): each token thinks on its own
-        return x
-
-
-class Transformer(nn.Module):
-    """Token ids (B, T) -> next-token logits (B, T, V).
-
-    With causal=True, logits[:, t] predicts token t+1 from tokens 0..t, for every t in one
-    pass (teacher forcing). With a `cache`, idx holds only the *new* tokens: their positions
-    continue after the cached ones and their keys/values are appended to the cache.
-    """
-
-    def __init__(self, config: TransformerConfig):
-        super().__init__()
-        self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token id -> vector
-        self.wpe = None  # position -> vector (absent with rotary embeddings)
-        if config.rope_grid is None:
-            self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
-            if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def embed(self, idx: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Token vectors plus position vectors: idx (B, T), pos (T,) -> (B, T, C)."""
-        x = self.wte(idx)  # (B, T, C)
-        if self.wpe is not None:
-            x = x + self.wpe(pos)  # (T, C) broadcast over the batch
-        return self.drop(x)
-
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Lesson 04's `transformer_forward`, after checking idx and the cache once."""
-        self._check_input(idx, cache)
-        B, T = idx.shape
-        start = 0 if cache is None else cache.length  # positions continue after the cache
-        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.embed(idx, pos)  # (B, T, C)
-        for layer, block in enumerate(self.blocks):
-            x = block(x, pos, cache, layer)  # (B, T, C)
-        if cache is not None:
-            cache.advance(T)
-        return self.head(self.ln_f(x))  # (B, T, V)
-
-    def _check_input(self, idx: torch.Tensor, cache: KVCache | None) -> None:
-        """Clear errors naming idx or cache, instead of an index error deep inside an
-        embedding, a failed cache write, or (for a cache of another batch size) a silent
-        broadcast."""
-        c = self.config
-        validate.index_tensor(idx, "idx", c.vocab_size, dim=2)
-        B, T = idx.shape
-        start = 0 if cache is None else cache.length  # where the new tokens begin
-        if start + T > c.block_size:
-            after = f" after {start} cached tokens" if cache is not None else ""
-            raise ValueError(f"idx has {T} tokens{after}, more than block_size = {c.block_size} "
-                             f"(the longest sequence this model reads)")
-        need = (c.n_layer, B, c.n_head, c.head_dim)  # the cache this model and idx write into
-        if cache is not None and cache.made_for != need:
-            raise ValueError(f"cache: made for (n_layer, batch, n_head, head_dim) = "
-                             f"{cache.made_for}, but this model and idx need {need}")
-        if cache is not None and start + T > cache.max_len:
-            raise ValueError(f"cache is full: {start} cached + {T} new > max_len {cache.max_len}")
-
-    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
-        """An empty KV cache for `batch_size` sequences of up to `max_len` (block_size) tokens."""
-        c, weight = self.config, self.wte.weight
-        if not c.causal:  # bidirectional: every key changes when a token arrives, none is reusable
-            raise ValueError("new_cache: a KV cache needs causal=True")
-        max_len = c.block_size if max_len is None else max_len
-        validate.number(max_len, "max_len", low=1, high=c.block_size)
-        return KVCache(c.n_layer, batch_size, c.n_head, max_len, c.head_dim,
-                       device=weight.device, dtype=weight.dtype)
+    return V * C + config.block_size * C + config.n_layer * per_block + norm + C * V
 
 
 # --------------------------------------------------------------------------- KV cache
@@ -366,6 +200,165 @@ class KVCache:
     def reset(self) -> None:
         """Forget everything (the storage is reused)."""
         self.length = 0
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention: project to q, k, v, attend within each head, project back."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.causal = config.causal
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+                ) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C); with a cache, this layer's keys and values are appended
+        to it and the T new queries attend to every cached key as well."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = split_heads(q, self.n_head)  # (B, H, T, d)
+        k = split_heads(k, self.n_head)  # (B, H, T, d)
+        v = split_heads(v, self.n_head)  # (B, H, T, d)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, H, T_k, d): the cached keys, then these
+        mask = None  # bidirectional: every token sees every token
+        if self.causal:
+            mask = causal_mask(T, k.shape[2], device=x.device)  # (T, T_k), bottom-right aligned
+        y = attention(q, k, v, mask)  # (B, H, T, d)
+        return self.drop(self.proj(merge_heads(y)))  # (B, T, C)
+
+
+class MLP(nn.Module):
+    """The per-token feed-forward part: widen 4x, GELU, project back."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(self.gelu(self.fc(x))))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x)).
+
+    Normalising *before* each sub-layer (pre-norm, as in GPT-2 and LlamaGen) leaves the
+    residual path x -> x + ... untouched from the embeddings to the head, which is what
+    makes deep stacks train without warm-up tricks.
+    """
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = SelfAttention(config)
+        self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+                ) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)  # (B, T, C): tokens talk
+        x = x + self.mlp(self.ln2(x))  # (B, T, C): each token thinks on its own
+        return x
+
+
+def _init_gpt2(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+class TransformerBase(nn.Module):
+    """What a Transformer has besides its layers and its forward pass, written once.
+
+    GPT-2's initialisation, the parameter count, the checks of the forward pass's inputs
+    and the KV cache: Lesson 04's learner writes `Transformer(TransformerBase)`, its layers
+    and forward pass, and gets these. A subclass sets `self.config` and the layers `wte`,
+    `wpe`, `blocks`, `ln_f` and `head`.
+    """
+
+    config: TransformerConfig
+
+    def init_weights(self) -> None:
+        """GPT-2's initialisation: N(0, 0.02) weights, zero biases, and the projections into
+        the residual stream scaled down by sqrt(2 * n_layer) (one per sub-layer)."""
+        self.apply(_init_gpt2)  # children first, as nanoGPT
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layer))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def check_input(self, idx: torch.Tensor, cache: KVCache | None) -> None:
+        """Clear errors naming idx or cache, instead of an index error deep inside an
+        embedding, a failed cache write, or (for a cache of another batch size) a silent
+        broadcast."""
+        c = self.config
+        validate.index_tensor(idx, "idx", c.vocab_size, dim=2)
+        B, T = idx.shape
+        start = 0 if cache is None else cache.length  # where the new tokens begin
+        if start + T > c.block_size:
+            after = f" after {start} cached tokens" if cache is not None else ""
+            raise ValueError(f"idx has {T} tokens{after}, more than block_size = {c.block_size} "
+                             f"(the longest sequence this model reads)")
+        need = (c.n_layer, B, c.n_head, c.head_dim)  # the cache this model and idx write into
+        if cache is not None and cache.made_for != need:
+            raise ValueError(f"cache: made for (n_layer, batch, n_head, head_dim) = "
+                             f"{cache.made_for}, but this model and idx need {need}")
+        if cache is not None and start + T > cache.max_len:
+            raise ValueError(f"cache is full: {start} cached + {T} new > max_len {cache.max_len}")
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty KV cache for `batch_size` sequences of up to `max_len` (block_size) tokens."""
+        c, weight = self.config, self.wte.weight
+        if not c.causal:  # bidirectional: every key changes when a token arrives, none is reusable
+            raise ValueError("new_cache: a KV cache needs causal=True")
+        max_len = c.block_size if max_len is None else max_len
+        validate.number(max_len, "max_len", low=1, high=c.block_size)
+        return KVCache(c.n_layer, batch_size, c.n_head, max_len, c.head_dim,
+                       device=weight.device, dtype=weight.dtype)
+
+
+class Transformer(TransformerBase):
+    """Token ids (B, T) -> next-token logits (B, T, V).
+
+    With causal=True, logits[:, t] predicts token t+1 from tokens 0..t, for every t in one
+    pass (teacher forcing). With a `cache`, idx holds only the *new* tokens: their positions
+    continue after the cached ones and their keys/values are appended to the cache.
+    """
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token id -> vector
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)  # position -> vector
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.init_weights()
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        self.check_input(idx, cache)
+        B, T = idx.shape
+        start = 0 if cache is None else cache.length  # positions continue after the cache
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)  # (B, T, C): every layer writes its own keys
+        if cache is not None:
+            cache.advance(T)  # once every layer has written its part
+        return self.head(self.ln_f(x))  # (B, T, V)
 
 
 # --------------------------------------------------------------------------- generation

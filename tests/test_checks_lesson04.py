@@ -10,9 +10,12 @@ import math
 
 import pytest
 import torch
+import torch.nn as nn
 from checking import assert_fails_with, verdict
 
-from minitok.checks import lesson04
+from minitok import transformer
+from minitok.checks import exercises_in, lesson04
+from minitok.transformer import MLP, TransformerBase, causal_mask, merge_heads, split_heads
 
 pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
 
@@ -136,38 +139,279 @@ def test_merge_heads_without_transpose_fails():
     assert_fails_with(lesson04.merge_heads, wrong, "transpose(1, 2) back")
 
 
-# --------------------------------------------------------------------------- forward with cache
+# --------------------------------------------------------------------------- hints
 
 
-def forward_with(offset=True, advance=True, use_cache=True):
-    def forward(model, idx, cache=None):
-        B, T = idx.shape
-        start = 0 if cache is None or not offset else cache.length
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = model.wte(idx) + model.wpe(pos)
-        for layer, block in enumerate(model.blocks):
-            x = block(x, pos, cache if use_cache else None, layer)
-        if cache is not None and advance:
-            cache.advance(T)
-        return model.head(model.ln_f(x))
-
-    return forward
+def test_every_check_has_three_hints_on_demand(capsys):
+    for name, check_fn in exercises_in(lesson04).items():
+        assert len(check_fn.hints) == 3 and all(len(h) > 40 for h in check_fn.hints), name
+        lesson04.hint(name, 3)
+        assert f"hint 3 of 3 for {name}" in capsys.readouterr().out
 
 
-def test_transformer_forward_accepts_a_hand_written_version():
-    assert verdict(lesson04.transformer_forward, forward_with()).passed
+# --------------------------------------------------------------------------- SelfAttention
 
 
-def test_position_ids_not_offset_under_the_cache_fails():
-    assert_fails_with(lesson04.transformer_forward, forward_with(offset=False),
-                      "position ids not offset", "cache.length")
+def attention_class(mask="causal", heads="split", qkv="split", scale=None, proj=True,
+                    use_layer=True, dropout=True, advance=False, qkv_name="qkv"):
+    """A hand-written SelfAttention with a knob for each classic mistake."""
+
+    class SelfAttention(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.n_head = config.n_head
+            self.causal = config.causal
+            setattr(self, qkv_name, nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias))
+            self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+            self.drop = nn.Dropout(config.dropout if dropout else 0.0)
+
+        def forward(self, x, cache=None, layer=0):
+            B, T, C = x.shape
+            H = self.n_head
+            if qkv == "split":
+                q, k, v = getattr(self, qkv_name)(x).split(C, dim=2)
+            else:
+                q, k, v = self.qkv(x).view(B, T, H, 3 * (C // H)).split(C // H, dim=3)
+                q, k, v = (t.reshape(B, T, C) for t in (q, k, v))
+            if heads == "split":
+                q, k, v = (split_heads(t, H) for t in (q, k, v))
+            else:
+                q, k, v = (t.reshape(B, H, T, C // H) for t in (q, k, v))
+            T_k = T
+            if mask == "square" and self.causal:  # built before the cache update
+                m = causal_mask(T)
+            if cache is not None:
+                k, v = cache.update(layer if use_layer else 0, k, v)
+                T_k = k.shape[2]
+                if advance:
+                    cache.advance(T)
+            if mask == "causal":
+                m = causal_mask(T, T_k) if self.causal else None
+            elif mask == "top-left":
+                m = torch.tril(torch.ones(T, T_k, dtype=torch.bool)) if self.causal else None
+            elif mask == "none" or not self.causal:
+                m = None
+            d = q.shape[-1]
+            scores = q @ k.transpose(-2, -1) * (1 / math.sqrt(d) if scale is None else scale)
+            if m is not None:
+                scores = scores.masked_fill(~m, float("-inf"))
+            y = torch.softmax(scores, dim=-1) @ v
+            y = merge_heads(y) if heads == "split" else y.reshape(B, T, C)
+            return self.drop(self.proj(y) if proj else y)
+
+    return SelfAttention
 
 
-def test_forgetting_to_advance_the_cache_fails():
-    assert_fails_with(lesson04.transformer_forward, forward_with(advance=False), "cache.advance(T)")
+def test_self_attention_accepts_a_hand_written_version():
+    assert verdict(lesson04.SelfAttention, attention_class()).passed
 
 
-def test_not_passing_the_cache_to_the_blocks_fails():
-    assert_fails_with(lesson04.transformer_forward, forward_with(use_cache=False),
-                      "pass the cache")
+def test_self_attention_accepts_sdpa_with_an_explicit_mask():
+    base = attention_class()
 
+    class SelfAttention(base):
+        def forward(self, x, cache=None, layer=0):
+            B, T, C = x.shape
+            q, k, v = (split_heads(t, self.n_head) for t in self.qkv(x).split(C, dim=2))
+            if cache is not None:
+                k, v = cache.update(layer, k, v)
+            mask = causal_mask(T, k.shape[2]) if self.causal else None
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return self.drop(self.proj(merge_heads(y)))
+
+    assert verdict(lesson04.SelfAttention, SelfAttention).passed
+
+
+@pytest.mark.parametrize(("knobs", "words"), [
+    ({"qkv_name": "c_attn"}, ("attribute names", "qkv (Linear C -> 3C)")),
+    ({"mask": "none"}, ("the future", "causal_mask(T, T_k)")),
+    ({"mask": "top-left"}, ("LAST T", "bottom-right")),
+    ({"mask": "square"}, ("after", "causal_mask(T, k.shape[2])")),
+    ({"heads": "view"}, ("heads split in the wrong order",)),
+    ({"qkv": "interleaved"}, ("q, then k, then v",)),
+    ({"scale": 1 / 8}, ("wrong scale",)),
+    ({"scale": 1.0}, ("wrong scale",)),
+    ({"proj": False}, ("self.proj",)),
+    ({"use_layer": False}, ("its own slot", "cache.update(layer, k, v)")),
+    ({"advance": True}, ("leaves cache.length",)),
+    ({"dropout": False}, ("nn.Dropout(config.dropout)",)),
+], ids=["names", "no-mask", "top-left", "mask-before-cache", "heads", "qkv-order", "scale-1/C",
+        "unscaled", "no-proj", "layer", "advance", "no-dropout"])
+def test_self_attention_mistakes_fail_with_their_hint(knobs, words):
+    assert_fails_with(lesson04.SelfAttention, attention_class(**knobs), *words)
+
+
+def test_self_attention_masking_a_bidirectional_layer_fails():
+    base = attention_class()
+
+    class SelfAttention(base):
+        def __init__(self, config):
+            super().__init__(config)
+            self.causal = True  # ignores config.causal
+
+    assert_fails_with(lesson04.SelfAttention, SelfAttention, "config.causal False")
+
+
+def test_self_attention_no_mask_only_under_a_cache_fails():
+    base = attention_class()
+
+    class SelfAttention(base):
+        def forward(self, x, cache=None, layer=0):
+            causal = self.causal
+            self.causal = causal and cache is None  # "one query at a time needs no mask"
+            try:
+                return super().forward(x, cache, layer)
+            finally:
+                self.causal = causal
+
+    assert_fails_with(lesson04.SelfAttention, SelfAttention, "still needed", "cache or not")
+
+
+# --------------------------------------------------------------------------- Block
+
+
+def block_class(kind="pre-norm", pass_cache=True, in_place=False, names=("ln1", "ln2")):
+    class Block(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            setattr(self, names[0], nn.LayerNorm(config.n_embd, bias=config.bias))
+            self.attn = transformer.SelfAttention(config)
+            setattr(self, names[1], nn.LayerNorm(config.n_embd, bias=config.bias))
+            self.mlp = MLP(config)
+
+        def forward(self, x, cache=None, layer=0):
+            ln1, ln2 = getattr(self, names[0]), getattr(self, names[1])
+            args = (cache, layer) if pass_cache else ()
+            if kind == "post-norm":
+                x = ln1(x + self.attn(x, *args))
+                return ln2(x + self.mlp(x))
+            if kind == "no-residual":
+                x = self.attn(ln1(x), *args)
+                return self.mlp(ln2(x))
+            if kind == "one-norm":
+                x = x + self.attn(ln1(x), *args)
+                return x + self.mlp(ln1(x))
+            if kind == "mlp-first":
+                x = x + self.mlp(ln2(x))
+                return x + self.attn(ln1(x), *args)
+            if in_place:
+                x += self.attn(ln1(x), *args)
+                x += self.mlp(ln2(x))
+                return x
+            x = x + self.attn(ln1(x), *args)
+            return x + self.mlp(ln2(x))
+
+    return Block
+
+
+def test_block_accepts_a_hand_written_version():
+    assert verdict(lesson04.Block, block_class()).passed
+
+
+@pytest.mark.parametrize(("knobs", "words"), [
+    ({"names": ("norm1", "norm2")}, ("attribute names", "ln1, attn")),
+    ({"kind": "post-norm"}, ("post-norm", "pre-norm")),
+    ({"kind": "no-residual"}, ("residual connection is missing",)),
+    ({"kind": "one-norm"}, ("self.ln2(x)",)),
+    ({"kind": "mlp-first"}, ("attention first",)),
+    ({"pass_cache": False}, ("pass the cache and the layer's number",)),
+    ({"in_place": True}, ("not x += ...",)),
+], ids=["names", "post-norm", "no-residual", "one-norm", "mlp-first", "cache", "in-place"])
+def test_block_mistakes_fail_with_their_hint(knobs, words):
+    assert_fails_with(lesson04.Block, block_class(**knobs), *words)
+
+
+# --------------------------------------------------------------------------- Transformer
+
+
+def transformer_class(offset=True, advance="after", layer_index=True, pass_cache=True,
+                      positions=True, ln_f=True, embed_dropout=True, head_bias=False):
+    """A hand-written Transformer with a knob for each classic mistake."""
+
+    class Transformer(TransformerBase):
+        def __init__(self, config):
+            super().__init__()
+            self.config = config
+            self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+            self.wpe = nn.Embedding(config.block_size, config.n_embd)
+            self.drop = nn.Dropout(config.dropout if embed_dropout else 0.0)
+            self.blocks = nn.ModuleList([transformer.Block(config)
+                                         for _ in range(config.n_layer)])
+            self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+            self.head = nn.Linear(config.n_embd, config.vocab_size, bias=head_bias)
+            self.init_weights()
+
+        def forward(self, idx, cache=None):
+            B, T = idx.shape
+            if cache is not None and advance == "before":
+                cache.advance(T)
+            start = 0 if cache is None or not offset else cache.length
+            if advance == "before" and cache is not None:
+                start -= T
+            pos = torch.arange(start, start + T)
+            x = self.wte(idx) + (self.wpe(pos) if positions else 0)
+            x = self.drop(x)
+            for layer, block in enumerate(self.blocks):
+                if pass_cache and layer_index:
+                    x = block(x, cache, layer)
+                elif pass_cache:
+                    x = block(x, cache)
+                else:
+                    x = block(x)
+            if cache is not None and advance == "after":
+                cache.advance(T)
+            return self.head(self.ln_f(x) if ln_f else x)
+
+    return Transformer
+
+
+def test_transformer_accepts_a_hand_written_version():
+    assert verdict(lesson04.Transformer, transformer_class()).passed
+
+
+@pytest.mark.parametrize(("knobs", "words"), [
+    ({"head_bias": True}, ("attribute names", "bias=False")),
+    ({"offset": False}, ("position ids not offset", "cache.length")),
+    ({"layer_index": False}, ("slot 0", "enumerate(self.blocks)")),
+    ({"advance": "before"}, ("before the blocks", "after the last block")),
+    ({"advance": "never"}, ("cache.advance(T)", "once all layers are done")),
+    ({"pass_cache": False}, ("wrote nothing", "pass the cache")),
+    ({"positions": False}, ("position embedding is missing",)),
+    ({"ln_f": False}, ("self.ln_f(x)",)),
+    ({"embed_dropout": False}, ("self.drop",)),
+], ids=["names", "offset", "layer-index", "advance-first", "no-advance", "no-cache",
+        "no-positions", "no-ln_f", "no-dropout"])
+def test_transformer_mistakes_fail_with_their_hint(knobs, words):
+    assert_fails_with(lesson04.Transformer, transformer_class(**knobs), *words)
+
+
+def test_self_attention_with_sdpa_is_causal_fails_under_a_cache():
+    base = attention_class()
+
+    class SelfAttention(base):
+        def forward(self, x, cache=None, layer=0):
+            B, T, C = x.shape
+            q, k, v = (split_heads(t, self.n_head) for t in self.qkv(x).split(C, dim=2))
+            if cache is not None:
+                k, v = cache.update(layer, k, v)
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+            return self.drop(self.proj(merge_heads(y)))
+
+    assert_fails_with(lesson04.SelfAttention, SelfAttention, "bottom-right", "is_causal=True")
+
+
+def test_transformer_accepts_positions_sliced_from_the_table():
+    base = transformer_class()
+
+    class Transformer(base):
+        def forward(self, idx, cache=None):
+            T = idx.shape[1]
+            start = cache.length if cache is not None else 0
+            x = self.drop(self.wte(idx) + self.wpe.weight[start : start + T])
+            for i in range(len(self.blocks)):
+                x = self.blocks[i](x, cache=cache, layer=i)
+            if cache is not None:
+                cache.advance(T)
+            return self.head(self.ln_f(x))
+
+    assert verdict(lesson04.Transformer, Transformer).passed

@@ -174,16 +174,16 @@ def test_one_wrong_exercise_costs_only_itself_in_the_notebook_and_in_the_grader(
 
 def test_gradients_in_place_changes_and_probes_cross_the_process_boundary(tmp_path):
     """Lessons 02-04's solutions: straight-through gradients and the codebook's, the EMA's
-    inputs left alone, the adaptive weight's probe, a KV cache written in place. And a
-    transformer_forward that calls the model itself: minitok's forward, not the learner's."""
+    inputs left alone, the adaptive weight's probe, a KV cache written in place, classes
+    built in the worker. And a Transformer that is minitok's own class: not the learner's."""
     paths = [ROOT / "solutions" / name for name in (
         "02_straight_through.ipynb", "03_image_tokenizer.ipynb", "04_transformer.ipynb")]
     shortcut = write_notebook(tmp_path / "04.ipynb", "from minitok.checks import lesson04 as "
-                              "check", "def transformer_forward(model, idx, cache=None):\n"
-                              "    return model(idx, cache)")
+                              "check", "from minitok import transformer\n\n"
+                              "class Transformer(transformer.Transformer):\n    pass")
     *reports, cheat = grade_reports([*paths, shortcut], timeout=120, jobs=2)[0]
     for report in reports:
         assert report.error is None and report.score == report.max_score, report
-    forward = {item["exercise"]: item for item in cheat.exercises}["transformer_forward"]
+    forward = {item["exercise"]: item for item in cheat.exercises}["Transformer"]
     assert forward["status"] == "failed"
-    assert "minitok's reference transformer.Transformer.forward" in forward["message"]
+    assert "minitok's reference transformer.Transformer" in forward["message"]

@@ -246,3 +246,17 @@ def test_strip_function_replaces_only_the_body():
                        "        return x * 2") == source
     assert "def one_line(x): raise NotImplementedError('h')" in strip_function(source, "one_line",
                                                                                 "h")
+
+
+def test_strip_function_of_a_class_keeps_the_class_and_strips_every_method():
+    source = ("import torch.nn as nn\n\n\nclass Layer(nn.Module):\n    '''Doc.'''\n\n"
+              "    size = 3\n\n    def __init__(self, n):\n        super().__init__()\n"
+              "        self.n = n\n\n    def forward(self, x):\n        return x * self.n\n\n\n"
+              "class Sub(Layer):\n    pass\n")
+    out = strip_function(source, "Layer", "hidden")
+    assert out.count("raise NotImplementedError('hidden')") == 2
+    assert "size = 3" in out and "class Sub(Layer)" in out and "self.n = n" not in out
+    namespace = {}
+    exec(compile(out, "stripped", "exec"), namespace)  # the module still imports
+    with pytest.raises(NotImplementedError, match="hidden"):
+        namespace["Sub"](2)

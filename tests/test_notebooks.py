@@ -57,12 +57,6 @@ def test_solution_code_matches_the_package(path):
         assert result.passed, result.render()
 
 
-# Exercises whose notebook signature still differs from the package's, and why. Empty it.
-SIGNATURE_DRIFT = {
-    "transformer_forward": "the notebook's function stands for the package's method",
-}
-
-
 def _parameters(fn) -> list[tuple[str, object]]:
     return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
 
@@ -75,8 +69,6 @@ def test_solution_signatures_are_the_packages(path):
     namespace = exercise_namespace(notebook)
     module = importlib.import_module(check_module_name(notebook))
     for name, check in exercises_in(module).items():
-        if name in SIGNATURE_DRIFT:
-            continue
         mine, package = _parameters(namespace[name]), _parameters(check.solution)
         assert package[:len(mine)] == mine, f"{name}: notebook {mine} vs package {package}"
         extra = package[len(mine):]

@@ -50,7 +50,6 @@ def make_model(device, seed=0, **overrides) -> Transformer:
     return Transformer(small_config(**overrides)).to(device).eval()
 
 
-ROPE = dict(block_size=17, rope_grid=(4, 4), n_prefix=1)  # a class token, then a 4x4 grid
 
 
 # --------------------------------------------------------------------------- attention vs SDPA
@@ -200,9 +199,8 @@ def test_self_attention_equals_torch_multihead_attention(device, gen, causal):
 # --------------------------------------------------------------------------- causality
 
 
-@pytest.mark.parametrize("position", ["learned", "rope"])
-def test_changing_token_t_never_changes_earlier_logits(device, gen, position):
-    model = make_model(device, **(ROPE if position == "rope" else {}))
+def test_changing_token_t_never_changes_earlier_logits(device, gen):
+    model = make_model(device)
     T = model.config.block_size
     idx = torch.randint(0, 37, (2, T), generator=gen).to(device)
     base = model(idx)
@@ -255,10 +253,9 @@ def test_gradients_flow_only_from_the_past_when_causal(device, gen, causal):
 # --------------------------------------------------------------------------- KV cache
 
 
-@pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("prompt_len", [1, 5])
-def test_prefill_then_decode_equals_the_full_forward(device, gen, position, prompt_len):
-    model = make_model(device, **(ROPE if position == "rope" else {}))
+def test_prefill_then_decode_equals_the_full_forward(device, gen, prompt_len):
+    model = make_model(device)
     T = model.config.block_size
     idx = torch.randint(0, 37, (3, T), generator=gen).to(device)
     full = model(idx)  # (3, T, V)
@@ -347,8 +344,8 @@ def test_kv_cache_storage_and_reset(device):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"bias": False}, {"n_layer": 3, "n_embd": 48, "n_head": 6}, ROPE, {"causal": False}],
-    ids=["default", "no-bias", "wider", "rope", "bidirectional"],
+    [{}, {"bias": False}, {"n_layer": 3, "n_embd": 48, "n_head": 6}, {"causal": False}],
+    ids=["default", "no-bias", "wider", "bidirectional"],
 )
 def test_count_parameters_matches_the_model(overrides):
     config = small_config(**overrides)
@@ -455,10 +452,6 @@ def test_bad_configs_are_refused():
         small_config(n_embd=30, n_head=4)
     with pytest.raises(ValueError, match="vocab_size must be a positive int"):
         small_config(vocab_size=0)
-    with pytest.raises(ValueError, match=r"block_size <= n_prefix \+ rows \* cols, got \(4, 4\)"):
-        small_config(block_size=30, rope_grid=(4, 4), n_prefix=1)
-    with pytest.raises(ValueError, match=r"rope_grid must be \(rows, cols\) of positive ints"):
-        small_config(rope_grid=(4, 0))
     with pytest.raises(ValueError, match=r"dropout must lie in \[0, 1\)"):
         small_config(dropout=1.0)
     with pytest.raises(ValueError, match="causal=True"):
