@@ -35,7 +35,7 @@ EXERCISES = {
     lesson03: ["tokens_to_image", "hinge_d_loss", "adaptive_weight"],
     lesson04: ["attention", "causal_mask", "split_heads", "merge_heads", "transformer_forward"],
     lesson05: ["make_sequences", "prior_loss", "top_k_filter", "top_p_filter", "sample_logits",
-               "cfg_logits"],
+               "cfg_logits", "ar_generate"],
     lesson06: ["gamma", "mask_len", "random_mask", "masked_loss", "sample_with_confidence",
                "remask_lowest", "decode_loop"],
     lesson07: ["build_sequence", "masked_targets", "allowed_next"],
