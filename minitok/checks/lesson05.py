@@ -522,7 +522,7 @@ def ar_generate(fn):
 def _judge_generate(fn):
     model = _gen_prior()
     labels = torch.tensor(GEN_LABELS)  # (B,)
-    B, n = GEN_B, model.config.tokens_per_image
+    n = model.config.tokens_per_image  # codes an image
 
     # Plain sampling with the cache: B rows, the prompt then one token a pass.
     got, passes = _run_loop(fn, model, labels, 0, {}, "ar_generate(prior, labels)")
