@@ -129,28 +129,35 @@ class ARPrior(nn.Module):
         return self.transformer.head.weight.device
 
 
+def prior_batch_loss(prior: ARPrior, codes: torch.Tensor, labels: torch.Tensor,
+                     generator: torch.Generator, batch_size: int = 64, p_uncond: float = 0.1
+                     ) -> torch.Tensor:
+    """One training step's loss: a random mini-batch of grids (N, G, G) and labels (N,), each
+    label dropped to the null class with probability `p_uncond` (classifier-free guidance
+    needs the unconditional model too), the teacher-forcing loss. Draws the rows, then the
+    dropped labels, from `generator` (on the CPU, where codes and labels are)."""
+    rows = torch.randint(0, codes.shape[0], (batch_size,), generator=generator)  # (B,)
+    dropped = drop_labels(labels[rows], p_uncond, prior.config.null_class, generator)  # (B,)
+    seqs = make_sequences(codes[rows], dropped, prior.config.num_codes)  # (B, 1 + G*G)
+    return prior_loss(prior, seqs.to(prior.device), prior.config.num_codes)
+
+
 def train_prior(prior: ARPrior, codes: torch.Tensor, labels: torch.Tensor, steps: int,
                 batch_size: int = 64, lr: float = 3e-3, p_uncond: float = 0.1, seed: int = 0,
                 progress: bool = True) -> list[float]:
     """Train on token grids (N, G, G) and their labels (N,); returns the loss of each step.
 
-    Each mini-batch drops its labels to the null class with probability `p_uncond`
-    (classifier-free guidance needs the unconditional model too), then takes the teacher-
-    forcing loss. The recipe is `training.fit`'s, shared with MaskGIT and any-to-any.
-    The arguments are checked here, once: the steps trust them.
+    Each step takes `prior_batch_loss`; the recipe is `training.fit`'s, shared with MaskGIT
+    and any-to-any. The arguments are checked here, once: the steps trust them.
     """
     validate.index_tensor(codes, "codes", prior.config.num_codes, dim=3)
     validate.index_tensor(labels, "labels", prior.config.num_classes, dim=1)
     validate.positive_int(batch_size, "batch_size")
     validate.number(p_uncond, "p_uncond", low=0, high=1)
-    codes, labels = codes.to(prior.device), labels.to(prior.device)
-    K = prior.config.num_codes
+    codes, labels = codes.cpu(), labels.cpu()  # the batches are drawn on the CPU
 
     def batch_loss(generator: torch.Generator) -> torch.Tensor:
-        rows = torch.randint(0, codes.shape[0], (batch_size,), generator=generator)
-        rows = rows.to(prior.device)  # (B,)
-        dropped = drop_labels(labels[rows], p_uncond, prior.config.null_class, generator)
-        return prior_loss(prior, make_sequences(codes[rows], dropped, K), K)
+        return prior_batch_loss(prior, codes, labels, generator, batch_size, p_uncond)
 
     return fit(prior, batch_loss, steps, lr=lr, seed=seed, desc="prior", progress=progress)
 

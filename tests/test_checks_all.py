@@ -34,7 +34,7 @@ EXERCISES = {
     lesson02: ["straight_through", "vq_loss", "ema_update", "fsq_quantize"],
     lesson03: ["tokens_to_image", "hinge_d_loss", "adaptive_weight"],
     lesson04: ["attention", "causal_mask", "split_heads", "merge_heads", "transformer_forward"],
-    lesson05: ["make_sequences", "prior_loss", "top_k_filter", "top_p_filter", "sample_logits",
+    lesson05: ["make_sequences", "prior_loss", "prior_batch_loss", "top_k_filter", "top_p_filter", "sample_logits",
                "cfg_logits", "ar_generate"],
     lesson06: ["gamma", "mask_len", "random_mask", "masked_loss", "sample_with_confidence",
                "remask_lowest", "decode_loop"],

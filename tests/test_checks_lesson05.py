@@ -57,6 +57,47 @@ def test_prior_loss_catches_a_detached_loss():
     assert_fails_with(check.prior_loss, detached, "torch.no_grad")
 
 
+# --------------------------------------------------------------------------- the training step
+
+
+def learner_step(prior_model, codes, labels, generator, batch_size=64, p_uncond=0.1,
+                 mistake=None):
+    """A learner's step, written differently from minitok's, with one classic `mistake`."""
+    n = codes.shape[0]
+    rows = torch.randint(n, (batch_size,), generator=None if mistake == "global_rng" else generator)
+    p = {"no_drop": 0.0, "p_flipped": 1.0 - p_uncond}.get(mistake, p_uncond)
+    batch_labels = labels[rows].clone()
+    if mistake != "no_drop":
+        batch_labels = sampling.drop_labels(batch_labels, p, prior_model.config.null_class,
+                                            generator)
+    K = prior_model.config.num_codes
+    seqs = prior.make_sequences(codes[rows], batch_labels, K)
+    if mistake == "detached":
+        with torch.no_grad():
+            return prior.prior_loss(prior_model, seqs, K)
+    return prior.prior_loss(prior_model, seqs, K)
+
+
+def step_with(mistake):
+    def step(prior_model, codes, labels, generator, batch_size=64, p_uncond=0.1):
+        return learner_step(prior_model, codes, labels, generator, batch_size, p_uncond, mistake)
+    return step
+
+
+def test_prior_batch_loss_passes_a_different_correct_step():
+    assert_passes(check.prior_batch_loss, step_with(None))
+
+
+@pytest.mark.parametrize(("mistake", "words"), [
+    ("no_drop", "no label was dropped"),
+    ("p_flipped", "IS dropped"),
+    ("global_rng", "global RNG must stay untouched"),
+    ("detached", "torch.no_grad"),
+])
+def test_prior_batch_loss_catches(mistake, words):
+    assert_fails_with(check.prior_batch_loss, step_with(mistake), words)
+
+
 # --------------------------------------------------------------------------- filters
 
 

@@ -187,6 +187,99 @@ def prior_loss(fn):
     return "a random tiny transformer, 6 sequences of 9 codes, K = 13: shift, code-only logits"
 
 
+# --------------------------------------------------------------------------- the training step
+
+STEP_RNG_HINT = ("draw the rows and the dropped labels from the generator you are given "
+                 "(torch.randint(..., generator=generator), drop_labels(..., generator)): "
+                 "the global RNG must stay untouched, and the same seed must give the same "
+                 "batch")
+NO_DROP_HINT = ("no label was dropped: pass the batch's labels through drop_labels(labels, "
+                "p_uncond, prior.config.null_class, generator), so that the model also learns "
+                "the unconditional p(image) that guidance needs")
+P_FLIPPED_HINT = ("p_uncond is the probability that a label IS dropped to the null class "
+                  "(drop_labels takes it as is), not the probability it is kept")
+STEP_HINTS = (
+    "One step's loss: pick a random mini-batch of grids, hide some of their labels behind the "
+    "null class, turn them into sequences and score them with your teacher-forcing loss.",
+    "rows (B,) from torch.randint(0, N, (batch_size,), generator=generator); then "
+    "drop_labels(labels[rows], p_uncond, prior.config.null_class, generator) (B,); "
+    "make_sequences(codes[rows], dropped, K) (B, 1 + G*G), on the prior's device; prior_loss.",
+    "rows = torch.randint(0, codes.shape[0], (batch_size,), generator=generator)\n"
+    "dropped = drop_labels(labels[rows], p_uncond, prior.config.null_class, generator)\n"
+    "seqs = make_sequences(codes[rows], dropped, prior.config.num_codes)\n"
+    "return prior_loss(prior, seqs.to(prior.device), prior.config.num_codes)",
+)
+
+
+def _step_variant(model, codes, labels, seed, batch_size, p_uncond, mistake=None):
+    """minitok's step loss, or what a classic `mistake` in it gives, for the same seed."""
+    generator = _gen(seed)
+    rows = torch.randint(0, codes.shape[0], (batch_size,), generator=generator)
+    p = {"no_drop": 0.0, "p_flipped": 1 - p_uncond}.get(mistake, p_uncond)
+    dropped = sampling.drop_labels(labels[rows], p, model.config.null_class, generator)
+    K = model.config.num_codes
+    return prior.prior_loss(model, prior.make_sequences(codes[rows], dropped, K), K)
+
+
+def _step_probe(fn, model, codes, labels, seed: int, settings: dict) -> dict:
+    """Runs where the learner's function lives (checks.probe): the loss, whether it has a
+    gradient, whether the global RNG moved or the inputs changed."""
+    given = codes.clone(), labels.clone()
+    with torch.random.fork_rng(devices=[]):
+        before = torch.get_rng_state()
+        loss = fn(model, codes, labels, _gen(seed), **settings)
+        moved = not torch.equal(before, torch.get_rng_state())
+    return {"loss": loss.detach() if isinstance(loss, torch.Tensor) else loss,
+            "grad": isinstance(loss, torch.Tensor) and loss.requires_grad, "rng_moved": moved,
+            "changed": not (torch.equal(given[0], codes) and torch.equal(given[1], labels))}
+
+
+@exercise("prior_batch_loss", reference=prior.prior_batch_loss, hints=STEP_HINTS)
+def prior_batch_loss(fn):
+    K, G, N = 13, 3, 40
+    model = _step_prior(K, G)
+    g = _gen(11)
+    codes = torch.randint(0, K, (N, G, G), generator=g)  # (40, 3, 3)
+    labels = torch.randint(0, 10, (N,), generator=g)  # (40,)
+    for seed, settings in ((12, {"batch_size": 7, "p_uncond": 0.3}), (13, {})):
+        what = f"prior_batch_loss(..., {settings or 'defaults'})"
+        facts = probe(_step_probe, fn, model, codes, labels, seed, settings)
+        expect_tensor(facts["loss"], what)
+        expect_shape(facts["loss"], (), what, hint="return the mean loss, one number")
+        expect(facts["grad"], f"{what}: the loss has no gradient",
+               hint="return prior_loss's result as it is, not under torch.no_grad or .item()")
+        expect(not facts["changed"], f"{what}: codes or labels changed",
+               hint="drop_labels returns new labels; leave the dataset's tensors as they are")
+        expect(not facts["rng_moved"], f"{what}: your step drew from the global RNG",
+               STEP_RNG_HINT)
+        size, p = settings.get("batch_size", 64), settings.get("p_uncond", 0.1)
+        with torch.no_grad():
+            expected = _step_variant(model, codes, labels, seed, size, p)
+            for mistake, hint in (("no_drop", NO_DROP_HINT), ("p_flipped", P_FLIPPED_HINT)):
+                wrong = _step_variant(model, codes, labels, seed, size, p, mistake)
+                if torch.allclose(facts["loss"], wrong, atol=1e-6) and not torch.allclose(
+                        wrong, expected, atol=1e-6):
+                    raise CheckFailed(f"{what}: the loss of a batch with the wrong labels", hint)
+        expect_close(facts["loss"], expected, f"{what}: the loss", atol=1e-5,
+                     hint="the reference draws the rows first, then the dropped labels, both "
+                          "from generator: " + STEP_HINTS[1])
+    return "the reference's batch for the same seed (batch_size 7, p_uncond 0.3; defaults)"
+
+
+def _step_prior(num_codes: int, grid: int) -> prior.ARPrior:
+    """A small random ARPrior without dropout, built without touching the global RNG."""
+    config = prior.PriorConfig(num_codes=num_codes, grid_size=grid, n_layer=1, n_head=2,
+                               n_embd=16, dropout=0.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        model = prior.ARPrior(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.mul_(10.0)  # sharp logits: the labels a batch was given show in its loss
+    return model.eval()
+
+
 # --------------------------------------------------------------------------- filters
 
 
