@@ -22,6 +22,7 @@ from minitok.prior import (
     PriorConfig,
     ar_generate,
     make_sequences,
+    prior_batch_loss,
     prior_loss,
     train_prior,
 )
@@ -215,6 +216,17 @@ def test_the_cache_reads_one_token_per_pass_and_no_cache_rereads_the_prefix(devi
     assert cached["passes"] == uncached["passes"] == n  # one pass per code
     assert cached["positions"] == 2 * n
     assert uncached["positions"] == 2 * n * (n + 1) // 2  # 1 + 2 + ... + n per sequence
+
+
+def test_the_training_step_draws_rows_then_dropped_labels_from_its_generator():
+    prior = tiny_prior("cpu")
+    _, codes, labels = random_sequences(20, seed=3)
+    got = prior_batch_loss(prior, codes, labels, torch.Generator().manual_seed(5), 6, 1.0)
+    rows = torch.randint(0, 20, (6,), generator=torch.Generator().manual_seed(5))
+    null = torch.full((6,), prior.config.null_class)  # p_uncond = 1: every label dropped
+    assert torch.allclose(got, prior_loss(prior, make_sequences(codes[rows], null, K), K))
+    kept = prior_batch_loss(prior, codes, labels, torch.Generator().manual_seed(5), 6, 0.0)
+    assert torch.allclose(kept, prior_loss(prior, make_sequences(codes[rows], labels[rows], K), K))
 
 
 # --------------------------------------------------------------------------- bad input
