@@ -166,6 +166,18 @@ def diversity(images: torch.Tensor, labels, reference: torch.Tensor, reference_l
     return sum(ratios) / len(ratios)
 
 
+def nearest_distance(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Each image's Euclidean pixel distance to its nearest neighbour in `reference`: (N,).
+
+    The memorisation test: a model that copies its training digits puts its samples much
+    closer to the training set than held-out real digits are (exact copies of a token grid
+    are a vacuous test with K^(G*G) possible grids). float64, on the CPU.
+    """
+    flat = images.reshape(images.shape[0], -1).double().cpu()  # (N, pixels)
+    ref = reference.reshape(reference.shape[0], -1).double().cpu()  # (M, pixels)
+    return torch.cdist(flat, ref).min(dim=1).values  # (N,)
+
+
 def sample_quality(grids: torch.Tensor, labels, tokenizer, classifier,
                    train_grids: torch.Tensor | None = None) -> dict:
     """How good and how varied a set of generated digits is, judged without the generator.

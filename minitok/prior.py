@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from minitok import validate
 from minitok.sampling import cfg_logits, drop_labels, sample_logits
 from minitok.training import fit
-from minitok.transformer import Transformer, TransformerConfig, generate
+from minitok.transformer import Transformer, TransformerConfig
 
 # --------------------------------------------------------------------------- the id table
 
@@ -129,55 +129,40 @@ class ARPrior(nn.Module):
         return self.transformer.head.weight.device
 
 
+def prior_batch_loss(prior: ARPrior, codes: torch.Tensor, labels: torch.Tensor,
+                     generator: torch.Generator, batch_size: int = 64, p_uncond: float = 0.1
+                     ) -> torch.Tensor:
+    """One training step's loss: a random mini-batch of grids (N, G, G) and labels (N,), each
+    label dropped to the null class with probability `p_uncond` (classifier-free guidance
+    needs the unconditional model too), the teacher-forcing loss. Draws the rows, then the
+    dropped labels, from `generator` (on the CPU, where codes and labels are)."""
+    rows = torch.randint(0, codes.shape[0], (batch_size,), generator=generator)  # (B,)
+    dropped = drop_labels(labels[rows], p_uncond, prior.config.null_class, generator)  # (B,)
+    seqs = make_sequences(codes[rows], dropped, prior.config.num_codes)  # (B, 1 + G*G)
+    return prior_loss(prior, seqs.to(prior.device), prior.config.num_codes)
+
+
 def train_prior(prior: ARPrior, codes: torch.Tensor, labels: torch.Tensor, steps: int,
                 batch_size: int = 64, lr: float = 3e-3, p_uncond: float = 0.1, seed: int = 0,
                 progress: bool = True) -> list[float]:
     """Train on token grids (N, G, G) and their labels (N,); returns the loss of each step.
 
-    Each mini-batch drops its labels to the null class with probability `p_uncond`
-    (classifier-free guidance needs the unconditional model too), then takes the teacher-
-    forcing loss. The recipe is `training.fit`'s, shared with MaskGIT and any-to-any.
-    The arguments are checked here, once: the steps trust them.
+    Each step takes `prior_batch_loss`; the recipe is `training.fit`'s, shared with MaskGIT
+    and any-to-any. The arguments are checked here, once: the steps trust them.
     """
     validate.index_tensor(codes, "codes", prior.config.num_codes, dim=3)
     validate.index_tensor(labels, "labels", prior.config.num_classes, dim=1)
     validate.positive_int(batch_size, "batch_size")
     validate.number(p_uncond, "p_uncond", low=0, high=1)
-    codes, labels = codes.to(prior.device), labels.to(prior.device)
-    K = prior.config.num_codes
+    codes, labels = codes.cpu(), labels.cpu()  # the batches are drawn on the CPU
 
     def batch_loss(generator: torch.Generator) -> torch.Tensor:
-        rows = torch.randint(0, codes.shape[0], (batch_size,), generator=generator)
-        rows = rows.to(prior.device)  # (B,)
-        dropped = drop_labels(labels[rows], p_uncond, prior.config.null_class, generator)
-        return prior_loss(prior, make_sequences(codes[rows], dropped, K), K)
+        return prior_batch_loss(prior, codes, labels, generator, batch_size, p_uncond)
 
     return fit(prior, batch_loss, steps, lr=lr, seed=seed, desc="prior", progress=progress)
 
 
 # --------------------------------------------------------------------------- generation
-
-
-def make_pick(num_codes: int, batch_size: int, cfg_scale: float = 1.0, temperature=1.0,
-              top_k=None, top_p=None, greedy=False, generator=None):
-    """The rule that turns the last position's logits into the next code, for `generate`.
-
-    Without guidance (cfg_scale == 1) it gets (B, V) logits. With guidance the batch is
-    doubled, [cond; null], so it gets (2B, V): it combines the halves as u + s (c - u)
-    BEFORE temperature and top-k/top-p, draws one code per image, and returns that same
-    code for both halves, so the conditional and unconditional sequences stay identical.
-    """
-    guided = cfg_scale != 1.0
-
-    def pick(logits: torch.Tensor) -> torch.Tensor:
-        logits = logits[:, :num_codes]  # (B or 2B, K): only codes can come next
-        if guided:
-            cond, uncond = logits[:batch_size], logits[batch_size:]  # (B, K) each
-            logits = cfg_logits(cond, uncond, cfg_scale)  # (B, K)
-        token = sample_logits(logits, temperature, top_k, top_p, generator, greedy)  # (B,)
-        return torch.cat([token, token]) if guided else token  # (2B,) or (B,)
-
-    return pick
 
 
 @torch.no_grad()
@@ -199,16 +184,23 @@ def ar_generate(prior: ARPrior, labels, temperature: float = 1.0, top_k: int | N
     labels = validate.index_tensor(torch.as_tensor(labels), "labels", config.num_classes, dim=1)
     validate.number(cfg_scale, "cfg_scale", low=0)
     validate.generator(generator)
-    B = labels.shape[0]
-    prompt = (labels.to(prior.device) + config.num_codes)[:, None]  # (B, 1) class tokens
-    if cfg_scale != 1.0:
-        null = torch.full_like(prompt, config.num_codes + config.null_class)  # (B, 1)
-        prompt = torch.cat([prompt, null])  # (2B, 1): [cond; null]
-    pick = make_pick(config.num_codes, B, cfg_scale, temperature, top_k, top_p, greedy,
-                     generator)
     was_training = prior.training
-    prior.eval()
-    seqs = generate(prior.transformer, prompt, config.tokens_per_image, use_cache, pick)
+    prior.eval()  # dropout off while sampling
+    K, B, guided = config.num_codes, labels.shape[0], cfg_scale != 1.0
+    tokens = (labels.to(prior.device) + K)[:, None]  # (B, 1) class tokens
+    if guided:
+        null = torch.full_like(tokens, K + config.null_class)  # (B, 1)
+        tokens = torch.cat([tokens, null])  # (2B, 1): [cond; null]
+    cache = prior.transformer.new_cache(tokens.shape[0]) if use_cache else None
+    step_input = tokens  # what the next pass reads: the prompt, then the newest token
+    for _ in range(config.tokens_per_image):
+        logits = prior(step_input, cache)[:, -1, :K]  # (B or 2B, K): only codes come next
+        if guided:
+            logits = cfg_logits(logits[:B], logits[B:], cfg_scale)  # (B, K), before sampling
+        token = sample_logits(logits, temperature, top_k, top_p, generator, greedy)  # (B,)
+        if guided:
+            token = torch.cat([token, token])  # (2B,) the same code to both halves
+        tokens = torch.cat([tokens, token[:, None]], dim=1)  # (B or 2B, T + 1)
+        step_input = token[:, None] if use_cache else tokens
     prior.train(was_training)
-    codes = seqs[:B, 1:]  # (B, G*G): the conditional half, class token dropped
-    return codes.reshape(B, config.grid_size, config.grid_size)  # (B, G, G)
+    return tokens[:B, 1:].reshape(B, config.grid_size, config.grid_size)  # (B, G, G)

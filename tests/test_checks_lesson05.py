@@ -9,9 +9,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from checking import assert_fails_with
+from checking import assert_fails_with, assert_passes
 
 from minitok import prior, sampling
+from minitok.checks import exercises_in
 from minitok.checks import lesson05 as check
 
 pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
@@ -54,6 +55,47 @@ def test_prior_loss_catches_a_detached_loss():
         with torch.no_grad():
             return prior.prior_loss(model, seqs, num_codes)
     assert_fails_with(check.prior_loss, detached, "torch.no_grad")
+
+
+# --------------------------------------------------------------------------- the training step
+
+
+def learner_step(prior_model, codes, labels, generator, batch_size=64, p_uncond=0.1,
+                 mistake=None):
+    """A learner's step, written differently from minitok's, with one classic `mistake`."""
+    n = codes.shape[0]
+    rows = torch.randint(n, (batch_size,), generator=None if mistake == "global_rng" else generator)
+    p = {"no_drop": 0.0, "p_flipped": 1.0 - p_uncond}.get(mistake, p_uncond)
+    batch_labels = labels[rows].clone()
+    if mistake != "no_drop":
+        batch_labels = sampling.drop_labels(batch_labels, p, prior_model.config.null_class,
+                                            generator)
+    K = prior_model.config.num_codes
+    seqs = prior.make_sequences(codes[rows], batch_labels, K)
+    if mistake == "detached":
+        with torch.no_grad():
+            return prior.prior_loss(prior_model, seqs, K)
+    return prior.prior_loss(prior_model, seqs, K)
+
+
+def step_with(mistake):
+    def step(prior_model, codes, labels, generator, batch_size=64, p_uncond=0.1):
+        return learner_step(prior_model, codes, labels, generator, batch_size, p_uncond, mistake)
+    return step
+
+
+def test_prior_batch_loss_passes_a_different_correct_step():
+    assert_passes(check.prior_batch_loss, step_with(None))
+
+
+@pytest.mark.parametrize(("mistake", "words"), [
+    ("no_drop", "no label was dropped"),
+    ("p_flipped", "IS dropped"),
+    ("global_rng", "global RNG must stay untouched"),
+    ("detached", "torch.no_grad"),
+])
+def test_prior_batch_loss_catches(mistake, words):
+    assert_fails_with(check.prior_batch_loss, step_with(mistake), words)
 
 
 # --------------------------------------------------------------------------- filters
@@ -166,3 +208,167 @@ def test_cfg_catches_the_one_plus_w_parametrisation():
     def one_plus_w(cond, uncond, scale):  # (1 + w) c - w u with w = s: s = 1 is not "off"
         return (1 + scale) * cond - scale * uncond
     assert_fails_with(check.cfg_logits, one_plus_w, "s = 1 must be plain conditional")
+
+
+def test_cfg_catches_inputs_changed_in_place():
+    def in_place(cond, uncond, scale):
+        return uncond.add_(scale * (cond - uncond))
+    assert_fails_with(check.cfg_logits, in_place, "leave both inputs")
+
+
+
+# --------------------------------------------------------------------------- hints on demand
+
+EXERCISES = list(exercises_in(check))
+
+
+def test_every_check_has_three_hints():
+    assert "ar_generate" in EXERCISES
+    for name in EXERCISES:
+        hints = getattr(check, name).hints
+        assert len(hints) == 3 and all(isinstance(h, str) and h.strip() for h in hints), name
+
+
+def test_hint_prints_each_level(capsys):
+    for name in EXERCISES:
+        for level in (1, 2, 3):
+            check.hint(name, level)
+            assert f"hint {level} of 3 for {name}" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- the loss's layout
+
+
+def test_prior_loss_catches_logits_in_the_wrong_layout():
+    def b_t_v(model, seqs, num_codes):  # (B, T, V) logits: cross_entropy reads T as classes
+        logits = model(seqs[:, :-1])[..., :num_codes]
+        return F.cross_entropy(logits, seqs[:, 1:])
+    assert_fails_with(check.prior_loss, b_t_v, "classes on dim 1", "(B, V, T)")
+
+
+def test_prior_loss_passes_the_classes_on_dim_one():
+    def b_v_t(model, seqs, num_codes):
+        logits = model(seqs[:, :-1])[..., :num_codes]
+        return F.cross_entropy(logits.transpose(1, 2), seqs[:, 1:])
+    assert_passes(check.prior_loss, b_v_t)
+
+
+# --------------------------------------------------------------------------- the generation loop
+
+
+def learner_generate(prior_model, labels, temperature=1.0, top_k=None, top_p=None, greedy=False,
+                     cfg_scale=1.0, use_cache=True, generator=None, mistake=None):
+    """A learner's loop, written differently from minitok's, with one classic `mistake`."""
+    config = prior_model.config
+    K, G, B = config.num_codes, config.grid_size, len(labels)
+    guided = cfg_scale != 1.0 or mistake == "always_doubled"
+    if mistake == "no_guidance":
+        guided = False
+    if mistake == "labels_in_place":
+        labels += K
+        first = labels[:, None]
+    else:
+        first = (labels + K)[:, None]
+    null_id = config.null_class if mistake == "null_id" else K + config.null_class
+    rows = [first, torch.full_like(first, null_id)] if guided else [first]
+    tokens = torch.cat(rows)
+    cache = None
+    if use_cache or mistake == "always_cache":
+        cache = prior_model.transformer.new_cache(tokens.shape[0])
+    if mistake == "cache_unused":
+        cache = None
+    step_input = tokens
+    passes = G * G + 1 if mistake == "extra_pass" else G * G
+    for _ in range(passes):
+        if mistake == "fresh_cache":
+            cache = prior_model.transformer.new_cache(tokens.shape[0])
+        logits = prior_model(step_input, cache)[:, -1, :K]
+        if guided:
+            cond, uncond = logits.chunk(2)
+            if mistake == "swapped":
+                cond, uncond = uncond, cond
+            logits = sampling.cfg_logits(cond, uncond, cfg_scale)
+        if mistake == "settings_dropped":
+            token = sampling.sample_logits(logits, generator=generator)
+        else:
+            draw_from = None if mistake == "global_rng" else generator
+            token = sampling.sample_logits(logits, temperature, top_k, top_p, draw_from, greedy)
+        if guided:
+            token = token.repeat(2)
+        tokens = torch.cat([tokens, token[:, None]], dim=1)
+        if mistake == "stale_input":
+            continue  # step_input stays the prompt
+        if mistake == "whole_sequence" or cache is None:
+            step_input = tokens
+        else:
+            step_input = token[:, None]
+    if mistake == "both_halves":
+        return tokens[:, 1:].reshape(-1, G, G)
+    if mistake == "class_token_kept":
+        return tokens[:B, :-1].reshape(B, G, G)
+    return tokens[:B, 1 : 1 + G * G].reshape(B, G, G)
+
+
+def with_mistake(mistake):
+    def generate(prior_model, labels, temperature=1.0, top_k=None, top_p=None, greedy=False,
+                 cfg_scale=1.0, use_cache=True, generator=None):
+        return learner_generate(prior_model, labels, temperature, top_k, top_p, greedy,
+                                cfg_scale, use_cache, generator, mistake)
+    return generate
+
+
+def test_ar_generate_passes_a_different_correct_loop():
+    assert_passes(check.ar_generate, with_mistake(None))
+
+
+def test_ar_generate_passes_two_caches_of_b_rows_are_not_needed():
+    """The reference itself, called through another name, passes (a sanity check that the
+    check's own loop and minitok's ar_generate agree on every case)."""
+    def wrapper(prior_model, labels, temperature=1.0, top_k=None, top_p=None, greedy=False,
+                cfg_scale=1.0, use_cache=True, generator=None):
+        return prior.ar_generate(prior_model, labels, temperature, top_k, top_p, greedy,
+                                 cfg_scale, use_cache, generator)
+    assert_passes(check.ar_generate, wrapper)
+
+
+@pytest.mark.parametrize(("mistake", "words"), [
+    ("fresh_cache", "make the cache once"),
+    ("stale_input", "feed the code you just drew back in"),
+    ("cache_unused", "feed it only the newest token"),
+    ("whole_sequence", "feed it only the newest token"),
+    ("extra_pass", "one forward pass per code"),
+    ("class_token_kept", "the class token is still in them"),
+    ("both_halves", "return the conditional half only"),
+    ("global_rng", "global RNG must stay untouched"),
+    ("labels_in_place", "do not modify labels in place"),
+    ("always_cache", "re-reads the whole sequence"),
+    ("settings_dropped", "pass temperature, top_k, top_p"),
+    ("always_doubled", "cfg_scale = 1 is plain conditional sampling"),
+    ("no_guidance", "ONE doubled batch"),
+    ("swapped", "the halves are swapped"),
+    ("null_id", "num_codes + null_class"),
+])
+def test_ar_generate_catches(mistake, words):
+    assert_fails_with(check.ar_generate, with_mistake(mistake), words)
+
+
+def test_ar_generate_catches_two_separate_batches():
+    """Guidance from two batches of B (cond, then null) is not the doubled batch asked for."""
+    def two_batches(prior_model, labels, temperature=1.0, top_k=None, top_p=None,
+                    greedy=False, cfg_scale=1.0, use_cache=True, generator=None):
+        K, G, B = prior_model.config.num_codes, prior_model.config.grid_size, len(labels)
+        cond_seq = (labels + K)[:, None]
+        null_seq = torch.full_like(cond_seq, K + prior_model.config.null_class)
+        caches = [prior_model.transformer.new_cache(B) if use_cache else None for _ in "cu"]
+        cond_in, null_in = cond_seq, null_seq
+        for _ in range(G * G):
+            c = prior_model(cond_in, caches[0])[:, -1, :K]
+            if cfg_scale != 1.0:
+                u = prior_model(null_in, caches[1])[:, -1, :K]
+                c = sampling.cfg_logits(c, u, cfg_scale)
+            token = sampling.sample_logits(c, temperature, top_k, top_p, generator, greedy)
+            cond_seq = torch.cat([cond_seq, token[:, None]], 1)
+            null_seq = torch.cat([null_seq, token[:, None]], 1)
+            cond_in, null_in = (token[:, None],) * 2 if use_cache else (cond_seq, null_seq)
+        return cond_seq[:, 1:].reshape(B, G, G)
+    assert_fails_with(check.ar_generate, two_batches, "ONE doubled batch")

@@ -209,6 +209,21 @@ def test_sample_quality_reads_counts_and_finds_copies():
     assert "copies" not in evaluate.sample_quality(grids, labels, tokenizer, referee)
 
 
+
+def test_nearest_distance_is_the_distance_to_the_closest_reference_image():
+    reference = torch.zeros(3, 1, 2, 2)
+    reference[1] += 1.0  # all ones: distance 2 from zeros (four pixels)
+    reference[2, 0, 0, 0] = 3.0
+    images = torch.stack([reference[1] + 0.5, reference[0], reference[2] * 2])  # (3, 1, 2, 2)
+    got = evaluate.nearest_distance(images, reference)
+    # ones + 0.5: nearest is the ones (0.5 * 2 = 1.0); a copy: 0; doubled spike: 6 -> 3 away
+    assert got.dtype == torch.float64 and got.shape == (3,)
+    assert torch.allclose(got, torch.tensor([1.0, 0.0, 3.0], dtype=torch.float64))
+    brute = torch.tensor([min((a - b).norm().item() for b in reference.double())
+                          for a in images.double()], dtype=torch.float64)
+    assert torch.allclose(got, brute)
+
+
 # --------------------------------------------------------------------------- Fréchet distance
 
 

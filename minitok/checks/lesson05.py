@@ -20,8 +20,10 @@ from minitok.checks._core import (
     expect_equal,
     expect_shape,
     expect_tensor,
+    probe,
     show_hint,
 )
+from minitok.course import one_thread
 from minitok.transformer import Transformer, TransformerConfig
 
 
@@ -29,16 +31,72 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+# --------------------------------------------------------------------------- hints
+
+MAKE_SEQUENCES_HINTS = (
+    "Each sequence is the class token followed by the grid read row by row, like text. The "
+    "class token needs an id that no code uses.",
+    "class c -> the id num_codes + c, a column (N, 1); the grid (N, G, G) -> (N, G*G) in "
+    "raster order (row by row); side by side along dim 1 -> (N, 1 + G*G), int64.",
+    "first = (labels.long() + num_codes)[:, None]\n"
+    "rest = codes.long().reshape(codes.shape[0], -1)\n"
+    "return torch.cat([first, rest], dim=1)",
+)
+TOP_K_HINTS = (
+    "Find each row's k largest logits and build a row that holds them at their own positions "
+    "and -inf everywhere else; k can be no larger than the row.",
+    "k = min(k, V); torch.topk(logits, k, dim=-1) gives values and indices (B, k); scatter "
+    "the values at the indices into a (B, V) tensor full of -inf.",
+    "k = min(k, logits.shape[-1])\n"
+    "values, indices = torch.topk(logits, k, dim=-1)\n"
+    "return torch.full_like(logits, float('-inf')).scatter(-1, indices, values)",
+)
+TOP_P_HINTS = (
+    "Rank the tokens by probability and keep a prefix of the ranking: a token stays while the "
+    "mass ranked above it is still below p. Then put that decision back in vocabulary order.",
+    "sort descending -> sorted logits and their order (B, V); probs = softmax of the sorted "
+    "logits; mass above a token = cumsum(probs) - probs; keep where mass above < p; scatter "
+    "the kept mask back with the order; -inf where not kept.",
+    "sorted_logits, order = torch.sort(logits, dim=-1, descending=True)\n"
+    "probs = torch.softmax(sorted_logits, dim=-1)\n"
+    "keep_sorted = torch.cumsum(probs, dim=-1) - probs < p\n"
+    "keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)\n"
+    "return logits.masked_fill(~keep, float('-inf'))",
+)
+SAMPLE_HINTS = (
+    "greedy: the most likely token. Otherwise reshape the distribution with the temperature "
+    "and the two filters, all on the logits, then turn them into probabilities and draw one "
+    "token per row from the generator.",
+    "logits / temperature -> top_k_filter -> top_p_filter (each only when given) -> softmax "
+    "over the last dim -> torch.multinomial(probs, 1, generator=generator), (B, 1) -> (B,).",
+    "if greedy: return logits.argmax(dim=-1)\n"
+    "logits = logits / temperature\n"
+    "if top_k is not None: logits = top_k_filter(logits, top_k)\n"
+    "if top_p is not None: logits = top_p_filter(logits, top_p)\n"
+    "probs = torch.softmax(logits, dim=-1)\n"
+    "return torch.multinomial(probs, 1, generator=generator).squeeze(-1)",
+)
+CFG_HINTS = (
+    "Guidance is a straight line through two points in logit space: s = 0 lands on the "
+    "unconditional logits u, s = 1 on the conditional ones c, and s > 1 goes on past c in "
+    "the direction the class adds.",
+    "the direction the class adds is c - u; start at u and move s times that direction.",
+    "return uncond + cfg_scale * (cond - uncond)",
+)
+
+
 # --------------------------------------------------------------------------- sequences
 
 
-@exercise("make_sequences", reference=prior.make_sequences)
+@exercise("make_sequences", reference=prior.make_sequences, hints=MAKE_SEQUENCES_HINTS)
 def make_sequences(fn):
     g = _gen(0)
     K, N, G = 32, 6, 4
     codes = torch.randint(0, K, (N, G, G), generator=g)  # (N, G, G)
     labels = torch.tensor([0, 7, 3, 9, 1, 7])  # (N,)
     got = fn(codes, labels, K)
+    expect_equal(labels, torch.tensor([0, 7, 3, 9, 1, 7]), "the labels after make_sequences",
+                 hint="do not add num_codes to labels in place: build a new tensor")
     expected = prior.make_sequences(codes, labels, K)
     expect_shape(got, (N, 1 + G * G), "make_sequences(codes, labels, K)",
                  hint="one class token in front of the G*G codes: (N, 1 + G*G)")
@@ -75,19 +133,45 @@ def _loss_without_shift(model, seqs, num_codes):
     return torch.nn.functional.cross_entropy(logits.reshape(-1, num_codes), targets.reshape(-1))
 
 
-@exercise("prior_loss", reference=prior.prior_loss)
+LAYOUT_HINT = (
+    "F.cross_entropy wants the classes on dim 1: (B, V, T) logits with (B, T) targets, or "
+    "flattened (B*T, V) logits with (B*T,) targets. Given (B, T, V) logits it reads T as "
+    "the classes (it ran silently only where T happened to equal V)."
+)
+PRIOR_LOSS_HINTS = (
+    "Teacher forcing: one forward pass over the sequence without its last token; the output "
+    "at position i has seen tokens 0..i and is scored against token i + 1. Only the code "
+    "logits compete: the next token is never a class.",
+    "seqs (B, 1 + N) -> inputs (B, N) and targets (B, N), the same sequence shifted by one; "
+    "logits (B, N, V) -> keep the first num_codes -> (B, N, K); cross-entropy wants the "
+    "classes on dim 1, so flatten to (B*N, K) against (B*N,), averaged over all B*N.",
+    "inputs, targets = seqs[:, :-1], seqs[:, 1:]\n"
+    "logits = model(inputs)[..., :num_codes]\n"
+    "return F.cross_entropy(logits.reshape(-1, num_codes), targets.reshape(-1))",
+)
+
+
+@exercise("prior_loss", reference=prior.prior_loss, hints=PRIOR_LOSS_HINTS)
 def prior_loss(fn):
-    K, G = 16, 4
+    K, G, B = 13, 3, 6  # distinct sizes: K codes, N = G*G = 9 positions, B sequences
     model = _tiny_prior_model(K, G)
     g = _gen(1)
-    codes = torch.randint(0, K, (8, G, G), generator=g)
-    labels = torch.randint(0, 10, (8,), generator=g)
-    seqs = prior.make_sequences(codes, labels, K)  # (8, 17)
-    got = fn(model, seqs, K)
+    codes = torch.randint(0, K, (B, G, G), generator=g)
+    labels = torch.randint(0, 10, (B,), generator=g)
+    seqs = prior.make_sequences(codes, labels, K)  # (6, 10)
+    before = seqs.clone()
+    try:
+        got = fn(model, seqs, K)
+    except RuntimeError as err:
+        if "target size" in str(err):
+            raise CheckFailed(f"F.cross_entropy refused your shapes: {err}", LAYOUT_HINT) from None
+        raise
     expect_tensor(got, "prior_loss(model, seqs, K)")
     expect_shape(got, (), "the loss", hint="average the cross-entropy to one number")
     expect(got.requires_grad, "the loss has no gradient",
            hint="compute it from the model's logits, without torch.no_grad() or .item()")
+    expect_equal(seqs, before, "the sequences after prior_loss",
+                 hint="do not modify seqs in place: slice it into new inputs and targets")
     with torch.no_grad():
         no_shift = _loss_without_shift(model, seqs, K)
         expected = prior.prior_loss(model, seqs, K)
@@ -100,16 +184,112 @@ def prior_loss(fn):
     expect_close(got.detach(), expected, "the loss", atol=1e-5,
                  hint="inputs seqs[:, :-1], targets seqs[:, 1:], only the first num_codes "
                       "logits, cross-entropy averaged over every position")
-    return "a random tiny transformer on 8 sequences, shift and code-only logits"
+    return "a random tiny transformer, 6 sequences of 9 codes, K = 13: shift, code-only logits"
+
+
+# --------------------------------------------------------------------------- the training step
+
+STEP_RNG_HINT = ("draw the rows and the dropped labels from the generator you are given "
+                 "(torch.randint(..., generator=generator), drop_labels(..., generator)): "
+                 "the global RNG must stay untouched, and the same seed must give the same "
+                 "batch")
+NO_DROP_HINT = ("no label was dropped: pass the batch's labels through drop_labels(labels, "
+                "p_uncond, prior.config.null_class, generator), so that the model also learns "
+                "the unconditional p(image) that guidance needs")
+P_FLIPPED_HINT = ("p_uncond is the probability that a label IS dropped to the null class "
+                  "(drop_labels takes it as is), not the probability it is kept")
+STEP_HINTS = (
+    "One step's loss: pick a random mini-batch of grids, hide some of their labels behind the "
+    "null class, turn them into sequences and score them with your teacher-forcing loss.",
+    "rows (B,) from torch.randint(0, N, (batch_size,), generator=generator); then "
+    "drop_labels(labels[rows], p_uncond, prior.config.null_class, generator) (B,); "
+    "make_sequences(codes[rows], dropped, K) (B, 1 + G*G), on the prior's device; prior_loss.",
+    "rows = torch.randint(0, codes.shape[0], (batch_size,), generator=generator)\n"
+    "dropped = drop_labels(labels[rows], p_uncond, prior.config.null_class, generator)\n"
+    "seqs = make_sequences(codes[rows], dropped, prior.config.num_codes)\n"
+    "return prior_loss(prior, seqs.to(prior.device), prior.config.num_codes)",
+)
+
+
+def _step_variant(model, codes, labels, seed, batch_size, p_uncond, mistake=None):
+    """minitok's step loss, or what a classic `mistake` in it gives, for the same seed."""
+    generator = _gen(seed)
+    rows = torch.randint(0, codes.shape[0], (batch_size,), generator=generator)
+    p = {"no_drop": 0.0, "p_flipped": 1 - p_uncond}.get(mistake, p_uncond)
+    dropped = sampling.drop_labels(labels[rows], p, model.config.null_class, generator)
+    K = model.config.num_codes
+    return prior.prior_loss(model, prior.make_sequences(codes[rows], dropped, K), K)
+
+
+def _step_probe(fn, model, codes, labels, seed: int, settings: dict) -> dict:
+    """Runs where the learner's function lives (checks.probe): the loss, whether it has a
+    gradient, whether the global RNG moved or the inputs changed."""
+    given = codes.clone(), labels.clone()
+    with torch.random.fork_rng(devices=[]):
+        before = torch.get_rng_state()
+        loss = fn(model, codes, labels, _gen(seed), **settings)
+        moved = not torch.equal(before, torch.get_rng_state())
+    return {"loss": loss.detach() if isinstance(loss, torch.Tensor) else loss,
+            "grad": isinstance(loss, torch.Tensor) and loss.requires_grad, "rng_moved": moved,
+            "changed": not (torch.equal(given[0], codes) and torch.equal(given[1], labels))}
+
+
+@exercise("prior_batch_loss", reference=prior.prior_batch_loss, hints=STEP_HINTS)
+def prior_batch_loss(fn):
+    K, G, N = 13, 3, 40
+    model = _step_prior(K, G)
+    g = _gen(11)
+    codes = torch.randint(0, K, (N, G, G), generator=g)  # (40, 3, 3)
+    labels = torch.randint(0, 10, (N,), generator=g)  # (40,)
+    for seed, settings in ((12, {"batch_size": 7, "p_uncond": 0.3}), (13, {})):
+        what = f"prior_batch_loss(..., {settings or 'defaults'})"
+        facts = probe(_step_probe, fn, model, codes, labels, seed, settings)
+        expect_tensor(facts["loss"], what)
+        expect_shape(facts["loss"], (), what, hint="return the mean loss, one number")
+        expect(facts["grad"], f"{what}: the loss has no gradient",
+               hint="return prior_loss's result as it is, not under torch.no_grad or .item()")
+        expect(not facts["changed"], f"{what}: codes or labels changed",
+               hint="drop_labels returns new labels; leave the dataset's tensors as they are")
+        expect(not facts["rng_moved"], f"{what}: your step drew from the global RNG",
+               STEP_RNG_HINT)
+        size, p = settings.get("batch_size", 64), settings.get("p_uncond", 0.1)
+        with torch.no_grad():
+            expected = _step_variant(model, codes, labels, seed, size, p)
+            for mistake, hint in (("no_drop", NO_DROP_HINT), ("p_flipped", P_FLIPPED_HINT)):
+                wrong = _step_variant(model, codes, labels, seed, size, p, mistake)
+                if torch.allclose(facts["loss"], wrong, atol=1e-6) and not torch.allclose(
+                        wrong, expected, atol=1e-6):
+                    raise CheckFailed(f"{what}: the loss of a batch with the wrong labels", hint)
+        expect_close(facts["loss"], expected, f"{what}: the loss", atol=1e-5,
+                     hint="the reference draws the rows first, then the dropped labels, both "
+                          "from generator: " + STEP_HINTS[1])
+    return "the reference's batch for the same seed (batch_size 7, p_uncond 0.3; defaults)"
+
+
+def _step_prior(num_codes: int, grid: int) -> prior.ARPrior:
+    """A small random ARPrior without dropout, built without touching the global RNG."""
+    config = prior.PriorConfig(num_codes=num_codes, grid_size=grid, n_layer=1, n_head=2,
+                               n_embd=16, dropout=0.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(2)
+        model = prior.ARPrior(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.mul_(10.0)  # sharp logits: the labels a batch was given show in its loss
+    return model.eval()
 
 
 # --------------------------------------------------------------------------- filters
 
 
-@exercise("top_k_filter", reference=sampling.top_k_filter)
+@exercise("top_k_filter", reference=sampling.top_k_filter, hints=TOP_K_HINTS)
 def top_k_filter(fn):
     logits = torch.randn(4, 10, generator=_gen(2))
-    got = fn(logits.clone(), 3)
+    given = logits.clone()
+    got = fn(given, 3)
+    expect_equal(given, logits, "the logits after top_k_filter",
+                 hint="return a new tensor; do not write -inf into the logits you were given")
     expected = sampling.top_k_filter(logits, 3)
     expect_shape(got, tuple(logits.shape), "top_k_filter(logits, 3)")
     expect_equal(torch.isfinite(got), torch.isfinite(expected), "which logits survive",
@@ -132,7 +312,7 @@ def top_k_filter(fn):
     return "k < V, k > V (clamped), ties at the k-th value"
 
 
-@exercise("top_p_filter", reference=sampling.top_p_filter)
+@exercise("top_p_filter", reference=sampling.top_p_filter, hints=TOP_P_HINTS)
 def top_p_filter(fn):
     tiny = fn(torch.randn(5, 12, generator=_gen(3)), 1e-6)
     expect_shape(tiny, (5, 12), "top_p_filter(logits, 1e-6)")
@@ -155,7 +335,10 @@ def top_p_filter(fn):
                       "original (unsorted) positions")
     logits = 2.0 * torch.randn(8, 20, generator=_gen(4))
     for p in (0.3, 0.75, 0.9):
-        got = fn(logits.clone(), p)
+        given = logits.clone()
+        got = fn(given, p)
+        expect_equal(given, logits, f"the logits after top_p_filter(logits, {p})",
+                     hint="return a new tensor (masked_fill, not masked_fill_)")
         expected = sampling.top_p_filter(logits, p)
         expect_equal(torch.isfinite(got), torch.isfinite(expected),
                      f"which tokens survive for p = {p}",
@@ -178,9 +361,13 @@ def _draw(fn, logits, n, seed, **kwargs):
     return got
 
 
-@exercise("sample_logits", reference=sampling.sample_logits)
+@exercise("sample_logits", reference=sampling.sample_logits, hints=SAMPLE_HINTS)
 def sample_logits(fn):
     logits = torch.randn(16, 30, generator=_gen(5))
+    given = logits.clone()
+    fn(given, temperature=0.5, top_k=3, generator=_gen(5))
+    expect_equal(given, logits, "the logits after sample_logits",
+                 hint="divide into a new tensor (logits = logits / temperature, not /=)")
     expect_equal(fn(logits, greedy=True), logits.argmax(-1), "sample_logits(greedy=True)",
                  hint="greedy means the argmax of each row, no randomness")
     flat = torch.linspace(0.0, 0.3, 30)[None]  # (1, 30) nearly uniform: filters matter
@@ -214,14 +401,18 @@ def sample_logits(fn):
     return "greedy, top-k and top-p before the draw, seeded, frequencies of all three"
 
 
-@exercise("cfg_logits", reference=sampling.cfg_logits)
+@exercise("cfg_logits", reference=sampling.cfg_logits, hints=CFG_HINTS)
 def cfg_logits(fn):
     g = _gen(10)
     cond, uncond = torch.randn(3, 7, generator=g), torch.randn(3, 7, generator=g)
     swapped = "the halves are swapped: guidance starts from the unconditional logits u " \
               "and moves past the conditional ones: u + s (c - u)"
-    got = fn(cond, uncond, 1.0)
+    given = cond.clone(), uncond.clone()
+    got = fn(*given, 1.0)
     expect_tensor(got, "cfg_logits(cond, uncond, 1.0)")
+    expect(torch.equal(given[0], cond) and torch.equal(given[1], uncond),
+           "cfg_logits changed cond or uncond", hint="return a new tensor; leave both inputs as "
+           "they are")
     if torch.allclose(got, uncond, atol=1e-6):
         raise CheckFailed("scale 1 gives the unconditional logits", swapped)
     expect_close(got, cond, "cfg_logits(cond, uncond, 1.0)", atol=1e-6,
@@ -234,6 +425,246 @@ def cfg_logits(fn):
     expect_close(got, sampling.cfg_logits(cond, uncond, 2.5), "cfg_logits(cond, uncond, 2.5)",
                  hint="u + s (c - u)")
     return "s = 0, 1, 2.5"
+
+
+# --------------------------------------------------------------------------- the generation loop
+
+GEN_K, GEN_G, GEN_B = 13, 3, 5  # distinct sizes: codes, grid side (9 codes an image), images
+GEN_LABELS = (7, 0, 3, 9, 3)
+
+HALF_HINT = ("return the conditional half only, the G*G codes after each class token, as "
+             "(B, G, G) grids: tokens[:B, 1:].reshape(B, G, G)")
+CLASS_TOKEN_HINT = ("your grids hold ids >= num_codes: the class token is still in them. "
+                    "Drop the first column (the class token) and keep the G*G codes after it")
+RNG_HINT = ("draw every code from the generator you were given (pass it on to "
+            "sample_logits): the global RNG must stay untouched, and the same seed must "
+            "give the same digits")
+PASSES_HINT = ("one forward pass per code: G*G passes draw the G*G codes (the first reads "
+               "the class token, the last code is drawn and never read), so the loop runs "
+               "range(G*G) times")
+NEWEST_ONLY_HINT = ("with use_cache=True make one cache before the loop "
+                    "(prior.transformer.new_cache(batch)) and feed it only the newest token, "
+                    "(batch, 1), on every pass after the first; the cache holds the rest")
+FRESH_CACHE_HINT = ("make the cache once, before the loop: a new cache on every pass forgets "
+                    "the prefix and puts every token at position 0")
+STALE_INPUT_HINT = ("feed the code you just drew back in: each pass after the first reads the "
+                    "newest token (with the cache) or the whole sequence so far (without it), "
+                    "not the prompt again")
+NO_CACHE_HINT = ("without the cache every pass re-reads the whole sequence so far (class "
+                 "token and every code drawn): call the model with cache=None on all of it")
+PLAIN_HINT = "cfg_scale = 1 is plain conditional sampling: one batch of B, no null half"
+DOUBLED_HINT = ("guidance needs both predictions at every step: run ONE doubled batch "
+                "[cond; null] of 2B sequences (the class tokens, then B null tokens) and "
+                "combine its halves with cfg_logits before the pick")
+SWAPPED_HINT = ("the halves are swapped: the first B rows (the class tokens) are the "
+                "conditional logits c, the last B (the null class) the unconditional u: "
+                "cfg_logits(logits[:B], logits[B:], cfg_scale)")
+NULL_ID_HINT = ("the null half starts with the null class's token id, num_codes + null_class "
+                "(prior.config.null_class), not the bare label null_class (that id is a code)")
+SETTINGS_HINT = ("pass temperature, top_k, top_p, greedy and the generator on to "
+                 "sample_logits: it applies them in the right order, after the guidance")
+GENERATE_HINTS = (
+    "Start each sequence with its class token and repeat G*G times: run the model, keep the "
+    "last position's code logits, pick one code with sample_logits, append it and feed it "
+    "back. With guidance the same loop runs a doubled batch [cond; null]: cfg_logits "
+    "combines its two halves before the pick, and the code drawn goes to both halves so "
+    "they stay the same sequence apart from their first token.",
+    "prompt (B, 1) = labels + K; guided: cat with B null tokens K + null_class -> (2B, 1). "
+    "Each pass: model(step_input, cache) (rows, T_in, V) -> [:, -1, :K] (rows, K); guided: "
+    "cfg_logits(logits[:B], logits[B:], cfg_scale) -> (B, K); sample_logits -> (B,), "
+    "guided: cat([token, token]) -> (2B,). With the cache (made once, "
+    "prior.transformer.new_cache(rows)) step_input is the new token (rows, 1); without it "
+    "all tokens so far. Return tokens[:B, 1:] as (B, G, G).",
+    "tokens = (labels + K)[:, None]\n"
+    "if guided: tokens = torch.cat([tokens, torch.full_like(tokens, K + null_class)])\n"
+    "cache = prior.transformer.new_cache(tokens.shape[0]) if use_cache else None\n"
+    "step_input = tokens\n"
+    "for _ in range(G * G):\n"
+    "    logits = prior(step_input, cache)[:, -1, :K]\n"
+    "    if guided: logits = cfg_logits(logits[:B], logits[B:], cfg_scale)\n"
+    "    token = sample_logits(logits, temperature, top_k, top_p, generator, greedy)\n"
+    "    if guided: token = torch.cat([token, token])\n"
+    "    tokens = torch.cat([tokens, token[:, None]], dim=1)\n"
+    "    step_input = token[:, None] if use_cache else tokens",
+)
+
+
+def _gen_prior() -> prior.ARPrior:
+    """A small random prior with sharp logits (a fresh model's are nearly uniform, where a
+    wrong loop can draw the right tokens by luck), built without touching the global RNG."""
+    config = prior.PriorConfig(num_codes=GEN_K, grid_size=GEN_G, n_layer=2, n_head=2,
+                               n_embd=24, dropout=0.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        model = prior.ARPrior(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.mul_(12.0)  # std 0.02 -> 0.24: logits several nats apart
+    return model.eval()
+
+
+def _loop(model, labels, generator, mistake=None, temperature=1.0, top_k=None, top_p=None,
+          greedy=False, cfg_scale=1.0, use_cache=True):
+    """minitok's loop, or the classic `mistake` in it: what each wrong loop draws."""
+    config, B = model.config, labels.shape[0]
+    K = config.num_codes
+    guided = cfg_scale != 1.0 and mistake != "no_guidance"
+    tokens = (labels + K)[:, None]  # (B, 1)
+    if guided:
+        null = config.null_class if mistake == "null_id" else K + config.null_class
+        tokens = torch.cat([tokens, torch.full_like(tokens, null)])  # (2B, 1)
+    prompt, rows = tokens, tokens.shape[0]
+    cache = model.transformer.new_cache(rows) if use_cache else None
+    step_input = tokens
+    with torch.no_grad():
+        for _ in range(config.tokens_per_image):
+            if mistake == "fresh_cache":
+                cache = model.transformer.new_cache(rows)
+            logits = model(step_input, cache)[:, -1, :K]
+            if guided:
+                cond, uncond = logits[:B], logits[B:]
+                if mistake == "swapped":
+                    cond, uncond = uncond, cond
+                logits = sampling.cfg_logits(cond, uncond, cfg_scale)
+            if mistake == "no_settings":
+                token = sampling.sample_logits(logits, generator=generator)
+            else:
+                token = sampling.sample_logits(logits, temperature, top_k, top_p, generator,
+                                               greedy)
+            if guided:
+                token = torch.cat([token, token])
+            tokens = torch.cat([tokens, token[:, None]], dim=1)
+            if mistake == "stale_input":
+                step_input = prompt
+            else:
+                step_input = token[:, None] if use_cache else tokens
+    return tokens[:B, 1:].reshape(B, config.grid_size, config.grid_size)
+
+
+def _generate_probe(fn, model, labels, seed: int, settings: dict) -> dict:
+    """Runs where the learner's function lives (checks.probe): counts the model's passes
+    (how many rows and tokens each reads) and whether the global RNG moved. An error the
+    model itself raises (a sequence longer than it holds, a full cache) comes back as text
+    with the passes so far, so that the check can name the mistake; any other error is the
+    learner's, raised as is. Whether the labels changed is judged here too (a probe's
+    arguments are not synced back over the grader's wire)."""
+    passes = []
+
+    def count(_module, args):
+        passes.append(tuple(args[0].shape))  # (rows, tokens) this pass reads
+
+    handle = model.transformer.register_forward_pre_hook(count)
+    facts = {"got": None, "error": None, "passes": passes, "rng_moved": False}
+    given = labels.clone()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            before = torch.get_rng_state()
+            try:
+                facts["got"] = fn(model, labels, generator=_gen(seed), **settings)
+            except ValueError as err:
+                if "block_size" not in str(err) and "cache" not in str(err):
+                    raise
+                facts["error"] = str(err)
+            facts["rng_moved"] = not torch.equal(before, torch.get_rng_state())
+        facts["labels_changed"] = not torch.equal(given, labels)
+    finally:
+        handle.remove()
+    facts["passes"] = list(passes)
+    return facts
+
+
+def _run_loop(fn, model, labels, seed, settings, what):
+    """The learner's grids for `settings`, after the checks every run must pass."""
+    facts = probe(_generate_probe, fn, model, labels, seed, settings)
+    passes, n = facts["passes"], model.config.tokens_per_image
+    use_cache = settings.get("use_cache", True)
+    if facts["error"] is not None:
+        rereads = use_cache and len(passes) > 1 and passes[1][1] > 1
+        hint = NEWEST_ONLY_HINT if rereads else PASSES_HINT
+        raise CheckFailed(f"{what}: the model refused pass {len(passes)}: {facts['error']}",
+                          hint)
+    expect(not facts["labels_changed"], f"{what}: the labels changed",
+           hint="do not modify labels in place: build the prompt as a new tensor")
+    got = facts["got"]
+    expect_tensor(got, f"{what}: the grids", dtype=torch.long,
+                  hint="return the code ids as an int64 tensor")
+    B, G = labels.shape[0], model.config.grid_size
+    if got.dim() == 3 and got.shape[0] == 2 * B:
+        raise CheckFailed(f"{what}: {tuple(got.shape)} grids for {B} labels", HALF_HINT)
+    expect_shape(got, (B, G, G), f"{what}: the grids", hint=HALF_HINT)
+    if bool((got >= model.config.num_codes).any()):
+        raise CheckFailed(f"{what}: ids >= num_codes = {model.config.num_codes} in the grids",
+                          CLASS_TOKEN_HINT)
+    expect(not facts["rng_moved"], f"{what}: your loop drew from the global RNG", RNG_HINT)
+    guided = settings.get("cfg_scale", 1.0) != 1.0
+    expect(all(rows == (2 * B if guided else B) for rows, _ in passes),
+           f"{what}: batches of {sorted({r for r, _ in passes})} rows for {B} labels",
+           DOUBLED_HINT if guided else PLAIN_HINT)
+    expect(len(passes) == n, f"{what}: {len(passes)} forward passes for {n} codes an image",
+           PASSES_HINT)
+    return got, passes
+
+
+@exercise("ar_generate", reference=prior.ar_generate, hints=GENERATE_HINTS)
+def ar_generate(fn):
+    with one_thread():  # the model is tiny: a second thread on a busy machine is 15x slower
+        return _judge_generate(fn)
+
+
+def _judge_generate(fn):
+    model = _gen_prior()
+    labels = torch.tensor(GEN_LABELS)  # (B,)
+    n = model.config.tokens_per_image  # codes an image
+
+    # Plain sampling with the cache: B rows, the prompt then one token a pass.
+    got, passes = _run_loop(fn, model, labels, 0, {}, "ar_generate(prior, labels)")
+    if [t for _, t in passes] == list(range(1, n + 1)):
+        raise CheckFailed("use_cache=True: pass t re-read all t tokens so far", NEWEST_ONLY_HINT)
+    for mistake, hint in (("fresh_cache", FRESH_CACHE_HINT), ("stale_input", STALE_INPUT_HINT)):
+        if torch.equal(got, _loop(model, labels, _gen(0), mistake)):
+            raise CheckFailed("ar_generate(prior, labels): not the codes the reference draws "
+                              "with the same generator", hint)
+    expect_equal(got, _loop(model, labels, _gen(0)), "ar_generate(prior, labels) with seed 0",
+                 hint="the same seed must draw the same codes as the reference: "
+                      + GENERATE_HINTS[0])
+    again, _ = _run_loop(fn, model, labels, 0, {}, "a second run with the same seed")
+    expect_equal(again, got, "two runs with equally seeded generators", hint=RNG_HINT)
+
+    # Without the cache: pass t reads the t tokens so far; the same codes.
+    got, passes = _run_loop(fn, model, labels, 1, {"use_cache": False}, "use_cache=False")
+    expect([t for _, t in passes] == list(range(1, n + 1)),
+           f"use_cache=False: the passes read {[t for _, t in passes]} tokens",
+           NO_CACHE_HINT)
+    expect_equal(got, _loop(model, labels, _gen(1), use_cache=False),
+                 "use_cache=False with seed 1", hint=NO_CACHE_HINT)
+
+    # The sampling settings reach sample_logits; greedy too.
+    settings = {"temperature": 0.7, "top_k": 4, "top_p": 0.9}
+    got, _ = _run_loop(fn, model, labels, 2, settings, "temperature 0.7, top_k 4, top_p 0.9")
+    if torch.equal(got, _loop(model, labels, _gen(2), "no_settings", **settings)):
+        raise CheckFailed("temperature, top_k and top_p changed nothing", SETTINGS_HINT)
+    expect_equal(got, _loop(model, labels, _gen(2), **settings),
+                 "the codes at temperature 0.7, top_k 4, top_p 0.9", hint=SETTINGS_HINT)
+    got, _ = _run_loop(fn, model, labels, 3, {"greedy": True}, "greedy=True")
+    expect_equal(got, _loop(model, labels, _gen(3), greedy=True), "the greedy codes",
+                 hint=SETTINGS_HINT)
+
+    # Guidance: one doubled batch, the halves in their places, the null token's id.
+    for scale, extra in ((2.5, {"top_k": 6}), (0.0, {})):
+        settings = {"cfg_scale": scale, **extra}
+        what = f"cfg_scale={scale}" + (", top_k 6" if extra else "")
+        got, passes = _run_loop(fn, model, labels, 4, settings, what)
+        if torch.equal(got, _loop(model, labels, _gen(4), "no_guidance", **settings)):
+            raise CheckFailed(f"{what}: the same codes as without guidance", DOUBLED_HINT)
+        for mistake, hint in (("swapped", SWAPPED_HINT), ("null_id", NULL_ID_HINT)):
+            if torch.equal(got, _loop(model, labels, _gen(4), mistake, **settings)):
+                raise CheckFailed(f"{what}: not the codes the reference draws", hint)
+        expect_equal(got, _loop(model, labels, _gen(4), **settings), f"the codes at {what}",
+                     hint=DOUBLED_HINT + "; the code drawn goes to both halves")
+    return ("the reference's codes for the same seed (cache on and off, temperature, top-k, "
+            "top-p, greedy, guidance 2.5 and 0); G*G passes, the doubled batch only with "
+            "guidance, the global RNG untouched")
 
 
 def hint(name: str, level: int | None = None) -> None:
