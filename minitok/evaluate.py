@@ -375,6 +375,7 @@ class Racers:
     maskgit: nn.Module | None = None
     diffusion: nn.Module | None = None
     decoder: nn.Module | None = None
+    generators: dict | None = None  # method -> a stand-in for the package's sampler
 
     def networks(self, setting: RaceSetting) -> list[nn.Module]:
         """The networks whose forward passes make an image in this setting (counted)."""
@@ -401,6 +402,7 @@ def generate_images(setting: RaceSetting, racers: Racers, labels: torch.Tensor,
     if setting.method == "diffusion":
         return sample(racers.diffusion, labels, setting.steps, setting.sampler,
                       setting.cfg_scale, generator).cpu(), None
+    decode = (racers.generators or {}).get("MaskGIT", decode)
     if setting.method == "MaskGIT":
         grids = decode(racers.maskgit, labels, steps=setting.steps, schedule=setting.schedule,
                        generator=generator, cfg_scale=setting.cfg_scale)
@@ -435,8 +437,12 @@ def seconds_per_image(generate, batch: int, repeats: int, device) -> float:
 @torch.no_grad()
 def race(maskgit_model, prior, tokenizer, classifier, settings=None, samples_per_class: int = 50,
          latency_repeats: int = 5, throughput_repeats: int = 2, seed: int = 0,
-         diffusion_model=None, decoder=None, timing: bool = True) -> list[dict]:
+         diffusion_model=None, decoder=None, timing: bool = True,
+         generators: dict | None = None) -> list[dict]:
     """The generators against each other on the same digits: one dict per setting.
+
+    generators: {"MaskGIT": f} makes MaskGIT's grids with f, called as `maskgit.decode` is
+    (a learner's loop: `functools.partial(maskgit.decode, loop=decode_loop)`).
 
     passes/image: forward passes to make one image (a batch shares them; guidance's doubled
         batch is one pass); for the hybrid, the AR prior's plus the decoder's;
@@ -451,7 +457,7 @@ def race(maskgit_model, prior, tokenizer, classifier, settings=None, samples_per
         real test digits); grids: the token grids drawn (None for the diffusion model).
     """
     settings = race_settings() if settings is None else settings
-    racers = Racers(tokenizer, prior, maskgit_model, diffusion_model, decoder)
+    racers = Racers(tokenizer, prior, maskgit_model, diffusion_model, decoder, generators)
     device = tokenizer.device
     real, real_labels = load_digits("test", size=tokenizer.config.image_size)
     labels = (torch.arange(10 * samples_per_class) % 10).to(device)

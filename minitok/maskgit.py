@@ -156,8 +156,9 @@ def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
 
     logits: (B, N, K) over the codes, targets: (B, N) code ids, mask: (B, N) bool. The
     positions the model could see in its input carry no loss: predicting a token you were
-    shown teaches nothing. (The reference trains with label_smoothing = 0.1.) Unlike the
-    notebook's one line, an all-False mask is refused: the mean over nothing is a NaN.
+    shown teaches nothing. label_smoothing: as F.cross_entropy's (the paper trains with
+    0.1). Unlike the notebook's one line, an all-False mask is refused: the mean
+    over nothing is a NaN.
     """
     if not bool(mask.any()):
         raise ValueError("mask: no position is masked, so there is nothing to predict")
@@ -216,16 +217,6 @@ def remask_lowest(confidence: torch.Tensor, n_mask: torch.Tensor, temperature: f
 # --------------------------------------------------------------------------- the decode loop
 
 
-def code_logits(model, tokens: torch.Tensor, labels: torch.Tensor, cfg_scale: float = 1.0):
-    """The model's (B, N, K) code logits, with classifier-free guidance when cfg_scale != 1:
-    [cond; null] run as one doubled batch (one forward pass), combined by `cfg_logits`."""
-    if cfg_scale == 1.0:
-        return model(tokens, labels)
-    null = torch.full_like(labels, model.null_class)
-    cond, uncond = model(torch.cat([tokens, tokens]), torch.cat([labels, null])).chunk(2)
-    return cfg_logits(cond, uncond, cfg_scale)
-
-
 def decode_loop(model, labels: torch.Tensor, tokens: torch.Tensor, steps: int = 8,
                 choice_temperature: float = 4.5, generator: torch.Generator | None = None,
                 schedule: str = "cosine", cfg_scale: float = 1.0, temperature: float = 1.0,
@@ -233,15 +224,23 @@ def decode_loop(model, labels: torch.Tensor, tokens: torch.Tensor, steps: int = 
     """MaskGIT's parallel decoding on flat (B, N) sequences (mask_id where to generate):
     one forward pass per step; returns the final (B, N) codes.
 
-    `model(tokens, labels)` gives (B, N, K) code logits. The choice temperature anneals
-    linearly to 0 at the last step. With `trace`, (revealed, predicted) is appended after
-    every step: the grid with mask_id where still masked, and what was sampled everywhere.
+    `model(tokens, labels)` gives (B, N, K) code logits. With cfg_scale != 1 the pass is
+    the doubled batch [cond; null] of Lesson 05, combined by `cfg_logits`. The logits are
+    divided by `temperature` before sampling; the choice temperature anneals linearly to 0
+    at the last step. With `trace`, (revealed, predicted) is appended after every step: the
+    grid with mask_id where still masked, and what was sampled everywhere.
     """
     mask_id = model.mask_id
     n_initial = (tokens == mask_id).sum(dim=1)  # (B,) N0, counted once
     for t in range(steps):
-        logits = code_logits(model, tokens, labels, cfg_scale) / temperature  # (B, N, K)
-        sampled, confidence = sample_with_confidence(logits, tokens, mask_id, generator)
+        if cfg_scale == 1.0:
+            logits = model(tokens, labels)  # (B, N, K): one pass for every position
+        else:  # [cond; null] in one doubled batch: still one pass
+            null = torch.full_like(labels, model.null_class)
+            both = model(torch.cat([tokens, tokens]), torch.cat([labels, null]))  # (2B, N, K)
+            logits = cfg_logits(*both.chunk(2), cfg_scale)  # (B, N, K)
+        sampled, confidence = sample_with_confidence(logits / temperature, tokens, mask_id,
+                                                     generator)
         n_unknown = (tokens == mask_id).sum(dim=1)  # (B,)
         n_mask = mask_len(n_initial, n_unknown, t, steps, schedule)  # (B,)
         choice = choice_temperature * (1 - (t + 1) / steps)  # anneals to 0
@@ -263,8 +262,12 @@ class DecodeSteps(NamedTuple):
 def decode(model, labels: torch.Tensor, steps: int = 8, schedule: str = "cosine",
            choice_temperature: float = 4.5, generator: torch.Generator | None = None,
            init_tokens: torch.Tensor | None = None, init_mask: torch.Tensor | None = None,
-           cfg_scale: float = 1.0, temperature: float = 1.0, return_steps: bool = False):
+           cfg_scale: float = 1.0, temperature: float = 1.0, return_steps: bool = False,
+           loop=decode_loop):
     """Generate (B, G, G) token grids for class labels (B,) in `steps` forward passes.
+
+    The arguments are checked here, the start is laid out (all [MASK], or a grid with a
+    hole) and `loop` (`decode_loop`, or a learner's loop with its signature) does the work.
 
     schedule: "cosine" (default), "linear", "square" or "pow<k>".
     choice_temperature: the Gumbel noise on the confidence (4.5 as the reference), annealed
@@ -274,6 +277,7 @@ def decode(model, labels: torch.Tensor, steps: int = 8, schedule: str = "cosine"
         then counts from the number masked at the start, not from G * G.
     cfg_scale: classifier-free guidance (1 = none). temperature: divides the logits before
         sampling tokens (1 as the reference). return_steps: also return a DecodeSteps.
+    loop: the decode loop that runs the steps, called as `decode_loop` is.
     """
     validate.positive_int(steps, "steps")
     gamma(schedule, 0.0)  # an unknown schedule fails here, before any forward pass
@@ -286,8 +290,8 @@ def decode(model, labels: torch.Tensor, steps: int = 8, schedule: str = "cosine"
     if was_training:
         model.eval()
     trace = []
-    final = decode_loop(model, labels, tokens, steps, choice_temperature, generator, schedule,
-                        cfg_scale, temperature, trace)
+    final = loop(model, labels, tokens, steps, choice_temperature, generator, schedule,
+                 cfg_scale, temperature, trace)
     if was_training:
         model.train()
     shape = (labels.shape[0], model.grid_size, model.grid_size)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from checking import assert_fails_with, verdict
 
 from minitok import maskgit
+from minitok.checks import exercises_in
 from minitok.checks import lesson06 as check
 
 pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
@@ -36,6 +37,38 @@ def test_gamma_catches_the_fraction_revealed_instead_of_masked():
         return (1 - _formula(name, r)).clamp(1e-6, 1)
 
     assert_fails_with(check.gamma, wrong, "gamma(0) = 1")
+
+
+def test_gamma_catches_float32_from_as_tensor():
+    def wrong(name, ratio):  # torch.as_tensor(0.667) is float32, torch's default dtype
+        r = torch.as_tensor(ratio)
+        g = {"cosine": torch.cos(math.pi / 2 * r), "linear": 1 - r, "square": 1 - r**2}[name]
+        return g.clamp(1e-6, 1.0)
+
+    assert_fails_with(check.gamma, wrong, "float32", "511")
+
+
+def test_gamma_catches_an_unknown_schedule_that_does_not_fail():
+    def wrong(name, ratio):
+        r = torch.as_tensor(ratio, dtype=torch.float64)
+        g = torch.cos(math.pi / 2 * r) if name == "cosine" else (
+            1 - r if name == "linear" else 1 - r**2)
+        return g.clamp(1e-6, 1.0)
+
+    assert_fails_with(check.gamma, wrong, "raise ValueError")
+
+
+def test_gamma_accepts_math_on_floats():
+    def fine(name, ratio):  # a Python float for a float ratio, float64 for a tensor
+        if not isinstance(ratio, float):
+            return maskgit.gamma(name, ratio)
+        g = {"cosine": math.cos(math.pi / 2 * ratio), "linear": 1 - ratio,
+             "square": 1 - ratio**2}.get(name)
+        if g is None:
+            raise KeyError(f"no schedule {name}")
+        return min(max(g, 1e-6), 1.0)
+
+    assert verdict(check.gamma, fine).passed
 
 
 # --------------------------------------------------------------------------- mask_len
@@ -64,6 +97,33 @@ def test_mask_len_catches_a_missing_clamp():
 
 def test_mask_len_catches_ceil():
     assert_fails_with(check.mask_len, _mask_len(rounding=torch.ceil), "floor(N0 * gamma")
+
+
+def test_mask_len_catches_its_own_float32_ratio():
+    def wrong(n_initial, n_unknown, step, steps, schedule="cosine"):
+        if step == steps - 1:
+            return torch.zeros_like(n_unknown)
+        ratio = torch.tensor((step + 1) / steps)  # float32
+        planned = torch.floor(n_initial * gamma(schedule, ratio)).long()
+        return torch.minimum(torch.minimum(n_unknown - 1, planned).clamp(min=1), n_unknown)
+
+    assert_fails_with(check.mask_len, wrong, "inside mask_len")
+
+
+def gamma(schedule, ratio):
+    """A learner's gamma that returns float32 (fails its own check)."""
+    return torch.cos(math.pi / 2 * torch.as_tensor(ratio)).clamp(1e-6, 1.0)
+
+
+def test_mask_len_is_judged_with_minitoks_gamma():
+    """One verdict: a float32 gamma costs gamma's check, not mask_len's."""
+    def fine(n_initial, n_unknown, step, steps, schedule="cosine"):
+        if step == steps - 1:
+            return torch.zeros_like(n_unknown)
+        planned = torch.floor(n_initial.double() * gamma(schedule, (step + 1) / steps)).long()
+        return torch.minimum(torch.minimum(n_unknown - 1, planned).clamp(min=1), n_unknown)
+
+    assert verdict(check.mask_len, fine).passed
 
 
 # --------------------------------------------------------------------------- random_mask
@@ -137,11 +197,29 @@ def test_masked_loss_catches_a_sum():
     assert_fails_with(check.masked_loss, wrong, "average over the masked")
 
 
+def test_masked_loss_catches_label_smoothing_ignored():
+    def wrong(logits, targets, mask, label_smoothing=0.0):
+        return F.cross_entropy(logits[mask], targets[mask])
+
+    assert_fails_with(check.masked_loss, wrong, "pass label_smoothing on")
+
+
+def test_masked_loss_accepts_a_weighted_mean_with_smoothing():
+    def fine(logits, targets, mask, label_smoothing=0.0):
+        each = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none",
+                               label_smoothing=label_smoothing)  # (B, N)
+        return (each * mask).sum() / mask.sum()
+
+    assert verdict(check.masked_loss, fine).passed
+
+
 # --------------------------------------------------------------------------- sample_with_confidence
 
 
-def _sample(confidence="prob", resample_known=False, greedy=False, known_value=math.inf):
+def _sample(confidence="prob", resample_known=False, greedy=False, known_value=math.inf,
+            use_generator=True):
     def fn(logits, tokens, mask_id, generator=None):
+        generator = generator if use_generator else None
         unknown = tokens == mask_id
         probs = torch.softmax(logits, dim=-1)  # (B, N, K)
         if greedy:
@@ -176,6 +254,11 @@ def test_sample_catches_known_confidence_not_inf():
                       "confidence +inf")
 
 
+def test_sample_catches_the_global_rng():
+    assert_fails_with(check.sample_with_confidence, _sample(use_generator=False),
+                      "from `generator`")
+
+
 def test_sample_accepts_multinomial():
     assert verdict(check.sample_with_confidence, _sample()).passed
 
@@ -183,8 +266,9 @@ def test_sample_accepts_multinomial():
 # --------------------------------------------------------------------------- remask_lowest
 
 
-def _remask(descending=False, noise_on="log"):
+def _remask(descending=False, noise_on="log", use_generator=True):
     def fn(confidence, n_mask, temperature, generator=None):
+        generator = generator if use_generator else None
         u = torch.rand(confidence.shape, generator=generator).clamp(min=1e-20)
         gumbel = -torch.log(-torch.log(u))
         base = confidence.log() if noise_on == "log" else confidence
@@ -205,6 +289,10 @@ def test_remask_catches_noise_on_the_probability():
     assert_fails_with(check.remask_lowest, _remask(noise_on="prob"), "log(confidence)")
 
 
+def test_remask_catches_the_global_rng():
+    assert_fails_with(check.remask_lowest, _remask(use_generator=False), "from `generator`")
+
+
 def test_remask_accepts_an_own_gumbel():
     assert verdict(check.remask_lowest, _remask()).passed
 
@@ -213,32 +301,63 @@ def test_remask_accepts_an_own_gumbel():
 
 
 def _loop(n0_from="start", resample=False, last_step_remask=False, most_confident=False,
-          off_by_one=False):
+          off_by_one=False, schedule_ignored=False, choice="annealed", temperature_op="divide",
+          guidance="right", use_generator=True, record=True, in_place=False, greedy=False):
     """A decode loop built from minitok's pieces, with one classic mistake switched on."""
 
-    def fn(model, labels, tokens, steps=8, choice_temperature=4.5, generator=None):
+    def fn(model, labels, tokens, steps=8, choice_temperature=4.5, generator=None,
+           schedule="cosine", cfg_scale=1.0, temperature=1.0, trace=None):
+        generator = generator if use_generator else None
+        schedule = "cosine" if schedule_ignored else schedule
         mask_id = model.mask_id
         n_initial = (tokens == mask_id).sum(1)
         if n0_from == "grid":
             n_initial = torch.full_like(n_initial, tokens.shape[1])
         for t in range(steps):
-            logits = model(tokens, labels)
+            if cfg_scale == 1.0 and guidance != "always doubled":
+                logits = model(tokens, labels)
+            else:
+                null = torch.full_like(labels, model.null_class)
+                if guidance == "two passes":
+                    cond, uncond = model(tokens, labels), model(tokens, null)
+                else:
+                    cond, uncond = model(torch.cat([tokens, tokens]),
+                                         torch.cat([labels, null])).chunk(2)
+                if guidance == "reversed":
+                    cond, uncond = uncond, cond
+                logits = uncond + cfg_scale * (cond - uncond)
+            logits = logits * temperature if temperature_op == "multiply" else (
+                logits if temperature_op == "ignore" else logits / temperature)
             if n0_from == "current":
                 n_initial = (tokens == mask_id).sum(1)
             ask = torch.full_like(tokens, mask_id) if resample else tokens
-            sampled, confidence = maskgit.sample_with_confidence(logits, ask, mask_id, generator)
+            if greedy:
+                probs = torch.softmax(logits, -1)
+                best, draws = probs.max(-1)
+                unknown = tokens == mask_id
+                sampled = torch.where(unknown, draws, tokens)
+                confidence = torch.where(unknown, best, torch.full_like(best, math.inf))
+            else:
+                sampled, confidence = maskgit.sample_with_confidence(logits, ask, mask_id,
+                                                                     generator)
             n_unknown = (tokens == mask_id).sum(1)
-            n_mask = maskgit.mask_len(n_initial, n_unknown, t, steps)
+            n_mask = maskgit.mask_len(n_initial, n_unknown, t, steps, schedule)
             if off_by_one:  # floor(N0 gamma(t / T)), clamped: the ratio one step behind
-                planned = torch.floor(n_initial * maskgit.gamma("cosine", t / steps)).long()
+                planned = torch.floor(n_initial * maskgit.gamma(schedule, t / steps)).long()
                 n_mask = torch.minimum(n_unknown - 1, planned).clamp(min=1)
             if last_step_remask and t == steps - 1:
                 n_mask = torch.ones_like(n_mask)
             if most_confident:
                 confidence = 1 / confidence
-            temperature = choice_temperature * (1 - (t + 1) / steps)
-            remask = maskgit.remask_lowest(confidence, n_mask, temperature, generator)
-            tokens = sampled.masked_fill(remask, mask_id)
+            share = {"annealed": 1 - (t + 1) / steps, "t/T": 1 - t / steps, "constant": 1}[choice]
+            remask = maskgit.remask_lowest(confidence, n_mask, choice_temperature * share,
+                                           generator)
+            if in_place:
+                tokens.copy_(sampled.masked_fill(remask, mask_id))
+            else:
+                tokens = sampled.masked_fill(remask, mask_id)
+            if trace is not None and record:
+                trace.append((tokens, sampled))
         return tokens
 
     return fn
@@ -246,6 +365,32 @@ def _loop(n0_from="start", resample=False, last_step_remask=False, most_confiden
 
 def test_loop_built_from_the_pieces_passes():
     assert verdict(check.decode_loop, _loop()).passed
+
+
+def test_loop_with_two_guidance_passes_in_any_order_of_the_batch_passes():
+    def fine(model, labels, tokens, steps=8, choice_temperature=4.5, generator=None,
+             schedule="cosine", cfg_scale=1.0, temperature=1.0, trace=None):
+        mask_id = model.mask_id
+        n_initial = (tokens == mask_id).sum(1)
+        for t in range(steps):
+            if cfg_scale == 1.0:
+                logits = model(tokens, labels)
+            else:  # [null; cond], split accordingly
+                null = torch.full_like(labels, model.null_class)
+                uncond, cond = model(torch.cat([tokens, tokens]),
+                                     torch.cat([null, labels])).chunk(2)
+                logits = cond + (cfg_scale - 1) * (cond - uncond)
+            sampled, confidence = maskgit.sample_with_confidence(logits / temperature, tokens,
+                                                                 mask_id, generator)
+            n_mask = maskgit.mask_len(n_initial, (tokens == mask_id).sum(1), t, steps, schedule)
+            remask = maskgit.remask_lowest(confidence, n_mask,
+                                           choice_temperature * (1 - (t + 1) / steps), generator)
+            tokens = torch.where(remask, torch.full_like(sampled, mask_id), sampled)
+            if trace is not None:
+                trace.append((tokens, sampled))
+        return tokens
+
+    assert verdict(check.decode_loop, fine).passed
 
 
 def test_loop_catches_counting_from_the_grid_size():
@@ -273,3 +418,63 @@ def test_loop_catches_masks_left_at_the_end():
 def test_loop_catches_keeping_the_least_confident():
     assert_fails_with(check.decode_loop, _loop(most_confident=True),
                       "re-mask the least confident")
+
+
+def test_loop_catches_the_schedule_ignored():
+    assert_fails_with(check.decode_loop, _loop(schedule_ignored=True), "pass `schedule` on")
+
+
+def test_loop_catches_changing_the_given_tokens_in_place():
+    assert_fails_with(check.decode_loop, _loop(in_place=True), "not in-place writes")
+
+
+def test_loop_catches_the_global_rng():
+    assert_fails_with(check.decode_loop, _loop(use_generator=False), "from `generator`")
+
+
+def test_loop_catches_argmax():
+    assert_fails_with(check.decode_loop, _loop(greedy=True), "SAMPLE every masked position")
+
+
+def test_loop_catches_the_choice_temperature_one_step_behind():
+    assert_fails_with(check.decode_loop, _loop(choice="t/T"), "lags one step")
+
+
+def test_loop_catches_a_constant_choice_temperature():
+    assert_fails_with(check.decode_loop, _loop(choice="constant"), "must anneal")
+
+
+def test_loop_catches_the_temperature_ignored():
+    assert_fails_with(check.decode_loop, _loop(temperature_op="ignore"),
+                      "temperature was ignored")
+
+
+def test_loop_catches_the_temperature_multiplied():
+    assert_fails_with(check.decode_loop, _loop(temperature_op="multiply"), "multiplied")
+
+
+def test_loop_catches_guidance_the_wrong_way():
+    assert_fails_with(check.decode_loop, _loop(guidance="reversed"), "wrong way")
+
+
+def test_loop_catches_two_passes_for_guidance():
+    assert_fails_with(check.decode_loop, _loop(guidance="two passes"), "ONE doubled batch")
+
+
+def test_loop_catches_the_doubled_batch_without_guidance():
+    assert_fails_with(check.decode_loop, _loop(guidance="always doubled"), "the plain batch")
+
+
+def test_loop_catches_no_trace():
+    assert_fails_with(check.decode_loop, _loop(record=False), "append (tokens, sampled)")
+
+
+# --------------------------------------------------------------------------- hints
+
+
+@pytest.mark.parametrize("name", list(exercises_in(check)))
+def test_every_check_has_three_hints(name, capsys):
+    hints = exercises_in(check)[name].hints
+    assert len(hints) == 3 and all(len(h) > 40 for h in hints)
+    check.hint(name, 3)
+    assert "hint 3 of 3" in capsys.readouterr().out

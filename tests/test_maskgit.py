@@ -522,6 +522,44 @@ def test_decode_with_a_real_model_and_guidance(device):
     assert torch.equal(calls[0][2:, 0], torch.full((2,), null_id, device=device))
 
 
+def test_decode_hands_the_steps_to_its_loop():
+    """maskgit.decode(loop=...) runs a learner's loop in its frame (Lesson 06 draws with it)."""
+    model = _tiny()
+    labels = torch.tensor([1, 7])
+    seen = []
+
+    def loop(*args):
+        seen.append(args)
+        return maskgit.decode_loop(*args)
+
+    mine = decode(model, labels, steps=3, generator=torch.Generator().manual_seed(0), loop=loop)
+    theirs = decode(model, labels, steps=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(mine, theirs) and len(seen) == 1 and seen[0][3] == 3
+
+
+def test_race_draws_maskgit_with_a_given_generator():
+    from minitok import evaluate
+
+    tokenizer = checkpoints.load("tokenizer")
+    model = checkpoints.load("maskgit")
+    calls = []
+
+    def mine(*args, **kwargs):
+        calls.append(kwargs["steps"])
+        return decode(*args, **kwargs)
+
+    rows = evaluate.race(model, None, tokenizer, evaluate_classifier(), [
+        evaluate.RaceSetting("MaskGIT", 2)], samples_per_class=2, timing=False,
+        generators={"MaskGIT": mine})
+    assert calls == [2] and rows[0]["passes/image"] == 2
+
+
+def evaluate_classifier():
+    from minitok.classifier import load_classifier
+
+    return load_classifier()
+
+
 # --------------------------------------------------------------------------- the shipped model
 
 
