@@ -13,8 +13,8 @@ grid_size**2 codes; in text no image id may be drawn.
 
 Reading order: the captions and their held-out split, `CaptionedDigits` (the training
 stream), the model `AnyToAny`, `masked_targets` and `span_loss`, `train_anytoany`,
-`allowed_next` and `constrained_generate`, then the two tasks `text_to_image` (with
-`guided_image` for classifier-free guidance) and `image_to_text`. How well both directions
+`allowed_next` and `constrained_generate` (with `CaptionGuidance` for classifier-free
+guidance), then the two tasks `text_to_image` and `image_to_text`. How well both directions
 do on held-out captions is measured in `minitok.evaluate`.
 """
 
@@ -341,33 +341,70 @@ def constrained_generate(model: AnyToAny, prompt: torch.Tensor, max_new_tokens: 
 
     One token per step with a KV cache (prefill the prompt, then feed each new token).
     With `constrained`, each step's logits are masked by `allowed_next` before the draw, so
-    the output always follows the grammar; generation stops early once every row has
+    the output always follows the grammar. Generation stops early once every row has
     reached <eot>. The prompt must be a well-formed start of a document (no <pad>).
+    `model` is anything with `.vocab`, `.new_cache(B, max_len)` and `model(ids, cache)`
+    -> (B, T, V) logits: an `AnyToAny`, or a `CaptionGuidance` around one.
     """
     vocab = model.vocab
     validate.index_tensor(prompt, "prompt", vocab.size, dim=2)
     for row in prompt:
         split_sequence(row, vocab, complete=False)  # a clear error for a malformed prompt
-    B, T0 = prompt.shape
     validate.positive_int(max_new_tokens, "max_new_tokens")
-    if T0 + max_new_tokens > model.block_size:
-        raise ValueError(f"max_new_tokens: prompt ({T0}) + max_new_tokens ({max_new_tokens}) "
-                         f"exceeds the model's block_size = {model.block_size}")
+    if prompt.shape[1] + max_new_tokens > model.block_size:
+        raise ValueError(f"max_new_tokens: prompt ({prompt.shape[1]}) + max_new_tokens "
+                         f"({max_new_tokens}) exceeds the model's block_size = {model.block_size}")
     model.eval()
+    B, T0 = prompt.shape
     tokens = prompt.long()  # (B, T)
     cache = model.new_cache(B, max_len=T0 + max_new_tokens)
     step_input = tokens  # the prompt first (prefill), then one token per step
     for _ in range(max_new_tokens):
         logits = model(step_input, cache)[:, -1, :].float()  # (B, V)
-        if constrained:
-            logits = constrain_logits(logits, tokens, vocab)
+        if constrained:  # forbidden ids get -inf before the draw: probability exactly 0
+            logits = logits.masked_fill(~allowed_next(tokens, vocab), float("-inf"))
         next_token = sample_logits(logits, temperature=temperature, top_k=top_k,
                                    generator=generator, greedy=greedy)  # (B,)
         step_input = next_token[:, None]  # (B, 1)
         tokens = torch.cat([tokens, step_input], dim=1)  # (B, T + 1)
-        if constrained and (tokens == vocab.eot).any(dim=1).all():
+        if (tokens == vocab.eot).any(dim=1).all():  # every document has ended
             break
     return tokens
+
+
+class CaptionGuidance(nn.Module):
+    """`model` seen through classifier-free guidance on the caption, for `constrained_generate`.
+
+    It continues two documents side by side with the same new tokens: the captioned prompt
+    (which must end with <boi>) and the caption-less document that starts at that <boi>
+    (trained with `p_uncond`). Each call returns the last position's mixed logits,
+    uncond + cfg_scale * (cond - uncond), as (B, 1, V); its cache is the pair of caches.
+    The cost is a second forward pass per token.
+    """
+
+    def __init__(self, model: AnyToAny, cfg_scale: float):
+        super().__init__()
+        self.model = model
+        self.cfg_scale = float(validate.number(cfg_scale, "cfg_scale", low=0))
+        self.vocab = model.vocab
+
+    def new_cache(self, batch_size: int, max_len: int | None = None):
+        return self.model.new_cache(batch_size, max_len), self.model.new_cache(batch_size, max_len)
+
+    def forward(self, idx: torch.Tensor, cache) -> torch.Tensor:
+        cond_cache, blank_cache = cache
+        cond = self.model(idx, cond_cache)[:, -1:, :]  # (B, 1, V) the captioned document
+        # the caption-less document: the prompt's last token (<boi>) first, then the same tokens
+        uncond = self.model(idx[:, -1:], blank_cache)[:, -1:, :]  # (B, 1, V)
+        return cfg_logits(cond, uncond, self.cfg_scale)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def block_size(self) -> int:
+        return self.model.block_size
 
 
 # --------------------------------------------------------------------------- the two tasks
@@ -375,18 +412,17 @@ def constrained_generate(model: AnyToAny, prompt: torch.Tensor, max_new_tokens: 
 
 def text_prompt(text: str, vocab: Vocabulary) -> torch.Tensor:
     """The prompt that asks for an image of `text`: its characters then <boi>, (T0,)."""
-    if not text:
+    if not validate.instance(text, "text", str):
         raise ValueError("text: an empty caption gives the model nothing to draw from")
-    return torch.cat([vocab.encode_text(text), torch.tensor([vocab.boi])])  # (T0,)
+    document = build_sequence([text], vocab)  # the caption, <eot>
+    return torch.cat([document[:-1], torch.tensor([vocab.boi])])  # (T0,) <eot> -> <boi>
 
 
 def image_prompt(grids: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
     """The prompts that ask for captions: <boi> codes <eoi> per grid, (N, G*G + 2)."""
-    N = vocab.check_grids(grids, "grids").shape[0]
-    codes = grids.reshape(N, -1).long() + vocab.image_offset  # (N, G*G) raster order
-    boi = torch.full((N, 1), vocab.boi, dtype=torch.long, device=codes.device)
-    eoi = torch.full((N, 1), vocab.eoi, dtype=torch.long, device=codes.device)
-    return torch.cat([boi, codes, eoi], dim=1)  # (N, G*G + 2)
+    vocab.check_grids(grids, "grids")
+    documents = [build_sequence([grid], vocab)[:-1] for grid in grids]  # each without <eot>
+    return torch.stack(documents).to(grids.device)  # (N, G*G + 2)
 
 
 @torch.no_grad()
@@ -394,30 +430,14 @@ def guided_image(model: AnyToAny, prompt: torch.Tensor, cfg_scale: float,
                  temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Write one image after each prompt (n, T0) that ends in <boi>, with classifier-free
-    guidance on the caption: (n, G*G) image ids.
-
-    Two documents are continued side by side with the same tokens: the captioned one and
-    the caption-less one that starts at <boi> (trained with `p_uncond`). Each step mixes
-    their logits, uncond + cfg_scale * (cond - uncond), masks them by the grammar and
-    draws the code that both documents then take.
-    """
-    vocab = model.vocab
-    n, T0 = prompt.shape
-    G2 = vocab.tokens_per_image
-    blank = torch.full((n, 1), vocab.boi, dtype=torch.long, device=prompt.device)  # (n, 1)
-    cond_cache = model.new_cache(n, max_len=T0 + G2)
-    blank_cache = model.new_cache(n, max_len=1 + G2)
-    tokens = prompt.long()  # (n, T) the captioned document, for the grammar
-    cond_input, blank_input = tokens, blank  # the prompts first, then one code per step
-    for _ in range(G2):
-        cond = model(cond_input, cond_cache)[:, -1, :].float()  # (n, V)
-        uncond = model(blank_input, blank_cache)[:, -1, :].float()  # (n, V)
-        logits = constrain_logits(cfg_logits(cond, uncond, cfg_scale), tokens, vocab)
-        next_token = sample_logits(logits, temperature=temperature, top_k=top_k,
-                                   generator=generator)  # (n,)
-        cond_input = blank_input = next_token[:, None]  # (n, 1)
-        tokens = torch.cat([tokens, cond_input], dim=1)  # (n, T + 1)
-    return tokens[:, T0:]  # (n, G*G)
+    guidance on the caption (`CaptionGuidance`): (n, G*G) image ids."""
+    if not (prompt[:, -1] == model.vocab.boi).all():
+        raise ValueError("prompt: every row must end with <boi> (the caption-less document "
+                         "starts there)")
+    out = constrained_generate(CaptionGuidance(model, cfg_scale), prompt,
+                               model.vocab.tokens_per_image, temperature=temperature,
+                               top_k=top_k, generator=generator)  # (n, T0 + G*G)
+    return out[:, prompt.shape[1]:]  # (n, G*G)
 
 
 @torch.no_grad()
@@ -427,22 +447,18 @@ def text_to_image(model: AnyToAny, text: str, n: int, temperature: float = 1.0,
     """Draw `n` images of the caption `text`: (n, G, G) image codes, on the CPU.
 
     The prompt ends with <boi>, so the constrained decoder writes exactly grid_size**2
-    image codes and then the forced <eoi>. cfg_scale 1 is plain sampling from the
-    captioned document; any other value uses classifier-free guidance (`guided_image`),
+    image codes (the <eoi> it would then be forced to write is not drawn). cfg_scale 1 is plain sampling from the
+    captioned document; any other value uses classifier-free guidance (`CaptionGuidance`),
     which needs a model trained with caption dropout (p_uncond > 0).
     """
     vocab = model.vocab
     validate.positive_int(n, "n")
     validate.number(cfg_scale, "cfg_scale", low=0)
     prompt = text_prompt(text, vocab).to(model.device).expand(n, -1)  # (n, T0)
-    T0, G2 = prompt.shape[1], vocab.tokens_per_image
-    if cfg_scale == 1:
-        out = constrained_generate(model, prompt, G2 + 1, temperature=temperature,
-                                   top_k=top_k, generator=generator)  # (n, T0 + G*G + 1)
-        ids = out[:, T0 : T0 + G2]  # (n, G*G)
-    else:
-        ids = guided_image(model, prompt, float(cfg_scale), temperature=temperature,
-                           top_k=top_k, generator=generator)  # (n, G*G)
+    drawer = model if cfg_scale == 1 else CaptionGuidance(model, cfg_scale)
+    out = constrained_generate(drawer, prompt, vocab.tokens_per_image, temperature=temperature,
+                               top_k=top_k, generator=generator)  # (n, T0 + G*G)
+    ids = out[:, prompt.shape[1]:]  # (n, G*G): the forced <eoi> is not drawn
     return vocab.image_codes(ids).reshape(n, vocab.grid_size, vocab.grid_size).cpu()
 
 

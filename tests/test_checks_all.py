@@ -39,7 +39,7 @@ EXERCISES = {
                "sample_logits", "cfg_logits", "ar_generate"],
     lesson06: ["gamma", "mask_len", "random_mask", "masked_loss", "sample_with_confidence",
                "remask_lowest", "decode_loop"],
-    lesson07: ["build_sequence", "masked_targets", "allowed_next"],
+    lesson07: ["build_sequence", "masked_targets", "allowed_next", "constrained_generate"],
     lesson08: ["add_noise", "diffusion_loss", "ddim_step", "sample_loop"],
 }
 

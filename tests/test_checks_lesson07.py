@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from checking import assert_fails_with, verdict
+from checking import assert_fails_with, assert_passes, verdict
 
 from minitok import anytoany, vocab
 from minitok.checks import lesson07 as check
@@ -189,3 +189,121 @@ def test_tiny_vocabulary_layout_is_what_the_hints_assume():
     assert (v.text_size, v.image_offset, v.boi, v.eoi, v.eot, v.pad, v.size) == (
         4, 4, 9, 10, 11, 12, 13)
     assert vocab.build_sequence(["ab c"], v).tolist() == [0, 1, 2, 3, 11]
+
+
+def test_build_sequence_catches_grouped_parts_and_an_eot_per_part():
+    def grouped(parts, v):  # all the texts first, then the images
+        texts = [p for p in parts if isinstance(p, str)]
+        return _build(texts + [p for p in parts if not isinstance(p, str)], v)
+
+    def eot_each(parts, v):
+        return torch.cat([_build([p], v) for p in parts])
+
+    def shifted_in_place(parts, v):
+        for part in parts:
+            if not isinstance(part, str):
+                part += v.image_offset  # writes into the learner's caller's grid
+        return _build([p if isinstance(p, str) else p - v.image_offset for p in parts], v)
+
+    assert_fails_with(check.build_sequence, grouped, "order given")
+    assert_fails_with(check.build_sequence, eot_each, "not one after every part")
+    assert_fails_with(check.build_sequence, shifted_in_place, "not in place")
+
+
+# --------------------------------------------------------------------------- constrained_generate
+
+
+@torch.no_grad()
+def _generate(model, prompt, max_new_tokens, temperature=1.0, top_k=None, greedy=False,
+              generator=None, constrained=True, *, mask="before", use_generator=True,
+              use_temperature=True, obey_constrained=True, stop="all", cache=True,
+              position=-1, greedy_flag=True):
+    """constrained_generate with one classic mistake switched on."""
+    from minitok.sampling import sample_logits, top_k_filter
+
+    v = model.vocab
+    B, T0 = prompt.shape
+    tokens = prompt
+    kv = model.new_cache(B, max_len=T0 + max_new_tokens) if cache else None
+    step_input, stale = tokens, tokens
+    for _ in range(max_new_tokens):
+        logits = model(step_input if cache else tokens, kv)[:, position, :]
+        masking = constrained or not obey_constrained
+        allowed = anytoany.allowed_next(stale if mask == "stale" else tokens, v)
+        options = {"temperature": temperature if use_temperature else 1.0,
+                   "top_k": top_k, "greedy": greedy and greedy_flag,
+                   "generator": generator if use_generator else None}
+        if masking and mask == "top_k_first" and top_k is not None:
+            logits = top_k_filter(logits, top_k)
+            options["top_k"] = None
+        if masking and mask == "after_softmax":
+            logits = torch.softmax(logits, dim=-1).masked_fill(~allowed, 0.0)
+        elif masking and mask != "never":
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        next_token = sample_logits(logits, **options)
+        stale = tokens
+        step_input = next_token[:, None]
+        tokens = torch.cat([tokens, step_input], dim=1)
+        ended = (tokens == v.eot).any(dim=1)
+        if (stop == "all" and ended.all()) or (stop == "any" and ended.any()):
+            break
+    return tokens
+
+
+def test_the_loop_version_and_a_loop_without_cache_pass():
+    assert_passes(check.constrained_generate, _generate)
+
+    def no_cache(model, prompt, max_new_tokens, temperature=1.0, top_k=None, greedy=False,
+                 generator=None, constrained=True):
+        return _generate(model, prompt, max_new_tokens, temperature, top_k, greedy, generator,
+                         constrained, cache=False)
+
+    assert_passes(check.constrained_generate, no_cache)
+
+
+@pytest.mark.parametrize(
+    "mistake, hint_words",
+    [
+        ({"mask": "never"}, "forbid before you draw"),
+        ({"mask": "after_softmax"}, "forbid before you draw"),
+        ({"mask": "stale"}, "one code too many"),
+        ({"position": 0}, "LAST position"),
+        ({"greedy_flag": False}, "greedy=True"),
+        ({"use_generator": False}, "generator"),
+        ({"use_temperature": False}, "temperature"),
+        ({"mask": "top_k_first"}, "mask first, then let sample_logits apply top_k"),
+        ({"obey_constrained": False}, "constrained=False"),
+        ({"stop": "never"}, "stop as soon as every row"),
+        ({"stop": "any"}, "EVERY row"),
+    ],
+)
+def test_constrained_generate_catches(mistake, hint_words):
+    def wrong(model, prompt, max_new_tokens, temperature=1.0, top_k=None, greedy=False,
+              generator=None, constrained=True):
+        return _generate(model, prompt, max_new_tokens, temperature, top_k, greedy, generator,
+                         constrained, **mistake)
+
+    assert_fails_with(check.constrained_generate, wrong, hint_words)
+
+
+def test_constrained_generate_catches_a_prompt_written_in_place():
+    def in_place(model, prompt, max_new_tokens, temperature=1.0, top_k=None, greedy=False,
+                 generator=None, constrained=True):
+        out = _generate(model, prompt.clone(), max_new_tokens, temperature, top_k, greedy,
+                        generator, constrained)
+        prompt[:, 0] = prompt[:, 0].clone()  # harmless, then a real write:
+        prompt.data[0, 0] = (int(prompt[0, 0]) + 1) % 4
+        return out
+
+    assert_fails_with(check.constrained_generate, in_place, "never write into the prompt")
+
+
+def test_every_check_has_three_hints():
+    for name, checker in check_exercises().items():
+        assert len(checker.hints) == 3 and all(h.strip() for h in checker.hints), name
+
+
+def check_exercises():
+    from minitok.checks._core import exercises_in
+
+    return exercises_in(check)

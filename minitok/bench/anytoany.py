@@ -4,12 +4,12 @@
     python -m minitok.bench.anytoany --quick    # a smoke run: 1 per caption, 40 test images
     python -m minitok.bench.anytoany --device cuda
 
-Goals (issue 7), on the held-out split:
-- text to image: >= 90% of the images drawn (temperature 1, no top-k) for the 60 held-out
-  captions (wording/digit combinations never shown in training, e.g. "the number four") are
-  read as the caption's digit by the Lesson 03 digit classifier (trained on real digits).
-  Drawn with classifier-free guidance on the caption at scale 2 (the scale Lesson 05 uses,
-  fixed before measuring); plain sampling (scale 1) is measured beside it;
+Goals (issues 7 and 17), on the held-out split:
+- text to image: of the images drawn (temperature 1, no top-k) for the 60 held-out captions
+  (wording/digit combinations never shown in training, e.g. "a handwritten four"), >= 95%
+  are read as the caption's digit by the Lesson 03 digit classifier (trained on real
+  digits) when drawn with classifier-free guidance on the caption at scale 2 (the scale
+  Lesson 05 uses, fixed before measuring), and >= 85% with plain sampling (scale 1);
 - image to text: >= 90% of the greedy captions of the 360 test images (never trained on)
   name the image's digit (`read_digit`: one digit named, as a word or a numeral).
 
@@ -28,8 +28,9 @@ from minitok.anytoany import caption, held_out_pairs
 from minitok.classifier import load_classifier
 from minitok.evaluate import encode_digits, image_to_text_accuracy, text_to_image_accuracy
 
-GOAL = 0.90
-CFG_SCALE = 2.0  # Lesson 05's scale; the goal is judged on guided drawing
+GOAL = 0.90  # image to text
+GOAL_GUIDED, GOAL_PLAIN = 0.95, 0.85  # text to image, with guidance at CFG_SCALE and without
+CFG_SCALE = 2.0  # Lesson 05's scale
 FULL = {"per_caption": 10, "n_test": 360}
 QUICK = {"per_caption": 1, "n_test": 40}
 
@@ -65,11 +66,12 @@ def report(result: dict) -> str:
     lines = [
         f"any-to-any on the held-out split ({result['device']}, 1 thread)",
         f"text to image, guidance s={CFG_SCALE:g}: {t2i['accuracy']:.1%} of {t2i['n']} images "
-        f"match their held-out caption by the Lesson 03 classifier (goal >= {GOAL:.0%}: "
-        f"{'met' if t2i['accuracy'] >= GOAL else 'NOT met'}); {t2i['seconds']:.0f} s",
+        f"match their held-out caption by the Lesson 03 classifier (goal >= {GOAL_GUIDED:.0%}: "
+        f"{'met' if t2i['accuracy'] >= GOAL_GUIDED else 'NOT met'}); {t2i['seconds']:.0f} s",
         f"  per digit: {digits}  (held-out captions such as {examples})",
         f"text to image, no guidance (s=1): {plain['accuracy']:.1%} of {plain['n']} images "
-        f"match; {plain['seconds']:.0f} s",
+        f"match (goal >= {GOAL_PLAIN:.0%}: "
+        f"{'met' if plain['accuracy'] >= GOAL_PLAIN else 'NOT met'}); {plain['seconds']:.0f} s",
         f"image to text: {i2t['accuracy']:.1%} of {i2t['n']} captions of test images name the "
         f"right digit (goal >= {GOAL:.0%}: {'met' if i2t['accuracy'] >= GOAL else 'NOT met'}); "
         f"{i2t['known_wording']:.1%} in one of the 360 wordings; {result['i2t_seconds']:.0f} s",
