@@ -105,3 +105,13 @@ def test_checks_restore_the_thread_count(module):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("module", "name"), CHECKS)
+def test_every_exercise_has_three_hints_on_demand(module, name):
+    """The v2 pattern: the idea, then the formula, then near-code (a line at least), and no
+    hint repeated (a copy-pasted hint would name the wrong exercise's mistake)."""
+    hints = getattr(module, name).hints
+    assert len(hints) == 3, f"{name} has {len(hints)} hints"
+    assert all(isinstance(h, str) and len(h.strip()) >= 20 for h in hints), hints
+    assert len(set(hints)) == 3, f"{name} repeats a hint"

@@ -498,9 +498,9 @@ def _step_case(g: torch.Generator, gan: bool) -> dict:
     with torch.random.fork_rng():  # nn.Module init draws from the global RNG: fork it
         model = VQTokenizer(TokenizerConfig(**_STEP_CONFIG))
         disc = PatchDiscriminator(1, 8)
-    state = {name: torch.randn(t.shape, generator=g) * 0.3 if t.is_floating_point() else t
-             for name, t in model.state_dict().items() if "cluster_size" not in name}
-    state["quantizer.cluster_size"] = model.state_dict()["quantizer.cluster_size"]
+    state = {name: t if "cluster_size" in name or not t.is_floating_point()
+             else torch.randn(t.shape, generator=g) * 0.3  # usage counts stay as built
+             for name, t in model.state_dict().items()}
     d_state = {name: torch.randn(t.shape, generator=g) * 0.3
                for name, t in disc.state_dict().items()}
     return {
