@@ -58,10 +58,10 @@ class Row:
 FORGED = [
     Row("the reference imported in one line", [HEAD, "from minitok.quantize import "
         "squared_distances, nearest_code, quantize as quantize_feature_map, codebook_usage, "
-        "perplexity, kmeans_step"],
+        "perplexity, kmeans_step, kmeans"],
         expect={name: ("failed", "minitok's reference") for name in (
             "squared_distances", "nearest_code", "quantize_feature_map", "codebook_usage",
-            "perplexity", "kmeans_step")}),
+            "perplexity", "kmeans_step", "kmeans")}),
     Row("the reference called in the def", [HEAD, "def codebook_usage(indices, num_codes):\n"
         "    return quantize.codebook_usage(indices, num_codes)"],
         expect={"codebook_usage": ("failed", "uses minitok's reference quantize.codebook_usage")}),
