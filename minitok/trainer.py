@@ -197,10 +197,16 @@ class ProcessLost(RuntimeError):
     """Another process of the run died or stopped answering."""
 
 
+# What gloo's RuntimeErrors say when a peer is gone: most name gloo's source file; the error
+# raised on a connection already closed by an earlier timeout names nothing else.
+GLOO_LOST = ("/gloo/", "Application timeout caused pair closure", "Connection closed by peer",
+             "Connection reset by peer", "Timed out waiting")
+
+
 def lost_peer(err: RuntimeError) -> bool:
-    """Whether a collective failed: NCCL raises a DistError, gloo a plain RuntimeError
-    that names its own source file (a dead peer's 'Connection reset', or 'Timed out')."""
-    return isinstance(err, dist.DistError) or "/gloo/" in str(err)
+    """Whether a collective failed: NCCL raises a DistError, gloo a plain RuntimeError."""
+    message = str(err)
+    return isinstance(err, dist.DistError) or any(m.lower() in message.lower() for m in GLOO_LOST)
 
 
 # --------------------------------------------------------------------------- data and models

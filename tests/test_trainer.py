@@ -281,6 +281,17 @@ def test_a_killed_rank_ends_the_run_with_an_error_not_a_hang(shapes, tmp_path):
     assert "rank      : 1" in output and "SIGKILL" in output, output[-3000:]
 
 
+@pytest.mark.parametrize("message, lost", [
+    ("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer", True),
+    ("Application timeout caused pair closure", True),  # no file named: seen under load in CI
+    ("Timed out waiting 15000ms for recv operation to complete", True),
+    ("mat1 and mat2 shapes cannot be multiplied (4x3 and 4x8)", False),
+    ("CUDA out of memory. Tried to allocate 2.00 GiB", False),
+])
+def test_a_lost_peer_is_told_apart_from_an_ordinary_error(message, lost):
+    assert trainer.lost_peer(RuntimeError(message)) is lost
+
+
 @pytest.mark.slow
 def test_a_hung_rank_makes_the_other_stop_within_the_timeout_with_a_clear_error(shapes,
                                                                                  tmp_path):
