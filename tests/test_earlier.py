@@ -1,0 +1,67 @@
+"""Your Lesson 04 Transformer, with the shipped weights, drawing Lesson 05's digits."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+import torch
+
+from minitok import checkpoints
+from minitok.earlier import same_logits, yours
+from minitok.transformer import Transformer
+
+from notebooks import ROOT  # isort: skip
+
+LESSON04 = "04_transformer.ipynb"
+
+
+@pytest.fixture
+def reference(device):
+    return checkpoints.load("prior", device=device).transformer
+
+
+def mutated(tmp_path, old: str, new: str):
+    """A copy of the solved Lesson 04 with one edit in its Transformer cell."""
+    notebook = nbformat.read(ROOT / "solutions" / LESSON04, as_version=4)
+    cell = next(c for c in notebook.cells if c.source.startswith("class Transformer("))
+    assert old in cell.source
+    cell.source = cell.source.replace(old, new)
+    nbformat.write(notebook, tmp_path / LESSON04)
+    return tmp_path
+
+
+def test_the_solved_lesson_04_stands_in_with_the_same_logits(reference, capsys):
+    mine = yours(reference, folder=ROOT / "solutions")
+    assert type(mine) is not Transformer and type(mine).__name__ == "Transformer"
+    assert type(mine).__module__ == "lesson04"  # built from the notebook, not imported
+    assert torch.equal(mine.head.weight, reference.head.weight) and not mine.training
+    assert same_logits(mine, reference) <= 1e-4
+    assert "your Transformer from lesson 04" in capsys.readouterr().out
+
+
+def test_an_unfinished_lesson_04_says_so_and_leaves_minitoks(reference, capsys):
+    assert yours(reference, folder=ROOT / "lessons") is reference
+    said = capsys.readouterr().out
+    assert "using minitok's Transformer" in said and "NotImplementedError" in said
+
+
+@pytest.mark.parametrize("old, new, reason", [
+    ("self.head = nn.Linear", "self.out = nn.Linear", "out.weight"),  # another name: strict load
+    ("start = 0 if cache is None else cache.length", "start = 0", "differ"),  # cache positions
+    ("cache.advance(T)", "cache.advance(T + 1)", ""),  # fails inside the cache or differs
+])
+def test_a_wrong_transformer_is_refused_with_the_reason(reference, tmp_path, capsys,
+                                                        old, new, reason):
+    folder = mutated(tmp_path, old, new)
+    assert yours(reference, folder=folder) is reference
+    said = capsys.readouterr().out
+    assert "using minitok's Transformer" in said and reason in said, said
+
+
+def test_no_notebook_beside_this_one_is_said_and_strict_mode_raises(reference, tmp_path, capsys,
+                                                                   monkeypatch):
+    assert yours(reference, folder=tmp_path) is reference
+    assert f"no 04_*.ipynb in {tmp_path}" in capsys.readouterr().out
+    monkeypatch.setenv("MINITOK_STRICT", "1")
+    with pytest.raises(LookupError, match="04_"):
+        yours(reference, folder=tmp_path)
