@@ -66,7 +66,8 @@ def yours(reference: nn.Module, lesson: str = "04", name: str = "Transformer",
     """Your class `name` from lesson `lesson`, holding `reference`'s weights, in eval mode;
     `reference` itself, with the reason printed, when yours cannot stand in for it."""
     try:
-        mine = load_class(lesson, name, folder)(reference.config)
+        with torch.random.fork_rng(devices=[]):  # its initial weights: not the lesson's draws
+            mine = load_class(lesson, name, folder)(reference.config)
         mine.load_state_dict(reference.state_dict(), strict=True)
         mine.to(reference.head.weight.device).eval()
         gap = same_logits(mine, reference.eval())

@@ -39,6 +39,14 @@ def test_the_solved_lesson_04_stands_in_with_the_same_logits(reference, capsys):
     assert "your Transformer from lesson 04" in capsys.readouterr().out
 
 
+def test_standing_in_leaves_the_lessons_random_numbers_alone(reference):
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    yours(reference, folder=ROOT / "solutions")  # builds a model: draws initial weights
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_an_unfinished_lesson_04_says_so_and_leaves_minitoks(reference, capsys):
     assert yours(reference, folder=ROOT / "lessons") is reference
     said = capsys.readouterr().out
