@@ -80,6 +80,7 @@ def yours(reference: nn.Module, lesson: str = "04", name: str = "Transformer",
         print(f"using minitok's {name}: yours from lesson {lesson} cannot stand in "
               f"({type(err).__name__}: {why})")
         return reference
+    how = "with and without the KV cache" if reference.config.causal else "bidirectional"
     print(f"your {name} from lesson {lesson}, with the shipped weights: the same logits as "
-          f"minitok's (largest difference {gap:.1e}, with and without the KV cache)")
+          f"minitok's (largest difference {gap:.1e}, {how})")
     return mine

@@ -73,3 +73,12 @@ def test_no_notebook_beside_this_one_is_said_and_strict_mode_raises(reference, t
     monkeypatch.setenv("MINITOK_STRICT", "1")
     with pytest.raises(LookupError, match="04_"):
         yours(reference, folder=tmp_path)
+
+
+def test_maskgits_bidirectional_weights_stand_in_too(device, capsys):
+    reference = checkpoints.load("maskgit", device=device).transformer
+    assert not reference.config.causal
+    mine = yours(reference, folder=ROOT / "solutions")
+    assert mine is not reference and not mine.config.causal
+    assert same_logits(mine, reference) <= 1e-4
+    assert "bidirectional" in capsys.readouterr().out
