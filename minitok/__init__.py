@@ -24,6 +24,9 @@ The course's tooling:
 
     checks       the learner checks each lesson calls after an exercise
     checkpoints  the small pretrained models shipped in minitok/checkpoints/
+    earlier      your Lesson 04 Transformer, from your own notebook, with the shipped weights
+                 (Lessons 05-07 draw with it)
+    workspace    `make lab`'s own copy of the lessons, never overwritten; `minitok progress`
     assign       builds the exercise notebooks in lessons/ from solutions/
     grade        `minitok grade`: scores submitted notebooks (minitok.grading: the judge,
                  sandboxed workers, the wire between them)
