@@ -205,8 +205,8 @@ GLOO_LOST = ("/gloo/", "Application timeout caused pair closure", "Connection cl
 
 def lost_peer(err: RuntimeError) -> bool:
     """Whether a collective failed: NCCL raises a DistError, gloo a plain RuntimeError."""
-    message = str(err)
-    return isinstance(err, dist.DistError) or any(m.lower() in message.lower() for m in GLOO_LOST)
+    message = str(err).lower()
+    return isinstance(err, dist.DistError) or any(m.lower() in message for m in GLOO_LOST)
 
 
 # --------------------------------------------------------------------------- data and models
