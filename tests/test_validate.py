@@ -115,7 +115,8 @@ def test_index_tensor_accepts_ids_in_range():
     assert validate.index_tensor(ids, "indices", size=10) is ids
     assert validate.index_tensor(ids.int(), "indices", size=10, dim=2) is not None
     assert validate.index_tensor(torch.zeros(0, dtype=torch.long), "indices", size=1) is not None
-    assert validate.index_tensor(torch.tensor([-5, 99]), "indices") is not None  # no size given
+    assert validate.index_tensor(torch.tensor([0, 10**12]), "indices") is not None  # no size
+    assert validate.index_tensor(torch.tensor([3], dtype=torch.uint8), "indices", 4) is not None
 
 
 @pytest.mark.parametrize("ids", [torch.tensor([0.0, 1.0]), torch.tensor([0.5]),
@@ -131,6 +132,18 @@ def test_index_tensor_refuses_ids_out_of_range(bad, low, high):
     with pytest.raises(ValueError) as info:
         validate.index_tensor(ids, "labels", size=10)
     assert str(info.value) == f"labels must lie in [0, 9], got values in [{low}, {high}]"
+
+
+def test_index_tensor_without_a_size_still_refuses_negative_ids():
+    with pytest.raises(ValueError, match=r"^codes must lie in \[0, inf\), got values in \[-5, 2\]$"):
+        validate.index_tensor(torch.tensor([2, -5]), "codes")
+
+
+def test_flag():
+    assert validate.flag(True, "greedy") is True and validate.flag(False, "greedy") is False
+    for bad in ("no", 0, 1, None):
+        with pytest.raises(TypeError, match="greedy must be True or False, got "):
+            validate.flag(bad, "greedy")
 
 
 def test_same_shape_and_same_device():
