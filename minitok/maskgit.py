@@ -191,10 +191,7 @@ def sample_with_confidence(logits: torch.Tensor, tokens: torch.Tensor, mask_id: 
       confidence  softmax(logits)[sampled] at masked positions, +inf at known ones, so
                   that a known token is never among the least confident.
     """
-    if validate.int_tensor(tokens, "tokens", dim=2).shape != logits.shape[:2]:
-        raise ValueError(f"tokens must be (B, N) = {tuple(logits.shape[:2])} as logits (B, N, K), "
-                         f"got shape {tuple(tokens.shape)}")
-    validate.generator(generator)
+    _check_tokens(tokens, logits, generator)
     unknown = tokens == mask_id  # (B, N)
     log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, N, K)
     draws = (log_probs + gumbel_noise(log_probs.shape, generator, logits.device)).argmax(-1)
@@ -202,6 +199,14 @@ def sample_with_confidence(logits: torch.Tensor, tokens: torch.Tensor, mask_id: 
     picked = log_probs.exp().gather(-1, draws[..., None])[..., 0]  # (B, N)
     confidence = torch.where(unknown, picked, torch.full_like(picked, math.inf))
     return sampled, confidence
+
+
+def _check_tokens(tokens, logits, generator) -> None:
+    """sample_with_confidence's arguments: integer tokens (B, N) for logits (B, N, K)."""
+    if validate.int_tensor(tokens, "tokens", dim=2).shape != logits.shape[:2]:
+        raise ValueError(f"tokens must be (B, N) = {tuple(logits.shape[:2])} as logits (B, N, K), "
+                         f"got shape {tuple(tokens.shape)}")
+    validate.generator(generator)
 
 
 def remask_lowest(confidence: torch.Tensor, n_mask: torch.Tensor, temperature: float,

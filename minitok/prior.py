@@ -86,14 +86,19 @@ def make_sequences(codes: torch.Tensor, labels: torch.Tensor, num_codes: int) ->
     notebook's version: the checks that keep every id in its part of the table (a label
     beyond the null class is refused by the model, which knows how many classes it has).
     """
-    validate.index_tensor(codes, "codes", validate.positive_int(num_codes, "num_codes"))
-    if validate.index_tensor(labels, "labels", dim=1).shape[0] != codes.shape[0]:
-        raise ValueError(f"labels must be ({codes.shape[0]},), one per grid of codes, got "
-                         f"shape {tuple(labels.shape)}")
+    _check_codes_and_labels(codes, labels, num_codes)
     N = codes.shape[0]
     first = (labels.long() + num_codes)[:, None]  # (N, 1) the class token
     rest = codes.long().reshape(N, -1)  # (N, G*G) raster order, row by row
     return torch.cat([first, rest], dim=1)  # (N, 1 + G*G)
+
+
+def _check_codes_and_labels(codes, labels, num_codes) -> None:
+    """make_sequences' arguments: codes in [0, K), one label >= 0 (a class token) per grid."""
+    validate.index_tensor(codes, "codes", validate.positive_int(num_codes, "num_codes"))
+    if validate.index_tensor(labels, "labels", dim=1).shape[0] != codes.shape[0]:
+        raise ValueError(f"labels must be ({codes.shape[0]},), one per grid of codes, got "
+                         f"shape {tuple(labels.shape)}")
 
 
 def prior_loss(model: nn.Module, seqs: torch.Tensor, num_codes: int) -> torch.Tensor:
