@@ -90,7 +90,7 @@ def test_other_settings_that_cannot_work_are_refused_by_name():
 
 def test_a_codebook_of_one_code_is_refused_before_anything_runs(tmp_path, capsys):
     """--num-codes 1 would train to the end a tokenizer whose every image is the same tokens."""
-    from minitok.cli import main
+    from minitok.tools.cli import main
 
     make_shapes(tmp_path / "images", 3, size=16)
     flags = cli_flags(tiny("tokenizer", tmp_path / "images", tmp_path / "out", num_codes=1))
