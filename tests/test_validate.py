@@ -308,6 +308,7 @@ BAD_CALLS = [  # (argument the message must name, call)
     ("p_uncond", lambda: maskgit.maskgit_loss(MASKGIT, CODES, LABELS, 1.5)),
     ("codes", lambda: maskgit.maskgit_loss(MASKGIT, CODES + K, LABELS)),
     ("labels", lambda: maskgit.maskgit_loss(MASKGIT, CODES, torch.tensor([0, 1, NULL + 1]))),
+    ("labels", lambda: maskgit.maskgit_loss(MASKGIT, CODES, LABELS.float())),
     ("batch_size", lambda: maskgit.train_maskgit(MASKGIT, CODES, LABELS, 1, batch_size=0,
                                                  progress=False)),
     ("p_uncond", lambda: maskgit.train_maskgit(MASKGIT, CODES, LABELS, 1, p_uncond=2.0,
