@@ -101,8 +101,6 @@ def mask_len(n_initial: torch.Tensor, n_unknown: torch.Tensor, step: int, steps:
       - at least one stays masked until the last step (the reference's max(1, .));
       - a row with nothing left to mask stays at 0, and the last step reveals everything.
     """
-    if not 0 <= step < validate.positive_int(steps, "steps"):
-        raise ValueError(f"step must lie in [0, steps - 1] = [0, {steps - 1}], got {step!r}")
     if step == steps - 1:
         return torch.zeros_like(n_unknown)  # the last step's samples are the output
     planned = torch.floor(n_initial.double() * gamma(schedule, (step + 1) / steps)).long()
