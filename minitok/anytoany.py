@@ -324,7 +324,7 @@ def allowed_next(tokens: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
         never an image id, an <eoi> or a <pad>.
     """
     B, T = validate.int_tensor(tokens, "tokens", dim=2).shape
-    ids = torch.arange(validate.instance(vocab, "vocab", Vocabulary).size, device=tokens.device)
+    ids = torch.arange(vocab.size, device=tokens.device)  # (V,)
     position = torch.arange(T, device=tokens.device)  # (T,)
     last_boi = torch.where(tokens == vocab.boi, position, -1).max(dim=1).values  # (B,)
     last_eoi = torch.where(tokens == vocab.eoi, position, -1).max(dim=1).values  # (B,)
