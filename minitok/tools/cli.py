@@ -1,5 +1,5 @@
-"""The `minitok` command (also `python -m minitok`): env, assign, workspace, progress, demo,
-grade, train, shapes."""
+"""The `minitok` command (also `python -m minitok`): env, assign, workspace, progress, export,
+demo, grade, train, shapes."""
 
 from __future__ import annotations
 
@@ -43,6 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     p_prog.add_argument("--folder", default="workspace", help="default: workspace")
     p_prog.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"))
 
+    p_export = sub.add_parser("export", help="write your passed exercises into a package of "
+                                             "your own (one module per lesson)")
+    p_export.add_argument("folder", type=Path, nargs="?", default=Path("workspace"),
+                          help="your notebooks (default: workspace)")
+    p_export.add_argument("--out", type=Path, default=Path("mytok"),
+                          help="the package folder to write (default: mytok)")
+    p_export.add_argument("--force", action="store_true",
+                          help="if --out exists, move it aside to <out>.old-N first")
+    p_export.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"))
+
     p_demo = sub.add_parser("demo", help="run the pipeline on the bundled digits")
     p_demo.add_argument("--out", type=Path, default=Path("out"),
                         help="folder for demo.png and demo_samples.pt (default: out)")
@@ -50,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     p_demo.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p_demo.add_argument("--quick", action="store_true",
                         help="3 samples per class instead of 20 (and tiny --train runs), for tests")
+    p_demo.add_argument("--yours", type=Path, default=None, metavar="PACKAGE",
+                        help="the capstone: train and run the pipeline on your package "
+                             "(minitok export), side by side with the shipped one")
     p_demo.add_argument("--train", type=Path, default=None, metavar="DIR",
                         help="train every model from scratch (a few minutes), save them in DIR "
                              "and use them instead of the shipped checkpoints")
@@ -100,6 +113,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "workspace":
             return workspace.make_workspace(_repo_root(), args.folder)
         return workspace.progress(_repo_root(), args.folder, args.sandbox)
+    if args.command == "export":
+        from minitok.tools.export import export
+
+        try:
+            return export(args.folder, args.out, args.force, args.sandbox)
+        except FileExistsError as err:
+            print(f"minitok export: {err}", file=sys.stderr)
+            return 2
+    if args.command == "demo" and args.yours is not None:
+        from minitok.tools.capstone import run_capstone
+
+        return run_capstone(args.yours, out=args.out, seed=args.seed, quick=args.quick)
     if args.command == "demo":
         from minitok.tools.demo import run_demo
 
