@@ -32,7 +32,6 @@ from pathlib import Path
 from minitok.checks import exercises_in
 from minitok.tools.grading.submission import Statement, bound_names, read
 
-
 SOLUTION_MARKERS = {"### BEGIN SOLUTION", "### END SOLUTION"}  # nbgrader's, in solutions/
 
 
