@@ -24,8 +24,7 @@ import torch
 import torch.nn as nn
 
 from minitok.course import strict_mode
-from minitok.grading.server import load_statements
-from minitok.grading.submission import read
+from minitok.notebook_code import load_statements, read
 
 
 def load_class(lesson: str, name: str, folder: str | Path = ".") -> type:
@@ -35,7 +34,7 @@ def load_class(lesson: str, name: str, folder: str | Path = ".") -> type:
     if not found:
         raise LookupError(f"no {lesson}_*.ipynb in {Path(folder).resolve()}")
     namespace = {"__name__": f"lesson{lesson}"}
-    problems = load_statements(read(found[0]).kept(), namespace)
+    problems = load_statements(read(found[0]).kept(), namespace, {name})
     if name in problems:
         raise RuntimeError(f"{found[0].name}: {problems[name]}")
     if not isinstance(namespace.get(name), type):
