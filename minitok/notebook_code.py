@@ -40,7 +40,7 @@ from minitok.checks._core import learner_line
 
 MAX_BYTES = 100 << 20  # a notebook file larger than this is refused (outputs included)
 MAX_CODE = 2 << 20  # characters of code, all code cells together
-MAX_STATEMENTS = 20_000  # top-level statements, all code cells together
+MAX_STATEMENTS = 10_000  # top-level statements, all code cells together
 MAX_MERGE = 20  # top-level chunks tried together when a cell has a syntax error
 KEPT_CELL_MAGICS = {"time", "timeit", "capture"}  # %%magic cells whose body is Python
 LINE_MAGIC = re.compile(r"^(\s*)(%|!(?!=))")
@@ -107,7 +107,10 @@ class Notebook:
                 why = unkept_reason(node, known)
                 kind = "skip" if why else "assign"
             out.append((statement, kind, why))
-            known = known - names if why else known | names
+            if why:
+                known -= names
+            else:
+                known |= names
         return out
 
     def kept(self) -> list[tuple]:
