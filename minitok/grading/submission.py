@@ -8,7 +8,8 @@
 Reading a notebook's code is minitok.notebook_code's (shared with minitok.earlier); its names
 are importable from here too.
 
-`prejudge` scores an exercise 0 without running it when its name is not bound by a kept
+`prejudge` scores an exercise "not done" without running it when it is still the stub
+`minitok assign` wrote, and 0 when its name is not bound by a kept
 statement of the notebook (an import, an assignment that does not run outside the notebook)
 or when its definition refers to minitok's own solution of it: `quantize.nearest_code`, a
 name imported from minitok bound to it, getattr with its name, `__import__`/importlib inside
@@ -44,6 +45,8 @@ from minitok.notebook_code import (  # noqa: F401  (the reader's names, as the g
 from minitok.notebook_code import NotebookError as SubmissionError
 
 LESSON = re.compile(r"lesson\d\d")
+GRAD_MODES = {"no_grad", "inference_mode", "enable_grad"}
+NOT_DONE = "not done yet (your code raises NotImplementedError)."  # as checks._core says
 MODULES = {path.stem for path in Path(__file__).parents[1].glob("*.py")} - {"__main__"}
 
 
@@ -80,6 +83,8 @@ def prejudge(notebook: Notebook, checks: dict, alias: str) -> dict[str, Result]:
             decided[name] = Result(name, "error", f"{name} has a syntax error (cell "
                                    f"{binding.cell}, {binding.error})",
                                    "run its cell: Python points at the mistake.")
+        elif is_stub(binding.node):
+            decided[name] = Result(name, "not done", NOT_DONE)
         elif kinds[id(binding)][0] in ("def", "assign"):
             use = _reference_use(binding, defs, imports, _forbidden(check))
             if use is not None:
@@ -87,6 +92,38 @@ def prejudge(notebook: Notebook, checks: dict, alias: str) -> dict[str, Result]:
         else:
             decided[name] = _not_a_def(name, binding, kinds[id(binding)][1], imports, check)
     return decided
+
+
+def is_stub(node: ast.stmt | None) -> bool:
+    """True for an exercise that can only raise NotImplementedError, as `minitok assign`
+    wrote it: a def whose body runs straight (simple statements, no return, branch or loop)
+    into `raise NotImplementedError()`, under no decorator but torch's grad modes; a class
+    whose __init__ is one. It is "not done" with nothing run, as the notebook's check says."""
+    if isinstance(node, ast.ClassDef):
+        init = [n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
+        return len(init) == 1 and is_stub(init[0])
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not all(
+            _grad_mode(d) for d in node.decorator_list):
+        return False
+    raises = [i for i, s in enumerate(node.body) if _raises_not_implemented(s)]
+    straight = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Expr, ast.Pass)
+    return bool(raises) and all(isinstance(s, straight) and not any(
+        isinstance(n, (ast.Yield, ast.YieldFrom, ast.Await, ast.Lambda, ast.NamedExpr))
+        for n in ast.walk(s)) for s in node.body[:raises[0]])  # what follows never runs
+
+
+def _raises_not_implemented(statement: ast.stmt) -> bool:
+    """`raise NotImplementedError()`: nbgrader's stub."""
+    exc = statement.exc if isinstance(statement, ast.Raise) else None
+    return (isinstance(exc, ast.Call) and not exc.args and not exc.keywords
+            and isinstance(exc.func, ast.Name) and exc.func.id == "NotImplementedError"
+            and statement.cause is None)
+
+
+def _grad_mode(decorator: ast.expr) -> bool:
+    """`@torch.no_grad()` and the like: a decorator that changes no exception."""
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return isinstance(target, ast.Attribute) and target.attr in GRAD_MODES
 
 
 def _last_binding(notebook: Notebook, name: str) -> Statement | None:
