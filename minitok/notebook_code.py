@@ -39,7 +39,7 @@ from pathlib import Path
 from minitok.checks._core import learner_line
 
 MAX_BYTES = 100 << 20  # a notebook file larger than this is refused (outputs included)
-MAX_CODE = 2 << 20  # characters of code, all code cells together
+MAX_CODE = 2_000_000  # characters of code, all code cells together
 MAX_STATEMENTS = 10_000  # top-level statements, all code cells together
 MAX_MERGE = 20  # top-level chunks tried together when a cell has a syntax error
 KEPT_CELL_MAGICS = {"time", "timeit", "capture"}  # %%magic cells whose body is Python
@@ -168,8 +168,8 @@ def parse_cells(cells: list) -> Notebook:
         size += len(source)
         sources.append((number, source))
     if size > MAX_CODE:
-        raise NotebookError(f"its code cells hold {size / 2**20:.1f} M characters: a notebook "
-                            f"may have at most {MAX_CODE // 2**20} M characters of code")
+        raise NotebookError(f"its code cells hold {size:,} characters: a notebook may have at "
+                            f"most {MAX_CODE:,} characters of code (Markdown and outputs aside)")
     for number, source in sources:
         text = without_magics(source)
         if text is None:
