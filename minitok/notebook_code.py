@@ -500,6 +500,5 @@ def _definition_problem(name: str, err: BaseException, skipped: dict) -> str:
     text = f"defining {name} raised {type(err).__name__}: {message}{learner_line(err)}"
     if isinstance(err, NameError):
         text += missing_name(err, skipped) or (
-            f": a default argument or decorator uses a name the notebook binds in a way that "
-            f"does not run outside it ({KEEP_RULE})")
+            f": no statement that runs outside the notebook binds {err.name} ({KEEP_RULE})")
     return text
