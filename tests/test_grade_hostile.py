@@ -136,7 +136,7 @@ FORGED = [
         expect={"codebook_usage": ("not done", "")}),
     Row("json.dumps wrapped in a class body", [HEAD, "class Wrap:\n    import json\n"
         "    json.dumps = lambda *a, **k: '{\"message\": {\"value\": {\"float\": \"0.3\"}, "
-        "\"state\": [null, null]}, \"blobs\": []}'", GOOD.replace(USAGE, "0.0")],
+        "\"state\": [null, null]}, \"blobs\": []}'", GOOD.replace(USAGE, "Wrap and 0.0")],
         expect={"codebook_usage": ("error", "could not read")}),
     Row("raw bytes written to the judge's channel", [HEAD,
         "def codebook_usage(indices, num_codes):\n    import struct\n"

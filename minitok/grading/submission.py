@@ -85,12 +85,17 @@ def prejudge(notebook: Notebook, checks: dict, alias: str) -> dict[str, Result]:
                                    "run its cell: Python points at the mistake.")
         elif is_stub(binding.node):
             decided[name] = Result(name, "not done", NOT_DONE)
-        elif kinds[id(binding)][0] in ("def", "assign"):
+        elif isinstance(binding.node, DEFS):
             use = _reference_use(binding, defs, imports, _forbidden(check))
             if use is not None:
                 decided[name] = Result(name, "failed", f"{name} {use}.", REFERENCE_HINT)
-        else:
-            decided[name] = _not_a_def(name, binding, kinds[id(binding)][1], imports, check)
+        else:  # an import or an assignment
+            found = _not_a_def(name, binding, kinds[id(binding)], imports, check)
+            if found is None:  # a kept assignment (a lambda): judged like a def
+                use = _reference_use(binding, defs, imports, _forbidden(check))
+                found = use and Result(name, "failed", f"{name} {use}.", REFERENCE_HINT)
+            if found:
+                decided[name] = found
     return decided
 
 
@@ -137,9 +142,11 @@ def _last_binding(notebook: Notebook, name: str) -> Statement | None:
     return found
 
 
-def _not_a_def(name: str, binding: Statement, why: str, imports: _ImportMap, check) -> Result:
-    """An exercise name bound by an import or by an assignment that is not kept: 0, saying
-    which and where."""
+def _not_a_def(name: str, binding: Statement, kind: tuple[str, str], imports: _ImportMap,
+               check) -> Result | None:
+    """An exercise name bound by an import or an assignment: 0 when that is minitok's
+    reference, an import, or an assignment that does not run outside the notebook, saying
+    which and where; None for a kept assignment (a lambda: graded like a def)."""
     how = "an import" if isinstance(binding.node, IMPORTS) else "an assignment"
     where = f"cell {binding.cell}, line {binding.line}"
     local = _ImportMap([binding.node]) if how == "an import" else imports
@@ -151,8 +158,10 @@ def _not_a_def(name: str, binding: Statement, why: str, imports: _ImportMap, che
     if how == "an import":
         return Result(name, "failed", f"{name} is bound by an import ({where}), not by your "
                       "code.", f"write the exercise as `def {name}(...)` in its cell.")
+    if kind[0] == "assign":
+        return None
     return Result(name, "failed", f"{name} is bound by an assignment ({where}) that does not "
-                  f"run outside the notebook: {why} ({KEEP_RULE}).",
+                  f"run outside the notebook: {kind[1]} ({KEEP_RULE}).",
                   f"write the exercise as `def {name}(...)` in its cell.")
 
 
