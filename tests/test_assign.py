@@ -7,7 +7,7 @@ import subprocess
 import nbformat
 import pytest
 
-from minitok.assign import (
+from minitok.tools.assign import (
     AssignError,
     add_nbgrader_metadata,
     assign,

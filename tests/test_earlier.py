@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from minitok import checkpoints
-from minitok.assign import strip_code
 from minitok.earlier import find_notebook, same_logits, yours
+from minitok.tools.assign import strip_code
 from minitok.transformer import Transformer
 
 from notebooks import ROOT  # isort: skip

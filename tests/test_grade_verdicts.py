@@ -11,8 +11,8 @@ import pytest
 from notebooks import write_notebook
 
 from minitok.checks import lesson01, verdict
-from minitok.grade import grade_reports
-from minitok.workspace import progress
+from minitok.tools.grade import grade_reports
+from minitok.tools.workspace import progress
 
 pytestmark = pytest.mark.slow
 

@@ -117,9 +117,10 @@ def test_300000_helpers_are_refused_in_one_message(tmp_path):
 
 
 def test_the_learners_side_never_imports_the_grader():
-    """Lessons 05-07 load minitok.earlier: it reads notebooks with notebook_code alone."""
+    """Lessons 05-07 load minitok.earlier: it reads notebooks with notebook_code alone, and
+    nothing of the course machinery (minitok.tools: the grader, its wire protocol)."""
     code = ("import sys, minitok.earlier\n"
-            "print(sorted(m for m in sys.modules if m.startswith('minitok.grading')))")
+            "print(sorted(m for m in sys.modules if m.startswith('minitok.tools')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, check=True)
     assert done.stdout.strip() == "[]"

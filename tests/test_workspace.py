@@ -7,7 +7,7 @@ import shutil
 import nbformat
 import pytest
 
-from minitok.workspace import make_workspace, progress
+from minitok.tools.workspace import make_workspace, progress
 
 
 def _course(tmp_path, title="# Lesson"):
@@ -81,12 +81,12 @@ def test_progress_reads_untouched_lessons_without_running_them(tmp_path, capsys,
     per lesson, and no worker started (grade_reports is not called)."""
     from notebooks import LESSONS
 
-    import minitok.grade
+    import minitok.tools.grade
 
     def no_worker(*args, **kwargs):
         raise AssertionError("progress started the grader for an untouched lesson")
 
-    monkeypatch.setattr(minitok.grade, "grade_reports", no_worker)
+    monkeypatch.setattr(minitok.tools.grade, "grade_reports", no_worker)
     (tmp_path / "lessons").mkdir()
     for lesson in LESSONS:
         shutil.copy(lesson, tmp_path / "lessons")

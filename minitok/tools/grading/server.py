@@ -29,12 +29,12 @@ from contextlib import contextmanager
 import torch
 
 from minitok.checks._core import learner_line
-from minitok.grading.wire import SKIP, Encoder, load_request
 from minitok.notebook_code import (  # noqa: F401  (Unavailable: the grader's name for it)
     Unavailable,
     load_statements,
     missing_name,
 )
+from minitok.tools.grading.wire import SKIP, Encoder, load_request
 
 MAX_MESSAGE = 2000  # characters of an exception message sent back
 

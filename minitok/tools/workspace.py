@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import nbformat
 
-from minitok.assign import AssignError, safe_write
+from minitok.tools.assign import AssignError, safe_write
 
 FOLDER = "workspace"
 
@@ -80,7 +80,7 @@ def progress(root: Path, folder: str = FOLDER, sandbox: str = "auto") -> int:
     for path in mine:
         report = _read_only(path)
         if report is None:
-            from minitok.grade import grade_reports
+            from minitok.tools.grade import grade_reports
 
             (report,), mode = grade_reports([path], timeout=60.0, sandbox=sandbox)
             modes.add(mode)
@@ -94,7 +94,7 @@ def _read_only(path: Path) -> SimpleNamespace | None:
     """The lesson's report when reading it decides every exercise (a stub, a missing def,
     minitok's reference used), without starting a worker; None when something must run."""
     from minitok.checks._core import exercises_in
-    from minitok.grading import submission
+    from minitok.tools.grading import submission
 
     try:
         notebook = submission.read(path)

@@ -26,7 +26,6 @@ from pathlib import Path
 from types import FunctionType, ModuleType
 
 from minitok.checks._core import Result
-from minitok.grading import REFERENCE_HINT
 from minitok.notebook_code import (  # noqa: F401  (the reader's names, as the grader's)
     DEFS,
     IMPORTS,
@@ -43,11 +42,12 @@ from minitok.notebook_code import (  # noqa: F401  (the reader's names, as the g
     without_magics,
 )
 from minitok.notebook_code import NotebookError as SubmissionError
+from minitok.tools.grading import REFERENCE_HINT
 
 LESSON = re.compile(r"lesson\d\d")
 GRAD_MODES = {"no_grad", "inference_mode", "enable_grad"}
 NOT_DONE = "not done yet (your code raises NotImplementedError)."  # as checks._core says
-MODULES = {path.stem for path in Path(__file__).parents[1].glob("*.py")} - {"__main__"}
+MODULES = {path.stem for path in Path(__file__).parents[2].glob("*.py")} - {"__main__"}
 
 
 def lesson_of(notebook: Notebook) -> tuple[str, str]:
