@@ -96,3 +96,32 @@ def test_an_endless_default_argument_costs_only_its_own_exercise(tmp_path):
     assert status == {"squared_distances": "not done", "nearest_code": "not done",
                       "quantize_feature_map": "not done", "codebook_usage": "passed",
                       "perplexity": "passed", "kmeans_step": "error", "kmeans": "not done"}
+
+
+def test_prejudging_judges_a_kept_lambda_and_refuses_what_does_not_run(tmp_path):
+    """An exercise bound by a lambda is judged like a def; one bound by a call scores 0
+    saying why; a stub (as assign wrote it) is "not done" without running it."""
+    from notebooks import LESSONS
+
+    from minitok.tools.grading.submission import lesson_of, prejudge, read
+
+    stubs = read(LESSONS[0])
+    lesson, alias = lesson_of(stubs)
+    checks = {name: getattr(lesson01, name) for name in ("squared_distances", "nearest_code",
+                                                         "codebook_usage", "perplexity")}
+    assert {name: result.status for name, result in prejudge(stubs, checks, alias).items()} == \
+        dict.fromkeys(checks, "not done")
+    path = write_notebook(
+        tmp_path / "lambdas.ipynb", HEAD + "\nfrom minitok import quantize",
+        "squared_distances = lambda z, c: ((z[:, None] - c[None]) ** 2).sum(-1)",
+        "nearest_code = torch.compile(lambda z, c, chunk_size=None: z)",
+        "codebook_usage = lambda i, k: quantize.codebook_usage(i, k)",
+        "perplexity = quantize.perplexity")
+    decided = prejudge(read(path), checks, lesson_of(read(path))[1])
+    assert "squared_distances" not in decided  # it runs in a worker
+    assert decided["nearest_code"].status == "failed"
+    assert "does not run outside the notebook: it calls a function" in \
+        decided["nearest_code"].message
+    assert decided["codebook_usage"].status == "failed"
+    assert "minitok's reference" in decided["codebook_usage"].message
+    assert "is minitok's reference, bound by an assignment" in decided["perplexity"].message
