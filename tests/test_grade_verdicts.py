@@ -62,7 +62,8 @@ def test_constants_lambdas_helpers_and_decorators_pass_in_the_notebook_and_the_g
     notebook = _in_the_notebook()
     _, grader = graded
     assert {name: notebook[name] for name in KEPT} == dict.fromkeys(KEPT, "passed")
-    assert {name: grader[name]["status"] for name in KEPT} == dict.fromkeys(KEPT, "passed")
+    assert {name: grader[name]["status"] for name in KEPT} == dict.fromkeys(KEPT, "passed"), \
+        {name: grader[name]["message"] for name in KEPT}
 
 
 def test_a_constant_from_a_training_cell_costs_its_exercise_and_says_why(graded):
