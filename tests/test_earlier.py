@@ -74,7 +74,7 @@ def test_an_unfinished_helper_is_named_although_the_classes_are_done(reference, 
     ("self.head = nn.Linear", "self.out = nn.Linear", "out.weight"),  # another name: strict load
     # positions from 0 at every cached step: only the cached path differs
     ("start = 0 if cache is None else cache.length", "start = 0", "only through the KV cache"),
-    ("cache.advance(T)", "cache.advance(T + 1)", "more than block_size"),  # cache overruns
+    ("cache.advance(T)", "cache.advance(T + 1)", "new positions > max_len"),  # cache overruns
     # a wrong final layer: both paths differ, and it says so
     ("return self.head(self.ln_f(x))", "return self.head(x)", "read at once and"),
 ])
