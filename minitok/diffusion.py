@@ -304,21 +304,25 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
 
 
 class ResBlock(nn.Module):
-    """Two 3 x 3 convolutions with the timestep (and condition) embedding added in between."""
+    """Two 3 x 3 convolutions; the timestep (and condition) embedding scales and shifts each
+    channel in between, after the normalisation (ADM's `use_scale_shift_norm`, Dhariwal &
+    Nichol 2021). Added before it, a per-channel constant would be taken out again by the
+    GroupNorm, which subtracts each group's mean: the condition would never reach the output."""
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int):
         super().__init__()
         self.norm1 = nn.GroupNorm(8, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, out_ch)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)  # a scale and a shift per channel
         self.norm2 = nn.GroupNorm(8, out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:  # (B, in, H, W), (B, E)
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(F.silu(emb))[:, :, None, None]  # (B, out, H, W)
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, out, H, W)
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(F.silu(h))
         return self.skip(x) + h
 
 
