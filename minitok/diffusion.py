@@ -404,7 +404,8 @@ class DiffusionModel(nn.Module):
     """The noise predictor eps(x_t, t, label) of a class-conditional diffusion model.
 
     forward(x_t (B, C, S, S), t (B,) int64, labels (B,) with num_classes = null) -> (B, C, S, S).
-    The timestep and the class enter as one embedding added inside every residual block.
+    The timestep and the class enter as one embedding, which scales and shifts the
+    normalised channels inside every residual block.
     """
 
     kind = "diffusion"  # its checkpoints' kind (minitok.checkpoints)
