@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minitok.checks import exercises_in
-from minitok.tools.grading.submission import Statement, bound_names, read
+from minitok.notebook_code import DEFS, Statement, bound_names, read
 
 SOLUTION_MARKERS = {"### BEGIN SOLUTION", "### END SOLUTION"}  # nbgrader's, in solutions/
 
@@ -50,15 +50,22 @@ class Lesson:
 
 
 def graded_lessons(folder: Path, sandbox: str = "auto") -> list[Lesson]:
-    """Grade every NN_*.ipynb in `folder` (the grader's checks, in its workers)."""
+    """Judge every NN_*.ipynb in `folder` as `minitok progress` does: read only where that
+    decides every exercise (all still stubs), else graded by the grader's checks and workers."""
     from minitok.tools.grade import grade_reports
+    from minitok.tools.workspace import _read_only
 
-    notebooks = sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
-    reports, _ = grade_reports(notebooks, timeout=60.0, sandbox=sandbox)
     lessons = []
-    for path, report in zip(notebooks, reports, strict=True):
+    for path in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")):
+        report = _read_only(path)
+        if report is None:
+            (report,), _ = grade_reports([path], timeout=60.0, sandbox=sandbox)
+        if report.error:
+            print(f"minitok export: {path.name}: cannot grade: {report.error}")
+            continue
         lesson = Lesson(path.name[:2], path)
-        if report.lesson != f"lesson{lesson.number}":  # ungradable, or another lesson's checks
+        if not {item["exercise"] for item in report.exercises} <= set(references(lesson.module)):
+            print(f"minitok export: {path.name} holds another lesson's exercises: skipped")
             continue
         for item in report.exercises:
             (lesson.passed if item["status"] == "passed" else lesson.missing).append(
@@ -88,18 +95,6 @@ def used_names(statement: Statement) -> set[str]:
     return names
 
 
-def _is_constant(statement: Statement) -> bool:
-    """`NAME = <literal>`: a cheap assignment a def may read (numbers, strings, tuples)."""
-    node = statement.node
-    if not isinstance(node, ast.Assign):
-        return False
-    try:
-        ast.literal_eval(node.value)
-    except (ValueError, TypeError, SyntaxError, RecursionError):
-        return False
-    return all(isinstance(t, ast.Name) for t in node.targets)
-
-
 def references(lesson: str) -> dict[str, tuple[str, str]]:
     """Each exercise of a lesson -> (module, name) of minitok's reference for it."""
     checks = exercises_in(importlib.import_module(f"minitok.checks.{lesson}"))
@@ -110,12 +105,15 @@ def references(lesson: str) -> dict[str, tuple[str, str]]:
 def module_source(lesson: Lesson, earlier: dict[str, str]) -> str:
     """lessonNN.py: the passed exercises' def/class blocks, what they need, in notebook
     order. `earlier` maps a name already exported to its module ("lesson04")."""
-    statements = [s for s in read(lesson.notebook).statements if s.node is not None]
-    blocks = {}  # name -> its last def/class or constant statement
-    for s in statements:
-        if isinstance(s.node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
-                or _is_constant(s):
-            blocks.update(dict.fromkeys(bound_names(s.node), s))
+    classified = read(lesson.notebook).classified()  # what the grader's workers run
+    statements = [s for s, kind, _ in classified if kind != "skip"]
+    blocks = {}  # name -> the def/class or cheap assignment binding it last
+    for s, kind, _ in classified:
+        for name in bound_names(s.node):
+            if kind in ("def", "assign"):
+                blocks[name] = s
+            else:  # an import, or a statement the grader does not run: not a block
+                blocks.pop(name, None)
     reference = references(lesson.module)
     kept, fallbacks, todo = [], set(), list(lesson.passed)
     while todo:
@@ -141,7 +139,7 @@ def module_source(lesson: Lesson, earlier: dict[str, str]) -> str:
     for block in kept:
         text = "\n".join(line for line in block.text.rstrip().split("\n")
                          if line.strip() not in SOLUTION_MARKERS)
-        lines += [text] if _is_constant(block) else ["", "", text]
+        lines += ["", "", text] if isinstance(block.node, DEFS) else [text]
     return "\n".join(lines).replace("\n\n\n\n", "\n\n\n") + "\n"
 
 

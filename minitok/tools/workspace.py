@@ -76,7 +76,7 @@ def progress(root: Path, folder: str = FOLDER, sandbox: str = "auto") -> int:
         print(f"minitok progress: no notebooks in {folder}/ yet: run `make lab` first")
         return 1
     print(f"{'lesson':<28} {'passed':>7} {'written':>8}   still to do", flush=True)
-    modes = set()
+    modes, passed = set(), set()
     for path in mine:
         report = _read_only(path)
         if report is None:
@@ -85,9 +85,19 @@ def progress(root: Path, folder: str = FOLDER, sandbox: str = "auto") -> int:
             (report,), mode = grade_reports([path], timeout=60.0, sandbox=sandbox)
             modes.add(mode)
         print(_line(path, report), flush=True)
+        passed |= {(f"lesson{path.name[:2]}", e["exercise"]) for e in report.exercises
+                   if e["status"] == "passed"}
     how = f"sandbox: {', '.join(sorted(modes))}" if modes else "every exercise read, none run"
     print(f"(judged with the same checks as `minitok grade`; {how})")
+    print(pipeline_line(passed))
     return 0
+
+
+def pipeline_line(passed: set[tuple[str, str]]) -> str:
+    """How much of the capstone (`minitok demo --yours`) would run on your code today."""
+    from minitok.tools.capstone import stage_lines
+
+    return "your pipeline (minitok demo --yours): " + "; ".join(stage_lines(passed))
 
 
 def _read_only(path: Path) -> SimpleNamespace | None:

@@ -1,0 +1,155 @@
+"""`minitok export`: the learner's passed exercises as a package; `demo --yours` on it."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minitok import maskgit, quantize, sampling, transformer
+from minitok.tools.capstone import STAGES, capstone, load_package, stage_lines
+from minitok.tools.export import Lesson, export, package_files, references, write_package
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _lessons(folder: Path, missing: dict[str, list[str]] | None = None) -> list[Lesson]:
+    """Every notebook of `folder` as if graded: all passed but the `missing` ones."""
+    lessons = []
+    for path in sorted(folder.glob("0[1-8]_*.ipynb")):
+        number = path.name[:2]
+        gone = (missing or {}).get(number, [])
+        names = list(references(f"lesson{number}"))
+        lessons.append(Lesson(number, path, [n for n in names if n not in gone], gone))
+    return lessons
+
+
+@pytest.fixture
+def mytok(tmp_path):
+    """The solutions written as a package, with lesson 06's mask_len not passed; imported."""
+    out = tmp_path / "mytok_solutions"
+    write_package(package_files(_lessons(ROOT / "solutions", {"06": ["mask_len"]}),
+                                out.name), out, force=False)
+    yield load_package(out)
+    for name in [m for m in sys.modules if m.split(".")[0] == out.name]:
+        del sys.modules[name]
+
+
+def test_the_exported_solutions_compute_what_minitok_computes(mytok):
+    g = torch.Generator().manual_seed(0)
+    z, codebook = torch.randn(50, 4, generator=g), torch.randn(9, 4, generator=g)
+    assert torch.equal(mytok.lesson01.nearest_code(z, codebook),
+                       quantize.nearest_code(z, codebook))
+    cond, uncond = torch.randn(3, 7, generator=g), torch.randn(3, 7, generator=g)
+    assert torch.allclose(mytok.lesson05.cfg_logits(cond, uncond, 2.5),
+                          sampling.cfg_logits(cond, uncond, 2.5))
+    assert torch.equal(mytok.lesson04.causal_mask(4, 6), transformer.causal_mask(4, 6))
+    ratio = torch.rand(20, generator=g, dtype=torch.float64)
+    assert torch.allclose(mytok.lesson06.gamma("cosine", ratio), maskgit.gamma("cosine", ratio))
+    config = transformer.TransformerConfig(vocab_size=11, block_size=6, n_layer=1, n_head=2,
+                                           n_embd=8)
+    torch.manual_seed(0)
+    ref = transformer.Transformer(config).eval()
+    mine = mytok.lesson04.Transformer(config).eval()
+    mine.load_state_dict(ref.state_dict(), strict=True)
+    idx = torch.randint(0, 11, (2, 6), generator=g)
+    assert torch.allclose(mine(idx), ref(idx), atol=1e-5)
+
+
+def test_modules_import_each_other_and_fall_back_to_minitok(mytok):
+    # lesson 06's decode_loop calls cfg_logits: the learner's, from their lesson 05
+    assert mytok.lesson06.cfg_logits is mytok.lesson05.cfg_logits
+    # mask_len did not pass: minitok's stands in, and the docstring and README say so
+    assert mytok.lesson06.mask_len is maskgit.mask_len
+    assert "mask_len (minitok.maskgit.mask_len)" in mytok.lesson06.__doc__
+    readme = (Path(mytok.__file__).parent / "README.md").read_text()
+    assert "| 06 | 06_maskgit.ipynb |" in readme and "| mask_len |" in readme
+    assert "mask_len" not in mytok.YOURS["lesson06"] and "Transformer" in mytok.YOURS["lesson04"]
+    source = Path(mytok.lesson06.__file__).read_text()
+    assert "### BEGIN SOLUTION" not in source and "def decode_loop(" in source
+    assert "minitok.checks" not in source
+
+
+def test_export_of_unsolved_lessons_says_nothing_is_yours(tmp_path, capsys):
+    work = tmp_path / "workspace"
+    shutil.copytree(ROOT / "lessons", work)
+    assert export(work, tmp_path / "mytok", sandbox="none") == 1
+    out = capsys.readouterr().out
+    assert "none of the 46 exercises" in out and "nothing is yours" in out
+    assert not (tmp_path / "mytok").exists()
+
+
+def test_export_never_overwrites_nor_writes_through_a_symlink(tmp_path):
+    files = {"__init__.py": "", "README.md": "new\n"}
+    out = tmp_path / "mytok"
+    out.mkdir()
+    (out / "mine.py").write_text("my edits\n")
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        write_package(files, out, force=False)
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        export(tmp_path, out)  # refused before any grading
+    moved = write_package(files, out, force=True)
+    assert moved == tmp_path / "mytok.old-1" and (moved / "mine.py").read_text() == "my edits\n"
+    assert (out / "README.md").read_text() == "new\n"
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    link = tmp_path / "linked"
+    link.symlink_to(target)
+    with pytest.raises(FileExistsError, match="symbolic link"):
+        write_package(files, link, force=True)
+    assert list(target.iterdir()) == []
+
+
+def test_progress_line_says_which_stages_run_on_their_code():
+    assert all("0/" in line for line in stage_lines(set()))
+    everything = {(lesson, name) for parts in STAGES.values() for lesson, name, _ in parts}
+    assert all("yours" in line and "minitok's" not in line for line in stage_lines(everything))
+    some = everything - {("lesson06", "decode_loop")}
+    maskgit_line = [line for line in stage_lines(some) if line.startswith("MaskGIT")][0]
+    assert maskgit_line == "MaskGIT: 3/4 yours (minitok's: decode_loop)"
+
+
+def test_capstone_runs_their_code_beside_the_shipped_pipeline(tmp_path):
+    """A fast path: two training steps each; what ran is the package's code."""
+    out = tmp_path / "mycap"
+    write_package(package_files(_lessons(ROOT / "solutions", {"06": ["decode_loop"]}),
+                                out.name), out, force=False)
+    try:
+        result = capstone(out, tmp_path / "out", quick=True,
+                          steps={"tokenizer": 2, "prior": 2, "maskgit": 2})
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] == out.name]:
+            del sys.modules[name]
+    parts = result["parts"]
+    assert parts.ar_generate.__module__ == "mycap.lesson05"
+    assert parts.Transformer.__module__ == "mycap.lesson04"
+    assert parts.decode_loop is maskgit.decode_loop and parts.missing == {"decode_loop"}
+    methods = [row["method"] for row in result["yours"]]
+    assert methods == [row["method"] for row in result["shipped"]] and len(methods) == 3
+    for row in result["yours"] + result["shipped"]:
+        assert 0 <= row["accuracy"] <= 1 and row["fd"] >= 0 and row["passes/image"] > 0
+    assert [row["passes/image"] for row in result["yours"]] == [2, 64, 8]
+    assert result["picture"].is_file()
+
+
+@pytest.mark.slow
+def test_export_grades_the_solutions_and_everything_is_theirs(tmp_path, capsys):
+    work = tmp_path / "workspace"
+    work.mkdir()
+    for name in ("04_transformer.ipynb", "05_autoregressive.ipynb"):
+        shutil.copy(ROOT / "solutions" / name, work)
+    shutil.copy(ROOT / "lessons" / "06_maskgit.ipynb", work)  # untouched: read, not run
+    assert export(work, tmp_path / "mine", sandbox="none") == 0
+    out = capsys.readouterr().out
+    assert "lesson04: 7/7 yours" in out and "lesson05: 8/8 yours" in out
+    assert "lesson06: 0/7 yours" in out
+    assert not (tmp_path / "mine" / "lesson06.py").exists()
+    package = load_package(tmp_path / "mine")
+    try:
+        assert package.YOURS["lesson05"][-1] == "ar_generate"
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] == "mine"]:
+            del sys.modules[name]
