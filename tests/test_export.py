@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from minitok import maskgit, quantize, sampling, transformer
-from minitok.tools.capstone import STAGES, capstone, load_package, stage_lines
+from minitok.tools.capstone import STAGES, capstone, format_table, load_package, stage_lines
 from minitok.tools.export import Lesson, export, package_files, references, write_package
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,6 +133,9 @@ def test_capstone_runs_their_code_beside_the_shipped_pipeline(tmp_path):
         assert 0 <= row["accuracy"] <= 1 and row["fd"] >= 0 and row["passes/image"] > 0
     assert [row["passes/image"] for row in result["yours"]] == [2, 64, 8]
     assert result["picture"].is_file()
+    table = format_table(result["yours"], result["shipped"], parts)
+    assert "ran your Transformer, random_mask, masked_loss; minitok's decode_loop (yours" in table
+    assert "ran your Transformer, prior_batch_loss, ar_generate\n" in table
 
 
 @pytest.mark.slow

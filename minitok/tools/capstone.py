@@ -57,6 +57,9 @@ STAGES = {
 }
 
 
+LESSONS = tuple(sorted({lesson[-2:] for parts in STAGES.values() for lesson, _, _ in parts}))
+
+
 def stage_lines(passed: set[tuple[str, str]]) -> list[str]:
     """One line per stage: how much of it would run on your code, given the (lesson module,
     exercise) pairs that pass."""
@@ -92,7 +95,7 @@ class Parts:
     """Your function for each exercise of the pipeline, or minitok's where yours is missing;
     `whose[stage]` records which ran."""
 
-    def __init__(self, package: ModuleType):
+    def __init__(self, package: ModuleType | None):
         self.found, self.missing = {}, set()
         for parts in STAGES.values():
             for lesson, name, reference in parts:
@@ -240,19 +243,22 @@ def format_table(yours: list[dict], shipped: list[dict], parts: Parts) -> str:
                          f"{100 * row['accuracy']:>7.1f}% {row['fd']:>7.2f} "
                          f"{row['diversity']:>9.2f} {row['ms/image']:>9.2f} "
                          f"{row['passes/image']:>6g}")
-        missing = [name for _, name, _ in STAGES[stage] if name in parts.missing]
-        mine_names = [name for _, name, _ in STAGES[stage] if name not in parts.missing]
-        lines.append(f"{'':<28} ran your {', '.join(mine_names) or 'nothing'}" +
-                     (f"; minitok's {', '.join(missing)} stood in" if missing else ""))
+        names = [name for _, name, _ in STAGES[stage]]
+        mine_names = [name for name in names if name not in parts.missing]
+        missing = [name for name in names if name in parts.missing]
+        ran = ([f"your {', '.join(mine_names)}"] if mine_names else []) + \
+            ([f"minitok's {', '.join(missing)} (yours has not passed yet)"] if missing else [])
+        lines.append(f"{'':<28} ran {'; '.join(ran)}")
     return "\n".join(lines)
 
 
-def capstone(package: Path, out: Path, seed: int = 0, quick: bool = False,
+def capstone(package: Path | None, out: Path, seed: int = 0, quick: bool = False,
              steps: dict | None = None) -> dict:
-    """Train your pipeline, measure it and the shipped one; write out/capstone.png."""
+    """Train your pipeline, measure it and the shipped one; write out/capstone.png.
+    With no package (nothing of yours passes yet) minitok's code runs every stage."""
     from minitok.classifier import load_classifier
 
-    parts = Parts(load_package(package))
+    parts = Parts(None if package is None else load_package(package))
     steps = steps or (QUICK_STEPS if quick else STEPS)
     with one_thread():
         seed_everything(seed)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import shutil
 import symtable
 import tempfile
@@ -49,14 +50,23 @@ class Lesson:
         return f"lesson{self.number}"
 
 
-def graded_lessons(folder: Path, sandbox: str = "auto") -> list[Lesson]:
-    """Judge every NN_*.ipynb in `folder` as `minitok progress` does: read only where that
-    decides every exercise (all still stubs), else graded by the grader's checks and workers."""
+def has_checks(path: Path) -> bool:
+    """True for a lesson notebook with exercises (minitok.checks.lessonNN exists)."""
+    return importlib.util.find_spec(f"minitok.checks.lesson{path.name[:2]}") is not None
+
+
+def graded_lessons(folder: Path, sandbox: str = "auto",
+                   numbers: tuple[str, ...] | None = None) -> list[Lesson]:
+    """Judge every lesson notebook NN_*.ipynb in `folder` (or those numbered `numbers`) as
+    `minitok progress` does: read only where that decides every exercise (all still stubs),
+    else graded by the grader's checks and workers."""
     from minitok.tools.grade import grade_reports
     from minitok.tools.workspace import _read_only
 
     lessons = []
     for path in sorted(Path(folder).glob("[0-9][0-9]_*.ipynb")):
+        if not has_checks(path) or (numbers is not None and path.name[:2] not in numbers):
+            continue
         report = _read_only(path)
         if report is None:
             (report,), _ = grade_reports([path], timeout=60.0, sandbox=sandbox)
@@ -248,12 +258,14 @@ def write_package(files: dict[str, str], out: Path, force: bool) -> Path | None:
     return moved
 
 
-def export(folder: Path, out: Path, force: bool = False, sandbox: str = "auto") -> int:
-    """`minitok export`: grade, write the package, print what is yours; 1 if nothing is."""
+def export(folder: Path, out: Path, force: bool = False, sandbox: str = "auto",
+           numbers: tuple[str, ...] | None = None) -> int:
+    """`minitok export`: grade, write the package, print what is yours; 1 if nothing is.
+    `numbers` ("03", "04", ...) limits it to those lessons (the capstone notebook's)."""
     folder, out = Path(folder), Path(out)
     if out.is_symlink() or (out.exists() and not force):
         write_package({}, out, force)  # raises, saying why, before any grading
-    lessons = graded_lessons(folder, sandbox)
+    lessons = graded_lessons(folder, sandbox, numbers)
     if not lessons:
         print(f"minitok export: no lesson notebooks in {folder}/ (run `make lab` first)")
         return 1

@@ -71,7 +71,9 @@ def progress(root: Path, folder: str = FOLDER, sandbox: str = "auto") -> int:
     An exercise still as `assign` wrote it is "not done" by reading the notebook
     (grading.submission.prejudge); a lesson with anything else to judge is graded with the
     same checks and workers as `minitok grade`."""
-    mine = sorted((root / folder).glob("[0-9][0-9]_*.ipynb"))
+    from minitok.tools.export import has_checks
+
+    mine = [p for p in sorted((root / folder).glob("[0-9][0-9]_*.ipynb")) if has_checks(p)]
     if not mine:
         print(f"minitok progress: no notebooks in {folder}/ yet: run `make lab` first")
         return 1
@@ -88,8 +90,8 @@ def progress(root: Path, folder: str = FOLDER, sandbox: str = "auto") -> int:
         passed |= {(f"lesson{path.name[:2]}", e["exercise"]) for e in report.exercises
                    if e["status"] == "passed"}
     how = f"sandbox: {', '.join(sorted(modes))}" if modes else "every exercise read, none run"
-    print(f"(judged with the same checks as `minitok grade`; {how})")
     print(pipeline_line(passed))
+    print(f"(judged with the same checks as `minitok grade`; {how})")
     return 0
 
 
