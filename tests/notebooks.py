@@ -11,8 +11,10 @@ from minitok.tools.grading.server import load_statements
 from minitok.tools.grading.submission import lesson_of, parse_cells
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
-LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
+# The lessons with exercises; the capstone (10) has none: it runs the learner's package.
+SOLUTIONS = sorted((ROOT / "solutions").glob("0[1-9]_*.ipynb"))
+LESSONS = sorted((ROOT / "lessons").glob("0[1-9]_*.ipynb"))
+CAPSTONE = "10_capstone.ipynb"
 
 
 def write_notebook(path: Path, *sources: str) -> Path:

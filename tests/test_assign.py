@@ -329,3 +329,15 @@ def test_safe_write_refuses_symlinks_and_existing_files_when_new(tmp_path):
     assert not target.exists()
     safe_write(tmp_path / "plain", "ok")
     assert (tmp_path / "plain").read_text() == "ok"
+
+
+def test_a_notebook_without_checks_is_copied_but_a_lesson_needs_exercises(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    closing = nbformat.v4.new_notebook()
+    closing.cells = [nbformat.v4.new_code_cell("print('the capstone')")]
+    nbformat.write(closing, tmp_path / "solutions" / "10_capstone.ipynb")
+    assert assign(tmp_path) == 0 and (tmp_path / "lessons" / "10_capstone.ipynb").is_file()
+    closing.cells.append(nbformat.v4.new_code_cell("from minitok.checks import lesson01 as check"))
+    nbformat.write(closing, tmp_path / "solutions" / "10_capstone.ipynb")
+    with pytest.raises(AssignError, match="no exercises"):
+        assign(tmp_path)

@@ -8,6 +8,7 @@ import inspect
 import nbformat
 import pytest
 from notebooks import (
+    CAPSTONE,
     LESSONS,
     ROOT,
     SOLUTIONS,
@@ -85,3 +86,18 @@ def test_unsolved_lesson_runs_top_to_bottom(path):
     for name in exercises_in(module):
         assert f"[TODO] {name}:" in printed, f"check {name} did not report TODO"
     assert "[PASS]" not in printed, "an unsolved exercise passed its check"
+
+
+def test_the_capstone_follows_the_lessons():
+    assert (ROOT / "solutions" / CAPSTONE).is_file() and (ROOT / "lessons" / CAPSTONE).is_file()
+    assert int(CAPSTONE[:2]) > int(SOLUTIONS[-1].name[:2])
+
+
+@pytest.mark.slow
+def test_unsolved_capstone_runs_on_minitoks_code():
+    """With every lesson beside it unsolved, the capstone still runs: minitok's code stands
+    in at every stage, and the table says so."""
+    printed = stream_text(execute(ROOT / "lessons" / CAPSTONE,
+                                  env={"MINITOK_FAST": "1", "MINITOK_STRICT": "0"}))
+    assert "nothing is yours" in printed
+    assert "ran minitok's Transformer, random_mask, masked_loss, decode_loop (yours" in printed

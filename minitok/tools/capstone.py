@@ -40,7 +40,7 @@ from minitok.training import fit
 
 AR_SCALE = 2.0  # Lesson 05's guidance scale, as the demo's
 MASKGIT_STEPS = 8
-STEPS = {"tokenizer": 600, "prior": 500, "maskgit": 500}  # the demo's --train steps
+STEPS = {"tokenizer": 600, "prior": 1000, "maskgit": 500}  # the shipped ones: 2000 each
 QUICK_STEPS = {"tokenizer": 10, "prior": 10, "maskgit": 10}
 
 # Each stage of the pipeline and the exercises it runs: (lesson module, exercise, reference).
