@@ -56,8 +56,8 @@ class Row:
 
 
 def load_section(name: str):
-    """The benchmark module minitok.bench.<name> (e.g. "kv_cache")."""
-    return importlib.import_module(f"minitok.bench.{name}")
+    """The benchmark module minitok.tools.bench.<name> (e.g. "kv_cache")."""
+    return importlib.import_module(f"minitok.tools.bench.{name}")
 
 
 def course_root() -> Path | None:
