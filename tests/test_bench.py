@@ -123,6 +123,22 @@ def test_command_runs_outside_the_checkout(tmp_path):
     assert "FAILED" not in result.stdout
 
 
+def test_a_section_whose_extra_is_missing_is_skipped_and_named(monkeypatch, capsys):
+    """A learner's install (no dev extra): the section says what it needs, the others run,
+    and the exit code stays 0."""
+    monkeypatch.setitem(bench.NEEDS, "nearest_code", ("no_such_module_for_minitok", "dev"))
+    monkeypatch.setitem(bench.SECTIONS, "kv_cache", lambda quick: [bench.Row("kv", "1 ms")])
+    assert bench.main(["--quick", "--only", "nearest_code", "--only", "kv_cache"]) == 0
+    printed = capsys.readouterr().out
+    assert ("| nearest_code: skipped | not measured: needs no_such_module_for_minitok (pip "
+            "install 'minitok[dev]', or make setup-instructor) |") in printed
+    assert "| kv | 1 ms |" in printed and "FAILED" not in printed
+
+
+def test_the_real_needs_are_met_where_the_tests_run():
+    assert [name for name in bench.NEEDS if bench.missing_need(name)] == []
+
+
 def test_a_failing_section_is_a_failed_row_and_exit_code_1(monkeypatch, capsys):
     def broken(quick):
         raise RuntimeError("boom")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import importlib.util
 import os
 import platform
 import re
@@ -362,6 +363,20 @@ SECTIONS = {  # name (for --only) -> the function that measures it
     "notebooks": notebook_rows,
 }
 
+# What a section needs beyond minitok's own dependencies, and the extra that brings it: a
+# section whose module is missing is skipped, and its row says what it needs.
+NEEDS = {"tokenizer": ("vector_quantize_pytorch", "dev"),
+         "notebooks": ("nbconvert", "lab")}
+
+
+def missing_need(name: str) -> Row | None:
+    """The row that says why section `name` cannot run here, or None when it can."""
+    module, extra = NEEDS.get(name, (None, None))
+    if module is None or importlib.util.find_spec(module) is not None:
+        return None
+    return Row(f"{name}: skipped", f"not measured: needs {module} (pip install "
+                                   f"'minitok[{extra}]', or make setup-instructor)")
+
 
 # --------------------------------------------------------------------------- the report
 
@@ -377,6 +392,11 @@ def run_all(quick: bool, sections=None, threads: int = 1, log=print) -> tuple[li
     if unknown:
         raise ValueError(f"sections: unknown {sorted(unknown)}; known: {list(SECTIONS)}")
     for name in sections or SECTIONS:
+        skipped = missing_need(name)
+        if skipped is not None:
+            log(f"== {name}: skipped, {skipped.measured}")
+            rows.append(skipped)
+            continue
         log(f"== {name} ...")
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
