@@ -136,7 +136,7 @@ def check_settings(s: TrainSettings) -> TrainSettings:
             f"it back, so an odd size cannot come back to itself; and the prior and MaskGIT "
             f"read (size / 2)^2 tokens per image, 1,024 at {MAX_SIZE} px, with attention's cost "
             f"growing as its square. Larger images need a tokenizer that downsamples 8x or 16x, "
-            f"as real ones do (README, 'Past the digits')")
+            f"as real ones do (docs/past-the-digits.md)")
     if s.width % 8:
         raise ValueError(f"width must be a multiple of 8 (the tokenizer's GroupNorm splits its "
                          f"channels into 8 groups), got {s.width}")
