@@ -52,10 +52,10 @@ NBVAL := MINITOK_STRICT=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
 notebooks: setup-instructor
 	$(MAKE) --no-print-directory -j2 notebooks-odd notebooks-even
 
-notebooks-odd:
+notebooks-odd: setup-instructor
 	$(NBVAL) $(wildcard solutions/[0-9][13579]_*.ipynb)
 
-notebooks-even:
+notebooks-even: setup-instructor
 	$(NBVAL) $(wildcard solutions/[0-9][02468]_*.ipynb)
 
 lint: setup-instructor
