@@ -61,6 +61,19 @@ def load_section(name: str):
     return importlib.import_module(f"minitok.tools.bench.{name}")
 
 
+def race_args(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The flags of the generation races (maskgit, diffusion): --quick, --device, --seed,
+    --threads. The thread count is applied here."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer samples and repeats")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def course_root() -> Path | None:
     """The course checkout holding solutions/: the current folder or the nearest one above
     it (as `minitok assign` finds it); None where there is none (an installed package)."""
