@@ -28,6 +28,7 @@ def test_every_lesson_has_a_section():
                                     "anytoany", "diffusion", "grading", "notebooks"]
 
 
+@pytest.mark.slow  # runs benchmarks (--quick sizes)
 @pytest.mark.parametrize("name", [n for n in bench.SECTIONS if n != "notebooks"])
 def test_quick_section_measures(name):
     rows, seconds = bench.run_all(quick=True, sections=[name], log=lambda s: None)
@@ -76,6 +77,7 @@ def test_the_checkout_is_found_from_a_folder_inside_it(monkeypatch):
     assert bench.course_root() == ROOT
 
 
+@pytest.mark.slow  # runs benchmarks (--quick sizes)
 def test_ratios_are_the_measured_values_ratios():
     rows, _ = bench.run_all(quick=True, sections=["kv_cache"], log=lambda s: None)
     assert [r.benchmark for r in rows] == ["KV cache speed-up, 32 tokens, batch 1",
@@ -91,6 +93,7 @@ def test_quick_notebooks_are_skipped_and_said_so(monkeypatch):
     assert len(rows) == 1 and "skipped by --quick" in rows[0].measured
 
 
+@pytest.mark.slow  # runs benchmarks (--quick sizes)
 def test_command_writes_markdown_with_date_and_machine(tmp_path):
     out = tmp_path / "report" / "bench.md"
     result = subprocess.run(
@@ -109,6 +112,7 @@ def test_command_writes_markdown_with_date_and_machine(tmp_path):
     assert "skipped by --quick" in text
 
 
+@pytest.mark.slow  # runs benchmarks (--quick sizes)
 def test_command_runs_outside_the_checkout(tmp_path):
     """The installed package needs no checkout: from another folder the notebooks row says
     why it was not measured, and the other sections run."""
