@@ -42,8 +42,10 @@ test: setup-instructor
 	$(PY) -m minitok env
 	$(PY) -m ruff check minitok tests scripts solutions
 	$(PY) -m minitok assign --check
-	$(MAKE) --no-print-directory -j2 --output-sync=line test-lane-1 test-lane-2
+	$(MAKE) --no-print-directory -j2 $(SYNC) test-lane-1 test-lane-2
 
+# Each lane's output together, line by line (GNU make 4+; macOS's make 3.81 interleaves).
+SYNC := $(if $(filter 3.%,$(MAKE_VERSION)),,--output-sync=line)
 PYTEST := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -rs -p no:cacheprovider
 NBVAL := MINITOK_STRICT=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
 	--nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg
@@ -75,7 +77,7 @@ lint: setup-instructor
 
 # The fast unit tests (not marked slow), in the same two lanes.
 unit: setup-instructor
-	$(MAKE) --no-print-directory -j2 --output-sync=line unit-1 unit-2
+	$(MAKE) --no-print-directory -j2 $(SYNC) unit-1 unit-2
 
 unit-1 unit-2: unit-%: setup-instructor
 	$(PYTEST) -m "not slow" $(TESTS_$*)
