@@ -8,7 +8,7 @@ back), in this process, so each hint test also shows that `minitok grade` gives 
 
 from __future__ import annotations
 
-from minitok.checks._core import Result, bound, other_references, run_check
+from minitok.checks._core import Result, references_bound, run_check
 from minitok.checks._core import verdict as local_verdict
 from minitok.grading.remote import loopback
 
@@ -19,7 +19,7 @@ def verdict(check_fn, fn) -> Result:
     """What `check_fn` says about `fn`, without printing or falling back."""
     if TRANSPORT["name"] == "local":
         return local_verdict(check_fn, fn)
-    with bound(getattr(fn, "__globals__", None), other_references(check_fn)):
+    with references_bound(check_fn, fn):
         return run_check(check_fn.exercise, check_fn.test, loopback(fn))
 
 
