@@ -153,7 +153,7 @@ def test_every_check_has_three_hints_on_demand(capsys):
 
 
 def attention_class(mask="causal", heads="split", qkv="split", scale=None, proj=True,
-                    use_layer=True, dropout=True, advance=False, qkv_name="qkv"):
+                    use_layer=True, dropout=True, advance=False, qkv_name="qkv", use_cache=True):
     """A hand-written SelfAttention with a knob for each classic mistake."""
 
     class SelfAttention(nn.Module):
@@ -180,7 +180,7 @@ def attention_class(mask="causal", heads="split", qkv="split", scale=None, proj=
             T_k = T
             if mask == "square" and self.causal:  # built before the cache update
                 m = causal_mask(T)
-            if cache is not None:
+            if cache is not None and use_cache:
                 k, v = cache.update(layer if use_layer else 0, k, v)
                 T_k = k.shape[2]
                 if advance:
@@ -189,13 +189,17 @@ def attention_class(mask="causal", heads="split", qkv="split", scale=None, proj=
                 m = causal_mask(T, T_k) if self.causal else None
             elif mask == "top-left":
                 m = torch.tril(torch.ones(T, T_k, dtype=torch.bool)) if self.causal else None
-            elif mask == "none" or not self.causal:
+            elif mask in ("none", "after-softmax") or not self.causal:
                 m = None
             d = q.shape[-1]
             scores = q @ k.transpose(-2, -1) * (1 / math.sqrt(d) if scale is None else scale)
             if m is not None:
                 scores = scores.masked_fill(~m, float("-inf"))
-            y = torch.softmax(scores, dim=-1) @ v
+            if mask == "after-softmax" and self.causal:  # weights zeroed, not renormalised
+                weights = torch.softmax(scores, dim=-1).masked_fill(~causal_mask(T, T_k), 0)
+            else:
+                weights = torch.softmax(scores, dim=-1)
+            y = weights @ v
             y = merge_heads(y) if heads == "split" else y.reshape(B, T, C)
             return self.drop(self.proj(y) if proj else y)
 
@@ -239,6 +243,21 @@ def test_self_attention_accepts_sdpa_with_an_explicit_mask():
         "unscaled", "no-proj", "layer", "advance", "no-dropout"])
 def test_self_attention_mistakes_fail_with_their_hint(knobs, words):
     assert_fails_with(lesson04.SelfAttention, attention_class(**knobs), *words)
+
+
+def test_self_attention_ignoring_its_cache_fails():
+    assert_fails_with(lesson04.SelfAttention, attention_class(use_cache=False),
+                      "k, v = cache.update(layer, k, v) before the mask")
+
+
+@pytest.mark.parametrize("knobs", [{"mask": "after-softmax"}, {"scale": 0.3}],
+                         ids=["mask-after-softmax", "odd-scale"])
+def test_self_attention_mistakes_no_hint_knows_get_the_general_hint(knobs):
+    """No known mistake gives these outputs: the hint is the general one, not the last
+    known mistake's (a loop variable once shadowed it)."""
+    result = verdict(lesson04.SelfAttention, attention_class(**knobs))
+    assert result.status == "failed" and result.hint == lesson04.SELF_ATTENTION_HINT, \
+        result.render()
 
 
 def test_self_attention_masking_a_bidirectional_layer_fails():
@@ -291,6 +310,9 @@ def block_class(kind="pre-norm", pass_cache=True, in_place=False, names=("ln1", 
             if kind == "one-norm":
                 x = x + self.attn(ln1(x), *args)
                 return x + self.mlp(ln1(x))
+            if kind == "no-mlp-residual":
+                x = x + self.attn(ln1(x), *args)
+                return self.mlp(ln2(x))
             if kind == "mlp-first":
                 x = x + self.mlp(ln2(x))
                 return x + self.attn(ln1(x), *args)
@@ -319,6 +341,11 @@ def test_block_accepts_a_hand_written_version():
 ], ids=["names", "post-norm", "no-residual", "one-norm", "mlp-first", "cache", "in-place"])
 def test_block_mistakes_fail_with_their_hint(knobs, words):
     assert_fails_with(lesson04.Block, block_class(**knobs), *words)
+
+
+def test_block_without_the_mlp_residual_gets_the_general_hint():
+    result = verdict(lesson04.Block, block_class(kind="no-mlp-residual"))
+    assert result.status == "failed" and result.hint == lesson04.BLOCK_HINT, result.render()
 
 
 # --------------------------------------------------------------------------- Transformer

@@ -302,7 +302,8 @@ def test_remask_accepts_an_own_gumbel():
 
 def _loop(n0_from="start", resample=False, last_step_remask=False, most_confident=False,
           off_by_one=False, schedule_ignored=False, choice="annealed", temperature_op="divide",
-          guidance="right", use_generator=True, record=True, in_place=False, greedy=False):
+          guidance="right", use_generator=True, record=True, in_place=False, greedy=False,
+          recount=True):
     """A decode loop built from minitok's pieces, with one classic mistake switched on."""
 
     def fn(model, labels, tokens, steps=8, choice_temperature=4.5, generator=None,
@@ -310,7 +311,7 @@ def _loop(n0_from="start", resample=False, last_step_remask=False, most_confiden
         generator = generator if use_generator else None
         schedule = "cosine" if schedule_ignored else schedule
         mask_id = model.mask_id
-        n_initial = (tokens == mask_id).sum(1)
+        n_initial = n_start = (tokens == mask_id).sum(1)
         if n0_from == "grid":
             n_initial = torch.full_like(n_initial, tokens.shape[1])
         for t in range(steps):
@@ -340,7 +341,7 @@ def _loop(n0_from="start", resample=False, last_step_remask=False, most_confiden
             else:
                 sampled, confidence = maskgit.sample_with_confidence(logits, ask, mask_id,
                                                                      generator)
-            n_unknown = (tokens == mask_id).sum(1)
+            n_unknown = (tokens == mask_id).sum(1) if recount else n_start
             n_mask = maskgit.mask_len(n_initial, n_unknown, t, steps, schedule)
             if off_by_one:  # floor(N0 gamma(t / T)), clamped: the ratio one step behind
                 planned = torch.floor(n_initial * maskgit.gamma(schedule, t / steps)).long()
@@ -398,8 +399,14 @@ def test_loop_catches_counting_from_the_grid_size():
 
 
 def test_loop_catches_recounting_n0_every_step():
-    result = verdict(check.decode_loop, _loop(n0_from="current"))
-    assert result.status == "failed" and "(t + 1) / T" in result.hint
+    assert_fails_with(check.decode_loop, _loop(n0_from="current"), "counted once before the loop")
+
+
+def test_loop_catches_never_recounting_the_masked_tokens():
+    result = verdict(check.decode_loop, _loop(recount=False))
+    assert result.status == "failed", result.render()
+    assert "count the tokens still masked again" in result.hint, result.render()
+    assert "grid size" not in result.hint
 
 
 def test_loop_catches_the_off_by_one_schedule():

@@ -66,7 +66,8 @@ def test_build_sequence_catches_float_ids_and_dropped_parts():
 
 
 def _targets(seqs, starts, v, *, shift=True, keep_from=1, mask_prompt=True, mask_pad=True,
-             ignore=-100, clone=True):
+             ignore=-100, clone=True, mask_eot=False, pad_from_inputs=False, one_start=False,
+             mask_last=False):
     """masked_targets with one classic mistake switched on (keep_from: the right value is 1)."""
     if not shift:
         return seqs, seqs.clone()
@@ -75,9 +76,13 @@ def _targets(seqs, starts, v, *, shift=True, keep_from=1, mask_prompt=True, mask
     j = torch.arange(targets.shape[1])[None, :]
     mask = torch.zeros_like(targets, dtype=torch.bool)
     if mask_prompt:
-        mask |= j + keep_from < starts[:, None]
+        mask |= j + keep_from < (starts[:1, None] if one_start else starts[:, None])
     if mask_pad:
-        mask |= targets == v.pad
+        mask |= (inputs if pad_from_inputs else targets) == v.pad
+    if mask_eot:
+        mask |= targets == v.eot
+    if mask_last:  # a mistake no hint knows: the last target of every row dropped too
+        mask[:, -1] = True
     targets[mask] = ignore
     return inputs, targets
 
@@ -93,13 +98,22 @@ def _targets(seqs, starts, v, *, shift=True, keep_from=1, mask_prompt=True, mask
         ({"ignore": 0}, "-100"),
         ({"ignore": check.TINY.pad}, "-100"),
         ({"clone": False}, "clone"),
+        ({"mask_eot": True}, "<eot> is part of the answer"),
+        ({"pad_from_inputs": True}, "find the padding in the targets"),
+        ({"one_start": True}, "one start per document"),
+        ({"mask_last": True}, "exactly the targets of the prompt"),  # the general hint
     ],
 )
 def test_masked_targets_catches(mistake, hint_words):
     def wrong(seqs, starts, v):
         return _targets(seqs, starts, v, **mistake)
 
-    assert_fails_with(check.masked_targets, wrong, hint_words)
+    result = verdict(check.masked_targets, wrong)
+    assert result.status == "failed" and hint_words in result.hint, result.render()
+    others = [h for h in (check.PROMPT_HINT, check.OFF_BY_ONE_HINT, check.PAD_HINT,
+                          check.IGNORE_HINT, check.EOT_HINT, check.PAD_INPUTS_HINT,
+                          check.ONE_START_HINT, check.TARGETS_HINT) if hint_words not in h]
+    assert result.hint not in others, f"another mistake's hint: {result.render()}"
 
 
 def test_masked_targets_catches_a_single_return_value():

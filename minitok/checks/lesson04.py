@@ -293,10 +293,10 @@ def _expect_output(got: torch.Tensor, expected: torch.Tensor, what: str, wrong: 
     if isinstance(got, torch.Tensor) and got.shape == expected.shape:
         if torch.allclose(got.double(), expected.double(), atol=1e-4, rtol=1e-4):
             return
-        for output, hint in wrong():
+        for output, mistake in wrong():
             if output.shape == got.shape and torch.allclose(got.double(), output.double(),
                                                             atol=1e-4, rtol=1e-4):
-                raise CheckFailed(f"{what} differs from minitok's on the same weights", hint)
+                raise CheckFailed(f"{what} differs from minitok's on the same weights", mistake)
     expect_close(got, expected, what, atol=1e-4, rtol=1e-4, hint=hint)
 
 
@@ -341,6 +341,10 @@ ATTN_SCALE_HINT = (
 )
 PROJ_HINT = (
     "after merging the heads, project back with self.proj (Linear C -> C), then dropout."
+)
+NO_UPDATE_HINT = (
+    "with a cache, the new keys and values go into it and the queries attend to all of "
+    "them: k, v = cache.update(layer, k, v) before the mask and the attention."
 )
 LAYER_SLOT_HINT = (
     "write this layer's keys and values into its own slot: k, v = cache.update(layer, k, v) "
@@ -467,6 +471,8 @@ def SelfAttention(fn):  # noqa: N802 (the exercise is a class)
         expected_cache = _cache(3, 9)
         ref(x[:, :5], expected_cache, 2)
         others = torch.cat([cache.keys[:2], cache.keys[3:]]).abs().sum().item()
+        expect(cache.keys.abs().sum().item() > 0, "after a prefill at layer 2 the cache "
+               "holds nothing", NO_UPDATE_HINT)
         expect(cache.keys[2].abs().sum().item() > 0 and others == 0,
                "after a prefill at layer 2 the cache's slot 2 should hold the keys and the "
                "other slots nothing", LAYER_SLOT_HINT)

@@ -577,6 +577,33 @@ def _run_loop(fn, tokens, steps, choice_temperature, seed, K=4, **options):
     return model, tokens, final
 
 
+SCHEDULE_COUNTS = ("after step t keep floor(N0 * gamma((t + 1) / T)) masked (mask_len), "
+                   "nothing after the last step.")
+COUNT_MISTAKES = {
+    "grid": FROM_GRID_SIZE,
+    "current": "N0 is the number masked at the start, counted once before the loop: "
+    "recounted every step, the plan floor(N0 * gamma((t + 1) / T)) shrinks too fast.",
+    "no_recount": "count the tokens still masked again at every step, n_unknown = (tokens == "
+    "mask_id).sum(1), and pass it to mask_len: it caps each step so that at least one token "
+    "is revealed.",
+    "cosine": "the schedule is an argument: pass `schedule` on to mask_len.",
+}
+
+
+def _masked_counts(n0: int, N: int, steps: int, schedule: str, mistake: str) -> list[int]:
+    """The number masked the model sees at each step with one counting `mistake`: N0 taken
+    from the grid size N, recounted every step, the unknown tokens never recounted, or the
+    schedule left at cosine."""
+    counts = [n0]
+    for t in range(steps - 1):
+        initial = {"grid": N, "current": counts[-1]}.get(mistake, n0)
+        unknown = n0 if mistake == "no_recount" else counts[-1]
+        n_mask = maskgit.mask_len(torch.tensor([initial]), torch.tensor([unknown]), t, steps,
+                                  "cosine" if mistake == "cosine" else schedule)
+        counts.append(int(n_mask))
+    return counts
+
+
 def _judge_loop(model, start, final, steps, what, schedule="cosine"):
     mask_id = model.mask_id
     K = model.num_codes
@@ -585,16 +612,16 @@ def _judge_loop(model, start, final, steps, what, schedule="cosine"):
            f"{what}: the model was called {len(model.inputs)} times for {steps} steps",
            hint="one forward pass per step, on the whole grid at once.")
     n0 = (start == mask_id).sum(dim=1)  # (B,)
+    N = start.shape[1]
     for b in range(start.shape[0]):
         expected = [int(n0[b])] + maskgit.mask_counts(int(n0[b]), steps, schedule)[:-1]
         got = [int((x[b] == mask_id).sum()) for x in model.inputs]
         if got != expected:
-            cosine = [int(n0[b])] + maskgit.mask_counts(int(n0[b]), steps)[:-1]
-            hint = FROM_GRID_SIZE if int(n0[b]) < start.shape[1] else (
-                "after step t keep floor(N0 * gamma((t + 1) / T)) masked (mask_len), "
-                "nothing after the last step.")
-            if schedule != "cosine" and got == cosine:
-                hint = "the schedule is an argument: pass `schedule` on to mask_len."
+            hint = SCHEDULE_COUNTS
+            for mistake, text in COUNT_MISTAKES.items():
+                if got != expected and got == _masked_counts(int(n0[b]), N, steps, schedule,
+                                                             mistake):
+                    hint = text
             raise CheckFailed(
                 f"{what}, row {b}: masked tokens the model saw at each step {got}, "
                 f"the {schedule} schedule gives {expected}", hint)

@@ -158,6 +158,15 @@ OFF_BY_ONE_HINT = ("target j is the token at position j + 1 of seqs: keep it whe
 PAD_HINT = "padding is not part of the answer: set targets equal to vocab.pad to -100."
 IGNORE_HINT = ("ignored targets must be -100, F.cross_entropy's ignore_index (0 or the pad "
                "id would be learned as real tokens).")
+EOT_HINT = ("<eot> is part of the answer: the model must learn where a document ends, so "
+            "keep the targets equal to vocab.eot (ignore only the prompt and the padding).")
+PAD_INPUTS_HINT = ("find the padding in the targets (seqs[:, 1:] == vocab.pad), not in the "
+                   "inputs: the inputs are one position behind, so the target right after "
+                   "<eot>'s is kept and <eot> itself is lost.")
+ONE_START_HINT = ("answer_start holds one start per document: compare every row with its own "
+                  "start, answer_start[:, None] (B, 1), not with the first row's.")
+TARGETS_HINT = ("ignore (-100) exactly the targets of the prompt (positions before "
+                "answer_start) and of the padding; keep every other next token.")
 
 
 def _targets_variants(seqs, starts, v) -> list[tuple[str, torch.Tensor]]:
@@ -167,7 +176,11 @@ def _targets_variants(seqs, starts, v) -> list[tuple[str, torch.Tensor]]:
     j = torch.arange(L - 1)[None, :]  # (1, L-1) target index
     pad = shifted == v.pad
     prompt = j + 1 < starts[:, None]  # the right mask of the prompt
+    eot = shifted == v.eot
     return [
+        (EOT_HINT, shifted.masked_fill(prompt | pad | eot, -100)),
+        (PAD_INPUTS_HINT, shifted.masked_fill(prompt | (seqs[:, :-1] == v.pad), -100)),
+        (ONE_START_HINT, shifted.masked_fill((j + 1 < starts[0]) | pad, -100)),
         (PROMPT_HINT, shifted.masked_fill(pad, -100)),
         (OFF_BY_ONE_HINT, shifted.masked_fill(pad | (j < starts[:, None]), -100)),
         (OFF_BY_ONE_HINT, shifted.masked_fill(pad | (j + 2 < starts[:, None]), -100)),
@@ -215,8 +228,7 @@ def masked_targets(fn):
     expected = anytoany.masked_targets(seqs, starts, v)[1]
     if not torch.equal(targets.cpu(), expected):
         hint = _first_match(targets, _targets_variants(seqs, starts, v))
-        expect_equal(targets, expected, "targets",
-                     hint=hint or PROMPT_HINT)
+        expect_equal(targets, expected, "targets", hint=hint or TARGETS_HINT)
 
     # A random batch from the course's data stream (both directions, padding, all lengths).
     g = torch.Generator().manual_seed(3)
@@ -229,7 +241,7 @@ def masked_targets(fn):
     expect_equal(inputs, expected_inputs, "inputs (a batch of the course's data)", hint=SHIFT_HINT)
     hint = _first_match(targets, _targets_variants(seqs, starts, big))
     expect_equal(targets, expected, "targets (a batch of the course's data)",
-                 hint=hint or "mask the prompt and the padding, nothing else.")
+                 hint=hint or TARGETS_HINT)
     return "both directions, padding, the answer's first token, seqs left unchanged"
 
 
