@@ -139,6 +139,24 @@ def test_merge_heads_without_transpose_fails():
     assert_fails_with(lesson04.merge_heads, wrong, "transpose(1, 2) back")
 
 
+def test_merge_heads_with_view_fails_on_a_real_attention_output():
+    """x.transpose(1, 2).view(...) works on split_heads' output (transposed back, it is
+    contiguous again) but not on attention's output, a contiguous (B, H, T, d) tensor."""
+    def with_view(x):
+        B, H, T, d = x.shape
+        return x.transpose(1, 2).view(B, T, H * d)
+
+    assert_fails_with(lesson04.merge_heads, with_view, "Use .reshape")
+
+
+def test_split_heads_with_a_flat_view_fails_on_a_slice_of_qkv():
+    def flat_view(x, n_head):
+        B, T, C = x.shape
+        return x.view(B * T * C).view(B, T, n_head, C // n_head).transpose(1, 2)
+
+    assert_fails_with(lesson04.split_heads, flat_view, "Use .reshape")
+
+
 # --------------------------------------------------------------------------- hints
 
 

@@ -188,6 +188,23 @@ def test_sample_logits_catches_temperature_after_top_p():
     assert_fails_with(check.sample_logits, wrong_order, "divide by the temperature, then top-k")
 
 
+def test_sample_logits_catches_top_p_before_top_k():
+    """The two filters' orders differ only where top-p's nucleus changes once top-k has
+    renormalised the distribution: the check has such a case."""
+    def p_first(logits, temperature=1.0, top_k=None, top_p=None, generator=None,
+                greedy=False):
+        if greedy:
+            return logits.argmax(-1)
+        logits = logits / temperature
+        if top_p is not None:
+            logits = sampling.top_p_filter(logits, top_p)
+        if top_k is not None:
+            logits = sampling.top_k_filter(logits, top_k)
+        probs = torch.softmax(logits, -1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    assert_fails_with(check.sample_logits, p_first, "top-k comes before top-p")
+
+
 def test_sample_logits_catches_greedy_ignored():
     def never_greedy(logits, temperature=1.0, top_k=None, top_p=None, generator=None,
                      greedy=False):

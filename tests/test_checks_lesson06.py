@@ -74,12 +74,13 @@ def test_gamma_accepts_math_on_floats():
 # --------------------------------------------------------------------------- mask_len
 
 
-def _mask_len(off_by_one=False, clamp=True, rounding=torch.floor):
+def _mask_len(off_by_one=False, clamp=True, rounding=torch.floor, as_float=False):
     def fn(n_initial, n_unknown, step, steps, schedule="cosine"):
         if step == steps - 1:
             return torch.zeros_like(n_unknown)
         ratio = step / steps if off_by_one else (step + 1) / steps
-        planned = rounding(n_initial.double() * maskgit.gamma(schedule, ratio)).long()
+        planned = rounding(n_initial.double() * maskgit.gamma(schedule, ratio))
+        planned = planned if as_float else planned.long()
         if not clamp:
             return planned
         return torch.minimum(torch.minimum(n_unknown - 1, planned).clamp(min=1), n_unknown)
@@ -93,6 +94,11 @@ def test_mask_len_catches_the_off_by_one_ratio():
 
 def test_mask_len_catches_a_missing_clamp():
     assert_fails_with(check.mask_len, _mask_len(clamp=False), "at most n_unknown - 1")
+
+
+def test_mask_len_catches_counts_left_as_floats():
+    """The right values in a float64 tensor (torch.floor keeps the dtype)."""
+    assert_fails_with(check.mask_len, _mask_len(as_float=True), "integer tensor", ".long()")
 
 
 def test_mask_len_catches_ceil():
@@ -295,6 +301,14 @@ def test_remask_catches_the_global_rng():
 
 def test_remask_accepts_an_own_gumbel():
     assert verdict(check.remask_lowest, _remask()).passed
+
+
+def test_sample_with_confidence_catches_float_token_ids():
+    def as_float(logits, tokens, mask_id, generator=None):
+        sampled, confidence = maskgit.sample_with_confidence(logits, tokens, mask_id, generator)
+        return sampled.float(), confidence  # the right values, the wrong dtype
+
+    assert_fails_with(check.sample_with_confidence, as_float, "int64 like tokens")
 
 
 # --------------------------------------------------------------------------- decode_loop

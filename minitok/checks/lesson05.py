@@ -388,17 +388,57 @@ def sample_logits(fn):
                  hint="pass generator=generator to torch.multinomial")
     n, settings = 40_000, {"temperature": 0.5, "top_k": 5, "top_p": 0.7}
     base = torch.tensor([[1.0, 0.5, 0.4, 0.2, 0.0, -0.2, 0.3, -1.0]])
-    drawn = _draw(fn, base, n, 9, **settings)
-    filtered = sampling.top_p_filter(sampling.top_k_filter(base / 0.5, 5), 0.7)
-    expected = torch.softmax(filtered[0].double(), -1)  # (V,)
-    freq = torch.bincount(drawn, minlength=8).double() / n
-    sigma = (expected * (1 - expected) / n).sqrt()
-    expect(bool(((freq - expected).abs() <= 5 * sigma + 2e-3).all()),
-           f"frequencies {[round(v, 3) for v in freq.tolist()]} do not match the expected "
-           f"{[round(v, 3) for v in expected.tolist()]} (temperature 0.5, top_k 5, top_p 0.7)",
-           hint="order: divide by the temperature, then top-k, then top-p, then softmax "
-                "and torch.multinomial")
+    _expect_frequencies(fn, base, n, 9, settings)
+    # top-k and top-p where their two orders differ: top-p's nucleus is taken from the
+    # distribution top-k left (renormalised over 3 tokens: 0.57, 0.23, 0.20 keeps two for
+    # p = 0.6), not from the full one (0.40, 0.16, 0.14, ... keeps three).
+    probs = torch.tensor([[0.14, 0.10, 0.40, 0.10, 0.16, 0.10]])
+    _expect_frequencies(fn, probs.log(), n, 10, {"top_k": 3, "top_p": 0.6})
     return "greedy, top-k and top-p before the draw, seeded, frequencies of all three"
+
+
+def _filtered(logits, temperature=1.0, top_k=None, top_p=None, order=("t", "k", "p")):
+    """The logits after the three settings, applied in `order`."""
+    steps = {"t": lambda x: x / temperature,
+             "k": lambda x: x if top_k is None else sampling.top_k_filter(x, top_k),
+             "p": lambda x: x if top_p is None else sampling.top_p_filter(x, top_p)}
+    for step in order:
+        logits = steps[step](logits)
+    return logits
+
+
+SETTINGS_ORDERS = {
+    ("t", "p", "k"): "top-k comes before top-p: top-p keeps the nucleus of the distribution "
+    "that top-k left (renormalised over the k kept), not of the full one.",
+    **dict.fromkeys([("k", "p", "t"), ("p", "k", "t")],
+                    "divide by the temperature, then top-k, then top-p: the temperature "
+                    "reshapes the distribution whose nucleus top-p keeps, so it comes first."),
+}
+
+
+def _expect_frequencies(fn, logits, n: int, seed: int, settings: dict) -> None:
+    """The frequencies of n draws match the settings applied in minitok's order; when they
+    do not, name the order they match."""
+    drawn = _draw(fn, logits, n, seed, **settings)
+    freq = torch.bincount(drawn, minlength=logits.shape[-1]).double() / n
+
+    def agree(order) -> bool:
+        expected = torch.softmax(_filtered(logits, **settings, order=order)[0].double(), -1)
+        sigma = (expected * (1 - expected) / n).sqrt()
+        return bool(((freq - expected).abs() <= 5 * sigma + 2e-3).all())
+
+    if agree(("t", "k", "p")):
+        return
+    hint = ("order: divide by the temperature, then top-k, then top-p, then softmax and "
+            "torch.multinomial")
+    for order, text in SETTINGS_ORDERS.items():
+        if agree(order):
+            hint = text
+            break
+    expected = torch.softmax(_filtered(logits, **settings)[0].double(), -1)
+    raise CheckFailed(
+        f"frequencies {[round(v, 3) for v in freq.tolist()]} do not match the expected "
+        f"{[round(v, 3) for v in expected.tolist()]} ({settings})", hint)
 
 
 @exercise("cfg_logits", reference=sampling.cfg_logits, hints=CFG_HINTS)

@@ -137,6 +137,11 @@ FLOAT32_COUNT = (
     "(a float32 ratio) or a float32 product: pass the ratio as a Python float and multiply "
     "in float64 (n_initial.double())."
 )
+COUNT_DTYPE = (
+    "a count is an integer tensor, like n_initial: torch.floor keeps the float dtype, so "
+    "turn the planned count into integers (.long()) before the clamps (remask_lowest and "
+    "range() need integers)."
+)
 MASK_LEN_HINTS = (
     "after step t, t + 1 of the T steps are done; the share still masked is the schedule at "
     "that ratio, applied to N0, the number masked at the START (not the grid size). Then "
@@ -161,6 +166,9 @@ def _counts(fn, n_initial: torch.Tensor, steps: int, name: str) -> list[list[int
         before = (n_initial.clone(), unknown.clone())
         got = fn(n_initial, unknown, t, steps, name)
         expect_tensor(got, f"mask_len(..., step={t}, steps={steps})")
+        expect(not (got.is_floating_point() or got.is_complex() or got.dtype == torch.bool),
+               f"mask_len(..., step={t}, steps={steps}) has dtype {got.dtype}, expected an "
+               "integer tensor", hint=COUNT_DTYPE)
         expect_shape(got, tuple(n_initial.shape), f"mask_len(..., step={t}, steps={steps})")
         expect(torch.equal(n_initial, before[0]) and torch.equal(unknown, before[1]),
                "mask_len changed n_initial or n_unknown in place",
@@ -385,6 +393,9 @@ def sample_with_confidence(fn):
            "sample_with_confidence should return (sampled, confidence)")
     sampled, confidence = out
     expect_shape(sampled, (4, 12), "sampled")
+    expect_tensor(sampled, "sampled", dtype=torch.int64,
+                  hint="sampled holds token ids, int64 like tokens: argmax and "
+                  "torch.multinomial give int64; keep it (no .float()).")
     expect_shape(confidence, (4, 12), "confidence")
     expect_equal(sampled[~unknown], tokens[~unknown], "sampled at the known positions",
                  hint=RESAMPLED)
