@@ -149,6 +149,25 @@ def test_nearest_code_catches_a_dropped_last_chunk():
     assert_fails_with(check.nearest_code, wrong, "the last, shorter chunk")
 
 
+def test_nearest_code_catches_an_ignored_chunk_size():
+    """The same indices, but all N x K distances at once: chunk_size only changes memory."""
+    def wrong(z, codebook, chunk_size=None):
+        return learner_nearest(z, codebook)  # chunk_size ignored
+
+    assert_fails_with(check.nearest_code, wrong, "chunk_size bounds the memory")
+
+
+def test_nearest_code_catches_chunks_cut_from_all_the_distances():
+    def wrong(z, codebook, chunk_size=None):
+        flat = z.reshape(-1, z.shape[-1])
+        d = learner_distances(flat, codebook)  # (N, K) at once, then cut
+        step = len(flat) if chunk_size is None else chunk_size
+        found = [d[s : s + step].argmin(dim=1) for s in range(0, len(flat), step)]
+        return torch.cat(found).reshape(z.shape[:-1])
+
+    assert_fails_with(check.nearest_code, wrong, "chunk_size bounds the memory")
+
+
 def test_nearest_code_catches_low_precision_distances():
     def wrong(z, codebook, chunk_size=None):  # distances left to autocast
         flat = z.reshape(-1, z.shape[-1])

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from minitok import quantize
 from minitok.checks._core import (
@@ -205,6 +207,36 @@ CHUNK_HINT = (
 )
 
 
+CHUNK_MEMORY_HINT = (
+    "chunk_size bounds the memory: compute the distances of one chunk of rows at a time, "
+    "(chunk_size, K), and keep only its argmin; never the (N, K) distances of all rows at "
+    "once (not even to cut them into chunks afterwards)."
+)
+
+
+class _PeakElements(TorchDispatchMode):
+    """Records the most elements any tensor made inside the block had."""
+
+    def __init__(self):
+        super().__init__()
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for item in tree_flatten(out)[0]:
+            if isinstance(item, torch.Tensor):
+                self.peak = max(self.peak, item.numel())
+        return out
+
+
+def _peak_probe(fn, z: torch.Tensor, codebook: torch.Tensor, chunk_size: int):
+    """Runs where the learner's function lives (checks.probe): nearest_code's indices with
+    `chunk_size`, and the most elements of any tensor it made."""
+    with _PeakElements() as peak:
+        out = fn(z, codebook, chunk_size=chunk_size)
+    return out, peak.peak
+
+
 NEAREST_CODE_HINTS = (
     "A vector's token is the code at the smallest squared distance. Flatten z to one row per "
     "vector, compute the distances with squared_distances, and pick the best code of each "
@@ -284,6 +316,16 @@ def nearest_code(fn):
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         got = fn(z, codebook)
     expect_equal(got, answer, "indices under bf16 autocast", hint=PRECISION_HINT)
+
+    # 7. chunk_size is there for memory: no tensor as large as all N x K distances
+    many, wide = torch.randn(512, 2, generator=g), torch.randn(64, 2, generator=g)
+    got, peak = probe(_peak_probe, fn, many, wide, 8)
+    expect_equal(got, ref(many, wide), "indices of z (512, 2) with chunk_size=8",
+                 hint=CHUNK_HINT)
+    expect(peak < 512 * 64 // 4,
+           f"with chunk_size=8 your nearest_code made a tensor of {peak} elements; the "
+           f"distances of all N = 512 vectors to K = 64 codes are {512 * 64}",
+           CHUNK_MEMORY_HINT)
     return ("N != K, N == K, leading dims, a permuted view, chunk sizes 1/3/7/10/64, "
             "bf16 autocast, inputs unchanged")
 
