@@ -111,7 +111,7 @@ def test_masked_targets_catches(mistake, hint_words):
     result = verdict(check.masked_targets, wrong)
     assert result.status == "failed" and hint_words in result.hint, result.render()
     others = [h for h in (check.PROMPT_HINT, check.OFF_BY_ONE_HINT, check.PAD_HINT,
-                          check.IGNORE_HINT, check.EOT_HINT, check.PAD_INPUTS_HINT,
+                          check.IGNORE_HINT, check.EOT_TARGET_HINT, check.PAD_INPUTS_HINT,
                           check.ONE_START_HINT, check.TARGETS_HINT) if hint_words not in h]
     assert result.hint not in others, f"another mistake's hint: {result.render()}"
 

@@ -109,6 +109,10 @@ NO_ZSQ_HINT = (
     "||z||^2 is missing: the argmin would not change, but this function returns the "
     "distances themselves."
 )
+DISTANCES_HINT = (
+    "every pair's squared distance: ||z||^2 (N, 1) - 2 z @ codebook.T (N, K) + ||e||^2 (K,), "
+    "an (N, K) float32 tensor."
+)
 TRANSPOSE_HINT = "rows are the N vectors and columns the K codes: (N, K), i.e. z @ codebook.T."
 INPLACE_HINT = (
     "the function changed its inputs (an in-place op such as z.pow_(2), z -= ..., or a "
@@ -156,7 +160,7 @@ def squared_distances(fn):
                  hint=TRANSPOSE_HINT)
     if not _matches(got, expected, exact=False):
         expect_close(got, expected, "squared_distances of z (3, 2) to codebook (4, 2)",
-                     hint=_known_mistake(got, wrong, exact=False) or SIGN_HINT)
+                     hint=_known_mistake(got, wrong, exact=False) or DISTANCES_HINT)
 
     # 2. random vectors, N != K != D
     z = torch.randn(50, 6, generator=g)
@@ -200,6 +204,10 @@ ARGMAX_HINT = (
 LEADING_HINT = (
     "z can have any leading shape (..., D): flatten it with z.reshape(-1, D) and reshape "
     "the indices back to z.shape[:-1]."
+)
+NEAREST_HINT = (
+    "each vector's token is the index of its smallest squared distance: "
+    "squared_distances(rows, codebook).argmin(dim=1), int64."
 )
 CHUNK_HINT = (
     "with chunk_size the answer must not change: process rows start:start+chunk_size for "
@@ -273,7 +281,7 @@ def nearest_code(fn):
                  hint=AXIS_HINT if tuple(got.shape) == (4,) else LEADING_HINT)
     wrong = [(ARGMAX_HINT, distances.argmax(dim=1))]
     expect_equal(got, ref(z, codebook), "indices of z (7, 3)",
-                 hint=_known_mistake(got, wrong, exact=True) or ARGMAX_HINT)
+                 hint=_known_mistake(got, wrong, exact=True) or NEAREST_HINT)
 
     # 2. as many vectors as codes, so argmin over the wrong axis has the right shape
     z = torch.randn(6, 3, generator=g)
@@ -282,7 +290,7 @@ def nearest_code(fn):
     got = fn(z, codebook)
     wrong = [(AXIS_HINT, distances.argmin(dim=0)), (ARGMAX_HINT, distances.argmax(dim=1))]
     expect_equal(got, ref(z, codebook), "indices of z (6, 3) with K = 6",
-                 hint=_known_mistake(got, wrong, exact=True) or AXIS_HINT)
+                 hint=_known_mistake(got, wrong, exact=True) or NEAREST_HINT)
 
     # 3. leading dimensions are kept: (2, 3, 5, D) -> (2, 3, 5)
     z = torch.randn(2, 3, 5, 4, generator=g)
@@ -345,6 +353,14 @@ BACK_HINT = (
     "codebook[indices] is (B, H, W, C): permute(0, 3, 1, 2) it back to (B, C, H, W); "
     "reshaping it to (B, C, H, W) scrambles channels and positions."
 )
+TOKENS_HINT = (
+    "the tokens of a map: one row per position (b, h, w), z.permute(0, 2, 3, 1).reshape(-1, "
+    "C), nearest_code of the rows, reshaped to (B, H, W)."
+)
+LOOKUP_HINT = (
+    "the quantized map is each token's code, codebook[indices] (B, H, W, C), in the map's "
+    "layout (B, C, H, W)."
+)
 ORDER_HINT = "return (quantized, indices): the (B, C, H, W) map first, then the (B, H, W) tokens."
 
 
@@ -388,14 +404,14 @@ def quantize_feature_map(fn):
     expect_tensor(indices, "indices", hint=ORDER_HINT)
     expect_shape(indices, (b, h, w), "indices of a (2, 3, 4, 5) map", hint=HW_HINT)
     expect_equal(indices, expected_idx, "indices (B, H, W)",
-                 hint=_known_mistake(indices, wrong, exact=True) or PERMUTE_HINT)
+                 hint=_known_mistake(indices, wrong, exact=True) or TOKENS_HINT)
 
     # then the quantized map, back in (B, C, H, W)
     looked_up = codebook[expected_idx]  # (B, H, W, C)
     wrong = [(BACK_HINT, looked_up.reshape(b, c, h, w))]
     expect_shape(quantized, (b, c, h, w), "quantized map", hint=BACK_HINT)
     expect_close(quantized, expected_q, "quantized map (B, C, H, W)", atol=1e-6, rtol=0,
-                 hint=_known_mistake(quantized, wrong, exact=False) or BACK_HINT)
+                 hint=_known_mistake(quantized, wrong, exact=False) or LOOKUP_HINT)
     return "a (2, 3, 4, 5) map: token order, the quantized map's layout, inputs unchanged"
 
 
@@ -626,6 +642,10 @@ FEED_HINT = (
     "each step must start from the previous step's codebook: codebook = kmeans_step(vectors, "
     "codebook) inside the loop, then return that codebook."
 )
+LOOP_HINT = (
+    "the start (iters=0) is right, the steps after it are not: codebook = "
+    "kmeans_step(vectors, codebook), exactly iters times, each from the previous codebook."
+)
 KMEANS_HINTS = (
     "A fit is a start and a loop: pick K distinct vectors at random, with the generator you are "
     "given, then improve that codebook with kmeans_step, again and again, each step starting "
@@ -713,6 +733,8 @@ def kmeans(fn):
         hint = _known_mistake(got, wrong, exact=False)
         if hint is None and same(fit(iters, 12), got):
             hint = OWN_GENERATOR_HINT
+        if hint is None and same(fit(0, 11), start(11)):
+            hint = LOOP_HINT
         expect_close(got, expected, f"kmeans after iters={iters} steps (generator seed 11)",
                      hint=hint or START_HINT)
 
