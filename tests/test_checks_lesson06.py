@@ -317,7 +317,7 @@ def test_sample_with_confidence_catches_float_token_ids():
 def _loop(n0_from="start", resample=False, last_step_remask=False, most_confident=False,
           off_by_one=False, schedule_ignored=False, choice="annealed", temperature_op="divide",
           guidance="right", use_generator=True, record=True, in_place=False, greedy=False,
-          recount=True):
+          recount=True, extra_reveal=False):
     """A decode loop built from minitok's pieces, with one classic mistake switched on."""
 
     def fn(model, labels, tokens, steps=8, choice_temperature=4.5, generator=None,
@@ -360,6 +360,8 @@ def _loop(n0_from="start", resample=False, last_step_remask=False, most_confiden
             if off_by_one:  # floor(N0 gamma(t / T)), clamped: the ratio one step behind
                 planned = torch.floor(n_initial * maskgit.gamma(schedule, t / steps)).long()
                 n_mask = torch.minimum(n_unknown - 1, planned).clamp(min=1)
+            if extra_reveal:  # a mistake no hint knows: one more token revealed per step
+                n_mask = (n_mask - 1).clamp(min=0)
             if last_step_remask and t == steps - 1:
                 n_mask = torch.ones_like(n_mask)
             if most_confident:
@@ -421,6 +423,11 @@ def test_loop_catches_never_recounting_the_masked_tokens():
     assert result.status == "failed", result.render()
     assert "count the tokens still masked again" in result.hint, result.render()
     assert "grid size" not in result.hint
+
+
+def test_loop_counts_matching_no_known_mistake_get_the_general_hint():
+    result = verdict(check.decode_loop, _loop(extra_reveal=True))
+    assert result.status == "failed" and result.hint == check.SCHEDULE_COUNTS, result.render()
 
 
 def test_loop_catches_the_off_by_one_schedule():
