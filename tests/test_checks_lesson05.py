@@ -151,6 +151,24 @@ def test_top_p_catches_a_mask_left_in_sorted_order():
     assert_fails_with(check.top_p_filter, sorted_mask, "original (unsorted) positions")
 
 
+def test_prior_loss_catches_a_backward_inside():
+    def with_backward(model, seqs, num_codes):
+        loss = prior.prior_loss(model, seqs, num_codes)
+        loss.backward(retain_graph=True)  # the training loop backpropagates it again
+        return loss
+
+    assert_fails_with(check.prior_loss, with_backward, "without calling backward")
+
+
+def test_prior_batch_loss_catches_a_backward_inside():
+    def with_backward(model, codes, labels, generator, batch_size=64, p_uncond=0.1):
+        loss = prior.prior_batch_loss(model, codes, labels, generator, batch_size, p_uncond)
+        loss.backward(retain_graph=True)
+        return loss
+
+    assert_fails_with(check.prior_batch_loss, with_backward, "without calling backward")
+
+
 # --------------------------------------------------------------------------- sampling
 
 

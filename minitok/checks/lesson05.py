@@ -133,6 +133,10 @@ def _loss_without_shift(model, seqs, num_codes):
     return torch.nn.functional.cross_entropy(logits.reshape(-1, num_codes), targets.reshape(-1))
 
 
+GRADS_LEFT_HINT = (
+    "return the loss without calling backward: the training loop calls loss.backward() "
+    "itself, and a backward here adds the gradients to .grad a second time."
+)
 LAYOUT_HINT = (
     "F.cross_entropy wants the classes on dim 1: (B, V, T) logits with (B, T) targets, or "
     "flattened (B*T, V) logits with (B*T,) targets. Given (B, T, V) logits it reads T as "
@@ -170,6 +174,8 @@ def prior_loss(fn):
     expect_shape(got, (), "the loss", hint="average the cross-entropy to one number")
     expect(got.requires_grad, "the loss has no gradient",
            hint="compute it from the model's logits, without torch.no_grad() or .item()")
+    expect(all(p.grad is None for p in model.parameters()),
+           "prior_loss left gradients in the model's .grad", hint=GRADS_LEFT_HINT)
     expect_equal(seqs, before, "the sequences after prior_loss",
                  hint="do not modify seqs in place: slice it into new inputs and targets")
     with torch.no_grad():
@@ -231,6 +237,7 @@ def _step_probe(fn, model, codes, labels, seed: int, settings: dict) -> dict:
         moved = not torch.equal(before, torch.get_rng_state())
     return {"loss": loss.detach() if isinstance(loss, torch.Tensor) else loss,
             "grad": isinstance(loss, torch.Tensor) and loss.requires_grad, "rng_moved": moved,
+            "grads_left": any(p.grad is not None for p in model.parameters()),
             "changed": not (torch.equal(given[0], codes) and torch.equal(given[1], labels))}
 
 
@@ -248,6 +255,8 @@ def prior_batch_loss(fn):
         expect_shape(facts["loss"], (), what, hint="return the mean loss, one number")
         expect(facts["grad"], f"{what}: the loss has no gradient",
                hint="return prior_loss's result as it is, not under torch.no_grad or .item()")
+        expect(not facts["grads_left"], f"{what}: left gradients in the prior's .grad",
+               hint=GRADS_LEFT_HINT)
         expect(not facts["changed"], f"{what}: codes or labels changed",
                hint="drop_labels returns new labels; leave the dataset's tensors as they are")
         expect(not facts["rng_moved"], f"{what}: your step drew from the global RNG",
