@@ -425,6 +425,15 @@ def test_loop_catches_never_recounting_the_masked_tokens():
     assert "grid size" not in result.hint
 
 
+def test_loop_catches_float_token_ids():
+    loop = _loop()
+
+    def as_float(*args, **kwargs):
+        return loop(*args, **kwargs).float()  # the right tokens, the wrong dtype
+
+    assert_fails_with(check.decode_loop, as_float, "in the dtype of `tokens`")
+
+
 def test_loop_counts_matching_no_known_mistake_get_the_general_hint():
     result = verdict(check.decode_loop, _loop(extra_reveal=True))
     assert result.status == "failed" and result.hint == check.SCHEDULE_COUNTS, result.render()

@@ -619,6 +619,8 @@ def _judge_loop(model, start, final, steps, what, schedule="cosine"):
     mask_id = model.mask_id
     K = model.num_codes
     expect_shape(final, tuple(start.shape), f"{what}: the output")
+    expect_tensor(final, f"{what}: the output", dtype=start.dtype,
+                  hint="the output holds token ids, in the dtype of `tokens` (int64).")
     expect(len(model.inputs) == steps,
            f"{what}: the model was called {len(model.inputs)} times for {steps} steps",
            hint="one forward pass per step, on the whole grid at once.")
