@@ -272,7 +272,7 @@ def learner_namespaces(fn) -> list[dict]:
     (functools.wraps), a method's or staticmethod's `__func__`, a partial's `func` and the
     functions a wrapper's closure holds, to the learner's own function, and keeps the
     globals of every function (the module namespace of every class) found on the way that
-    is not a library's (installed packages, the standard library).
+    is not a library's (installed packages, the standard library, minitok).
     """
     found: list[dict] = []
     seen: list = []  # kept alive, so that no id is reused while this runs
@@ -299,8 +299,9 @@ def _inner_callables(item) -> list:
     if isinstance(item, types.FunctionType):
         inner += [cell.cell_contents for cell in item.__closure__ or ()
                   if _has_contents(cell)]
-    elif isinstance(item, type):
-        inner += list(vars(item).values())
+    elif isinstance(item, type):  # its methods
+        inner += [value for value in vars(item).values()
+                  if isinstance(value, (types.FunctionType, staticmethod, classmethod))]
     else:
         inner.append(vars(type(item)).get("__call__"))  # a callable object: its method
     return [x for x in inner if callable(x) or isinstance(x, (staticmethod, classmethod))]
@@ -334,9 +335,10 @@ _LIBRARY_ROOTS = _library_roots()
 
 
 def _is_library(namespace: dict) -> bool:
-    """True for the namespace of a module installed as a library (torch's, functools')."""
+    """True for the namespace of a module installed as a library (torch's, functools') or of
+    minitok itself (a check never rebinds minitok's own names)."""
     name = namespace.get("__name__", "")
-    if name in sys.builtin_module_names:
+    if name in sys.builtin_module_names or name == "minitok" or name.startswith("minitok."):
         return True
     module = sys.modules.get(name)
     file = getattr(module, "__file__", None)
