@@ -407,3 +407,25 @@ def test_ar_generate_catches_two_separate_batches():
             cond_in, null_in = (token[:, None],) * 2 if use_cache else (cond_seq, null_seq)
         return cond_seq[:, 1:].reshape(B, G, G)
     assert_fails_with(check.ar_generate, two_batches, "ONE doubled batch")
+
+
+def test_ar_generate_under_no_grad_is_judged_with_minitoks_other_exercises():
+    """The solutions write `@torch.no_grad()` above ar_generate: its wrapper lives in
+    torch.utils._contextlib, but the check must still bind minitok's sample_logits where the
+    learner's code reads it (their notebook), so a wrong earlier exercise costs only itself."""
+    import inspect
+
+    from minitok.checks._core import run_check
+
+    notebook = {"__name__": "notebook"}
+    exec("import torch\nfrom minitok import validate\nfrom minitok.sampling import cfg_logits\n\n"
+         "def sample_logits(logits, temperature=1.0, top_k=None, top_p=None, generator=None,\n"
+         "                  greedy=False):\n"
+         "    return logits.argmin(-1)  # a wrong earlier exercise\n\n"
+         + inspect.getsource(prior.ar_generate), notebook)
+    fn, learners = notebook["ar_generate"], notebook["sample_logits"]
+    assert fn.__globals__ is not notebook  # the wrapper's globals are torch's
+    assert run_check("ar_generate", check.ar_generate.test, fn).status == "failed"
+    assert_passes(check.ar_generate, fn)
+    assert notebook["sample_logits"] is learners  # restored afterwards
+    assert "sample_logits" not in vars(torch.utils._contextlib)
