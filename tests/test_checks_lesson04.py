@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-from checking import assert_fails_with, verdict
+from checking import assert_each_hint_is_its_own, assert_fails_with, verdict
 
 from minitok import transformer
 from minitok.checks import exercises_in, lesson04
@@ -244,7 +244,7 @@ def test_self_attention_accepts_sdpa_with_an_explicit_mask():
     assert verdict(lesson04.SelfAttention, SelfAttention).passed
 
 
-@pytest.mark.parametrize(("knobs", "words"), [
+SELF_ATTENTION_MISTAKES = [
     ({"qkv_name": "c_attn"}, ("attribute names", "qkv (Linear C -> 3C)")),
     ({"mask": "none"}, ("the future", "causal_mask(T, T_k)")),
     ({"mask": "top-left"}, ("LAST T", "bottom-right")),
@@ -257,10 +257,21 @@ def test_self_attention_accepts_sdpa_with_an_explicit_mask():
     ({"use_layer": False}, ("its own slot", "cache.update(layer, k, v)")),
     ({"advance": True}, ("leaves cache.length",)),
     ({"dropout": False}, ("nn.Dropout(config.dropout)",)),
-], ids=["names", "no-mask", "top-left", "mask-before-cache", "heads", "qkv-order", "scale-1/C",
-        "unscaled", "no-proj", "layer", "advance", "no-dropout"])
+]
+SELF_ATTENTION_MISTAKES_IDS = ["names", "no-mask", "top-left", "mask-before-cache", "heads",
+                               "qkv-order", "scale-1/C", "unscaled", "no-proj", "layer",
+                               "advance", "no-dropout"]
+
+
+@pytest.mark.parametrize(("knobs", "words"), SELF_ATTENTION_MISTAKES,
+                         ids=SELF_ATTENTION_MISTAKES_IDS)
 def test_self_attention_mistakes_fail_with_their_hint(knobs, words):
     assert_fails_with(lesson04.SelfAttention, attention_class(**knobs), *words)
+
+
+def test_self_attention_mistakes_each_get_their_own_hint():
+    rows = [(attention_class(**knobs), words) for knobs, words in SELF_ATTENTION_MISTAKES]
+    assert_each_hint_is_its_own(lesson04.SelfAttention, rows)
 
 
 def test_self_attention_ignoring_its_cache_fails():
@@ -348,17 +359,28 @@ def test_block_accepts_a_hand_written_version():
     assert verdict(lesson04.Block, block_class()).passed
 
 
-@pytest.mark.parametrize(("knobs", "words"), [
+BLOCK_MISTAKES = [
     ({"names": ("norm1", "norm2")}, ("attribute names", "ln1, attn")),
     ({"kind": "post-norm"}, ("post-norm", "pre-norm")),
     ({"kind": "no-residual"}, ("residual connection is missing",)),
-    ({"kind": "one-norm"}, ("self.ln2(x)",)),
+    ({"kind": "one-norm"}, ("from the x after the attention",)),
     ({"kind": "mlp-first"}, ("attention first",)),
     ({"pass_cache": False}, ("pass the cache and the layer's number",)),
     ({"in_place": True}, ("not x += ...",)),
-], ids=["names", "post-norm", "no-residual", "one-norm", "mlp-first", "cache", "in-place"])
+]
+BLOCK_MISTAKES_IDS = ["names", "post-norm", "no-residual", "one-norm", "mlp-first", "cache",
+                      "in-place"]
+
+
+@pytest.mark.parametrize(("knobs", "words"), BLOCK_MISTAKES,
+                         ids=BLOCK_MISTAKES_IDS)
 def test_block_mistakes_fail_with_their_hint(knobs, words):
     assert_fails_with(lesson04.Block, block_class(**knobs), *words)
+
+
+def test_block_mistakes_each_get_their_own_hint():
+    rows = [(block_class(**knobs), words) for knobs, words in BLOCK_MISTAKES]
+    assert_each_hint_is_its_own(lesson04.Block, rows)
 
 
 def test_block_without_the_mlp_residual_gets_the_general_hint():
@@ -414,7 +436,7 @@ def test_transformer_accepts_a_hand_written_version():
     assert verdict(lesson04.Transformer, transformer_class()).passed
 
 
-@pytest.mark.parametrize(("knobs", "words"), [
+TRANSFORMER_MISTAKES = [
     ({"head_bias": True}, ("attribute names", "bias=False")),
     ({"offset": False}, ("position ids not offset", "cache.length")),
     ({"layer_index": False}, ("slot 0", "enumerate(self.blocks)")),
@@ -424,10 +446,20 @@ def test_transformer_accepts_a_hand_written_version():
     ({"positions": False}, ("position embedding is missing",)),
     ({"ln_f": False}, ("self.ln_f(x)",)),
     ({"embed_dropout": False}, ("self.drop",)),
-], ids=["names", "offset", "layer-index", "advance-first", "no-advance", "no-cache",
-        "no-positions", "no-ln_f", "no-dropout"])
+]
+TRANSFORMER_MISTAKES_IDS = ["names", "offset", "layer-index", "advance-first", "no-advance",
+                            "no-cache", "no-positions", "no-ln_f", "no-dropout"]
+
+
+@pytest.mark.parametrize(("knobs", "words"), TRANSFORMER_MISTAKES,
+                         ids=TRANSFORMER_MISTAKES_IDS)
 def test_transformer_mistakes_fail_with_their_hint(knobs, words):
     assert_fails_with(lesson04.Transformer, transformer_class(**knobs), *words)
+
+
+def test_transformer_mistakes_each_get_their_own_hint():
+    rows = [(transformer_class(**knobs), words) for knobs, words in TRANSFORMER_MISTAKES]
+    assert_each_hint_is_its_own(lesson04.Transformer, rows)
 
 
 def test_self_attention_with_sdpa_is_causal_fails_under_a_cache():

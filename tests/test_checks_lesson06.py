@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from checking import assert_fails_with, verdict
+from checking import assert_each_hint_is_its_own, assert_fails_with, verdict
 
 from minitok import maskgit
 from minitok.checks import exercises_in
@@ -415,7 +415,7 @@ def test_loop_catches_counting_from_the_grid_size():
 
 
 def test_loop_catches_recounting_n0_every_step():
-    assert_fails_with(check.decode_loop, _loop(n0_from="current"), "counted once before the loop")
+    assert_fails_with(check.decode_loop, _loop(n0_from="current"), "recounted every step")
 
 
 def test_loop_catches_never_recounting_the_masked_tokens():
@@ -423,6 +423,16 @@ def test_loop_catches_never_recounting_the_masked_tokens():
     assert result.status == "failed", result.render()
     assert "count the tokens still masked again" in result.hint, result.render()
     assert "grid size" not in result.hint
+
+
+def test_loop_counting_mistakes_each_get_their_own_hint():
+    assert_each_hint_is_its_own(check.decode_loop, [
+        (_loop(n0_from="grid"), ("counted from the grid size",)),
+        (_loop(n0_from="current"), ("recounted every step",)),
+        (_loop(recount=False), ("count the tokens still masked again",)),
+        (_loop(schedule_ignored=True), ("pass `schedule` on",)),
+        (_loop(extra_reveal=True), ("masked (mask_len), nothing after the last step",)),
+    ])
 
 
 def test_loop_catches_float_token_ids():
