@@ -18,9 +18,9 @@ from minitok.checks import (
     expect_shape,
 )
 from minitok.checks._core import other_references, run_check
-from minitok.grading.remote import RemoteObject, Session
-from minitok.grading.server import Server
-from minitok.grading.submission import split_cell
+from minitok.tools.grading.remote import RemoteObject, Session
+from minitok.tools.grading.server import Server
+from minitok.tools.grading.submission import split_cell
 
 
 def reference(x):
