@@ -56,7 +56,7 @@ def test_an_unfinished_lesson_04_says_so_and_leaves_minitoks(reference, capsys):
 @pytest.mark.parametrize("old, new, reason", [
     ("self.head = nn.Linear", "self.out = nn.Linear", "out.weight"),  # another name: strict load
     ("start = 0 if cache is None else cache.length", "start = 0", "differ"),  # cache positions
-    ("cache.advance(T)", "cache.advance(T + 1)", "more than block_size"),  # cache overruns
+    ("cache.advance(T)", "cache.advance(T + 1)", "new positions > max_len"),  # cache overruns
 ])
 def test_a_wrong_transformer_is_refused_with_the_reason(reference, tmp_path, capsys,
                                                         old, new, reason):
