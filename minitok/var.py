@@ -94,15 +94,16 @@ def masked_blocks(transformer: nn.Module, x: torch.Tensor, mask: torch.Tensor) -
     """Run `transformer`'s blocks on x (B, L, C) in one pass with an attention `mask` (L, L).
 
     Lesson 04's blocks take a cache, not a mask, so this reads their weights by their names
-    (ln1, attn.qkv, attn.proj, ln2, mlp) and attends with Lesson 04's `attention`: training's
-    single pass. Sampling runs the blocks themselves, scale by scale, through a ScaleCache.
+    (ln1, attn.qkv, attn.proj, ln2, mlp; the names every checkpoint loads by) and attends
+    with Lesson 04's `attention`: training's single pass. Sampling runs the blocks
+    themselves, scale by scale, through a ScaleCache.
     """
-    C = x.shape[-1]
+    C, config = x.shape[-1], transformer.config
     for block in transformer.blocks:
-        attn = block.attn
-        q, k, v = attn.qkv(block.ln1(x)).split(C, dim=2)  # 3 x (B, L, C)
-        heads = [split_heads(t, attn.n_head) for t in (q, k, v)]  # 3 x (B, H, L, d)
-        x = x + attn.drop(attn.proj(merge_heads(attention(*heads, mask))))
+        q, k, v = block.attn.qkv(block.ln1(x)).split(C, dim=2)  # 3 x (B, L, C)
+        q, k, v = (split_heads(t, config.n_head) for t in (q, k, v))  # 3 x (B, H, L, d)
+        y = block.attn.proj(merge_heads(attention(q, k, v, mask)))  # (B, L, C)
+        x = x + F.dropout(y, config.dropout, transformer.training)
         x = x + block.mlp(block.ln2(x))
     return x
 
