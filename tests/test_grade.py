@@ -19,8 +19,8 @@ from notebooks import ROOT, write_notebook
 from minitok import maskgit
 from minitok.checks import lesson06, verdict
 from minitok.checks._core import run_check
-from minitok.cli import main as cli
-from minitok.grade import grade, grade_reports
+from minitok.tools.cli import main as cli
+from minitok.tools.grade import grade, grade_reports
 
 SOLUTION = ROOT / "solutions" / "01_vector_quantization.ipynb"
 LESSON = ROOT / "lessons" / "01_vector_quantization.ipynb"

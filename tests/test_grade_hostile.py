@@ -28,8 +28,8 @@ from notebooks import ROOT
 
 from minitok import quantize
 from minitok.checks import exercises_in, lesson01
-from minitok.grade import grade
-from minitok.grading.sandbox import UID_BASE, bwrap_problem
+from minitok.tools.grade import grade
+from minitok.tools.grading.sandbox import UID_BASE, bwrap_problem
 
 pytestmark = pytest.mark.slow
 
@@ -306,7 +306,7 @@ def _grader_processes() -> list[str]:
         except OSError:
             continue
         uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-        if UID_BASE <= uid < UID_BASE + JOBS or b"minitok.grading.zygote" in command:
+        if UID_BASE <= uid < UID_BASE + JOBS or b"minitok.tools.grading.zygote" in command:
             found.append(f"{entry.name}: {command[:200]!r}")
     return found
 

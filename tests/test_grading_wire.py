@@ -16,11 +16,17 @@ import pytest
 import torch
 
 from minitok.checks import lesson01
-from minitok.grading import wire
-from minitok.grading.remote import loopback
-from minitok.grading.sandbox import strip_function
-from minitok.grading.submission import Notebook, lesson_of, prejudge, split_cell, without_magics
-from minitok.grading.wire import Decoder, Encoder, WireError, unpack
+from minitok.tools.grading import wire
+from minitok.tools.grading.remote import loopback
+from minitok.tools.grading.sandbox import strip_function
+from minitok.tools.grading.submission import (
+    Notebook,
+    lesson_of,
+    prejudge,
+    split_cell,
+    without_magics,
+)
+from minitok.tools.grading.wire import Decoder, Encoder, WireError, unpack
 
 
 def _round_trip(value, handles=None):

@@ -34,15 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import minitok
-from minitok.grading import SENTINEL
-from minitok.grading.zygote import ENVIRONMENT
+from minitok.tools.grading import SENTINEL
+from minitok.tools.grading.zygote import ENVIRONMENT
 
 LIB, WORK, CONFIG, FONTS = "/tmp/lib", "/tmp/work", "/tmp/config", "/tmp/fonts"  # in the sandbox
 UID_BASE = 0x7FFE0000  # workers of judge i run as uid/gid UID_BASE + i when the grader is root
 STARTUP_SECONDS = 300  # a zygote imports torch: slow on a busy machine
 REPLY_SECONDS = 30
 BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-        "from minitok.grading.zygote import main; main(int(sys.argv[2]), sys.argv[3])")
+        "from minitok.tools.grading.zygote import main; main(int(sys.argv[2]), sys.argv[3])")
 MODES = {"bwrap": "bubblewrap", "none": "none (process limits only)"}
 
 
@@ -162,7 +162,7 @@ class Plan:
                 "processes": self.processes, "tmp": work, "sandboxed": sandboxed,
                 "keep": [LIB, WORK, CONFIG, FONTS], "own_network": root and not sandboxed,
                 "matplotlib": fonts, "config": config, "preload": [
-                    f"minitok.checks.{lesson}", "minitok.grading.server", "minitok.data",
+                    f"minitok.checks.{lesson}", "minitok.tools.grading.server", "minitok.data",
                     "matplotlib.pyplot"]}
 
     def command(self, slot: int, lesson: str, exercise: str, fd: int) -> list[str]:

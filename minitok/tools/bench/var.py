@@ -25,9 +25,9 @@ import time
 import torch
 
 from minitok import checkpoints, evaluate
-from minitok.bench.maskgit import machine
 from minitok.classifier import load_classifier
 from minitok.evaluate import RaceSetting
+from minitok.tools.bench.maskgit import machine
 
 FULL = {"samples_per_class": 100, "latency_repeats": 10, "throughput_repeats": 2}
 QUICK = {"samples_per_class": 2, "latency_repeats": 1, "throughput_repeats": 1}

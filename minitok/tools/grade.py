@@ -38,9 +38,9 @@ from pathlib import Path
 from minitok import validate
 from minitok.checks import exercises_in
 from minitok.checks._core import Result
-from minitok.grading import submission
-from minitok.grading.judge import Unit, run_units
-from minitok.grading.sandbox import MODES, build_library, bwrap_problem, make_plan
+from minitok.tools.grading import submission
+from minitok.tools.grading.judge import Unit, run_units
+from minitok.tools.grading.sandbox import MODES, build_library, bwrap_problem, make_plan
 
 
 @dataclass
