@@ -82,12 +82,23 @@ def make_sequences(codes: torch.Tensor, labels: torch.Tensor, num_codes: int) ->
     """Token grids (N, G, G) and labels (N,) -> sequences (N, 1 + G*G): [K + label, codes].
 
     The class token K + label comes *after* the codes in the id table, so that it never
-    collides with a code id; the G*G codes follow in raster order (row by row).
+    collides with a code id; the G*G codes follow in raster order (row by row). Beyond the
+    notebook's version: the checks that keep every id in its part of the table (a label
+    beyond the null class is refused by the model, which knows how many classes it has).
     """
+    _check_codes_and_labels(codes, labels, num_codes)
     N = codes.shape[0]
     first = (labels.long() + num_codes)[:, None]  # (N, 1) the class token
     rest = codes.long().reshape(N, -1)  # (N, G*G) raster order, row by row
     return torch.cat([first, rest], dim=1)  # (N, 1 + G*G)
+
+
+def _check_codes_and_labels(codes, labels, num_codes) -> None:
+    """make_sequences' arguments: codes in [0, K), one label >= 0 (a class token) per grid."""
+    validate.index_tensor(codes, "codes", validate.positive_int(num_codes, "num_codes"))
+    if validate.index_tensor(labels, "labels", dim=1).shape[0] != codes.shape[0]:
+        raise ValueError(f"labels must be ({codes.shape[0]},), one per grid of codes, got "
+                         f"shape {tuple(labels.shape)}")
 
 
 def prior_loss(model: nn.Module, seqs: torch.Tensor, num_codes: int) -> torch.Tensor:
@@ -150,8 +161,12 @@ def train_prior(prior: ARPrior, codes: torch.Tensor, labels: torch.Tensor, steps
     Each step takes `prior_batch_loss`; the recipe is `training.fit`'s, shared with MaskGIT
     and any-to-any. The arguments are checked here, once: the steps trust them.
     """
+    G = prior.config.grid_size
     validate.index_tensor(codes, "codes", prior.config.num_codes, dim=3)
     validate.index_tensor(labels, "labels", prior.config.num_classes, dim=1)
+    if tuple(codes.shape[1:]) != (G, G) or labels.shape != codes.shape[:1]:
+        raise ValueError(f"codes must be (N, {G}, {G}) token grids and labels (N,), got "
+                         f"{tuple(codes.shape)} and {tuple(labels.shape)}")
     validate.positive_int(batch_size, "batch_size")
     validate.number(p_uncond, "p_uncond", low=0, high=1)
     codes, labels = codes.cpu(), labels.cpu()  # the batches are drawn on the CPU

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from minitok.course import reproducible
-from minitok.validate import positive_int
+from minitok.validate import non_negative_int, number, positive_int
 
 WARMUP_FRACTION = 0.05  # the default warm-up: the first 5% of the steps
 FLOOR = 0.1  # the cosine ends at 10% of the peak learning rate
@@ -87,6 +87,11 @@ def fit(model: nn.Module, batch_loss: Callable[[torch.Generator], torch.Tensor],
     batches, masks and dropped labels repeat) and returns its loss. The model is left in
     eval mode.
     """
+    number(lr, "lr", low=0, low_open=True)
+    number(weight_decay, "weight_decay", low=0)
+    non_negative_int(seed, "seed")
+    if warmup is not None:
+        non_negative_int(warmup, "warmup")
     generator = torch.Generator().manual_seed(seed)
     optimizer = adamw(model, lr, weight_decay)
 

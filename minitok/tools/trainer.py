@@ -122,6 +122,7 @@ def check_settings(s: TrainSettings) -> TrainSettings:
                  "width", "n_layer", "n_head", "n_embd"):
         validate.positive_int(getattr(s, name), name)
     validate.non_negative_int(s.seed, "seed")
+    validate.number(s.num_codes, "num_codes", low=2)  # one code: every image the same tokens
     validate.one_of(s.channels, "channels", (1, 3))
     validate.number(s.timeout, "timeout", low=0, low_open=True)
     validate.number(s.dropout, "dropout", low=0, high=1, high_open=True)
