@@ -359,7 +359,7 @@ class RaceSetting:
     sampler: str = "ddim"
 
     def __post_init__(self):
-        validate.one_of(self.method, "method", ("AR", "MaskGIT", "diffusion", "hybrid"))
+        validate.one_of(self.method, "method", ("AR", "MaskGIT", "diffusion", "hybrid", "VAR"))
         validate.non_negative_int(self.steps, "steps")
         validate.number(self.cfg_scale, "cfg_scale", low=0)
         validate.one_of(self.sampler, "sampler", ("ddim", "ddpm"))
