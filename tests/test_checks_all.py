@@ -25,6 +25,7 @@ from minitok.checks import (
     lesson06,
     lesson07,
     lesson08,
+    lesson09,
 )
 
 pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
@@ -44,6 +45,8 @@ EXERCISES = {
                "remask_lowest", "decode_loop"],
     lesson07: ["build_sequence", "masked_targets", "allowed_next", "constrained_generate"],
     lesson08: ["add_noise", "diffusion_loss", "ddim_step", "sample_loop"],
+    lesson09: ["encode_scales", "scales_to_fhat", "var_inputs", "block_causal_mask",
+               "var_generate"],
 }
 
 
