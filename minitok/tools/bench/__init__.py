@@ -15,6 +15,7 @@ the same run on the same machine:
     AR vs MaskGIT                            minitok.bench.maskgit       (Lesson 06)
     any-to-any, held-out captions            minitok.bench.anytoany      (Lesson 07)
     AR vs MaskGIT vs diffusion, the hybrid   minitok.bench.diffusion     (Lesson 08)
+    next-scale prediction (VAR) in the race  minitok.bench.var           (Lesson 09)
     `minitok grade` on 100 submissions       minitok.bench.grading       (instructors; needs a
                                              course checkout)
     executing every solution notebook        solutions/*.ipynb (skipped by --quick; needs a
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import importlib.util
 import os
 import platform
 import re
@@ -58,6 +60,19 @@ class Row:
 def load_section(name: str):
     """The benchmark module minitok.tools.bench.<name> (e.g. "kv_cache")."""
     return importlib.import_module(f"minitok.tools.bench.{name}")
+
+
+def race_args(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The flags of the generation races (maskgit, diffusion): --quick, --device, --seed,
+    --threads. The thread count is applied here."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer samples and repeats")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def course_root() -> Path | None:
@@ -287,6 +302,31 @@ def diffusion_rows(quick: bool) -> list[Row]:
     return rows
 
 
+def var_rows(quick: bool) -> list[Row]:
+    """minitok.tools.bench.var's run: the race with VAR, its goal."""
+    from minitok.checkpoints import checkpoint_path
+
+    if not checkpoint_path("var").is_file():
+        return [Row("VAR in the race (Lesson 09)", "not measured: no minitok/checkpoints/var.pt")]
+    bench = load_section("var")
+    result = bench.run(quick=quick)
+    n = result["n"]
+    rows = [Row(f"race ({n} samples): {r['setting']}",
+                f"{r['passes/image']} passes; {r['ms/image @1']:.1f} ms/image at batch 1, "
+                f"{r['ms/image @64']:.2f} at batch 64; accuracy {100 * r['accuracy']:.1f}%, FD "
+                f"{r['fd']:.2f}, diversity {r['diversity']:.2f}", r["fd"])
+            for r in result["race"] if r["setting"].startswith("VAR")]
+    g = bench.goals(result)
+    quick_note = " (--quick: not the goal's size)" if quick else ""
+    rows.append(Row(f"best VAR (4 passes) / best MaskGIT: classifier accuracy{quick_note}",
+                    f"{g['var']['setting']} {100 * g['var']['accuracy']:.1f}% (FD "
+                    f"{g['var']['fd']:.2f}) vs "
+                    f"{g['maskgit']['setting']} {100 * g['maskgit']['accuracy']:.1f}% (FD "
+                    f"{g['maskgit']['fd']:.2f})", g["var"]["accuracy"] / g["maskgit"]["accuracy"],
+                    "within 2 points", None if quick else g["met"]))
+    return rows
+
+
 NO_CHECKOUT = "not measured: no solutions/ folder here (run from a course checkout)"
 
 
@@ -358,9 +398,24 @@ SECTIONS = {  # name (for --only) -> the function that measures it
     "maskgit": maskgit_rows,  # Lesson 06
     "anytoany": anytoany_rows,  # Lesson 07
     "diffusion": diffusion_rows,  # Lesson 08
+    "var": var_rows,  # Lesson 09
     "grading": grading_rows,  # minitok grade
     "notebooks": notebook_rows,
 }
+
+# What a section needs beyond minitok's own dependencies, and the extra that brings it: a
+# section whose module is missing is skipped, and its row says what it needs.
+NEEDS = {"tokenizer": ("vector_quantize_pytorch", "dev"),
+         "notebooks": ("nbconvert", "lab")}
+
+
+def missing_need(name: str) -> Row | None:
+    """The row that says why section `name` cannot run here, or None when it can."""
+    module, extra = NEEDS.get(name, (None, None))
+    if module is None or importlib.util.find_spec(module) is not None:
+        return None
+    return Row(f"{name}: skipped", f"not measured: needs {module} (pip install "
+                                   f"'minitok[{extra}]', or make setup-instructor)")
 
 
 # --------------------------------------------------------------------------- the report
@@ -377,6 +432,11 @@ def run_all(quick: bool, sections=None, threads: int = 1, log=print) -> tuple[li
     if unknown:
         raise ValueError(f"sections: unknown {sorted(unknown)}; known: {list(SECTIONS)}")
     for name in sections or SECTIONS:
+        skipped = missing_need(name)
+        if skipped is not None:
+            log(f"== {name}: skipped, {skipped.measured}")
+            rows.append(skipped)
+            continue
         log(f"== {name} ...")
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
