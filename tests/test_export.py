@@ -104,6 +104,16 @@ def test_export_never_overwrites_nor_writes_through_a_symlink(tmp_path):
     assert list(target.iterdir()) == []
 
 
+def test_a_package_cannot_take_the_name_of_a_module_in_use(tmp_path):
+    for name in ("torch", "minitok"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("")
+        with pytest.raises(ValueError, match="already imported"):
+            load_package(tmp_path / name)
+    with pytest.raises(ValueError, match="no __init__.py"):
+        load_package(tmp_path / "nothing")
+
+
 def test_progress_line_says_which_stages_run_on_their_code():
     assert all("0/" in line for line in stage_lines(set()))
     everything = {(lesson, name) for parts in STAGES.values() for lesson, name, _ in parts}

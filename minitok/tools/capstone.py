@@ -81,8 +81,14 @@ def load_package(folder: Path) -> ModuleType:
     init = folder / "__init__.py"
     if not init.is_file():
         raise ValueError(f"--yours: {folder} has no __init__.py: write it with "
-                         "`minitok export workspace/ --out {folder.name}/`")
+                         f"`minitok export workspace/ --out {folder.name}/`")
     name = folder.name
+    if not name.isidentifier():
+        raise ValueError(f"--yours: {folder.name!r} is not a Python package name")
+    known = sys.modules.get(name)
+    if known is not None and Path(getattr(known, "__file__", None) or "/").parent != folder:
+        raise ValueError(f"--yours: a module named {name!r} is already imported here; "
+                         "export your package under another name")
     spec = importlib.util.spec_from_file_location(name, init,
                                                   submodule_search_locations=[str(folder)])
     package = importlib.util.module_from_spec(spec)
