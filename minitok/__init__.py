@@ -44,7 +44,7 @@ The course's machinery, in minitok/tools/ (no lesson module or check imports it)
     trainer      `minitok train`: the models on your own image folder, on one CPU, one GPU or
                  many (torchrun, DistributedDataParallel), with exact resume
     bench        `python -m minitok.bench`: every benchmark in one run, one Markdown table
-                 (minitok/bench/ only forwards that command to minitok/tools/bench/)
+                 (minitok/bench.py only forwards that command to minitok/tools/bench/)
 """
 
 __version__ = "0.1.0"

@@ -344,13 +344,6 @@ def allowed_next(tokens: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
     return allowed
 
 
-def constrain_logits(logits: torch.Tensor, tokens: torch.Tensor, vocab: Vocabulary
-                     ) -> torch.Tensor:
-    """Set the logits of every id the grammar forbids to -inf: (B, V) -> (B, V)."""
-    validate.last_dim(logits, "logits", vocab.size, "the vocabulary's size V")
-    return logits.masked_fill(~allowed_next(tokens, vocab), float("-inf"))
-
-
 @torch.no_grad()
 def constrained_generate(model: AnyToAny, prompt: torch.Tensor, max_new_tokens: int,
                          temperature: float = 1.0, top_k: int | None = None,

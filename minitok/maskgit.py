@@ -41,9 +41,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minitok import validate
+from minitok.prior import TokenGridConfig
 from minitok.sampling import cfg_logits, drop_labels
 from minitok.training import fit
-from minitok.transformer import Transformer, TransformerConfig
+from minitok.transformer import Transformer
 
 SCHEDULES = ("cosine", "linear", "square")  # and "pow<k>" for any k > 0, e.g. "pow3"
 MIN_MASK_RATIO = 1e-6  # the reference clips gamma to [1e-6, 1]
@@ -345,30 +346,14 @@ def _initial_tokens(model, labels, init_tokens, init_mask) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class MaskGITConfig:
+class MaskGITConfig(TokenGridConfig):
     """MaskGIT's token layout and its transformer's size (by default the AR prior's).
 
-    num_codes: K, the tokenizer's codebook size. grid_size: G. num_classes: class tokens;
-    label num_classes is the null class. The transformer reads 1 + G*G tokens, the class
-    token then the grid in raster order, and every token attends to every other one.
+    The fields are the AR prior's (prior.TokenGridConfig); one id more, [MASK], and a
+    transformer in which every token attends to every other one.
     """
 
-    num_codes: int
-    grid_size: int = 8
-    num_classes: int = 10
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 64
-    dropout: float = 0.1
-
-    def __post_init__(self):
-        for name in ("num_codes", "grid_size", "num_classes", "n_layer", "n_head", "n_embd"):
-            validate.positive_int(getattr(self, name), name)
-
-    @property
-    def null_class(self) -> int:
-        """The label that means "no class" (its token id is num_codes + null_class)."""
-        return self.num_classes
+    causal = False
 
     @property
     def mask_id(self) -> int:
@@ -379,15 +364,6 @@ class MaskGITConfig:
     def vocab_size(self) -> int:
         """K codes + the class tokens + the null class + [MASK]."""
         return self.mask_id + 1
-
-    @property
-    def tokens_per_image(self) -> int:
-        return self.grid_size * self.grid_size
-
-    def transformer_config(self) -> TransformerConfig:
-        return TransformerConfig(vocab_size=self.vocab_size, block_size=1 + self.tokens_per_image,
-                                 n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
-                                 dropout=self.dropout, causal=False)
 
 
 class MaskGIT(nn.Module):

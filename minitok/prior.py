@@ -36,13 +36,12 @@ from minitok.transformer import Transformer, TransformerConfig
 
 
 @dataclass(frozen=True)
-class PriorConfig:
-    """The prior's token layout and its transformer's size.
+class TokenGridConfig:
+    """What a model of token grids shares (the AR prior, MaskGIT): the ids and the size.
 
     num_codes: K, the tokenizer's codebook size. grid_size: G, a digit is a G x G grid.
     num_classes: how many class tokens (10 digits); label num_classes is the null class.
-    The transformer reads at most 1 + G*G tokens (class + grid; the last code is predicted,
-    never read, but Lesson 04's `generate` counts it).
+    The transformer reads at most 1 + G*G tokens, the class token then the grid.
     """
 
     num_codes: int
@@ -52,6 +51,7 @@ class PriorConfig:
     n_head: int = 4
     n_embd: int = 64
     dropout: float = 0.1
+    causal = True  # the prior's transformer; MaskGIT's attends both ways
 
     def __post_init__(self):
         for name in ("num_codes", "grid_size", "num_classes", "n_layer", "n_head", "n_embd"):
@@ -75,7 +75,14 @@ class PriorConfig:
     def transformer_config(self) -> TransformerConfig:
         return TransformerConfig(vocab_size=self.vocab_size, block_size=1 + self.tokens_per_image,
                                  n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
-                                 dropout=self.dropout, causal=True)
+                                 dropout=self.dropout, causal=self.causal)
+
+
+@dataclass(frozen=True)
+class PriorConfig(TokenGridConfig):
+    """The prior's token layout and its transformer's size: a causal one, which reads at
+    most 1 + G*G tokens (class + grid; the last code is predicted, never read, but Lesson
+    04's `generate` counts it)."""
 
 
 def make_sequences(codes: torch.Tensor, labels: torch.Tensor, num_codes: int) -> torch.Tensor:

@@ -72,11 +72,6 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(~keep, float("-inf"))
 
 
-def greedy_pick(logits: torch.Tensor) -> torch.Tensor:
-    """The most likely token of each row: (B, V) -> (B,). Deterministic; no randomness."""
-    return logits.argmax(dim=-1)
-
-
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None, generator: torch.Generator | None = None,
                   greedy: bool = False) -> torch.Tensor:
@@ -98,7 +93,7 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     validate.flag(greedy, "greedy")
     validate.generator(generator)
     if greedy:
-        return greedy_pick(logits)
+        return logits.argmax(dim=-1)  # (B,) transformer.greedy, Lesson 04's default pick
     logits = apply_temperature(logits, temperature)  # (B, V)
     if top_k is not None:
         logits = top_k_filter(logits, top_k)

@@ -9,6 +9,7 @@ in a temporary nbgrader course.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +40,7 @@ def course(tmp_path_factory):
     if _nbgrader_problem():
         pytest.skip(_nbgrader_problem())
     root = tmp_path_factory.mktemp("nbgrader-course")
-    (root / "nbgrader_config.py").write_text(
-        'c = get_config()\nc.CourseDirectory.course_id = "minitok"\nc.Execute.timeout = 900\n')
+    shutil.copy(ROOT / "docs" / "nbgrader_config.py", root / "nbgrader_config.py")  # shipped
     solution = nbformat.read(ROOT / "solutions" / NOTEBOOK, as_version=4)
     source = add_nbgrader_metadata(solution, NOTEBOOK)
     (root / "source" / "ps1").mkdir(parents=True)
@@ -82,9 +82,9 @@ def _with_helpers(source: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def _nbgrader(course: Path, *args: str) -> None:
-    """Run nbgrader in the course (it calls alembic: the venv's bin/ goes on PATH)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "MINITOK_FAST": "1"}
+    """Run nbgrader in the course (it calls alembic: the venv's bin/ goes on PATH). The
+    course's nbgrader_config.py, not this environment, sets MINITOK_FAST and the timeout."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,
                           capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -118,3 +118,15 @@ def test_autograde_scores_as_minitok_grade(course):
     assert missed["exercise"] == "nearest_code"
     assert "HALF is not defined outside the notebook" in missed["message"]
     assert "it calls a function" in missed["message"]
+
+
+def test_the_shipped_config_sets_the_cell_timeout_and_fast_mode(monkeypatch):
+    """docs/nbgrader_config.py, read as nbgrader reads it: nbgrader's 30 s default would
+    stop Lesson 01's codebook loop; the kernels inherit MINITOK_FAST from its environment."""
+    from traitlets.config import Config
+
+    config, environment = Config(), {}
+    monkeypatch.setattr(os, "environ", environment)
+    exec((ROOT / "docs" / "nbgrader_config.py").read_text(), {"get_config": lambda: config})
+    assert config.Execute.timeout >= 600
+    assert environment == {"MINITOK_FAST": "1"}

@@ -336,7 +336,6 @@ BAD_CALLS = [  # (argument the message must name, call)
         A2A, anytoany.CaptionedDigits(CODES, LABELS, VOCAB), 1, warmup=-1, progress=False)),
     ("tokens", lambda: anytoany.allowed_next(DOCS.float(), VOCAB)),
     ("tokens", lambda: anytoany.allowed_next(DOCS[0], VOCAB)),
-    ("logits", lambda: anytoany.constrain_logits(torch.zeros(2, 3), DOCS, VOCAB)),
     ("max_images_tokens", lambda: VOCAB.render(torch.tensor([1]), -1)),
     ("complete", lambda: vocab.split_sequence(torch.tensor([1]), VOCAB, complete="no")),
     ("vocab", lambda: vocab.split_sequence(torch.tensor([1]), "v")),

@@ -20,7 +20,7 @@ A submission is untrusted code, so the grader never runs it in a process that ju
    never onto a submission: JSON (`--json`) and a gradebook CSV (`--csv`, one row per
    submission, one column per exercise).
 
-The README's instructor section says what is guaranteed with and without the sandbox.
+docs/instructors.md says what is guaranteed with and without the sandbox.
 """
 
 from __future__ import annotations
