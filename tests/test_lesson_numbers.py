@@ -96,3 +96,15 @@ def test_a_stale_number_is_caught_and_a_sourced_one_is_not():
     ]
     wrong = mismatches(notebook)
     assert len(wrong) == 2 and "14.0%" in wrong[0] and "2.8x" in wrong[1], wrong
+
+
+SUMMARISED = {"01", "02", "03", "04", "06", "08"}  # lessons that close with the idea to keep
+
+
+@pytest.mark.parametrize("path", [p for p in SOLUTIONS if p.name[:2] in SUMMARISED],
+                         ids=lambda p: p.name[:2])
+def test_a_lesson_closes_with_what_was_measured_and_the_idea_to_keep(path):
+    markdown = [cell.source for cell in nbformat.read(path, as_version=4).cells
+                if cell.cell_type == "markdown"]
+    closing = "\n".join(markdown[-2:])
+    assert "What you measured:" in closing and "The one idea to keep:" in closing, path.name
