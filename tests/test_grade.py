@@ -340,3 +340,23 @@ def test_a_long_run_shows_a_progress_bar_on_stderr(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "grading: 100%" in err and "7/7" in err
     assert "grading:" not in out
+
+
+def test_a_judge_that_spends_too_much_cpu_on_an_answer_is_ended(monkeypatch, tmp_path):
+    """Whatever a worker answers, the judge's CPU per unit is bounded: past the bound the
+    pool ends the judge, and the unit is an error that says why; the run goes on."""
+    from minitok.grading import judge
+
+    def busy(self, unit):
+        if unit.exercise == "spin":
+            while True:
+                pass
+        return judge.Result(unit.exercise, "passed", "ok")
+
+    monkeypatch.setattr(judge.Judge, "grade", busy)
+    monkeypatch.setattr(judge, "JUDGE_CPU_SECONDS", 1)
+    plan = sandbox.Plan("none", tmp_path, timeout=0.5)
+    units = [judge.Unit(0, "lesson01", "spin", []), judge.Unit(1, "lesson01", "fine", [])]
+    results = judge.run_units(units, plan, jobs=1)
+    assert results[0].status == "error" and "s of CPU time judging" in results[0].message
+    assert results[1].status == "passed"

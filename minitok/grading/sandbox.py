@@ -280,7 +280,7 @@ def allocate_uids(jobs: int) -> int:
     never share a worker uid, so a worker's kill(-1) cannot reach another run's workers."""
     if jobs > MAX_JOBS:
         raise ValueError(f"--jobs must be at most {MAX_JOBS}, got {jobs}")
-    folder = Path(tempfile.gettempdir()) / "minitok-grade-uids"
+    folder = Path("/run/lock" if os.path.isdir("/run/lock") else "/tmp") / "minitok-grade-uids"
     folder.mkdir(mode=0o700, exist_ok=True)
     info = folder.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
@@ -340,7 +340,8 @@ def bwrap_command(plan: Plan, library: Path) -> list[str]:
     size = ["--size", str(plan.scratch)]
     args = ["bwrap", "--die-with-parent", "--new-session", *_namespaces(),
             "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
-            *size, "--tmpfs", "/tmp", *size, "--tmpfs", "/dev/shm"]
+            "--perms", "1777", *size, "--tmpfs", "/tmp",
+            "--perms", "1777", *size, "--tmpfs", "/dev/shm"]
     covered = ["/tmp"] + [h for h in plan.hidden if not _inside(h, "/tmp")]
     for folder in covered[1:]:
         args += ["--tmpfs", folder]
