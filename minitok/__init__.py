@@ -20,23 +20,29 @@ One module per concept, in the order the lessons build them. Read them top to bo
     diffusion    Lesson 08: noise schedules, the noise-prediction loss, DDIM / DDPM sampling
                  with guidance, a small U-Net, and a diffusion decoder for token grids
 
-The course's tooling:
+The course's tooling beside the lessons:
 
     checks       the learner checks each lesson calls after an exercise
     checkpoints  the small pretrained models shipped in minitok/checkpoints/
     earlier      your Lesson 04 Transformer, from your own notebook, with the shipped weights
                  (Lessons 05-07 draw with it)
-    workspace    `make lab`'s own copy of the lessons, never overwritten; `minitok progress`
+    evaluate     the referees: classifier accuracy, diversity, the Fréchet distance, the race
+    training     the training loop every lesson (and `minitok train`) runs
+    validate     argument checks at the public boundary, with errors naming the argument
+
+The course's machinery, in minitok/tools/ (no lesson module or check imports it):
+
+    cli          the `minitok` command (also `python -m minitok`)
+    env          `minitok env`: is this setup able to run the course?
     assign       builds the exercise notebooks in lessons/ from solutions/
-    grade        `minitok grade`: scores submitted notebooks (minitok.grading: the judge,
+    workspace    `make lab`'s own copy of the lessons, never overwritten; `minitok progress`
+    grade        `minitok grade`: scores submitted notebooks (tools/grading: the judge,
                  sandboxed workers, the wire between them)
     demo         `minitok demo`: the whole pipeline as one picture and one table
-    evaluate     the referees: classifier accuracy, diversity, the Fréchet distance, the race
     trainer      `minitok train`: the models on your own image folder, on one CPU, one GPU or
                  many (torchrun, DistributedDataParallel), with exact resume
     bench        `python -m minitok.bench`: every benchmark in one run, one Markdown table
-    env          `minitok env`: is this setup able to run the course?
-    cli          the `minitok` command
+                 (minitok/bench/ only forwards that command to minitok/tools/bench/)
 """
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 import sys
 
-from minitok.cli import main
+from minitok.tools.cli import main
 
 sys.exit(main())

@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 
 from minitok.course import strict_mode
-from minitok.grading.server import load_statements
-from minitok.grading.submission import read
+from minitok.tools.grading.server import load_statements
+from minitok.tools.grading.submission import read
 
 
 def load_class(lesson: str, name: str, folder: str | Path = ".") -> type:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from minitok.checks._core import Result, bound, other_references, run_check
 from minitok.checks._core import verdict as local_verdict
-from minitok.grading.remote import loopback
+from minitok.tools.grading.remote import loopback
 
 TRANSPORT = {"name": "local"}  # set by the transport fixture
 

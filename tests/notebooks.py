@@ -7,8 +7,8 @@ from pathlib import Path
 
 import nbformat
 
-from minitok.grading.server import load_statements
-from minitok.grading.submission import lesson_of, parse_cells
+from minitok.tools.grading.server import load_statements
+from minitok.tools.grading.submission import lesson_of, parse_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))

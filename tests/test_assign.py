@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from minitok.assign import (
+from minitok.tools.assign import (
     AssignError,
     add_nbgrader_metadata,
     assign,

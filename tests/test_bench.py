@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from minitok import bench
 from minitok.checkpoints import checkpoint_path
+from minitok.tools import bench
 
 ROOT = Path(__file__).resolve().parents[1]  # this course checkout
 NUMBER = r"[0-9][0-9,]*\.?[0-9]*"
@@ -47,8 +47,8 @@ def test_quick_section_measures(name):
 @pytest.mark.parametrize("name", [n for n in bench.SECTIONS if n != "notebooks"])
 def test_each_section_is_a_module_of_the_package(name):
     module = bench.load_section(name)
-    assert module is importlib.import_module(f"minitok.bench.{name}")
-    assert module.__file__ == str(ROOT / "minitok" / "bench" / f"{name}.py")
+    assert module is importlib.import_module(f"minitok.tools.bench.{name}")
+    assert module.__file__ == str(ROOT / "minitok" / "tools" / "bench" / f"{name}.py")
     source = Path(module.__file__).read_text()
     assert "sys.path" not in source and "E402" not in source  # imports, not path hacks
 
@@ -72,7 +72,7 @@ def test_notebooks_outside_a_checkout_are_not_measured(tmp_path, monkeypatch):
 
 
 def test_the_checkout_is_found_from_a_folder_inside_it(monkeypatch):
-    monkeypatch.chdir(ROOT / "minitok" / "bench")
+    monkeypatch.chdir(ROOT / "minitok" / "tools" / "bench")
     assert bench.course_root() == ROOT
 
 

@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 from minitok import checkpoints
-from minitok import demo as demo_mod
 from minitok.checkpoints import checkpoint_path
 from minitok.classifier import load_classifier
-from minitok.cli import main
 from minitok.data import load_digits
+from minitok.tools import demo as demo_mod
+from minitok.tools.cli import main
 
 PER_CLASS = 3  # --quick
 SHIPPED = {name: checkpoint_path(name).is_file()

@@ -443,7 +443,7 @@ def _row(setting, accuracy, fd, grids=None):
 
 
 def test_benchmark_goals_compare_the_best_rows_and_the_same_tokens():
-    from minitok.bench import diffusion as bench
+    from minitok.tools.bench import diffusion as bench
 
     grids = torch.zeros(4, 8, 8, dtype=torch.long)
     hybrid_name = evaluate_setting_name("hybrid", bench.HYBRID_STEPS)

@@ -30,9 +30,9 @@ from notebooks import ROOT, write_notebook
 from minitok import maskgit
 from minitok.checks import lesson06, verdict
 from minitok.checks._core import run_check
-from minitok.cli import main as cli
-from minitok.grade import csv_text, grade, grade_reports, student_names
-from minitok.grading import sandbox
+from minitok.tools.cli import main as cli
+from minitok.tools.grade import csv_text, grade, grade_reports, student_names
+from minitok.tools.grading import sandbox
 
 SOLUTION = ROOT / "solutions" / "01_vector_quantization.ipynb"
 LESSON = ROOT / "lessons" / "01_vector_quantization.ipynb"
@@ -208,7 +208,7 @@ SMALL = ["import sys\nimport torch\nfrom minitok.checks import lesson01 as check
          "    return torch.unique(indices).numel() / num_codes",
          "def perplexity(indices, num_codes):\n"
          "    raise ValueError('PREFIX=' + sys.prefix + ' EXE=' + sys.executable)"]
-GRADE_ONE = ("import json, sys; from minitok.grade import grade_reports; "
+GRADE_ONE = ("import json, sys; from minitok.tools.grade import grade_reports; "
              "(r,), mode = grade_reports([sys.argv[1]], timeout=60, jobs=1, sandbox=sys.argv[2]); "
              "print(json.dumps({'mode': mode, 'exercises': r.exercises}))")
 
@@ -344,7 +344,7 @@ def test_a_run_longer_than_two_seconds_shows_a_progress_bar_on_stderr(tmp_path, 
 def test_a_judge_that_spends_too_much_cpu_on_an_answer_is_ended(monkeypatch, tmp_path):
     """Whatever a worker answers, the judge's CPU per unit is bounded: past the bound the
     pool ends the judge, and the unit is an error that says why; the run goes on."""
-    from minitok.grading import judge
+    from minitok.tools.grading import judge
 
     def busy(self, unit):
         if unit.exercise == "spin":

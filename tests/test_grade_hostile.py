@@ -38,9 +38,9 @@ from notebooks import ROOT
 
 from minitok import quantize
 from minitok.checks import exercises_in, lesson01
-from minitok.grade import grade
-from minitok.grading import sandbox
-from minitok.grading.sandbox import SCRATCH, bwrap_problem
+from minitok.tools.grade import grade
+from minitok.tools.grading import sandbox
+from minitok.tools.grading.sandbox import SCRATCH, bwrap_problem
 
 pytestmark = pytest.mark.slow
 

@@ -17,18 +17,24 @@ import pytest
 import torch
 
 from minitok.checks import lesson01
-from minitok.grade import Report, escaped, render
-from minitok.grading import SENTINEL, wire
-from minitok.grading.remote import loopback
-from minitok.grading.sandbox import (
+from minitok.tools.grade import Report, escaped, render
+from minitok.tools.grading import SENTINEL, wire
+from minitok.tools.grading.remote import loopback
+from minitok.tools.grading.sandbox import (
     allocate_uids,
     lesson_modules,
     release_uids,
     strip_function,
     stub_module,
 )
-from minitok.grading.submission import Notebook, lesson_of, prejudge, split_cell, without_magics
-from minitok.grading.wire import Decoder, Encoder, WireError, unpack
+from minitok.tools.grading.submission import (
+    Notebook,
+    lesson_of,
+    prejudge,
+    split_cell,
+    without_magics,
+)
+from minitok.tools.grading.wire import Decoder, Encoder, WireError, unpack
 
 
 def _round_trip(value, handles=None):
@@ -297,7 +303,7 @@ def test_a_module_outside_the_lesson_imports_but_computes_nothing():
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="worker uids are only allocated as root")
 def test_two_runs_never_share_worker_uids():
-    from minitok.grading.sandbox import Plan
+    from minitok.tools.grading.sandbox import Plan
 
     first, second = allocate_uids(2), allocate_uids(2)
     try:

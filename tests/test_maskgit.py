@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from repo_scripts import load_script
 
 from minitok import checkpoints, maskgit
-from minitok.bench import maskgit as bench_maskgit
 from minitok.maskgit import decode, gamma, mask_counts, random_mask
 from minitok.prior import ARPrior, PriorConfig
+from minitok.tools.bench import maskgit as bench_maskgit
 
 # --------------------------------------------------------------------------- schedules
 

@@ -17,8 +17,8 @@ import nbformat
 import pytest
 from notebooks import ROOT
 
-from minitok.assign import add_nbgrader_metadata, make_lesson
-from minitok.grade import grade_reports
+from minitok.tools.assign import add_nbgrader_metadata, make_lesson
+from minitok.tools.grade import grade_reports
 
 pytestmark = pytest.mark.slow
 

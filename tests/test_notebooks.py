@@ -17,9 +17,9 @@ from notebooks import (
     stream_text,
 )
 
-from minitok.assign import assign, count_exercises
 from minitok.checks import exercises_in
 from minitok.checks._core import run_check
+from minitok.tools.assign import assign, count_exercises
 
 IDS = [path.stem for path in SOLUTIONS]
 

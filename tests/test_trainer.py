@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from minitok import checkpoints, trainer
+from minitok import checkpoints
 from minitok.data import make_shapes
-from minitok.trainer import STATE_FORMAT, TrainSettings, check_settings, run, train
+from minitok.tools import trainer
+from minitok.tools.trainer import STATE_FORMAT, TrainSettings, check_settings, run, train
 
 TINY = dict(size=16, channels=3, steps=2, batch_size=4, width=16, num_codes=16, n_layer=1,
             n_head=2, n_embd=32, sample_every=1000, checkpoint_every=1000, timeout=30.0)
@@ -163,7 +164,7 @@ def test_resume_without_a_state_says_where_it_looked(shapes, tmp_path):
 
 
 def test_the_command_line_writes_shapes_and_trains_on_them(tmp_path, capsys):
-    from minitok.cli import main
+    from minitok.tools.cli import main
 
     assert main(["shapes", str(tmp_path / "img"), "--n", "6", "--size", "16"]) == 0
     settings = tiny("tokenizer", tmp_path / "img", tmp_path / "out")

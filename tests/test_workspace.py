@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from minitok.workspace import make_workspace, progress
+from minitok.tools.workspace import make_workspace, progress
 
 
 def _course(tmp_path, title="# Lesson"):

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FunctionType, ModuleType
 
 from minitok.checks._core import Result
-from minitok.grading import REFERENCE_HINT
+from minitok.tools.grading import REFERENCE_HINT
 
 MAX_BYTES = 20 << 20  # a notebook larger than this is refused (outputs included)
 MAX_MERGE = 20  # top-level chunks tried together when a cell has a syntax error
@@ -37,7 +37,7 @@ KEPT_CELL_MAGICS = {"time", "timeit", "capture"}  # %%magic cells whose body is 
 LINE_MAGIC = re.compile(r"^(\s*)(%|!(?!=))")
 CELL_START = re.compile(r"^(?![\s#)\]}]|(else|elif|except|finally)\b)\S")
 LESSON = re.compile(r"lesson\d\d")
-MODULES = {path.stem for path in Path(__file__).parents[1].glob("*.py")} - {"__main__"}
+MODULES = {path.stem for path in Path(__file__).parents[2].glob("*.py")} - {"__main__"}
 
 
 class SubmissionError(ValueError):

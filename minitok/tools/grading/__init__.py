@@ -1,6 +1,6 @@
 """`minitok grade`'s machinery: the learner's code and the judge never share a process.
 
-    main process      minitok/grade.py: reads the submissions (submission.py), scores 0 what
+    main process      tools/grade.py: reads the submissions (submission.py), scores 0 what
                       needs no run, builds the units (submission, exercise), writes the reports
     supervisor        judge.py: a child subreaper that starts the judges and hands out units
     judges (--jobs)   judge.py: run each check's test function with the learner's function

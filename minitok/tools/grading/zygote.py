@@ -114,8 +114,8 @@ def become_worker(channel: int, folder: str, settings: dict) -> None:
         _become(settings["uid"], settings["read_all"])
     prctl(PR_SET_NO_NEW_PRIVS, 1)  # no setuid program can give it more rights
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
-    from minitok.grading.server import Server
-    from minitok.grading.wire import recv_frame, send_frame
+    from minitok.tools.grading.server import Server
+    from minitok.tools.grading.wire import recv_frame, send_frame
 
     sock = socket.socket(fileno=CHANNEL_FD)
     server = Server()

@@ -49,7 +49,7 @@ def make_workspace(root: Path, folder: str = FOLDER) -> int:
 
 def progress(root: Path, folder: str = FOLDER, sandbox: str = "auto") -> int:
     """Grade the workspace's notebooks with the grader's checks; print a table per lesson."""
-    from minitok.grade import grade_reports
+    from minitok.tools.grade import grade_reports
 
     mine = sorted((root / folder).glob("[0-9][0-9]_*.ipynb"))
     if not mine:

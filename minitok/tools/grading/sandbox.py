@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import minitok
-from minitok.grading import SENTINEL
-from minitok.grading.zygote import ENVIRONMENT
+from minitok.tools.grading import SENTINEL
+from minitok.tools.grading.zygote import ENVIRONMENT
 
 LIB, WORK, CONFIG, FONTS = "/tmp/lib", "/tmp/work", "/tmp/config", "/tmp/fonts"  # in the sandbox
 UID_BASE = 0x7FFE0000  # as root, run r's judge i gives its workers uid UID_BASE + r * 256 + i
@@ -53,7 +53,7 @@ REPLY_SECONDS = 30
 SCRATCH = 64 << 20  # bytes of a worker's /tmp (and /dev/shm): tmpfs is memory
 LIBRARY = "MINITOK_GRADER_LIBRARY"  # the library's folder reaches the zygote in its environment
 BOOT = ("import os, sys; sys.path.insert(0, os.environ['MINITOK_GRADER_LIBRARY']); "
-        "from minitok.grading.zygote import main; main(int(sys.argv[1]), sys.argv[2])")
+        "from minitok.tools.grading.zygote import main; main(int(sys.argv[1]), sys.argv[2])")
 MODES = {"bwrap": "bubblewrap", "none": "none (process limits only)"}
 
 
@@ -145,14 +145,16 @@ def build_library(root: Path, lesson: str, check) -> Path:
     source = Path(minitok.__file__).parent
     folder = root / f"lib-{secrets.token_hex(8)}"
     solution = check.solution
-    keep = lesson_modules(lesson) | {"minitok", "minitok.checks", "minitok.grading"}
+    keep = lesson_modules(lesson) | {"minitok", "minitok.checks", "minitok.tools",
+                                     "minitok.tools.grading"}
     for path in source.rglob("*.py"):
         relative = path.relative_to(source)
         module = ".".join(("minitok", *relative.with_suffix("").parts)).removesuffix(".__init__")
         copy = folder / "minitok" / relative
         copy.parent.mkdir(parents=True, exist_ok=True)
         text = path.read_text()
-        kept = module in keep or module.startswith(("minitok.checks.", "minitok.grading."))
+        kept = module in keep or module.startswith(("minitok.checks.",
+                                                    "minitok.tools.grading."))
         if module == solution.__module__:
             name = f"{module.removeprefix('minitok.')}.{solution.__qualname__}"
             text = strip_function(text, solution.__qualname__, SENTINEL + name)
@@ -240,7 +242,7 @@ class Plan:
                 "private": ["/tmp"] if sandboxed else list(WORLD_WRITABLE) if own_mounts else [],
                 "scratch": self.scratch, "keep": sorted(set(keep)),
                 "matplotlib": fonts, "config": config, "preload": [
-                    f"minitok.checks.{lesson}", "minitok.grading.server", "minitok.data",
+                    f"minitok.checks.{lesson}", "minitok.tools.grading.server", "minitok.data",
                     "matplotlib.pyplot"]}
 
     def command(self, slot: int, lesson: str, library: Path, fd: int) -> list[str]:
@@ -513,7 +515,7 @@ def preflight(plan: Plan, lesson: str, exercise: str) -> None:
     """Start one zygote and one worker the way the judges will, and have the worker load an
     empty submission; ZygoteError saying what failed if any step does. A run whose sandbox
     cannot run a worker must stop before it scores anything (it would score 0 everywhere)."""
-    from minitok.grading.wire import WireError, dump_request, recv_frame, send_frame, unpack
+    from minitok.tools.grading.wire import WireError, dump_request, recv_frame, send_frame, unpack
 
     zygote = ZygoteProcess(plan, 0, lesson, exercise)
     try:

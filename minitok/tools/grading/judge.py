@@ -36,15 +36,15 @@ from multiprocessing.connection import wait
 import torch
 
 from minitok.checks._core import Result, other_references, run_check
-from minitok.grading import REFERENCE_HINT, SENTINEL
-from minitok.grading.remote import (
+from minitok.tools.grading import REFERENCE_HINT, SENTINEL
+from minitok.tools.grading.remote import (
     RemoteObject,
     Session,
     WorkerGone,
     socket_exchange,
 )
-from minitok.grading.sandbox import Plan, ZygoteError, ZygoteProcess
-from minitok.grading.zygote import (
+from minitok.tools.grading.sandbox import Plan, ZygoteError, ZygoteProcess
+from minitok.tools.grading.zygote import (
     PR_SET_CHILD_SUBREAPER,
     PR_SET_PDEATHSIG,
     children_of,

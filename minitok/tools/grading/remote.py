@@ -29,9 +29,9 @@ import time
 import torch
 
 from minitok.checks._core import CheckFailed, Remote
-from minitok.grading import REFERENCE_HINT, SENTINEL
-from minitok.grading.server import Server, grad_inputs
-from minitok.grading.wire import (
+from minitok.tools.grading import REFERENCE_HINT, SENTINEL
+from minitok.tools.grading.server import Server, grad_inputs
+from minitok.tools.grading.wire import (
     Decoder,
     Handle,
     WireError,

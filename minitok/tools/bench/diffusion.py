@@ -34,10 +34,10 @@ import time
 import torch
 
 from minitok import checkpoints, evaluate
-from minitok.bench.maskgit import machine  # the same machine line in both races
 from minitok.classifier import load_classifier
 from minitok.data import load_digits
 from minitok.evaluate import RaceSetting
+from minitok.tools.bench.maskgit import machine  # the same machine line in both races
 
 FULL = {"samples_per_class": 100, "latency_repeats": 10, "throughput_repeats": 2}
 QUICK = {"samples_per_class": 2, "latency_repeats": 1, "throughput_repeats": 1}
@@ -90,7 +90,7 @@ def load_models(device: str = "cpu") -> dict:
 def anytoany_row(models: dict, samples_per_class: int, seed: int) -> dict | None:
     """Any-to-any (Lesson 07): each digit drawn from its held-out caption, guidance s = 2."""
     from minitok.anytoany import text_to_image
-    from minitok.demo import held_out_caption
+    from minitok.tools.demo import held_out_caption
 
     model = models.get("anytoany")
     if model is None:

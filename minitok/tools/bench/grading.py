@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from minitok.grade import grade_reports
+from minitok.tools.grade import grade_reports
 
 OLD_SECONDS_PER_EXERCISE = 1.6  # the grader before issue 15 (issue 15's measurement)
 GOAL_SECONDS = 120  # for 100 submissions
@@ -85,7 +85,7 @@ def run(root: Path, count: int = 100, jobs: int | None = None, sandbox: str = "a
 
 
 def main() -> None:
-    from minitok.bench import course_root
+    from minitok.tools.bench import course_root
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 submissions instead of 100")

@@ -19,8 +19,8 @@ def _repo_root() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:  # its parser lives in minitok.trainer (which imports torch)
-        from minitok.trainer import main as train
+    if argv[:1] == ["train"]:  # its parser lives in minitok.tools.trainer (which imports torch)
+        from minitok.tools.trainer import main as train
 
         return train(argv[1:])
     parser = argparse.ArgumentParser(prog="minitok", description=__doc__)
@@ -81,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "env":
-        from minitok.env import run
+        from minitok.tools.env import run
 
         return run()
     if args.command == "assign":
-        from minitok.assign import AssignError, assign, normalize_solutions
+        from minitok.tools.assign import AssignError, assign, normalize_solutions
 
         try:
             if args.normalize:
@@ -95,18 +95,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"assign: {err}", file=sys.stderr)
             return 2
     if args.command in ("workspace", "progress"):
-        from minitok import workspace
+        from minitok.tools import workspace
 
         if args.command == "workspace":
             return workspace.make_workspace(_repo_root(), args.folder)
         return workspace.progress(_repo_root(), args.folder, args.sandbox)
     if args.command == "demo":
-        from minitok.demo import run_demo
+        from minitok.tools.demo import run_demo
 
         return run_demo(out=args.out, seed=args.seed, device=args.device, quick=args.quick,
                         train=args.train)
     if args.command == "grade":
-        from minitok.grade import grade
+        from minitok.tools.grade import grade
 
         try:
             return grade(args.submissions, json_path=args.json, csv_path=args.csv,

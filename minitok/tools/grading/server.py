@@ -29,7 +29,7 @@ from contextlib import contextmanager
 import torch
 
 from minitok.checks._core import learner_line
-from minitok.grading.wire import SKIP, Encoder, load_request
+from minitok.tools.grading.wire import SKIP, Encoder, load_request
 
 MAX_MESSAGE = 2000  # characters of an exception message sent back
 

@@ -127,7 +127,7 @@ def peak_memory(method, n, k, d, device="cpu", chunk_size=None, seed=0) -> int:
 
 def _peak_memory_in_subprocess(method, n, k, d, device, chunk_size, seed) -> int:
     """Run `peak_memory` in a fresh interpreter, so its ru_maxrss is this method's alone."""
-    args = [sys.executable, "-m", "minitok.bench.nearest_code", "--worker", method,
+    args = [sys.executable, "-m", "minitok.tools.bench.nearest_code", "--worker", method,
             "--n", str(n), "--k", str(k), "--d", str(d), "--device", device,
             "--seed", str(seed)]
     if chunk_size is not None:

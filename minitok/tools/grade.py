@@ -47,9 +47,9 @@ from pathlib import Path
 
 from minitok import validate
 from minitok.checks import exercises_in
-from minitok.grading import submission
-from minitok.grading.judge import Unit, run_units
-from minitok.grading.sandbox import (
+from minitok.tools.grading import submission
+from minitok.tools.grading.judge import Unit, run_units
+from minitok.tools.grading.sandbox import (
     MAX_JOBS,
     MODES,
     ZygoteError,
