@@ -58,6 +58,7 @@ from minitok.tools.grading.sandbox import (
     make_plan,
     preflight,
     release_uids,
+    start_preflight,
 )
 
 NO_SANDBOX = ("without the sandbox, a worker can read every file the grader's user can read "
@@ -133,11 +134,6 @@ def grade_reports(paths: list[Path], timeout: float = 60.0, jobs: int | None = N
     plan = make_plan(mode, timeout, regular, list(reports), jobs)
     try:
         units = _units(graded, plan)
-        if units:
-            try:
-                preflight(plan, units[0].lesson, units[0].exercise)
-            except ZygoteError as err:
-                raise GraderCannotRun(cannot_run(mode, err)) from None
         bar = _progress_bar(len(units)) if progress else None
         try:
             results = run_units(units, plan, jobs, bar.update if bar else None)
@@ -226,7 +222,8 @@ def _read(path: Path, student: str) -> tuple[Report, list, dict]:
 
 
 def _units(graded: list, plan) -> list[Unit]:
-    """The units still to run, exercise-major; builds each exercise's stripped library."""
+    """The units still to run, exercise-major; builds each exercise's stripped library, and
+    checks that a worker runs (see preflight: GraderCannotRun if not) while it builds them."""
     units = []
     for report, statements, decided in graded:
         for name, result in decided.items():
@@ -234,9 +231,21 @@ def _units(graded: list, plan) -> list[Unit]:
                 units.append(Unit(len(units), report.lesson, name, statements))
                 decided[name] = len(units) - 1
     units.sort(key=lambda u: (u.lesson, _position(u), u.number))
-    for lesson, name in dict.fromkeys((u.lesson, u.exercise) for u in units):
-        check = exercises_in(importlib.import_module(f"minitok.checks.{lesson}"))[name]
-        plan.libraries[lesson, name] = build_library(plan.run_dir, lesson, check)
+    zygote = None
+    try:
+        for lesson, name in dict.fromkeys((u.lesson, u.exercise) for u in units):
+            check = exercises_in(importlib.import_module(f"minitok.checks.{lesson}"))[name]
+            plan.libraries[lesson, name] = build_library(plan.run_dir, lesson, check)
+            if zygote is None:  # it imports torch while the other libraries are built
+                zygote = start_preflight(plan, lesson, name)
+        if zygote is not None:
+            zygote, started = None, zygote
+            preflight(started, units[0].exercise)
+    except ZygoteError as err:
+        raise GraderCannotRun(cannot_run(plan.mode, err)) from None
+    finally:
+        if zygote is not None:  # something failed before the preflight
+            zygote.stop()
     return units
 
 

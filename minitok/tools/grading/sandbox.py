@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import fcntl
+import functools
 import importlib.util
 import json
 import math
@@ -107,7 +108,17 @@ def _raise_in(source: str, targets: list[tuple[ast.AST, str]]) -> str:
     return data.decode()
 
 
-def lesson_modules(lesson: str) -> set[str]:
+_STUBS: dict[tuple[str, str], str] = {}  # (module, source) -> stubbed source, for this run
+
+
+def _stubbed(text: str, module: str) -> str:
+    if (module, text) not in _STUBS:
+        _STUBS[module, text] = stub_module(text, module)
+    return _STUBS[module, text]
+
+
+@functools.cache
+def lesson_modules(lesson: str) -> frozenset[str]:
     """minitok's modules a lesson's checks import, directly or not ("minitok.quantize", ...):
     what the judge may send a worker, and what the lesson's exercises may build on."""
     package = Path(minitok.__file__).parent
@@ -131,7 +142,7 @@ def lesson_modules(lesson: str) -> set[str]:
                     parts = package_parts[:len(package_parts) - node.level + 1]
                     base = ".".join([*parts, *([node.module] if node.module else [])])
                 todo += [base] + [f"{base}.{alias.name}" for alias in node.names]
-    return {m for m in found if m.startswith("minitok")}
+    return frozenset(m for m in found if m.startswith("minitok"))
 
 
 def build_library(root: Path, lesson: str, check) -> Path:
@@ -159,7 +170,7 @@ def build_library(root: Path, lesson: str, check) -> Path:
             name = f"{module.removeprefix('minitok.')}.{solution.__qualname__}"
             text = strip_function(text, solution.__qualname__, SENTINEL + name)
         elif not kept:
-            text = stub_module(text, module.removeprefix("minitok."))
+            text = _stubbed(text, module.removeprefix("minitok."))
         copy.write_text(text)
         cached = Path(importlib.util.cache_from_source(str(path)))
         if module == solution.__module__:
@@ -442,7 +453,7 @@ def _checkout(folder: str) -> bool:
 class ZygoteProcess:
     """The judge's handle on one zygote: spawn a worker, end it, stop."""
 
-    def __init__(self, plan: Plan, slot: int, lesson: str, exercise: str):
+    def __init__(self, plan: Plan, slot: int, lesson: str, exercise: str, wait: bool = True):
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.errors = tempfile.TemporaryFile()
         library = plan.libraries[lesson, exercise]
@@ -458,6 +469,11 @@ class ZygoteProcess:
             raise ZygoteError(f"cannot start it: {err}") from None
         finally:
             theirs.close()
+        if wait:
+            self.ready()
+
+    def ready(self) -> None:
+        """Wait until the zygote has imported what its workers need."""
         self._reply("ready", STARTUP_SECONDS)
 
     def spawn(self) -> socket.socket:
@@ -511,14 +527,20 @@ class ZygoteProcess:
         return lines[-1] if lines else "no message"
 
 
-def preflight(plan: Plan, lesson: str, exercise: str) -> None:
-    """Start one zygote and one worker the way the judges will, and have the worker load an
-    empty submission; ZygoteError saying what failed if any step does. A run whose sandbox
-    cannot run a worker must stop before it scores anything (it would score 0 everywhere)."""
+def start_preflight(plan: Plan, lesson: str, exercise: str) -> ZygoteProcess:
+    """Start the zygote `preflight` will use (it imports torch meanwhile)."""
+    return ZygoteProcess(plan, 0, lesson, exercise, wait=False)
+
+
+def preflight(zygote: ZygoteProcess, exercise: str) -> None:
+    """Have a zygote (start_preflight) start one worker the way the judges will, and the
+    worker load an empty submission; ZygoteError saying what failed if any step does. A run
+    whose sandbox cannot run a worker must stop before it scores anything (it would score 0
+    everywhere)."""
     from minitok.tools.grading.wire import WireError, dump_request, recv_frame, send_frame, unpack
 
-    zygote = ZygoteProcess(plan, 0, lesson, exercise)
     try:
+        zygote.ready()
         channel = zygote.spawn()
         try:
             channel.settimeout(STARTUP_SECONDS)
