@@ -11,7 +11,7 @@ A submission is untrusted code, so the grader never runs it in a process that ju
 2. `--jobs` judge processes (default: one per core) run each exercise's check: the check
    builds the inputs, computes minitok's reference and compares (grading/judge.py);
 3. the learner's function runs in a worker forked from a warm zygote, one worker per
-   (submission, exercise), with limits on time, memory, CPU, file size and processes, a
+   (submission, exercise), with limits on CPU time, memory, file size and processes, a
    scrubbed environment, a private folder and, as root, a uid of its own; inside bubblewrap
    when it is installed (no network, read-only files, no view of other submissions or of
    the course): grading/zygote.py, grading/sandbox.py. The worker only sends back plain
