@@ -22,7 +22,7 @@ A submission is untrusted code, so the grader never runs it in a process that ju
    submission (its file name, its messages) is escaped and quoted, so that it can draw
    nothing on the terminal and never reads as a verdict.
 
-Before it grades anything, the run starts one worker the way the judges will; if that fails
+As the judges start, the run starts one worker of its own (the preflight); if that fails
 (a sandbox that cannot run here), the run stops with one error, scores nothing and writes
 no report. A file that is not a regular file (a symbolic link, a folder, a FIFO, a device)
 is refused as a submission, with a line in the report; the others are graded.
@@ -133,10 +133,11 @@ def grade_reports(paths: list[Path], timeout: float = 60.0, jobs: int | None = N
     regular = [path for path in paths if refusal(path) is None]
     plan = make_plan(mode, timeout, regular, list(reports), jobs)
     try:
-        units = _units(graded, plan)
+        units, zygote = _units(graded, plan)
         bar = _progress_bar(len(units)) if progress else None
-        try:
-            results = run_units(units, plan, jobs, bar.update if bar else None)
+        try:  # the preflight runs beside the judges: no verdict is returned if it fails
+            results = run_units(units, plan, jobs, bar.update if bar else None,
+                                lambda: _preflight(zygote, units[0].exercise, mode))
         finally:
             if bar is not None:
                 bar.close()
@@ -221,9 +222,9 @@ def _read(path: Path, student: str) -> tuple[Report, list, dict]:
     return report, notebook.kept(), {name: decided.get(name) for name in checks}
 
 
-def _units(graded: list, plan) -> list[Unit]:
-    """The units still to run, exercise-major; builds each exercise's stripped library, and
-    checks that a worker runs (see preflight: GraderCannotRun if not) while it builds them."""
+def _units(graded: list, plan) -> tuple[list[Unit], object]:
+    """The units still to run, exercise-major, and the zygote of the preflight (None when
+    there is nothing to run); builds each exercise's stripped library."""
     units = []
     for report, statements, decided in graded:
         for name, result in decided.items():
@@ -238,15 +239,22 @@ def _units(graded: list, plan) -> list[Unit]:
             plan.libraries[lesson, name] = build_library(plan.run_dir, lesson, check)
             if zygote is None:  # it imports torch while the other libraries are built
                 zygote = start_preflight(plan, lesson, name)
-        if zygote is not None:
-            zygote, started = None, zygote
-            preflight(started, units[0].exercise)
     except ZygoteError as err:
         raise GraderCannotRun(cannot_run(plan.mode, err)) from None
-    finally:
-        if zygote is not None:  # something failed before the preflight
+    except BaseException:
+        if zygote is not None:
             zygote.stop()
-    return units
+        raise
+    return units, zygote
+
+
+def _preflight(zygote, exercise: str, mode: str) -> None:
+    """GraderCannotRun unless the preflight's worker runs (sandbox.preflight)."""
+    if zygote is not None:
+        try:
+            preflight(zygote, exercise)
+        except ZygoteError as err:
+            raise GraderCannotRun(cannot_run(mode, err)) from None
 
 
 def _position(unit: Unit) -> int:

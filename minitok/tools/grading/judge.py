@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from minitok.tools.grading.remote import (
     WorkerGone,
     socket_exchange,
 )
-from minitok.tools.grading.sandbox import Plan, ZygoteError, ZygoteProcess
+from minitok.tools.grading.sandbox import PREFLIGHT_SLOT, Plan, ZygoteError, ZygoteProcess
 from minitok.tools.grading.zygote import (
     PR_SET_CHILD_SUBREAPER,
     PR_SET_PDEATHSIG,
@@ -217,9 +218,12 @@ def kill_strays(keep: set[int]) -> None:
 # --------------------------------------------------------------------------- the pool
 
 
-def run_units(units: list[Unit], plan: Plan, jobs: int, progress=None) -> dict[int, Result]:
+def run_units(units: list[Unit], plan: Plan, jobs: int, progress=None,
+              beside=None) -> dict[int, Result]:
     """Every unit's verdict, graded by `jobs` judge processes (see the module docstring);
-    `progress(1)` is called as each unit is done.
+    `progress(1)` is called as each unit is done. `beside()` runs in a thread meanwhile
+    (the preflight): if it raises, the judges are stopped and its exception is raised, with
+    no verdict at all.
 
     The judges run under a supervisor process, a child subreaper: whatever a worker leaves
     behind ends up its child and is killed, without touching this process's other children.
@@ -229,6 +233,18 @@ def run_units(units: list[Unit], plan: Plan, jobs: int, progress=None) -> dict[i
     supervisor = context.Process(target=_supervise, args=(theirs, units, plan, jobs))
     supervisor.start()
     theirs.close()
+    failed: list[BaseException] = []
+
+    def guard():
+        try:
+            beside()
+        except BaseException as err:  # noqa: BLE001 - raised again below
+            failed.append(err)
+            supervisor.kill()
+
+    thread = threading.Thread(target=guard, daemon=True) if beside else None
+    if thread is not None:
+        thread.start()
     results = {}
     try:
         while (message := ours.recv()) == "done":
@@ -241,6 +257,10 @@ def run_units(units: list[Unit], plan: Plan, jobs: int, progress=None) -> dict[i
         if supervisor.is_alive() and not ours.poll():
             supervisor.kill()
         supervisor.join()
+        if thread is not None:
+            thread.join()
+    if failed:
+        raise failed[0]
     for unit in units:
         if unit.number not in results:
             results[unit.number] = Result(unit.exercise, "error", "the grader's supervisor "
@@ -371,7 +391,7 @@ def _stop_everything(processes: list, jobs: int, uid_base: int | None) -> None:
         process.join()
     kill_strays(set())
     if uid_base is not None:  # this run's uids only: no other run's workers share them
-        for slot in range(jobs):
+        for slot in [*range(jobs), PREFLIGHT_SLOT]:
             _kill_uid(uid_base + slot)
 
 

@@ -48,7 +48,8 @@ from minitok.tools.grading.zygote import ENVIRONMENT
 
 LIB, WORK, CONFIG, FONTS = "/tmp/lib", "/tmp/work", "/tmp/config", "/tmp/fonts"  # in the sandbox
 UID_BASE = 0x7FFE0000  # as root, run r's judge i gives its workers uid UID_BASE + r * 256 + i
-UID_BLOCKS, MAX_JOBS = 256, 256  # blocks of uids, one per concurrent run; judges per run
+UID_BLOCKS, MAX_JOBS = 256, 255  # blocks of 256 uids, one per concurrent run; judges per run
+PREFLIGHT_SLOT = MAX_JOBS  # the preflight's worker has a uid no judge's worker has
 STARTUP_SECONDS = 300  # a zygote imports torch: slow on a busy machine
 REPLY_SECONDS = 30
 SCRATCH = 64 << 20  # bytes of a worker's /tmp (and /dev/shm): tmpfs is memory
@@ -288,7 +289,7 @@ _UID_LOCKS: dict[int, int] = {}  # uid base -> the lock file held for this proce
 
 
 def allocate_uids(jobs: int) -> int:
-    """The first uid of a block of MAX_JOBS that no other grading run on this machine holds
+    """The first uid of a block of MAX_JOBS + 1 that no other grading run on this machine holds
     (an flock on a file per block, released when the run ends: release_uids). Runs then
     never share a worker uid, so a worker's kill(-1) cannot reach another run's workers."""
     if jobs > MAX_JOBS:
@@ -305,7 +306,7 @@ def allocate_uids(jobs: int) -> int:
         except OSError:
             os.close(fd)
             continue
-        base = UID_BASE + block * MAX_JOBS
+        base = UID_BASE + block * (MAX_JOBS + 1)
         _UID_LOCKS[base] = fd
         return base
     raise ValueError(f"{UID_BLOCKS} grading runs hold every block of worker uids")
@@ -528,8 +529,9 @@ class ZygoteProcess:
 
 
 def start_preflight(plan: Plan, lesson: str, exercise: str) -> ZygoteProcess:
-    """Start the zygote `preflight` will use (it imports torch meanwhile)."""
-    return ZygoteProcess(plan, 0, lesson, exercise, wait=False)
+    """Start the zygote `preflight` will use (it imports torch meanwhile), with a slot (so a
+    uid, as root) of its own: no judge's worker can reach its worker."""
+    return ZygoteProcess(plan, PREFLIGHT_SLOT, lesson, exercise, wait=False)
 
 
 def preflight(zygote: ZygoteProcess, exercise: str) -> None:
