@@ -135,9 +135,9 @@ def grade_reports(paths: list[Path], timeout: float = 60.0, jobs: int | None = N
     try:
         units, zygote = _units(graded, plan)
         bar = _progress_bar(len(units)) if progress else None
+        check = zygote and (lambda: _preflight(zygote, units[0].exercise, mode))
         try:  # the preflight runs beside the judges: no verdict is returned if it fails
-            results = run_units(units, plan, jobs, bar.update if bar else None,
-                                lambda: _preflight(zygote, units[0].exercise, mode))
+            results = run_units(units, plan, jobs, bar.update if bar else None, check)
         finally:
             if bar is not None:
                 bar.close()
@@ -250,11 +250,10 @@ def _units(graded: list, plan) -> tuple[list[Unit], object]:
 
 def _preflight(zygote, exercise: str, mode: str) -> None:
     """GraderCannotRun unless the preflight's worker runs (sandbox.preflight)."""
-    if zygote is not None:
-        try:
-            preflight(zygote, exercise)
-        except ZygoteError as err:
-            raise GraderCannotRun(cannot_run(mode, err)) from None
+    try:
+        preflight(zygote, exercise)
+    except ZygoteError as err:
+        raise GraderCannotRun(cannot_run(mode, err)) from None
 
 
 def _position(unit: Unit) -> int:

@@ -118,12 +118,16 @@ def _stubbed(text: str, module: str) -> str:
     return _STUBS[module, text]
 
 
+WORKER_MODULES = ("minitok.tools.grading.zygote", "minitok.tools.grading.server")
+
+
 @functools.cache
 def lesson_modules(lesson: str) -> frozenset[str]:
     """minitok's modules a lesson's checks import, directly or not ("minitok.quantize", ...):
-    what the judge may send a worker, and what the lesson's exercises may build on."""
+    what the judge may send a worker, and what the lesson's exercises may build on; and
+    what the worker itself imports (zygote, server and theirs)."""
     package = Path(minitok.__file__).parent
-    found, todo = set(), [f"minitok.checks.{lesson}"]
+    found, todo = set(), [f"minitok.checks.{lesson}", *WORKER_MODULES]
     while todo:
         module = todo.pop()
         path = package.joinpath(*module.split(".")[1:])
