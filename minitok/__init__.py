@@ -26,6 +26,8 @@ The course's tooling beside the lessons:
     checkpoints  the small pretrained models shipped in minitok/checkpoints/
     earlier      your Lesson 04 Transformer, from your own notebook, with the shipped weights
                  (Lessons 05-07 draw with it)
+    notebook_code  reads a notebook's code without running the notebook: what `earlier` and
+                 the grader load (imports, def/class blocks, cheap assignments)
     evaluate     the referees: classifier accuracy, diversity, the Fréchet distance, the race
     training     the training loop every lesson (and `minitok train`) runs
     validate     argument checks at the public boundary, with errors naming the argument
@@ -42,7 +44,7 @@ The course's machinery, in minitok/tools/ (no lesson module or check imports it)
     trainer      `minitok train`: the models on your own image folder, on one CPU, one GPU or
                  many (torchrun, DistributedDataParallel), with exact resume
     bench        `python -m minitok.bench`: every benchmark in one run, one Markdown table
-                 (minitok/bench/ only forwards that command to minitok/tools/bench/)
+                 (minitok/bench.py only forwards that command to minitok/tools/bench/)
 """
 
 __version__ = "0.1.0"

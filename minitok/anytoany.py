@@ -50,9 +50,10 @@ TEMPLATES = tuple(p + f + s for p in PREFIXES for f in FORMS for s in SUFFIXES)
 
 def caption(template: int, digit: int) -> str:
     """The caption of `digit` (0..9) in wording `template` (an index into TEMPLATES)."""
-    if not isinstance(template, int) or not 0 <= template < len(TEMPLATES):
+    if isinstance(template, bool) or not isinstance(template, int) or not (
+            0 <= template < len(TEMPLATES)):
         raise ValueError(f"template must be an int in [0, {len(TEMPLATES) - 1}], got {template!r}")
-    if not isinstance(digit, int) or not 0 <= digit <= 9:
+    if isinstance(digit, bool) or not isinstance(digit, int) or not 0 <= digit <= 9:
         raise ValueError(f"digit must be an int in [0, 9], got {digit!r}")
     return TEMPLATES[template].format(word=DIGIT_WORDS[digit], numeral=str(digit))
 
@@ -89,7 +90,7 @@ def read_digit(text: str) -> int | None:
     "seven or 3" -> None, "" -> None.
     """
     named = set()
-    for word in re.findall(r"[a-z]+|[0-9]+", text.lower()):
+    for word in re.findall(r"[a-z]+|[0-9]+", validate.instance(text, "text", str).lower()):
         if word in DIGIT_WORDS:
             named.add(DIGIT_WORDS.index(word))
         elif word.isdigit() and len(word) == 1:
@@ -101,6 +102,7 @@ def read_digit(text: str) -> int | None:
 
 def is_known_wording(text: str) -> bool:
     """True if `text` is exactly one of the 360 captions (any template, any digit)."""
+    validate.instance(text, "text", str)
     return any(text == caption(t, d) for t in range(len(TEMPLATES)) for d in range(10))
 
 
@@ -128,7 +130,7 @@ class CaptionedDigits:
     def __init__(self, grids: torch.Tensor, labels: torch.Tensor, vocab: Vocabulary,
                  pairs: list[tuple[int, int]] | None = None, p_text_to_image: float = 0.5,
                  p_uncond: float = 0.0):
-        vocab.check_grids(grids, "grids")
+        validate.instance(vocab, "vocab", Vocabulary).check_grids(grids, "grids")
         validate.index_tensor(labels, "labels", size=10, dim=1)
         if labels.shape != grids.shape[:1]:
             raise ValueError(f"labels must be ({grids.shape[0]},) digits, one per grid, got shape "
@@ -172,6 +174,7 @@ class CaptionedDigits:
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """A random batch: documents (B, max_len) padded with <pad>, answer starts (B,)."""
         validate.positive_int(batch_size, "batch_size")
+        validate.generator(generator)
         index = torch.randint(len(self), (batch_size,), generator=generator)  # (B,)
         choice = torch.rand(batch_size, generator=generator)  # (B,) picks the wording
         direction = torch.rand(batch_size, generator=generator) < self.p_text_to_image  # (B,)
@@ -209,6 +212,9 @@ class AnyToAnyConfig:
     n_embd: int = 96
     dropout: float = 0.1
 
+    def __post_init__(self):
+        self.transformer_config()  # checks every field, naming it, when the config is made
+
     def vocab(self) -> Vocabulary:
         return Vocabulary(self.num_codes, self.grid_size, self.alphabet)
 
@@ -229,7 +235,7 @@ class AnyToAny(nn.Module):
 
     def __init__(self, config: AnyToAnyConfig):
         super().__init__()
-        self.config = config
+        self.config = validate.instance(config, "config", AnyToAnyConfig)
         self.vocab = config.vocab()
         self.transformer = Transformer(config.transformer_config())
 
@@ -260,12 +266,22 @@ def masked_targets(seqs: torch.Tensor, answer_start: torch.Tensor, vocab: Vocabu
     is set to IGNORE (-100) when it is part of the prompt (its position in seqs is before
     answer_start) or padding. Target j is the token at position j + 1.
     """
+    _check_documents(seqs, answer_start, vocab)
     inputs = seqs[:, :-1]  # (B, L-1)
     targets = seqs[:, 1:].clone()  # (B, L-1): target j is token j+1
     position = torch.arange(1, seqs.shape[1], device=seqs.device)  # (L-1,) where targets sit
     in_prompt = position[None, :] < answer_start[:, None]  # (B, L-1)
     targets[in_prompt | (targets == vocab.pad)] = IGNORE
     return inputs, targets
+
+
+def _check_documents(seqs, answer_start, vocab) -> None:
+    """masked_targets' arguments: (B, L) ids of `vocab` and a start in [0, L) per row."""
+    validate.instance(vocab, "vocab", Vocabulary)
+    B, L = validate.index_tensor(seqs, "seqs", vocab.size, dim=2).shape
+    if validate.index_tensor(answer_start, "answer_start", L, dim=1).shape != (B,):
+        raise ValueError(f"answer_start must be ({B},), one per document, got shape "
+                         f"{tuple(answer_start.shape)}")
 
 
 def span_loss(model: AnyToAny, seqs: torch.Tensor, answer_start: torch.Tensor) -> torch.Tensor:
@@ -283,6 +299,8 @@ def train_anytoany(model: AnyToAny, data: CaptionedDigits, steps: int, batch_siz
 
     The recipe is `training.fit`'s (weight decay 0.1 here).
     """
+    validate.instance(data, "data", CaptionedDigits)
+    validate.positive_int(batch_size, "batch_size")
 
     def batch_loss(generator: torch.Generator) -> torch.Tensor:
         seqs, starts = data.batch(batch_size, generator)
@@ -305,7 +323,7 @@ def allowed_next(tokens: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
       - otherwise we are in text: text ids, <eot> (finish), or <boi> (start an image);
         never an image id, an <eoi> or a <pad>.
     """
-    B, T = tokens.shape
+    B, T = validate.int_tensor(tokens, "tokens", dim=2).shape
     ids = torch.arange(vocab.size, device=tokens.device)  # (V,)
     position = torch.arange(T, device=tokens.device)  # (T,)
     last_boi = torch.where(tokens == vocab.boi, position, -1).max(dim=1).values  # (B,)
@@ -324,12 +342,6 @@ def allowed_next(tokens: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
     allowed[want_eoi] = ids == vocab.eoi
     allowed[in_text] = text_ok
     return allowed
-
-
-def constrain_logits(logits: torch.Tensor, tokens: torch.Tensor, vocab: Vocabulary
-                     ) -> torch.Tensor:
-    """Set the logits of every id the grammar forbids to -inf: (B, V) -> (B, V)."""
-    return logits.masked_fill(~allowed_next(tokens, vocab), float("-inf"))
 
 
 @torch.no_grad()

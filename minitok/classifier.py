@@ -46,6 +46,7 @@ class DigitClassifier(nn.Module):
 
     def __init__(self, hidden: int = 64):
         super().__init__()
+        validate.positive_int(hidden, "hidden")
         self.net = nn.Sequential(
             nn.Linear(NATIVE_SIZE * NATIVE_SIZE, hidden), nn.ReLU(), nn.Linear(hidden, 10)
         )
@@ -88,6 +89,9 @@ def train_classifier(
     Loss: cross-entropy + weight_decay * (sum of squared weights). Full batch and float64:
     no mini-batch noise, so the result depends only on the seed (the initial weights).
     """
+    validate.non_negative_int(seed, "seed")
+    validate.number(weight_decay, "weight_decay", low=0)
+    validate.positive_int(max_iter, "max_iter")
     features, labels = [], []
     for size in TRAIN_SIZES:
         images, y = data.load_digits("train", size=size)

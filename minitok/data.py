@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minitok.validate import non_negative_int, positive_int
+from minitok.validate import non_negative_int, number, positive_int
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -66,8 +66,8 @@ def load_digits(
     """
     if split not in ("train", "test", "all"):
         raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    number(test_fraction, "test_fraction", low=0, high=1, low_open=True, high_open=True)
+    non_negative_int(seed, "seed")
     parts = _digits_split(seed, float(test_fraction))
     if split == "all":
         x = np.concatenate([parts["train"][0], parts["test"][0]])

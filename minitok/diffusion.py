@@ -31,6 +31,7 @@ uses as the reference in float64: the schedules ("linear", and "cosine" = diffus
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minitok import validate
-from minitok.sampling import drop_labels
+from minitok.sampling import cfg_logits, drop_labels
 from minitok.training import train_loop
 
 BETA_SCHEDULES = ("linear", "cosine")
@@ -96,6 +97,31 @@ def abar_at(alphas_cumprod: Tensor, t: int) -> Tensor:
                                                        device=alphas_cumprod.device)
 
 
+def check_schedule(alphas_cumprod) -> Tensor:
+    """Refuse a schedule that is not a (T,) floating-point tensor."""
+    return validate.float_tensor(alphas_cumprod, "alphas_cumprod", dim=1)
+
+
+def check_step(x_t, eps, t, t_prev, alphas_cumprod) -> tuple[int, int]:
+    """Refuse a sampler step's arguments unless x_t and eps are tensors of one shape and
+    0 <= t < T, -1 <= t_prev < T (ints, or one-element integer tensors); returns them as ints.
+
+    (t_prev > t, a step back up, is not refused yet: Lesson 08's check replays that mistake
+    through this function.)"""
+    validate.same_shape(validate.float_tensor(x_t, "x_t"), validate.float_tensor(eps, "eps"),
+                        "x_t and eps")
+    T = check_schedule(alphas_cumprod).shape[0]
+    try:
+        t, t_prev = operator.index(t), operator.index(t_prev)
+    except TypeError as err:
+        raise TypeError(f"t and t_prev must be ints, got {t!r} and {t_prev!r}") from err
+    if not 0 <= t < T:
+        raise ValueError(f"t must lie in [0, {T - 1}] (the schedule's T = {T}), got {t}")
+    if not -1 <= t_prev < T:
+        raise ValueError(f"t_prev must lie in [-1, {T - 1}] (-1: the clean image), got {t_prev}")
+    return t, t_prev
+
+
 # --------------------------------------------------------------------------- the forward process
 
 
@@ -106,6 +132,11 @@ def add_noise(x0: Tensor, noise: Tensor, t: Tensor, alphas_cumprod: Tensor) -> T
     (B, C, H, W) in x0's dtype: each image keeps sqrt(abar_t) of its signal and gets noise
     of variance 1 - abar_t, so a unit-variance input stays unit-variance.
     """
+    validate.same_shape(validate.float_tensor(x0, "x0", dim=4), validate.tensor(noise, "noise"),
+                        "x0 and noise")
+    validate.index_tensor(t, "t", check_schedule(alphas_cumprod).shape[0], dim=1)
+    if t.shape[0] != x0.shape[0]:
+        raise ValueError(f"t must hold one step per image ({x0.shape[0]}), got {t.shape[0]}")
     abar = alphas_cumprod.to(x0.device, x0.dtype)[t].view(-1, 1, 1, 1)  # (B, 1, 1, 1)
     return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
@@ -118,6 +149,12 @@ def diffusion_loss(model, x0: Tensor, labels: Tensor, alphas_cumprod: Tensor,
     x_t = add_noise(x0, eps, t), and return mean((model(x_t, t, labels) - eps)^2). The
     target is the noise, not the clean image: the sampler reads the model's output as eps.
     """
+    validate.float_tensor(x0, "x0", dim=4)
+    check_schedule(alphas_cumprod)
+    validate.generator(generator)
+    if isinstance(model, DiffusionModel):  # any noise predictor will do; ours knows its sizes
+        model.check_images(x0, "x0")
+        model.check_timesteps(alphas_cumprod)
     B, T = x0.shape[0], alphas_cumprod.shape[0]
     where = generator.device if generator is not None else "cpu"
     t = torch.randint(0, T, (B,), generator=generator, device=where).to(x0.device)  # (B,)
@@ -162,6 +199,7 @@ def ddim_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, alphas_cumprod: Ten
     sqrt(1 - abar_prev) eps. `generator` is unused (DDIM draws nothing); it is there so
     that both samplers' steps take the same arguments.
     """
+    t, t_prev = check_step(x_t, eps, t, t_prev, alphas_cumprod)
     abar_t = abar_at(alphas_cumprod, t).to(x_t.dtype)
     abar_prev = abar_at(alphas_cumprod, t_prev).to(x_t.dtype)
     x0 = predict_x0(x_t, eps, abar_t)
@@ -177,6 +215,8 @@ def ddpm_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, alphas_cumprod: Ten
     mean + sqrt(variance) z with z ~ N(0, I) drawn from `generator`; no noise at the step
     t = 0 (diffusers' rule; for t_prev = -1 the variance is 0 anyway).
     """
+    t, t_prev = check_step(x_t, eps, t, t_prev, alphas_cumprod)
+    validate.generator(generator)
     abar_t = abar_at(alphas_cumprod, t).to(x_t.dtype)
     x0 = predict_x0(x_t, eps, abar_t)
     if clip:
@@ -206,6 +246,13 @@ def sample_loop(model, labels: Tensor, alphas_cumprod: Tensor, steps: int,
     Noise is drawn from `generator` (on the CPU, or on the generator's device), in the
     dtype of alphas_cumprod, which is the dtype the loop computes in.
     """
+    validate.tensor(labels, "labels")
+    check_schedule(alphas_cumprod)
+    validate.number(cfg_scale, "cfg_scale", low=0)
+    validate.generator(generator)
+    if isinstance(model, DiffusionModel):  # any noise predictor will do; ours knows its sizes
+        model.check_condition(labels)
+        model.check_timesteps(alphas_cumprod)
     step = ddim_step if step is None else step
     B = labels.shape[0]
     device = alphas_cumprod.device
@@ -223,7 +270,7 @@ def sample_loop(model, labels: Tensor, alphas_cumprod: Tensor, steps: int,
             eps = model(x, t_batch, labels)
         else:
             cond, uncond = model(torch.cat([x, x]), torch.cat([t_batch, t_batch]), both).chunk(2)
-            eps = uncond + cfg_scale * (cond - uncond)
+            eps = cfg_logits(cond, uncond, cfg_scale)  # Lesson 05's u + s (c - u), on the noise
         x = step(x, eps, t, t_prev, alphas_cumprod, generator)
     return x
 
@@ -304,21 +351,25 @@ def timestep_embedding(t: Tensor, dim: int) -> Tensor:
 
 
 class ResBlock(nn.Module):
-    """Two 3 x 3 convolutions with the timestep (and condition) embedding added in between."""
+    """Two 3 x 3 convolutions; the timestep (and condition) embedding scales and shifts each
+    channel in between, after the normalisation (ADM's `use_scale_shift_norm`, Dhariwal &
+    Nichol 2021). Added before it, a per-channel constant would be taken out again by the
+    GroupNorm, which subtracts each group's mean: the condition would never reach the output."""
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int):
         super().__init__()
         self.norm1 = nn.GroupNorm(8, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, out_ch)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)  # a scale and a shift per channel
         self.norm2 = nn.GroupNorm(8, out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:  # (B, in, H, W), (B, E)
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = h + self.emb(F.silu(emb))[:, :, None, None]  # (B, out, H, W)
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, out, H, W)
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(F.silu(h))
         return self.skip(x) + h
 
 
@@ -353,7 +404,8 @@ class DiffusionModel(nn.Module):
     """The noise predictor eps(x_t, t, label) of a class-conditional diffusion model.
 
     forward(x_t (B, C, S, S), t (B,) int64, labels (B,) with num_classes = null) -> (B, C, S, S).
-    The timestep and the class enter as one embedding added inside every residual block.
+    The timestep and the class enter as one embedding, which scales and shifts the
+    normalised channels inside every residual block.
     """
 
     kind = "diffusion"  # its checkpoints' kind (minitok.checkpoints)
@@ -393,11 +445,36 @@ class DiffusionModel(nn.Module):
         labels = torch.as_tensor(labels)
         return validate.index_tensor(labels, "labels", self.config.num_classes + 1, dim=1)
 
+    def check_images(self, x, name: str = "x") -> Tensor:
+        """Refuse images that are not (B, C, S, S) floats of the config's size."""
+        validate.float_tensor(x, name, dim=4)
+        if tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"{name} must be (B, {', '.join(map(str, self.image_shape))}) "
+                             f"images, the config's size, got shape {tuple(x.shape)}")
+        return x
+
+    def check_timesteps(self, alphas_cumprod: Tensor) -> None:
+        """Refuse a schedule of another length than the T the model was built for."""
+        if alphas_cumprod.shape[0] != self.config.timesteps:
+            raise ValueError(f"alphas_cumprod must have the model's T = {self.config.timesteps} "
+                             f"entries, got {alphas_cumprod.shape[0]}")
+
+    def check_inputs(self, x, t, condition) -> None:
+        """forward's arguments: images of the config's size, one int64 step in [0, T) and one
+        condition per image (refused with an error naming the argument)."""
+        self.check_images(x)
+        validate.index_tensor(t, "t", self.config.timesteps, dim=1)
+        condition = self.check_condition(condition)
+        if not x.shape[0] == t.shape[0] == condition.shape[0]:
+            raise ValueError(f"x, t and the condition must hold one entry per image, got "
+                             f"{x.shape[0]}, {t.shape[0]} and {condition.shape[0]}")
+
     def embed(self, t: Tensor, labels: Tensor) -> Tensor:
         """The timestep's and the class's embedding, summed: (B, E)."""
         return self.time_mlp(timestep_embedding(t, self.config.emb_dim)) + self.class_emb(labels)
 
     def forward(self, x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
+        self.check_inputs(x, t, labels)
         return self.unet(x, self.embed(t, labels))
 
 
@@ -436,6 +513,7 @@ class DiffusionDecoder(DiffusionModel):
         return grids.long()
 
     def forward(self, x: Tensor, t: Tensor, grids: Tensor) -> Tensor:
+        self.check_inputs(x, t, grids)
         codes = self.code_emb(grids).permute(0, 3, 1, 2)  # (B, code_dim, G, G)
         codes = F.interpolate(codes, size=x.shape[-2:], mode="nearest")  # (B, code_dim, S, S)
         emb = self.time_mlp(timestep_embedding(t, self.config.emb_dim))  # (B, E)
@@ -459,8 +537,12 @@ def train_diffusion(model: DiffusionModel, images: Tensor, conditions: Tensor, s
     the usual practice for diffusion models, whose raw weights jitter from batch to batch.
     The model is left in eval mode holding the averaged weights.
     """
-    validate.float_tensor(images, "images", dim=4)
+    validate.instance(model, "model", DiffusionModel)
+    model.check_images(images, "images")
     model.check_condition(conditions)
+    validate.positive_int(batch_size, "batch_size")
+    validate.number(lr, "lr", low=0, low_open=True)
+    validate.number(p_uncond, "p_uncond", low=0, high=1)
     if conditions.shape[0] != images.shape[0]:
         raise ValueError(f"conditions must hold one entry per image ({images.shape[0]}), got "
                          f"{conditions.shape[0]}")

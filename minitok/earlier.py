@@ -7,80 +7,139 @@ LLMs-from-scratch loads GPT-2's weights into the reader's own class:
     prior.transformer = yours(prior.transformer, lesson="04", name="Transformer")
 
 `yours` reads the notebook `04_*.ipynb` beside the one that calls it (Jupyter and nbval run
-a notebook in its own folder: your workspace/, or solutions/), runs only its imports and its
-def/class blocks in a fresh namespace (no training cell, no plot, nothing that draws random
-numbers), builds your class with the reference's config, loads the reference's weights into
-it (strict: every parameter name must match) and compares the logits on a batch of tokens,
-with and without the KV cache. Anything missing (no notebook, an unfinished exercise, other
-names, other logits) is said in one line and the reference comes back, so the lesson still
-runs; under MINITOK_STRICT (the solutions, in CI) it is an error instead.
+a notebook in its own folder: your workspace/, or solutions/), preferring the lesson's own
+name over copies such as `04_transformer-Copy1.ipynb`. It runs only what the class needs of
+the notebook's imports, def/class blocks and simple assignments (minitok.notebook_code: no
+training cell, no plot, nothing that draws random numbers) in a fresh namespace, builds your
+class with the reference's config, loads the reference's weights into it (strict: every
+parameter name must match) and compares the logits on a batch of tokens, with and without
+the KV cache. Anything missing (no notebook, an unfinished exercise, other names, other
+logits) is said in one line that names the file and the exercise, and the reference comes
+back, so the lesson still runs; under MINITOK_STRICT (the solutions, in CI) it is an error.
 """
 
 from __future__ import annotations
 
+import re
+import traceback
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from minitok.course import strict_mode
-from minitok.tools.grading.server import load_statements
-from minitok.tools.grading.submission import read
+from minitok.notebook_code import load_statements, read
+
+
+def find_notebook(lesson: str, folder: str | Path = ".") -> tuple[Path, list[Path]]:
+    """(the notebook read for lesson `lesson`, the other candidates beside it).
+
+    The lesson's own file name (`04_transformer.ipynb`: letters, digits and underscores)
+    wins over copies (`04_transformer-Copy1.ipynb`, `04_transformer (1).ipynb`); among
+    copies only, the most recently changed one."""
+    found = sorted(Path(folder).glob(f"{lesson}_*.ipynb"))
+    if not found:
+        raise LookupError(f"no {lesson}_*.ipynb in {Path(folder).resolve()}")
+    exact = [path for path in found if re.fullmatch(rf"{lesson}_\w+\.ipynb", path.name)]
+    chosen = exact[0] if exact else max(found, key=lambda path: path.stat().st_mtime)
+    return chosen, [path for path in found if path != chosen]
 
 
 def load_class(lesson: str, name: str, folder: str | Path = ".") -> type:
     """The class `name` as notebook `{lesson}_*.ipynb` in `folder` defines it, loaded the way
-    the grader's workers load a submission (imports and def/class blocks, in order)."""
-    found = sorted(Path(folder).glob(f"{lesson}_*.ipynb"))
-    if not found:
-        raise LookupError(f"no {lesson}_*.ipynb in {Path(folder).resolve()}")
+    the grader's workers load a submission (what the class needs, in notebook order)."""
+    path, _ = find_notebook(lesson, folder)
     namespace = {"__name__": f"lesson{lesson}"}
-    problems = load_statements(read(found[0]).kept(), namespace)
+    problems = load_statements(read(path).kept(), namespace, {name})
     if name in problems:
-        raise RuntimeError(f"{found[0].name}: {problems[name]}")
+        raise RuntimeError(problems[name])
     if not isinstance(namespace.get(name), type):
-        raise LookupError(f"{found[0].name} defines no class {name}")
+        raise LookupError(f"it defines no class {name}")
     return namespace[name]
 
 
 @torch.no_grad()
-def same_logits(mine: nn.Module, reference: nn.Module, seed: int = 0) -> float:
+def logit_gaps(mine: nn.Module, reference: nn.Module, seed: int = 0) -> tuple[float, float | None]:
     """The largest logit difference between two models on 4 random sequences of the
-    reference's full length, read at once and then one token at a time through a KV cache."""
+    reference's full length: (read at once, read one token at a time through a KV cache),
+    the second None for a bidirectional model, which has no cache."""
     config = reference.config
     generator = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, config.vocab_size, (4, config.block_size), generator=generator)
     idx = idx.to(reference.head.weight.device)  # (4, T)
     expected = reference(idx)  # (4, T, V)
-    full = mine(idx)
-    gap = (full - expected).abs().max().item()
-    if config.causal:  # a bidirectional model has no cache
-        cache = mine.new_cache(idx.shape[0])
-        stepwise = torch.cat([mine(idx[:, t : t + 1], cache) for t in range(idx.shape[1])], 1)
-        gap = max(gap, (stepwise - expected).abs().max().item())
-    return gap
+    full = (mine(idx) - expected).abs().max().item()
+    if not config.causal:
+        return full, None
+    cache = mine.new_cache(idx.shape[0])
+    stepwise = torch.cat([mine(idx[:, t : t + 1], cache) for t in range(idx.shape[1])], 1)
+    return full, (stepwise - expected).abs().max().item()
+
+
+def same_logits(mine: nn.Module, reference: nn.Module, seed: int = 0) -> float:
+    """The largest logit difference, with or without the KV cache (see logit_gaps)."""
+    return max(gap for gap in logit_gaps(mine, reference, seed) if gap is not None)
 
 
 def yours(reference: nn.Module, lesson: str = "04", name: str = "Transformer",
           folder: str | Path = ".", atol: float = 1e-4) -> nn.Module:
     """Your class `name` from lesson `lesson`, holding `reference`'s weights, in eval mode;
     `reference` itself, with the reason printed, when yours cannot stand in for it."""
+    path = others = None
     try:
+        path, others = find_notebook(lesson, folder)
         with torch.random.fork_rng(devices=[]):  # its initial weights: not the lesson's draws
             mine = load_class(lesson, name, folder)(reference.config)
         mine.load_state_dict(reference.state_dict(), strict=True)
         mine.to(reference.head.weight.device).eval()
-        gap = same_logits(mine, reference.eval())
-        if not gap <= atol:
-            raise ValueError(f"its logits differ from minitok's by up to {gap:.2g}")
+        gaps = logit_gaps(mine, reference.eval())
+        if not max(gap for gap in gaps if gap is not None) <= atol:
+            raise ValueError(_differ(*gaps, atol))
     except Exception as err:  # no notebook, an unfinished exercise, other names or logits
         if strict_mode():
             raise
-        why = " ".join(str(err).split())[:300] or "an exercise is not finished yet"
-        print(f"using minitok's {name}: yours from lesson {lesson} cannot stand in "
-              f"({type(err).__name__}: {why})")
+        where = f"yours in {path.name}" if path else f"yours from lesson {lesson}"
+        print(f"using minitok's {name}: {where} cannot stand in ({_reason(err)})"
+              f"{_also(others)}")
         return reference
     how = "with and without the KV cache" if reference.config.causal else "bidirectional"
     print(f"your {name} from lesson {lesson}, with the shipped weights: the same logits as "
-          f"minitok's (largest difference {gap:.1e}, {how})")
+          f"minitok's (largest difference {max(g for g in gaps if g is not None):.1e}, {how})")
+    if others:
+        print(f"(read {path.name}{_also(others)})")
     return mine
+
+
+def _differ(full: float, cached: float | None, atol: float) -> str:
+    """Which of the two readings differs from minitok's, and by how much."""
+    if cached is None:
+        return f"its logits differ from minitok's by up to {full:.2g}"
+    if full <= atol:
+        return (f"its logits differ from minitok's by up to {cached:.2g} only through the KV "
+                f"cache (one token at a time); read at once they match ({full:.1e})")
+    if cached <= atol:
+        return (f"its logits differ from minitok's by up to {full:.2g} read at once; through "
+                f"the KV cache they match ({cached:.1e})")
+    return (f"its logits differ from minitok's by up to {full:.2g} read at once and "
+            f"{cached:.2g} through the KV cache")
+
+
+def _reason(err: Exception) -> str:
+    """The error in one line, naming the learner's function where it broke."""
+    why = " ".join(str(err).split())[:300]
+    frames = [(frame.f_code, line) for frame, line in traceback.walk_tb(err.__traceback__)
+              if frame.f_code.co_filename.startswith("<cell ")]
+    if not frames:
+        return f"{type(err).__name__}: {why or 'no message'}"
+    code, line = frames[-1]
+    function = getattr(code, "co_qualname", code.co_name)  # Python 3.11+: Class.method
+    cell = code.co_filename.strip("<>")
+    if isinstance(err, NotImplementedError):
+        return f"{function} ({cell}) is not finished yet: it raises NotImplementedError"
+    return f"{type(err).__name__}: {why or 'no message'}, in your {function} ({cell}, line {line})"
+
+
+def _also(others: list[Path] | None) -> str:
+    if not others:
+        return ""
+    return f"; also beside it, not read: {', '.join(path.name for path in others)}"

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minitok import validate
 from minitok.data import load_digits
 
 # --------------------------------------------------------------------------- tokenizers
@@ -47,6 +48,7 @@ def encode_digits(tokenizer, split: str = "train") -> tuple[torch.Tensor, torch.
 def reconstruct(tokenizer, images: torch.Tensor, batch_size: int = 512
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(reconstructions, indices) of a set of images, in batches, in eval mode, on the CPU."""
+    validate.positive_int(batch_size, "batch_size")
     was_training = tokenizer.training
     tokenizer.eval()
     recons, indices = [], []
@@ -132,7 +134,10 @@ def pairwise_distance_per_class(images: torch.Tensor, labels) -> dict[int, float
     """For each class with two or more images: the mean Euclidean pixel distance over all
     pairs of its images (float64, so that thousands of pairs add up exactly enough)."""
     flat = images.reshape(images.shape[0], -1).double().cpu()  # (N, pixels)
-    labels = torch.as_tensor(labels).cpu()
+    labels = validate.int_tensor(torch.as_tensor(labels), "labels", dim=1).cpu()
+    if labels.shape[0] != flat.shape[0]:
+        raise ValueError(f"labels must be ({flat.shape[0]},), one per image, got shape "
+                         f"{tuple(labels.shape)}")
     per_class = {}
     for c in labels.unique().tolist():
         x = flat[labels == c]  # (n, pixels)
@@ -212,7 +217,7 @@ def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
     The covariance divides by N - 1 (numpy.cov's default, which FID's reference code uses).
     """
-    x = features.detach().double().cpu()
+    x = validate.float_tensor(features, "features", finite=True).detach().double().cpu()
     if x.dim() != 2 or x.shape[0] < 2:
         raise ValueError(f"features must be (N, D) with N >= 2, got shape {tuple(x.shape)}")
     mean = x.mean(dim=0)  # (D,)
@@ -237,6 +242,11 @@ def frechet_distance(mean_a: torch.Tensor, cov_a: torch.Tensor, mean_b: torch.Te
     roots of those eigenvalues: no complex numbers, unlike the general matrix square root
     (scipy.linalg.sqrtm) that FID's reference code takes and then drops imaginary parts of.
     """
+    D = validate.float_tensor(mean_a, "mean_a", dim=1, finite=True).shape[0]
+    for name, x, shape in (("cov_a", cov_a, (D, D)), ("mean_b", mean_b, (D,)),
+                           ("cov_b", cov_b, (D, D))):
+        if validate.float_tensor(x, name, finite=True).shape != shape:
+            raise ValueError(f"{name} must be {shape} for means of size {D}, got {tuple(x.shape)}")
     mean_a, mean_b = mean_a.double().cpu(), mean_b.double().cpu()
     cov_a, cov_b = cov_a.double().cpu(), cov_b.double().cpu()
     root_a = _sqrt_psd(cov_a)
@@ -268,8 +278,9 @@ def digit_fd(images: torch.Tensor, reference: torch.Tensor | None = None, classi
 
 def real_sample(n: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """n real training digits (images, labels), drawn without replacement with `seed`."""
+    validate.non_negative_int(seed, "seed")
     images, labels = load_digits("train", size=size)
-    if not 2 <= n <= images.shape[0]:
+    if not 2 <= validate.positive_int(n, "n") <= images.shape[0]:
         raise ValueError(f"n must be in [2, {images.shape[0]}] (the training digits), got {n}")
     rows = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
     return images[rows], labels[rows]
@@ -346,6 +357,12 @@ class RaceSetting:
     cfg_scale: float = 1.0
     sampler: str = "ddim"
 
+    def __post_init__(self):
+        validate.one_of(self.method, "method", ("AR", "MaskGIT", "diffusion", "hybrid"))
+        validate.non_negative_int(self.steps, "steps")
+        validate.number(self.cfg_scale, "cfg_scale", low=0)
+        validate.one_of(self.sampler, "sampler", ("ddim", "ddpm"))
+
     @property
     def name(self) -> str:
         guided = "" if self.cfg_scale == 1.0 else f", s={self.cfg_scale:g}"
@@ -420,6 +437,8 @@ def generate_images(setting: RaceSetting, racers: Racers, labels: torch.Tensor,
 def seconds_per_image(generate, batch: int, repeats: int, device) -> float:
     """Median wall-clock seconds per image of `generate(labels)` over `repeats` batches of
     `batch` images, after one warm-up batch."""
+    validate.positive_int(batch, "batch")
+    validate.positive_int(repeats, "repeats")
     labels = (torch.arange(batch) % 10).to(device)
     generate(labels)  # warm-up
     times = []
@@ -456,6 +475,9 @@ def race(maskgit_model, prior, tokenizer, classifier, settings=None, samples_per
         `fd_floor(10 * samples_per_class)`); diversity: see `diversity` (1.0 = as varied as
         real test digits); grids: the token grids drawn (None for the diffusion model).
     """
+    validate.positive_int(samples_per_class, "samples_per_class")
+    validate.positive_int(latency_repeats, "latency_repeats")
+    validate.positive_int(throughput_repeats, "throughput_repeats")
     settings = race_settings() if settings is None else settings
     racers = Racers(tokenizer, prior, maskgit_model, diffusion_model, decoder, generators)
     device = tokenizer.device
@@ -538,6 +560,7 @@ def text_to_image_accuracy(model, tokenizer, classifier, per_caption: int = 20,
     """
     from minitok.anytoany import caption, held_out_pairs, text_to_image
 
+    validate.positive_int(per_caption, "per_caption")
     pairs = held_out_pairs() if pairs is None else pairs
     right, drawn = [0] * 10, [0] * 10  # per digit
     for template, digit in pairs:
@@ -562,6 +585,10 @@ def image_to_text_accuracy(model, grids: torch.Tensor, labels: torch.Tensor,
     """
     from minitok.anytoany import image_to_text, is_known_wording, read_digit
 
+    validate.positive_int(batch_size, "batch_size")
+    if validate.int_tensor(labels, "labels", dim=1).shape[0] != grids.shape[0]:
+        raise ValueError(f"labels must be ({grids.shape[0]},), one per grid, got shape "
+                         f"{tuple(labels.shape)}")
     captions = []
     for start in range(0, grids.shape[0], batch_size):
         captions += image_to_text(model, grids[start : start + batch_size])

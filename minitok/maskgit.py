@@ -41,9 +41,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minitok import validate
+from minitok.prior import TokenGridConfig
 from minitok.sampling import cfg_logits, drop_labels
 from minitok.training import fit
-from minitok.transformer import Transformer, TransformerConfig
+from minitok.transformer import Transformer
 
 SCHEDULES = ("cosine", "linear", "square")  # and "pow<k>" for any k > 0, e.g. "pow3"
 MIN_MASK_RATIO = 1e-6  # the reference clips gamma to [1e-6, 1]
@@ -139,7 +140,8 @@ def random_mask(tokens: torch.Tensor, mask_id: int, schedule: str = "cosine",
     tokens elsewhere, mask (B, N) bool, True where hidden. At least one token is hidden
     (gamma >= 1e-6). With the cosine schedule the mean hidden fraction is 2/pi = 0.637.
     """
-    B, N = tokens.shape
+    B, N = validate.int_tensor(tokens, "tokens", dim=2).shape
+    validate.non_negative_int(mask_id, "mask_id")
     if ratio is None:
         ratio = torch.rand(B, generator=generator, dtype=torch.float64)  # (B,)
     n_hidden = torch.ceil(gamma(schedule, ratio) * N).long().to(tokens.device)  # (B,)
@@ -188,6 +190,7 @@ def sample_with_confidence(logits: torch.Tensor, tokens: torch.Tensor, mask_id: 
       confidence  softmax(logits)[sampled] at masked positions, +inf at known ones, so
                   that a known token is never among the least confident.
     """
+    _check_tokens(tokens, logits, generator)
     unknown = tokens == mask_id  # (B, N)
     log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, N, K)
     draws = (log_probs + gumbel_noise(log_probs.shape, generator, logits.device)).argmax(-1)
@@ -195,6 +198,14 @@ def sample_with_confidence(logits: torch.Tensor, tokens: torch.Tensor, mask_id: 
     picked = log_probs.exp().gather(-1, draws[..., None])[..., 0]  # (B, N)
     confidence = torch.where(unknown, picked, torch.full_like(picked, math.inf))
     return sampled, confidence
+
+
+def _check_tokens(tokens, logits, generator) -> None:
+    """sample_with_confidence's arguments: integer tokens (B, N) for logits (B, N, K)."""
+    if validate.int_tensor(tokens, "tokens", dim=2).shape != logits.shape[:2]:
+        raise ValueError(f"tokens must be (B, N) = {tuple(logits.shape[:2])} as logits (B, N, K), "
+                         f"got shape {tuple(tokens.shape)}")
+    validate.generator(generator)
 
 
 def remask_lowest(confidence: torch.Tensor, n_mask: torch.Tensor, temperature: float,
@@ -207,11 +218,21 @@ def remask_lowest(confidence: torch.Tensor, n_mask: torch.Tensor, temperature: f
     re-masked set is exactly the n_mask lowest-probability positions. Returns (B, N) bool.
     Known tokens (+inf) are never chosen as long as n_mask <= the number unknown.
     """
+    _check_remask(confidence, n_mask, temperature, generator)
     score = torch.log(confidence)  # (B, N), +inf stays +inf
     if temperature > 0:
         score = score + temperature * gumbel_noise(score.shape, generator, score.device)
     rank = score.argsort(dim=1, stable=True).argsort(dim=1)  # (B, N), 0 = least confident
     return rank < n_mask[:, None].to(rank.device)  # (B, N), exactly n_mask[b] per row
+
+
+def _check_remask(confidence, n_mask, temperature, generator) -> None:
+    """remask_lowest's arguments: a count in [0, N] for each row of (B, N) confidences."""
+    B, N = validate.float_tensor(confidence, "confidence", dim=2).shape
+    if validate.index_tensor(n_mask, "n_mask", N + 1, dim=1).shape != (B,):
+        raise ValueError(f"n_mask must be ({B},), one count per row, got {tuple(n_mask.shape)}")
+    validate.number(temperature, "temperature", low=0)
+    validate.generator(generator)
 
 
 # --------------------------------------------------------------------------- the decode loop
@@ -230,6 +251,7 @@ def decode_loop(model, labels: torch.Tensor, tokens: torch.Tensor, steps: int = 
     at the last step. With `trace`, (revealed, predicted) is appended after every step: the
     grid with mask_id where still masked, and what was sampled everywhere.
     """
+    validate.positive_int(steps, "steps")
     mask_id = model.mask_id
     n_initial = (tokens == mask_id).sum(dim=1)  # (B,) N0, counted once
     for t in range(steps):
@@ -284,6 +306,7 @@ def decode(model, labels: torch.Tensor, steps: int = 8, schedule: str = "cosine"
     validate.number(choice_temperature, "choice_temperature", low=0)
     validate.number(cfg_scale, "cfg_scale", low=0)
     validate.number(temperature, "temperature", low=0, low_open=True)
+    validate.generator(generator)
     labels = validate.index_tensor(labels, "labels", model.num_classes, dim=1)
     tokens = _initial_tokens(model, labels, init_tokens, init_mask)  # (B, N)
     was_training = getattr(model, "training", False)  # a stand-in model need not be a Module
@@ -323,30 +346,14 @@ def _initial_tokens(model, labels, init_tokens, init_mask) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class MaskGITConfig:
+class MaskGITConfig(TokenGridConfig):
     """MaskGIT's token layout and its transformer's size (by default the AR prior's).
 
-    num_codes: K, the tokenizer's codebook size. grid_size: G. num_classes: class tokens;
-    label num_classes is the null class. The transformer reads 1 + G*G tokens, the class
-    token then the grid in raster order, and every token attends to every other one.
+    The fields are the AR prior's (prior.TokenGridConfig); one id more, [MASK], and a
+    transformer in which every token attends to every other one.
     """
 
-    num_codes: int
-    grid_size: int = 8
-    num_classes: int = 10
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 64
-    dropout: float = 0.1
-
-    def __post_init__(self):
-        for name in ("num_codes", "grid_size", "num_classes", "n_layer", "n_head", "n_embd"):
-            validate.positive_int(getattr(self, name), name)
-
-    @property
-    def null_class(self) -> int:
-        """The label that means "no class" (its token id is num_codes + null_class)."""
-        return self.num_classes
+    causal = False
 
     @property
     def mask_id(self) -> int:
@@ -357,15 +364,6 @@ class MaskGITConfig:
     def vocab_size(self) -> int:
         """K codes + the class tokens + the null class + [MASK]."""
         return self.mask_id + 1
-
-    @property
-    def tokens_per_image(self) -> int:
-        return self.grid_size * self.grid_size
-
-    def transformer_config(self) -> TransformerConfig:
-        return TransformerConfig(vocab_size=self.vocab_size, block_size=1 + self.tokens_per_image,
-                                 n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
-                                 dropout=self.dropout, causal=False)
 
 
 class MaskGIT(nn.Module):
@@ -396,6 +394,12 @@ class MaskGIT(nn.Module):
         return self.transformer.head.weight.device
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        c = self.config  # tokens: codes or [MASK]; labels: classes or the null class
+        B, N = validate.index_tensor(tokens, "tokens", c.mask_id + 1, dim=2).shape
+        validate.index_tensor(labels, "labels", c.null_class + 1, dim=1)
+        if N != c.tokens_per_image or labels.shape != (B,):
+            raise ValueError(f"tokens must be (B, {c.tokens_per_image}) and labels (B,), got "
+                             f"{tuple(tokens.shape)} and {tuple(labels.shape)}")
         K = self.config.num_codes
         class_token = (labels.long() + K)[:, None]  # (B, 1): K + label, K + 10 for "none"
         logits = self.transformer(torch.cat([class_token, tokens], dim=1))  # (B, 1 + N, V)
@@ -411,6 +415,8 @@ def maskgit_loss(model: MaskGIT, codes: torch.Tensor, labels: torch.Tensor,
     with probability p_uncond (for guidance); the model sees mask_id at every hidden
     position and the true codes elsewhere, and only the hidden positions carry a loss.
     """
+    validate.index_tensor(codes, "codes", model.num_codes)  # a code >= K is no target
+    validate.int_tensor(labels, "labels")  # .long() below would truncate float labels
     targets = codes.reshape(codes.shape[0], -1).long()  # (B, N)
     inputs, mask = random_mask(targets, model.mask_id, generator=generator)  # (B, N) each
     labels = drop_labels(labels.long(), p_uncond, model.null_class, generator)  # (B,)
@@ -432,6 +438,9 @@ def train_maskgit(model: MaskGIT, codes: torch.Tensor, labels: torch.Tensor, ste
     if tuple(codes.shape[1:]) != (G, G) or labels.shape != codes.shape[:1]:
         raise ValueError(f"codes must be (M, {G}, {G}) token grids and labels (M,), got "
                          f"{tuple(codes.shape)} and {tuple(labels.shape)}")
+    validate.positive_int(batch_size, "batch_size")
+    validate.number(p_uncond, "p_uncond", low=0, high=1)
+    validate.number(label_smoothing, "label_smoothing", low=0, high=1)
     codes, labels = codes.to(model.device), labels.to(model.device)
 
     def batch_loss(generator: torch.Generator) -> torch.Tensor:

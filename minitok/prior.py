@@ -36,13 +36,12 @@ from minitok.transformer import Transformer, TransformerConfig
 
 
 @dataclass(frozen=True)
-class PriorConfig:
-    """The prior's token layout and its transformer's size.
+class TokenGridConfig:
+    """What a model of token grids shares (the AR prior, MaskGIT): the ids and the size.
 
     num_codes: K, the tokenizer's codebook size. grid_size: G, a digit is a G x G grid.
     num_classes: how many class tokens (10 digits); label num_classes is the null class.
-    The transformer reads at most 1 + G*G tokens (class + grid; the last code is predicted,
-    never read, but Lesson 04's `generate` counts it).
+    The transformer reads at most 1 + G*G tokens, the class token then the grid.
     """
 
     num_codes: int
@@ -52,6 +51,7 @@ class PriorConfig:
     n_head: int = 4
     n_embd: int = 64
     dropout: float = 0.1
+    causal = True  # the prior's transformer; MaskGIT's attends both ways
 
     def __post_init__(self):
         for name in ("num_codes", "grid_size", "num_classes", "n_layer", "n_head", "n_embd"):
@@ -75,19 +75,37 @@ class PriorConfig:
     def transformer_config(self) -> TransformerConfig:
         return TransformerConfig(vocab_size=self.vocab_size, block_size=1 + self.tokens_per_image,
                                  n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
-                                 dropout=self.dropout, causal=True)
+                                 dropout=self.dropout, causal=self.causal)
+
+
+@dataclass(frozen=True)
+class PriorConfig(TokenGridConfig):
+    """The prior's token layout and its transformer's size: a causal one, which reads at
+    most 1 + G*G tokens (class + grid; the last code is predicted, never read, but Lesson
+    04's `generate` counts it)."""
 
 
 def make_sequences(codes: torch.Tensor, labels: torch.Tensor, num_codes: int) -> torch.Tensor:
     """Token grids (N, G, G) and labels (N,) -> sequences (N, 1 + G*G): [K + label, codes].
 
     The class token K + label comes *after* the codes in the id table, so that it never
-    collides with a code id; the G*G codes follow in raster order (row by row).
+    collides with a code id; the G*G codes follow in raster order (row by row). Beyond the
+    notebook's version: the checks that keep every id in its part of the table (a label
+    beyond the null class is refused by the model, which knows how many classes it has).
     """
+    _check_codes_and_labels(codes, labels, num_codes)
     N = codes.shape[0]
     first = (labels.long() + num_codes)[:, None]  # (N, 1) the class token
     rest = codes.long().reshape(N, -1)  # (N, G*G) raster order, row by row
     return torch.cat([first, rest], dim=1)  # (N, 1 + G*G)
+
+
+def _check_codes_and_labels(codes, labels, num_codes) -> None:
+    """make_sequences' arguments: codes in [0, K), one label >= 0 (a class token) per grid."""
+    validate.index_tensor(codes, "codes", validate.positive_int(num_codes, "num_codes"))
+    if validate.index_tensor(labels, "labels", dim=1).shape[0] != codes.shape[0]:
+        raise ValueError(f"labels must be ({codes.shape[0]},), one per grid of codes, got "
+                         f"shape {tuple(labels.shape)}")
 
 
 def prior_loss(model: nn.Module, seqs: torch.Tensor, num_codes: int) -> torch.Tensor:
@@ -150,8 +168,12 @@ def train_prior(prior: ARPrior, codes: torch.Tensor, labels: torch.Tensor, steps
     Each step takes `prior_batch_loss`; the recipe is `training.fit`'s, shared with MaskGIT
     and any-to-any. The arguments are checked here, once: the steps trust them.
     """
+    G = prior.config.grid_size
     validate.index_tensor(codes, "codes", prior.config.num_codes, dim=3)
     validate.index_tensor(labels, "labels", prior.config.num_classes, dim=1)
+    if tuple(codes.shape[1:]) != (G, G) or labels.shape != codes.shape[:1]:
+        raise ValueError(f"codes must be (N, {G}, {G}) token grids and labels (N,), got "
+                         f"{tuple(codes.shape)} and {tuple(labels.shape)}")
     validate.positive_int(batch_size, "batch_size")
     validate.number(p_uncond, "p_uncond", low=0, high=1)
     codes, labels = codes.cpu(), labels.cpu()  # the batches are drawn on the CPU

@@ -47,6 +47,7 @@ def squared_distances(z: Tensor, codebook: Tensor) -> Tensor:
     """
     validate.float_tensor(z, "z", dim=2)
     validate.float_tensor(codebook, "codebook", dim=2)
+    validate.last_dim(z, "z", codebook.shape[1], "the codebook's D")
     dtype = _distance_dtype(z, codebook)
     with torch.autocast(device_type=z.device.type, enabled=False):
         z = z.to(dtype)  # (N, D)
@@ -193,6 +194,7 @@ def kmeans(vectors: Tensor, num_codes: int, iters: int = 10,
     validate.float_tensor(vectors, "vectors", dim=2, finite=True)
     validate.positive_int(num_codes, "num_codes")
     validate.non_negative_int(iters, "iters")
+    validate.generator(generator)
     distinct = torch.unique(vectors, dim=0)  # (U, D), sorted, so the draw is reproducible
     if distinct.shape[0] < num_codes:
         raise ValueError(f"num_codes={num_codes} is more than the {len(distinct)} distinct vectors")

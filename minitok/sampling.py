@@ -13,10 +13,9 @@ The order follows LlamaGen's `generate.py` and nanoGPT: guidance first, then tem
 then top-k, then top-p, then softmax and one draw. Filtering sets the dropped logits to -inf,
 so softmax gives them probability exactly 0 and the kept tokens are renormalised.
 
-`sample_logits` and `cfg_logits` check their arguments (the samplers of Lessons 05-07 pass
-them through, and `apply_temperature` refuses a temperature it cannot divide by); the
-filters are steps `sample_logits` takes once its arguments are checked, and `drop_labels`
-trusts the training function that calls it (which checks p_uncond once).
+Every function here checks its arguments, each a line that reads no tensor values (no
+device sync), except that `sample_logits` looks for NaN: the samplers of Lessons 05-07 call
+them on every step, and a learner calls them directly.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     the distribution becomes uniform. T = 0 is not a number we can divide by, so greedy
     decoding has its own flag instead.
     """
-    if not (temperature > 0 and math.isfinite(temperature)):
+    if not (isinstance(temperature, (int, float)) and temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be finite and > 0 (or greedy=True): {temperature!r}")
     return logits / temperature
 
@@ -47,6 +46,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     `torch.topk` returns, not every logit >= the k-th). A k larger than the vocabulary is
     clamped to V (`torch.topk` itself would raise), so it simply keeps everything.
     """
+    validate.positive_int(k, "k")  # k = 0 would leave a row of -inf: no token to draw
     k = min(k, logits.shape[-1])
     values, indices = torch.topk(logits, k, dim=-1)  # (B, k), (B, k)
     filtered = torch.full_like(logits, float("-inf"))  # (B, V)
@@ -61,6 +61,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     token (mass above it: 0) is always kept. p = 1 keeps every token (returned as is, so
     that no rounding in the cumulative sum can drop a tail token). logits: (B, V).
     """
+    validate.number(p, "p", low=0, high=1, low_open=True)  # p = 0 keeps nothing, NaN all
     if p == 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
@@ -69,11 +70,6 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     keep_sorted = mass_above < p  # (B, V), True for a prefix that includes the crossing token
     keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)  # back to vocab order
     return logits.masked_fill(~keep, float("-inf"))
-
-
-def greedy_pick(logits: torch.Tensor) -> torch.Tensor:
-    """The most likely token of each row: (B, V) -> (B,). Deterministic; no randomness."""
-    return logits.argmax(dim=-1)
 
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -94,8 +90,10 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
         validate.positive_int(top_k, "top_k")
     if top_p is not None:
         validate.number(top_p, "top_p", low=0, high=1, low_open=True)
+    validate.flag(greedy, "greedy")
+    validate.generator(generator)
     if greedy:
-        return greedy_pick(logits)
+        return logits.argmax(dim=-1)  # (B,) transformer.greedy, Lesson 04's default pick
     logits = apply_temperature(logits, temperature)  # (B, V)
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
@@ -115,8 +113,8 @@ def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, cfg_scale: float) -> to
     broadcast would otherwise fail cryptically or give a silently wrong answer, in every
     sampler of Lessons 05-07.
     """
-    validate.same_shape(validate.tensor(cond, "cond"), validate.tensor(uncond, "uncond"),
-                        "cond and uncond")
+    validate.same_shape(validate.float_tensor(cond, "cond"),
+                        validate.float_tensor(uncond, "uncond"), "cond and uncond")
     validate.number(cfg_scale, "cfg_scale", low=0)
     return uncond + cfg_scale * (cond - uncond)
 
@@ -127,7 +125,12 @@ def drop_labels(labels: torch.Tensor, p_uncond: float, null_class: int,
 
     This is how one model learns both p(image | class) and p(image), which guidance needs:
     about 10% of the training examples say "no class". Returns a new tensor. It runs on
-    every training step: the training function checks p_uncond once.
+    every training step, so its checks read no tensor values: the labels' range is checked
+    once by the training function.
     """
+    validate.int_tensor(labels, "labels", dim=1)
+    validate.number(p_uncond, "p_uncond", low=0, high=1)
+    validate.non_negative_int(null_class, "null_class")
+    validate.generator(generator)
     draw = torch.rand(labels.shape[0], generator=generator, device="cpu").to(labels.device)
     return labels.masked_fill(draw < p_uncond, null_class)  # (B,)

@@ -54,6 +54,11 @@ class TokenizerConfig:
     def __post_init__(self):
         for name in ("image_size", "in_channels", "channels", "code_dim", "num_codes"):
             validate.positive_int(getattr(self, name), name)
+        validate.number(self.beta, "beta", low=0)
+        validate.number(self.dead_code_threshold, "dead_code_threshold", low=0)
+        validate.flag(self.kmeans_init, "kmeans_init")
+        if self.channels % 8:  # GroupNorm splits the channels into 8 groups
+            raise ValueError(f"channels must be a multiple of 8, got {self.channels}")
         if self.image_size % 2:  # an odd size would decode to image_size - 1
             raise ValueError(f"image_size must be even (the encoder halves it), got "
                              f"{self.image_size}")
@@ -96,6 +101,7 @@ class TrainConfig:
             validate.number(getattr(self, name), name, low=0, low_open=True)
         validate.number(self.disc_weight, "disc_weight", low=0)
         validate.number(self.max_weight, "max_weight", low=0)
+        validate.flag(self.gan, "gan")
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -321,8 +327,9 @@ def train_tokenizer(
     history: per step "rec" (MSE), "vq" (VQ loss), "usage" (fraction of codes in the
     batch), "perplexity"; with the GAN also "g_loss", "d_loss", "lambda" (0 before disc_start).
     """
-    config = TokenizerConfig() if config is None else config
-    train = TrainConfig() if train is None else train
+    config = validate.instance(TokenizerConfig() if config is None else config, "config",
+                               TokenizerConfig)
+    train = validate.instance(TrainConfig() if train is None else train, "train", TrainConfig)
     step_fn = tokenizer_step if step_fn is None else step_fn
     images = load_digits("train", size=config.image_size)[0] if images is None else images
     torch.manual_seed(train.seed)  # initial weights

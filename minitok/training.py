@@ -2,7 +2,9 @@
 
     lr_scale     linear warm-up, then a cosine from the peak down to 10% of it
     train_loop   runs `step_fn(step)` for every step with the schedule applied, a progress
-                 bar, and the losses it returns collected into a history
+                 bar, and the losses it returns collected into a history (`minitok train`
+                 runs on it too, resuming at any step)
+    optimizer_step  zero_grad, backward, gradient-norm clipping, step
     adamw        the token models' optimiser (AR prior, MaskGIT, any-to-any, `minitok train`):
                  AdamW with betas (0.9, 0.95); CLIP is their gradient-norm clipping
     fit          the token models' recipe: adamw, clipping at CLIP, random mini-batches
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 
 from minitok.course import reproducible
-from minitok.validate import positive_int
+from minitok.validate import non_negative_int, number, positive_int
 
 WARMUP_FRACTION = 0.05  # the default warm-up: the first 5% of the steps
 FLOOR = 0.1  # the cosine ends at 10% of the peak learning rate
@@ -44,19 +46,23 @@ def lr_scale(step: int, steps: int, warmup: int | None = None) -> float:
 
 def train_loop(step_fn: Callable[[int], dict[str, float]], steps: int,
                optimizers: list[torch.optim.Optimizer], warmup: int | None = None,
-               desc: str = "train", progress: bool = True) -> dict[str, list[float]]:
-    """Call `step_fn(step)` for step 0 .. steps-1; return every value it reported, by name.
+               desc: str = "train", progress: bool = True, start: int = 0
+               ) -> dict[str, list[float]]:
+    """Call `step_fn(step)` for step start .. steps-1; return every value it reported, by name.
 
     Before each step the learning rate of every parameter group of `optimizers` is set to
     its initial value times `lr_scale(step, steps, warmup)`. `step_fn` does the work (loss,
-    backward, optimiser step) and returns the numbers to log, e.g. {"loss": 1.93}.
+    backward, `optimizer_step`) and returns the numbers to log, e.g. {"loss": 1.93}. The
+    initial value is kept in the group as "initial_lr" (as torch's schedulers keep it), so a
+    run that resumes from a saved optimizer at `start` follows the same schedule.
     """
     from tqdm.auto import tqdm
 
     positive_int(steps, "steps")
-    groups = [(group, group["lr"]) for opt in optimizers for group in opt.param_groups]
+    groups = [(group, group.setdefault("initial_lr", group["lr"]))
+              for opt in optimizers for group in opt.param_groups]
     history: dict[str, list[float]] = {}
-    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    bar = tqdm(range(start, steps), desc=desc, disable=not progress, initial=start, total=steps)
     with reproducible():
         for step in bar:
             for group, peak in groups:
@@ -66,6 +72,17 @@ def train_loop(step_fn: Callable[[int], dict[str, float]], steps: int,
             if step % 50 == 0 or step == steps - 1:
                 bar.set_postfix({name: f"{values[-1]:.4f}" for name, values in history.items()})
     return history
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters,
+                   clip: float | None = CLIP) -> None:
+    """One update: zero the gradients, backpropagate `loss`, clip the gradients' total norm
+    to `clip` (None: no clipping, as Lesson 03 trains the tokenizer), step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        nn.utils.clip_grad_norm_(parameters, clip)
+    optimizer.step()
 
 
 def adamw(model: nn.Module, lr: float = LR, weight_decay: float = 0.05) -> torch.optim.AdamW:
@@ -87,15 +104,17 @@ def fit(model: nn.Module, batch_loss: Callable[[torch.Generator], torch.Tensor],
     batches, masks and dropped labels repeat) and returns its loss. The model is left in
     eval mode.
     """
+    number(lr, "lr", low=0, low_open=True)
+    number(weight_decay, "weight_decay", low=0)
+    non_negative_int(seed, "seed")
+    if warmup is not None:
+        non_negative_int(warmup, "warmup")
     generator = torch.Generator().manual_seed(seed)
     optimizer = adamw(model, lr, weight_decay)
 
     def step_fn(step: int) -> dict[str, float]:
         loss = batch_loss(generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), CLIP)
-        optimizer.step()
+        optimizer_step(loss, optimizer, model.parameters())
         return {"loss": loss.item()}
 
     model.train()

@@ -80,6 +80,7 @@ def causal_mask(T_q: int, T_k: int | None = None, device=None) -> torch.Tensor:
     therefore sees every cached key. (A top-left aligned mask, which is what
     `scaled_dot_product_attention(..., is_causal=True)` builds, would let it see key 0 only.)
     """
+    validate.positive_int(T_q, "T_q")  # no query: an empty mask that attends nowhere
     T_k = T_q if T_k is None else T_k
     if T_k < T_q:  # the first queries would see no key at all: NaN attention
         raise ValueError(f"T_k ({T_k}) must be >= T_q ({T_q}): the queries are the last T_q")
@@ -128,6 +129,8 @@ class TransformerConfig:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             validate.positive_int(getattr(self, name), name)
         validate.number(self.dropout, "dropout", low=0, high=1, high_open=True)
+        for name in ("causal", "bias"):  # "no" would be read as True
+            validate.flag(getattr(self, name), name)
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 
@@ -170,6 +173,9 @@ class KVCache:
                  head_dim: int, device=None, dtype: torch.dtype = torch.float32):
         self.made_for = (n_layer, batch_size, n_head, head_dim)
         shape = (n_layer, batch_size, n_head, max_len, head_dim)
+        for name, size in zip(("n_layer", "batch_size", "n_head", "max_len", "head_dim"), shape,
+                              strict=True):
+            validate.positive_int(size, name)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0  # how many positions are filled
@@ -195,6 +201,8 @@ class KVCache:
 
     def advance(self, T: int) -> None:
         """Count T more positions as cached (the model calls this after its last layer)."""
+        if self.length + validate.non_negative_int(T, "T") > self.max_len:
+            raise ValueError(f"T: {self.length} cached + {T} new positions > max_len {self.max_len}")
         self.length += T
 
     def reset(self) -> None:
@@ -386,6 +394,8 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
         raise ValueError(f"max_new_tokens: prompt ({T0}) + max_new_tokens ({max_new_tokens}) "
                          f"exceeds the model's block_size = {model.config.block_size}")
     pick = greedy if pick is None else pick
+    if not callable(pick):
+        raise TypeError(f"pick must be a function (B, V) logits -> (B,) ids, got {pick!r}")
     cache = model.new_cache(B, max_len=T0 + max_new_tokens) if use_cache else None
     tokens = prompt  # (B, T)
     step_input = prompt  # what the next forward pass reads: the prompt, then one token

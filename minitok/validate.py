@@ -84,19 +84,28 @@ def float_tensor(x, name: str, dim=None, finite: bool = False) -> Tensor:
     return x
 
 
-def index_tensor(x, name: str, size: int | None = None, dim=None) -> Tensor:
-    """`x` if it is an integer tensor whose values lie in [0, size) (when `size` is given).
-
-    Token ids, code indices and labels are indices: a float tensor of them (even one holding
-    whole numbers) is a mistake upstream, so it is refused rather than rounded.
-    """
+def int_tensor(x, name: str, dim=None) -> Tensor:
+    """`x` if it is an integer tensor (its values unread: no device sync, for a hot path)."""
     tensor(x, name, dim)
     if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor of ids, got dtype {x.dtype}")
-    if size is not None and x.numel() and (int(x.min()) < 0 or int(x.max()) >= size):
-        raise ValueError(
-            f"{name} must lie in [0, {size - 1}], got values in [{int(x.min())}, {int(x.max())}]"
-        )
+    return x
+
+
+def index_tensor(x, name: str, size: int | None = None, dim=None) -> Tensor:
+    """`x` if it is an integer tensor whose values lie in [0, size) (or are >= 0, no `size`).
+
+    Token ids, code indices and labels are indices: a float tensor of them (even one holding
+    whole numbers) is a mistake upstream, so it is refused rather than rounded. The range
+    costs one device sync (min and max read together).
+    """
+    int_tensor(x, name, dim)
+    if not x.numel():
+        return x
+    low, high = torch.stack(torch.aminmax(x)).tolist()
+    if low < 0 or (size is not None and high >= size):
+        span = f"[0, {size - 1}]" if size is not None else "[0, inf)"
+        raise ValueError(f"{name} must lie in {span}, got values in [{low}, {high}]")
     return x
 
 
@@ -122,6 +131,13 @@ def same_device(a: Tensor, b: Tensor, names: str) -> None:
     """Refuse two tensors on different devices, naming both."""
     if a.device != b.device:
         raise ValueError(f"{names} must be on the same device, got {a.device} and {b.device}")
+
+
+def flag(value, name: str) -> bool:
+    """`value` if it is a bool (a string such as "no" would be read as True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def generator(value, name: str = "generator") -> torch.Generator | None:

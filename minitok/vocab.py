@@ -179,6 +179,7 @@ class Vocabulary:
 
     def render(self, seq: torch.Tensor, max_images_tokens: int = 3) -> str:
         """A sequence as text: characters as themselves, image spans shortened, specials named."""
+        validate.non_negative_int(max_images_tokens, "max_images_tokens")
         out, run = [], 0  # run: the image codes since the last <boi> or <eoi>
         for token in _as_ids(seq, "seq", size=self.size).tolist():
             if self.image_offset <= token < self.boi:
@@ -254,7 +255,8 @@ def split_sequence(seq: torch.Tensor, vocab: Vocabulary, complete: bool = True) 
     Anything malformed is an error that says where: an image span that is not closed, is
     longer or shorter than grid_size**2, holds a non-image id, or an image id outside a span.
     """
-    seq = _as_ids(seq, "seq", size=vocab.size, dim=1).cpu()
+    validate.flag(complete, "complete")
+    seq = _as_ids(seq, "seq", size=validate.instance(vocab, "vocab", Vocabulary).size, dim=1).cpu()
     parts, pos = [], 0
     while pos < len(seq) and seq[pos] != vocab.eot:
         if seq[pos] == vocab.boi:

@@ -102,6 +102,7 @@ def ema_update(codebook: Tensor, cluster_size: Tensor, embed_avg: Tensor, z: Ten
     changed; the new state comes back as an EMAStep.
     """
     validate.number(decay, "decay", 0, 1, low_open=True, high_open=True)
+    validate.number(eps, "eps", low=0, low_open=True)  # eps = 0 divides an unused code by 0
     validate.tensor(z, "z", dim=2)
     indices = nearest_code(z, codebook)  # (N,) from the codebook BEFORE the update
     counts = torch.bincount(indices, minlength=codebook.shape[0]).to(cluster_size.dtype)  # (K,)

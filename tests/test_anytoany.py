@@ -526,7 +526,8 @@ def test_cached_constrained_greedy_decoding_equals_rerunning_the_prefix():
     out = constrained_generate(model, prompt, 17, greedy=True)
     tokens = prompt
     for _ in range(17):  # nanoGPT's way: the whole prefix again every step
-        logits = anytoany.constrain_logits(model(tokens)[:, -1], tokens, vocab)
+        allowed = anytoany.allowed_next(tokens, vocab)  # (B, V) what the grammar allows
+        logits = model(tokens)[:, -1].masked_fill(~allowed, float("-inf"))
         tokens = torch.cat([tokens, logits.argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(out, tokens)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import nbformat
 import pytest
 
@@ -13,6 +15,7 @@ from minitok.tools.assign import (
     make_lesson,
     nbval_tags,
     normalize_solutions,
+    safe_write,
     strip_code,
     strip_markdown,
 )
@@ -232,3 +235,97 @@ def test_a_lesson_that_was_run_holds_learner_work(tmp_path):
     notebook.cells[1].execution_count = 3
     nbformat.write(notebook, lesson)
     assert learner_work(lesson) == ["cell 1 was run"]
+
+
+def _edited(lesson, edit):
+    """The lesson after `edit(notebook)`, as the learner saved it; its text."""
+    notebook = nbformat.read(lesson, as_version=4)
+    edit(notebook)
+    nbformat.write(notebook, lesson)
+    return lesson.read_text()
+
+
+def _code_above_the_stub(notebook):
+    answer = next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("solution"))
+    answer.source = answer.source.replace("    # YOUR CODE HERE", "    return 0\n    # YOUR CODE HERE")
+
+
+def _markdown_changed(notebook):
+    notebook.cells[0].source += "\n\nmy notes: the stub raises"
+
+
+def _cell_added(notebook):
+    notebook.cells.append(nbformat.v4.new_code_cell("double(21)"))
+
+
+@pytest.mark.parametrize("edit", [_code_above_the_stub, _markdown_changed, _cell_added])
+def test_any_difference_from_what_assign_wrote_is_the_learners(tmp_path, capsys, edit):
+    """Code above an untouched stub, a changed Markdown cell, a new cell: never overwritten,
+    although none of them is run or fills a stub in."""
+    lesson = _course_with_a_lesson(tmp_path)
+    mine = _edited(lesson, edit)
+    assert learner_work(lesson) == []  # nothing the old rule saw
+    solution = tmp_path / "solutions" / "01_x.ipynb"
+    solution.write_text(solution.read_text().replace("# Title", "# New title"))
+    capsys.readouterr()
+    assert assign(tmp_path) == 1 and lesson.read_text() == mine
+    assert "holds your work (it differs from what assign wrote" in capsys.readouterr().out
+    assert assign(tmp_path, force=True) == 0 and "New title" in lesson.read_text()
+    (backup,) = lesson.parent.glob("01_x.ipynb.bak-*")
+    assert backup.read_text() == mine
+
+
+def test_a_lesson_assign_wrote_is_rebuilt_when_its_solution_changes(tmp_path, capsys):
+    lesson = _course_with_a_lesson(tmp_path)
+    solution = tmp_path / "solutions" / "01_x.ipynb"
+    solution.write_text(solution.read_text().replace("# Title", "# New title"))
+    assert assign(tmp_path) == 0 and "New title" in lesson.read_text()
+    assert not list(lesson.parent.glob("*.bak-*"))
+
+
+def test_a_fresh_clone_lesson_is_what_assign_writes_from_the_committed_solution(tmp_path):
+    """No record of what assign wrote here (a fresh clone): the committed solution says."""
+    lesson = _course_with_a_lesson(tmp_path)
+    (lesson.parent / ".assign-written.json").unlink()
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "solutions", "lessons"], ["commit", "-qm", "course"]):
+        subprocess.run(git + args, check=True)
+    solution = tmp_path / "solutions" / "01_x.ipynb"
+    solution.write_text(solution.read_text().replace("# Title", "# New title"))
+    assert assign(tmp_path) == 0 and "New title" in lesson.read_text()
+    _edited(lesson, _markdown_changed)
+    (lesson.parent / ".assign-written.json").unlink()
+    solution.write_text(solution.read_text().replace("# New title", "# Newer title"))
+    assert assign(tmp_path) == 1 and "my notes" in lesson.read_text()  # theirs now
+
+
+def test_assign_never_writes_through_a_symlinked_lesson(tmp_path, capsys):
+    lesson = _course_with_a_lesson(tmp_path)
+    outside = tmp_path / "outside.ipynb"
+    outside.write_text("mine")
+    lesson.unlink()
+    lesson.symlink_to(outside)
+    solution = tmp_path / "solutions" / "01_x.ipynb"
+    solution.write_text(solution.read_text().replace("# Title", "# New title"))
+    for force in (False, True):
+        with pytest.raises(AssignError, match="01_x.ipynb is a symlink"):
+            assign(tmp_path, force=force)
+    assert outside.read_text() == "mine" and lesson.is_symlink()
+    lesson.unlink()
+    lesson.symlink_to(tmp_path / "nowhere.ipynb")  # dangling: not created through it either
+    with pytest.raises(AssignError, match="symlink"):
+        assign(tmp_path, force=True)
+    assert not (tmp_path / "nowhere.ipynb").exists()
+
+
+def test_safe_write_refuses_symlinks_and_existing_files_when_new(tmp_path):
+    target = tmp_path / "target"
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with pytest.raises(AssignError, match="symlink"):
+        safe_write(link, "x")
+    with pytest.raises(AssignError, match="exists"):
+        safe_write(link, "x", new=True)
+    assert not target.exists()
+    safe_write(tmp_path / "plain", "ok")
+    assert (tmp_path / "plain").read_text() == "ok"

@@ -28,6 +28,7 @@ def test_every_lesson_has_a_section():
                                     "anytoany", "diffusion", "grading", "notebooks"]
 
 
+@pytest.mark.slow  # runs benchmarks (--quick sizes)
 @pytest.mark.parametrize("name", [n for n in bench.SECTIONS if n != "notebooks"])
 def test_quick_section_measures(name):
     rows, seconds = bench.run_all(quick=True, sections=[name], log=lambda s: None)
@@ -76,6 +77,7 @@ def test_the_checkout_is_found_from_a_folder_inside_it(monkeypatch):
     assert bench.course_root() == ROOT
 
 
+@pytest.mark.slow  # runs benchmarks (--quick sizes)
 def test_ratios_are_the_measured_values_ratios():
     rows, _ = bench.run_all(quick=True, sections=["kv_cache"], log=lambda s: None)
     assert [r.benchmark for r in rows] == ["KV cache speed-up, 32 tokens, batch 1",
@@ -91,6 +93,7 @@ def test_quick_notebooks_are_skipped_and_said_so(monkeypatch):
     assert len(rows) == 1 and "skipped by --quick" in rows[0].measured
 
 
+@pytest.mark.slow  # runs benchmarks (--quick sizes)
 def test_command_writes_markdown_with_date_and_machine(tmp_path):
     out = tmp_path / "report" / "bench.md"
     result = subprocess.run(
@@ -109,6 +112,7 @@ def test_command_writes_markdown_with_date_and_machine(tmp_path):
     assert "skipped by --quick" in text
 
 
+@pytest.mark.slow  # runs benchmarks (--quick sizes)
 def test_command_runs_outside_the_checkout(tmp_path):
     """The installed package needs no checkout: from another folder the notebooks row says
     why it was not measured, and the other sections run."""
@@ -121,6 +125,22 @@ def test_command_runs_outside_the_checkout(tmp_path):
     assert ("| executing the solution notebooks | not measured: no solutions/ folder here (run "
             "from a course checkout) |") in result.stdout
     assert "FAILED" not in result.stdout
+
+
+def test_a_section_whose_extra_is_missing_is_skipped_and_named(monkeypatch, capsys):
+    """A learner's install (no dev extra): the section says what it needs, the others run,
+    and the exit code stays 0."""
+    monkeypatch.setitem(bench.NEEDS, "nearest_code", ("no_such_module_for_minitok", "dev"))
+    monkeypatch.setitem(bench.SECTIONS, "kv_cache", lambda quick: [bench.Row("kv", "1 ms")])
+    assert bench.main(["--quick", "--only", "nearest_code", "--only", "kv_cache"]) == 0
+    printed = capsys.readouterr().out
+    assert ("| nearest_code: skipped | not measured: needs no_such_module_for_minitok (pip "
+            "install 'minitok[dev]', or make setup-instructor) |") in printed
+    assert "| kv | 1 ms |" in printed and "FAILED" not in printed
+
+
+def test_the_real_needs_are_met_where_the_tests_run():
+    assert [name for name in bench.NEEDS if bench.missing_need(name)] == []
 
 
 def test_a_failing_section_is_a_failed_row_and_exit_code_1(monkeypatch, capsys):

@@ -9,6 +9,8 @@ hands diffusers minitok's float64 schedule (same betas in both) and compares in 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -304,34 +306,71 @@ def _tiny(cls=DiffusionModel, **kwargs):
     return cls(config)
 
 
-def test_model_shapes_and_conditioning(device):
+def _relative_change(a, b):
+    """Per image: ||a - b|| / ||a||, (B,). Float noise is about 1e-7; a real effect is not."""
+    return (a - b).flatten(1).norm(dim=1) / a.flatten(1).norm(dim=1)
+
+
+def _shipped_size_model(cls=DiffusionModel, **kwargs):
+    from repo_scripts import load_script
+
+    torch.manual_seed(0)
+    return cls(DiffusionConfig(**load_script("scripts/train_diffusion.py").SIZE, **kwargs))
+
+
+# the conditioning must reach the output well above float noise: the margin a change of
+# class or timestep moves the output by, relative to its size (at random initialisation;
+# float noise is about 1e-7, a condition the GroupNorm removed moved it by that much)
+MARGIN = 1e-2
+
+
+@pytest.mark.parametrize("build", [_tiny, _shipped_size_model], ids=["tiny", "shipped-size"])
+def test_output_depends_on_the_class_and_the_timestep(build, device):
+    model = build().to(device)
+    S, T = model.config.image_size, model.config.timesteps
+    x = torch.randn(3, 1, S, S, generator=torch.Generator().manual_seed(0)).to(device)
+    t = torch.tensor([0, T // 2, T - 1], device=device)
+    labels = torch.tensor([1, 2, 10], device=device)
+    with torch.no_grad():
+        out = model(x, t, labels)
+        other_class = model(x, t, torch.tensor([4, 2, 10], device=device))
+        other_t = model(x, torch.tensor([T // 2, T // 2, 0], device=device), labels)
+    assert out.shape == (3, 1, S, S)
+    assert _relative_change(out, other_class)[0] > MARGIN  # class 1 -> 4
+    assert _relative_change(out, other_t)[[0, 2]].min() > MARGIN  # t 0 -> T/2, T-1 -> 0
+    # the images whose condition did not change are untouched (no mixing across the batch)
+    torch.testing.assert_close(out[1:], other_class[1:])
+    torch.testing.assert_close(out[1], other_t[1])
+
+
+def test_model_shapes_and_buffers(device):
     model = _tiny().to(device)
-    x = torch.randn(3, 1, 8, 8, device=device)
-    t = torch.tensor([0, 50, 99], device=device)
-    out = model(x, t, torch.tensor([1, 2, 10], device=device))
-    assert out.shape == (3, 1, 8, 8)
-    other = model(x, t, torch.tensor([4, 2, 10], device=device))
-    assert not torch.allclose(out[0], other[0]) and torch.allclose(out[1:], other[1:])
     assert model.null_class == 10 and model.image_shape == (1, 8, 8)
     assert model.alphas_cumprod.dtype == torch.float64 and model.alphas_cumprod.shape == (100,)
     assert "alphas_cumprod" not in model.state_dict()  # rebuilt from the config
 
 
-def test_decoder_reads_the_token_grid(device):
-    decoder = _tiny(DiffusionDecoder, num_codes=12, grid_size=4).to(device)
-    x = torch.randn(2, 1, 8, 8, device=device)
+@pytest.mark.parametrize("build", [_tiny, _shipped_size_model], ids=["tiny", "shipped-size"])
+def test_decoder_reads_the_token_grid(build, device):
+    decoder = build(DiffusionDecoder, num_codes=12, grid_size=4).to(device)
+    S = decoder.config.image_size
+    x = torch.randn(2, 1, S, S, generator=torch.Generator().manual_seed(0)).to(device)
     t = torch.tensor([10, 10], device=device)
-    grids = torch.randint(0, 12, (2, 4, 4), device=device)
-    out = decoder(x, t, grids)
+    grids = torch.randint(0, 12, (2, 4, 4), generator=torch.Generator().manual_seed(1))
+    grids = grids.to(device)
     changed = grids.clone()
     changed[0, 0, 0] = (changed[0, 0, 0] + 1) % 12
-    other = decoder(x, t, changed)
-    assert out.shape == (2, 1, 8, 8) and torch.allclose(out[1], other[1])
-    assert not torch.allclose(out[0], other[0])
+    with torch.no_grad():
+        out, other = decoder(x, t, grids), decoder(x, t, changed)
+        later = decoder(x, torch.tensor([decoder.config.timesteps - 1, 10], device=device), grids)
+    assert out.shape == (2, 1, S, S)
+    assert _relative_change(out, other)[0] > MARGIN / 10  # one token of 16 changed
+    assert _relative_change(out, later)[0] > MARGIN
+    torch.testing.assert_close(out[1], other[1])
     assert decoder.null_class == 12
     images = diffusion.render(decoder, grids, steps=3, cfg_scale=2.0,
                               generator=torch.Generator().manual_seed(0))
-    assert images.shape == (2, 1, 8, 8) and images.abs().max() <= 1
+    assert images.shape == (2, 1, S, S) and images.abs().max() <= 1
 
 
 def test_sample_is_reproducible_and_restores_the_mode(device):
@@ -344,25 +383,141 @@ def test_sample_is_reproducible_and_restores_the_mode(device):
     assert model.training
 
 
-def test_bad_arguments_are_named():
-    model = _tiny()
-    with pytest.raises(ValueError, match="sampler"):
-        diffusion.sample(model, torch.tensor([1]), sampler="euler")
-    with pytest.raises(ValueError, match="labels"):
-        diffusion.sample(model, torch.tensor([11]))
-    with pytest.raises(TypeError, match="labels"):
-        diffusion.sample(model, torch.tensor([1.0]))
-    with pytest.raises(ValueError, match="cfg_scale"):
-        diffusion.sample(model, torch.tensor([1]), cfg_scale=-1.0)
-    with pytest.raises(ValueError, match="steps"):
-        sampling_timesteps(101, 100)
-    with pytest.raises(ValueError, match="beta_schedule"):
-        DiffusionConfig(beta_schedule="sigmoid")
-    with pytest.raises(ValueError, match="num_codes"):
-        DiffusionDecoder(DiffusionConfig())
-    decoder = _tiny(DiffusionDecoder, num_codes=12, grid_size=4)
-    with pytest.raises(ValueError, match="grids"):
-        diffusion.render(decoder, torch.zeros(2, 3, 3, dtype=torch.long))
+# --------------------------------------------------------------------------- bad input
+# Each row: a call at the public boundary with one bad argument, the error it must raise and
+# the words the message must contain (the argument's name first).
+
+TINY_AC = alphas_cumprod_of(make_betas("cosine", 100))  # the tiny model's schedule (T = 100)
+X8 = torch.zeros(2, 1, 8, 8)
+T2 = torch.tensor([3, 40])
+L2 = torch.tensor([1, 10])
+
+
+def _decoder():
+    return _tiny(DiffusionDecoder, num_codes=12, grid_size=4)
+
+
+BAD_INPUT = {
+    # DiffusionModel.forward
+    "forward t = T": (lambda m: m(X8, torch.tensor([3, 100]), L2), ValueError, "t must lie"),
+    "forward t < 0": (lambda m: m(X8, torch.tensor([-1, 4]), L2), ValueError, "t must lie"),
+    "forward float t": (lambda m: m(X8, T2.float(), L2), TypeError, "t must be an integer"),
+    "forward t (B, 1)": (lambda m: m(X8, T2[:, None], L2), ValueError, "t must be a 1-d"),
+    "forward image of another size": (lambda m: m(torch.zeros(2, 1, 16, 16), T2, L2),
+                                      ValueError, "x must be (B, 1, 8, 8)"),
+    "forward image of other channels": (lambda m: m(torch.zeros(2, 3, 8, 8), T2, L2),
+                                        ValueError, "x must be (B, 1, 8, 8)"),
+    "forward int image": (lambda m: m(X8.long(), T2, L2), TypeError, "x must be a floating"),
+    "forward label beyond null": (lambda m: m(X8, T2, torch.tensor([1, 11])), ValueError,
+                                  "labels must lie in [0, 10]"),
+    "forward negative label": (lambda m: m(X8, T2, torch.tensor([-1, 1])), ValueError,
+                               "labels must lie in [0, 10]"),
+    "forward float labels": (lambda m: m(X8, T2, L2.float()), TypeError, "labels must be an"),
+    "forward batch mismatch": (lambda m: m(X8, torch.tensor([3]), L2[:1]), ValueError,
+                               "one entry per image"),
+    # DiffusionDecoder.forward
+    "decoder grid beyond null": (lambda m: _decoder()(X8, T2, torch.full((2, 4, 4), 13)),
+                                 ValueError, "grids must lie in [0, 12]"),
+    "decoder grid of another size": (lambda m: _decoder()(X8, T2, torch.zeros(2, 3, 3).long()),
+                                     ValueError, "grids must be (B, 4, 4)"),
+    "decoder t = T": (lambda m: _decoder()(X8, torch.tensor([100, 0]),
+                                           torch.zeros(2, 4, 4).long()), ValueError, "t must lie"),
+    # add_noise
+    "add_noise t = T": (lambda m: add_noise(X8, X8, torch.tensor([0, 100]), TINY_AC),
+                        ValueError, "t must lie in [0, 99]"),
+    "add_noise float t": (lambda m: add_noise(X8, X8, T2.float(), TINY_AC), TypeError,
+                          "t must be an integer"),
+    "add_noise t per image": (lambda m: add_noise(X8, X8, T2[:1], TINY_AC), ValueError,
+                              "t must hold one step per image"),
+    "add_noise noise shape": (lambda m: add_noise(X8, X8[:, :, :4], T2, TINY_AC), ValueError,
+                              "x0 and noise must have the same shape"),
+    "add_noise 3-d x0": (lambda m: add_noise(X8[0], X8[0], T2, TINY_AC), ValueError,
+                         "x0 must be a 4-d"),
+    "add_noise 2-d schedule": (lambda m: add_noise(X8, X8, T2, TINY_AC[None]), ValueError,
+                               "alphas_cumprod must be a 1-d"),
+    # diffusion_loss
+    "diffusion_loss x0 of another size": (
+        lambda m: diffusion.diffusion_loss(m, torch.zeros(2, 1, 16, 16), L2, TINY_AC),
+        ValueError, "x0 must be (B, 1, 8, 8)"),
+    "diffusion_loss schedule of another T": (
+        lambda m: diffusion.diffusion_loss(m, X8, L2, alphas_cumprod_of(make_betas("cosine", 1000))),
+        ValueError, "alphas_cumprod must have the model's T = 100"),
+    "diffusion_loss int x0": (lambda m: diffusion.diffusion_loss(m, X8.long(), L2, TINY_AC),
+                              TypeError, "x0 must be a floating"),
+    "diffusion_loss labels beyond null": (
+        lambda m: diffusion.diffusion_loss(m, X8, torch.tensor([1, 11]), TINY_AC), ValueError,
+        "labels must lie"),
+    "diffusion_loss generator": (lambda m: diffusion.diffusion_loss(m, X8, L2, TINY_AC, 0),
+                                 TypeError, "generator must be"),
+    # ddim_step / ddpm_step
+    "ddim_step t = T": (lambda m: ddim_step(X8, X8, 100, 50, TINY_AC), ValueError,
+                        "t must lie in [0, 99]"),
+    "ddim_step t_prev < -1": (lambda m: ddim_step(X8, X8, 50, -2, TINY_AC), ValueError,
+                              "t_prev must lie"),
+    "ddim_step float t": (lambda m: ddim_step(X8, X8, 50.0, 10, TINY_AC), TypeError,
+                          "t and t_prev must be ints"),
+    "ddim_step eps shape": (lambda m: ddim_step(X8, X8[:1], 50, 10, TINY_AC), ValueError,
+                            "x_t and eps must have the same shape"),
+    "ddpm_step t = T": (lambda m: ddpm_step(X8, X8, 100, 50, TINY_AC), ValueError,
+                        "t must lie in [0, 99]"),
+    "ddpm_step generator": (lambda m: ddpm_step(X8, X8, 50, 10, TINY_AC, 0), TypeError,
+                            "generator must be"),
+    # sample_loop, sample, render
+    "sample_loop schedule of another T": (
+        lambda m: sample_loop(m, L2, alphas_cumprod_of(make_betas("cosine", 1000)), 2),
+        ValueError, "alphas_cumprod must have the model's T = 100"),
+    "sample_loop labels beyond null": (lambda m: sample_loop(m, torch.tensor([11]), TINY_AC, 2),
+                                       ValueError, "labels must lie"),
+    "sample_loop steps > T": (lambda m: sample_loop(m, L2, TINY_AC, 101), ValueError,
+                              "steps must be at most"),
+    "sample_loop negative cfg_scale": (lambda m: sample_loop(m, L2, TINY_AC, 2, cfg_scale=-1.0),
+                                       ValueError, "cfg_scale"),
+    "sample sampler": (lambda m: diffusion.sample(m, L2, sampler="euler"), ValueError,
+                       "sampler must be one of"),
+    "sample labels beyond null": (lambda m: diffusion.sample(m, torch.tensor([11])), ValueError,
+                                  "labels must lie"),
+    "sample float labels": (lambda m: diffusion.sample(m, torch.tensor([1.0])), TypeError,
+                            "labels must be an"),
+    "sample negative cfg_scale": (lambda m: diffusion.sample(m, L2, cfg_scale=-1.0), ValueError,
+                                  "cfg_scale"),
+    "sample steps 0": (lambda m: diffusion.sample(m, L2, steps=0), ValueError, "steps must be"),
+    "render grids of another size": (
+        lambda m: diffusion.render(_decoder(), torch.zeros(2, 3, 3, dtype=torch.long)),
+        ValueError, "grids must be (B, 4, 4)"),
+    "render a class model": (lambda m: diffusion.render(m, L2), TypeError,
+                             "decoder must be a DiffusionDecoder"),
+    # the schedule and the config
+    "sampling_timesteps steps > T": (lambda m: sampling_timesteps(101, 100), ValueError,
+                                     "steps must be at most"),
+    "config beta_schedule": (lambda m: DiffusionConfig(beta_schedule="sigmoid"), ValueError,
+                             "beta_schedule must be one of"),
+    "decoder without codes": (lambda m: DiffusionDecoder(DiffusionConfig()), ValueError,
+                              "num_codes"),
+    # train_diffusion
+    "train images of another size": (
+        lambda m: diffusion.train_diffusion(m, torch.zeros(4, 1, 16, 16), L2.repeat(2), 1,
+                                            progress=False), ValueError, "images must be (B, 1, 8, 8)"),
+    "train p_uncond 1.5": (lambda m: diffusion.train_diffusion(m, X8, L2, 1, p_uncond=1.5,
+                                                               progress=False),
+                           ValueError, "p_uncond must lie"),
+    "train conditions per image": (lambda m: diffusion.train_diffusion(m, X8, L2[:1], 1,
+                                                                       progress=False),
+                                   ValueError, "conditions must hold one entry per image"),
+}
+
+
+@pytest.mark.parametrize("row", list(BAD_INPUT))
+def test_bad_input_is_a_clear_error_naming_the_argument(row):
+    call, error, words = BAD_INPUT[row]
+    with pytest.raises(error, match=re.escape(words)):
+        call(_tiny())
+
+
+def test_steps_accept_one_element_integer_tensors():
+    """A sampler loop may hand the step its t as a 0-d tensor (iterating a tensor of steps)."""
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ddim_step(x, x, torch.tensor(50), torch.tensor(10), TINY_AC),
+                               ddim_step(x, x, 50, 10, TINY_AC))
 
 
 def test_training_reduces_the_loss_and_is_reproducible():

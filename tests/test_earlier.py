@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import nbformat
 import pytest
 import torch
 
 from minitok import checkpoints
-from minitok.earlier import same_logits, yours
+from minitok.earlier import find_notebook, same_logits, yours
+from minitok.tools.assign import strip_code
 from minitok.transformer import Transformer
 
 from notebooks import ROOT  # isort: skip
@@ -51,12 +54,29 @@ def test_an_unfinished_lesson_04_says_so_and_leaves_minitoks(reference, capsys):
     assert yours(reference, folder=ROOT / "lessons") is reference
     said = capsys.readouterr().out
     assert "using minitok's Transformer" in said and "NotImplementedError" in said
+    assert "yours in 04_transformer.ipynb" in said  # the file read
+    assert "Transformer.__init__" in said and "not finished" in said  # the exercise
+
+
+@pytest.mark.parametrize("helper", ["attention", "split_heads"])
+def test_an_unfinished_helper_is_named_although_the_classes_are_done(reference, tmp_path,
+                                                                     capsys, helper):
+    notebook = nbformat.read(ROOT / "solutions" / LESSON04, as_version=4)
+    cell = next(c for c in notebook.cells if c.source.startswith(f"def {helper}("))
+    cell.source = strip_code(cell.source, helper)
+    nbformat.write(notebook, tmp_path / LESSON04)
+    assert yours(reference, folder=tmp_path) is reference
+    said = capsys.readouterr().out
+    assert f"{helper} (cell {notebook.cells.index(cell) + 1}) is not finished yet" in said, said
 
 
 @pytest.mark.parametrize("old, new, reason", [
     ("self.head = nn.Linear", "self.out = nn.Linear", "out.weight"),  # another name: strict load
-    ("start = 0 if cache is None else cache.length", "start = 0", "differ"),  # cache positions
-    ("cache.advance(T)", "cache.advance(T + 1)", "more than block_size"),  # cache overruns
+    # positions from 0 at every cached step: only the cached path differs
+    ("start = 0 if cache is None else cache.length", "start = 0", "only through the KV cache"),
+    ("cache.advance(T)", "cache.advance(T + 1)", "new positions > max_len"),  # cache overruns
+    # a wrong final layer: both paths differ, and it says so
+    ("return self.head(self.ln_f(x))", "return self.head(x)", "read at once and"),
 ])
 def test_a_wrong_transformer_is_refused_with_the_reason(reference, tmp_path, capsys,
                                                         old, new, reason):
@@ -82,3 +102,27 @@ def test_maskgits_bidirectional_weights_stand_in_too(device, capsys):
     assert mine is not reference and not mine.config.causal
     assert same_logits(mine, reference) <= 1e-4
     assert "bidirectional" in capsys.readouterr().out
+
+
+def test_a_jupyter_copy_is_not_read_before_the_lesson_and_is_named(reference, tmp_path, capsys):
+    """JupyterLab's Duplicate makes 04_transformer-Copy1.ipynb, which sorts first."""
+    mutated(tmp_path, "self.head = nn.Linear", "self.out = nn.Linear")  # the lesson: wrong
+    (tmp_path / LESSON04).rename(tmp_path / "04_transformer-Copy1.ipynb")
+    (tmp_path / LESSON04).write_bytes((ROOT / "solutions" / LESSON04).read_bytes())  # right
+    assert find_notebook("04", tmp_path) == (tmp_path / LESSON04,
+                                             [tmp_path / "04_transformer-Copy1.ipynb"])
+    mine = yours(reference, folder=tmp_path)
+    assert mine is not reference
+    said = capsys.readouterr().out
+    assert "read 04_transformer.ipynb; also beside it, not read: 04_transformer-Copy1" in said
+
+
+def test_only_copies_the_newest_is_read_and_named(reference, tmp_path, capsys):
+    mutated(tmp_path, "self.head = nn.Linear", "self.out = nn.Linear")
+    (tmp_path / LESSON04).rename(tmp_path / "04_transformer-Copy1.ipynb")
+    newer = tmp_path / "04_transformer (2).ipynb"
+    newer.write_bytes((ROOT / "solutions" / LESSON04).read_bytes())
+    os.utime(tmp_path / "04_transformer-Copy1.ipynb", (1, 1))
+    assert find_notebook("04", tmp_path)[0] == newer
+    assert yours(reference, folder=tmp_path) is not reference
+    assert "also beside it, not read: 04_transformer-Copy1.ipynb" in capsys.readouterr().out

@@ -149,7 +149,7 @@ FORGED = [
         expect={"codebook_usage": ("not done", "")}),
     Row("json.dumps wrapped in a class body", [HEAD, "class Wrap:\n    import json\n"
         "    json.dumps = lambda *a, **k: '{\"message\": {\"value\": {\"float\": \"0.3\"}, "
-        "\"state\": [null, null]}, \"blobs\": []}'", GOOD.replace(USAGE, "0.0")],
+        "\"state\": [null, null]}, \"blobs\": []}'", GOOD.replace(USAGE, "Wrap and 0.0")],
         expect={"codebook_usage": ("error", "could not read")}),
     Row("raw bytes written to the judge's channel", [HEAD,
         "def codebook_usage(indices, num_codes):\n    import struct\n"
@@ -298,8 +298,9 @@ BAD_FILES = [
     Row("JSON that is not a notebook", [], raw=b"[1, 2, 3]", error="not a notebook",
         score=None),
     Row("not UTF-8", [], raw=b'{"cells": ["\xff\xfe"]}', error="not UTF-8", score=None),
-    Row("a 21 MiB notebook", [], raw=b'{"cells": [], "x": "' + b"x" * (21 << 20) + b'"}',
-        error="at most 20 MiB", score=None),
+    Row("2.1 M characters of code", [], raw=b'{"cells": [{"cell_type": "code", "source": "'
+        + b"x = 1\\n" * (2_100_000 // 6) + b'"}]}', error="at most 2,000,000 characters of code",
+        score=None),
     Row("cells that are not objects, a source that is a number", [1, "text", None, {
         "cell_type": "code", "source": 5}, HEAD, GOOD], score=1,
         expect={"codebook_usage": ("passed", "")}),
@@ -334,10 +335,10 @@ HONEST = [
         expect={"codebook_usage": ("passed", "")}),
     Row("%%time on a def cell", [HEAD, "%%time\n" + GOOD], score=1,
         expect={"codebook_usage": ("passed", "")}),
-    Row("a default argument from a training cell", [HEAD, "steps = 10",
+    Row("a default argument from a training cell", [HEAD, "steps = int('10')",
         "def codebook_usage(indices, num_codes, steps=steps):\n" f"    return {USAGE}"],
-        expect={"codebook_usage": ("error", "a default argument or decorator uses a variable "
-                                   "from a cell the grader does not run")}),
+        expect={"codebook_usage": ("error", "steps is not defined outside the notebook: cell "
+                                   "2, line 1 binds it, but it calls a function")}),
     Row("an error names the learner's line", [HEAD, "def codebook_usage(indices, num_codes):\n"
         "    counts = indices.bincount()\n    return counts.no_such_method()"],
         expect={"codebook_usage": ("error", "(line 3: return counts.no_such_method())")}),

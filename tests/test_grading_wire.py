@@ -217,7 +217,8 @@ def test_a_syntax_error_costs_only_its_own_statement():
     assert kinds[:2] == [(1, "Import"), (3, "FunctionDef")]
     assert kinds[2][0] == 7 and "line" in kinds[2][1]
     assert kinds[3] == (10, "FunctionDef") and statements[3].text.startswith("@decorator")
-    assert statements[1].wire() == (4, 3, "def good(x):\n    return x", "def", ["good"], "")
+    assert statements[1].wire("def") == (4, 3, "def good(x):\n    return x", "def", ["good"], "",
+                                         ["x"])
 
 
 def _prejudged(*cells):

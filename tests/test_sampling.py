@@ -17,11 +17,11 @@ from minitok.sampling import (
     apply_temperature,
     cfg_logits,
     drop_labels,
-    greedy_pick,
     sample_logits,
     top_k_filter,
     top_p_filter,
 )
+from minitok.transformer import greedy
 
 
 def _gen(device, seed=0):
@@ -84,7 +84,7 @@ def test_temperature_towards_zero_is_argmax_and_greedy_is_argmax(device):
     argmax = logits.argmax(-1)
     assert torch.equal(sample_logits(logits, temperature=1e-4, generator=_gen(device)), argmax)
     assert torch.equal(sample_logits(logits, greedy=True), argmax)
-    assert torch.equal(greedy_pick(logits), argmax)
+    assert torch.equal(greedy(logits), argmax)  # Lesson 04's default pick, the same rule
     # greedy with an explicit temperature of 0 is allowed: the flag says what is meant
     assert torch.equal(sample_logits(logits, temperature=0.0, greedy=True), argmax)
 

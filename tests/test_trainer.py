@@ -88,6 +88,20 @@ def test_other_settings_that_cannot_work_are_refused_by_name():
         check_settings(tiny("vqgan", "x", "y"))
 
 
+def test_a_codebook_of_one_code_is_refused_before_anything_runs(tmp_path, capsys):
+    """--num-codes 1 would train to the end a tokenizer whose every image is the same tokens."""
+    from minitok.tools.cli import main
+
+    make_shapes(tmp_path / "images", 3, size=16)
+    flags = cli_flags(tiny("tokenizer", tmp_path / "images", tmp_path / "out", num_codes=1))
+    assert main(["train", *flags]) == 2
+    assert "num_codes must lie in [2, inf], got 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before the first step, nothing written
+    with pytest.raises(ValueError, match="num_codes must lie in"):
+        check_settings(tiny("tokenizer", "x", "y", num_codes=1))
+    check_settings(tiny("tokenizer", "x", "y", num_codes=2))
+
+
 def test_bad_folders_are_clear_errors_not_tracebacks(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert run(tiny("tokenizer", tmp_path / "empty", tmp_path / "out")) == 2

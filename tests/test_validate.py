@@ -1,14 +1,31 @@
 """minitok.validate: each argument check accepts good values and refuses bad ones, naming the
-argument in its message (the public functions' bad-input tests rely on that wording)."""
+argument in its message (the public functions' bad-input tests rely on that wording); then
+one table of bad arguments to the public API, each refused with the argument's name."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
-from minitok import validate
+from minitok import (
+    anytoany,
+    classifier,
+    data,
+    evaluate,
+    fsq,
+    maskgit,
+    prior,
+    quantize,
+    sampling,
+    tokenizer,
+    transformer,
+    validate,
+    vocab,
+    vq,
+)
 
 NAN, INF = float("nan"), float("inf")
 
@@ -115,7 +132,8 @@ def test_index_tensor_accepts_ids_in_range():
     assert validate.index_tensor(ids, "indices", size=10) is ids
     assert validate.index_tensor(ids.int(), "indices", size=10, dim=2) is not None
     assert validate.index_tensor(torch.zeros(0, dtype=torch.long), "indices", size=1) is not None
-    assert validate.index_tensor(torch.tensor([-5, 99]), "indices") is not None  # no size given
+    assert validate.index_tensor(torch.tensor([0, 10**12]), "indices") is not None  # no size
+    assert validate.index_tensor(torch.tensor([3], dtype=torch.uint8), "indices", 4) is not None
 
 
 @pytest.mark.parametrize("ids", [torch.tensor([0.0, 1.0]), torch.tensor([0.5]),
@@ -131,6 +149,18 @@ def test_index_tensor_refuses_ids_out_of_range(bad, low, high):
     with pytest.raises(ValueError) as info:
         validate.index_tensor(ids, "labels", size=10)
     assert str(info.value) == f"labels must lie in [0, 9], got values in [{low}, {high}]"
+
+
+def test_index_tensor_without_a_size_still_refuses_negative_ids():
+    with pytest.raises(ValueError, match=r"^codes must lie in \[0, inf\), got values in \[-5, 2\]$"):
+        validate.index_tensor(torch.tensor([2, -5]), "codes")
+
+
+def test_flag():
+    assert validate.flag(True, "greedy") is True and validate.flag(False, "greedy") is False
+    for bad in ("no", 0, 1, None):
+        with pytest.raises(TypeError, match="greedy must be True or False, got "):
+            validate.flag(bad, "greedy")
 
 
 def test_same_shape_and_same_device():
@@ -162,3 +192,202 @@ def test_generator():
         validate.generator(0)
     with pytest.raises(TypeError, match="gen must be a torch.Generator or None, got float"):
         validate.generator(math.pi, "gen")
+
+
+# --------------------------------------------------------------------------- the public API
+#
+# Bad arguments to the functions a learner or a user calls, one row each: every call must
+# raise ValueError or TypeError, and its message must name the argument (a word of its own:
+# "labels" does not count for "labels_x"). Before these checks, most of these rows returned
+# a value without a word (issue 25): ids that collide with other tokens, rows of -inf, NaN.
+
+G, K = 2, 16  # the token models below read G x G grids of K codes
+torch.manual_seed(0)
+PRIOR = prior.ARPrior(prior.PriorConfig(num_codes=K, grid_size=G, n_layer=1, n_head=1, n_embd=8))
+MASKGIT = maskgit.MaskGIT(maskgit.MaskGITConfig(num_codes=K, grid_size=G, n_layer=1, n_head=1,
+                                                n_embd=8)).eval()
+MASK_ID, NULL = MASKGIT.mask_id, MASKGIT.null_class
+GPT = transformer.Transformer(transformer.TransformerConfig(vocab_size=20, block_size=8,
+                                                           n_layer=1, n_head=1, n_embd=8))
+A2A = anytoany.AnyToAny(anytoany.AnyToAnyConfig(num_codes=K, grid_size=G, n_layer=1, n_head=1,
+                                                n_embd=8)).eval()
+VOCAB = A2A.vocab
+TOKENIZER = tokenizer.VQTokenizer(tokenizer.TokenizerConfig(image_size=8, channels=8,
+                                                            code_dim=4, num_codes=8))
+CODES = torch.randint(0, K, (3, G, G), generator=torch.Generator().manual_seed(0))
+LABELS = torch.tensor([0, 1, 2])
+LOGITS = torch.randn(2, 5, generator=torch.Generator().manual_seed(1))
+CONFIDENCE = torch.rand(2, 4, generator=torch.Generator().manual_seed(2))
+CODEBOOK = torch.randn(8, 4, generator=torch.Generator().manual_seed(3))
+MASKED = torch.full((2, G * G), MASK_ID)
+DOCS = torch.zeros(2, 5, dtype=torch.long)
+
+
+def _filled_cache():
+    cache = GPT.new_cache(1, max_len=4)
+    cache.advance(3)
+    return cache
+
+
+BAD_CALLS = [  # (argument the message must name, call)
+    # prior: ids that would collide with the class tokens, or are not ids at all
+    ("codes", lambda: prior.make_sequences(CODES + K, LABELS, K)),
+    ("codes", lambda: prior.make_sequences(CODES - K, LABELS, K)),
+    ("codes", lambda: prior.make_sequences(CODES.float(), LABELS, K)),
+    ("labels", lambda: prior.make_sequences(CODES, LABELS.float(), K)),
+    ("labels", lambda: prior.make_sequences(CODES, torch.tensor([0, 1, -1]), K)),
+    ("labels", lambda: prior.make_sequences(CODES, LABELS[:2], K)),
+    ("num_codes", lambda: prior.make_sequences(CODES, LABELS, 0)),
+    ("p_uncond", lambda: prior.prior_batch_loss(PRIOR, CODES, LABELS, None, 4, 1.5)),
+    ("codes", lambda: prior.train_prior(PRIOR, torch.randint(0, K, (3, 3, 3)), LABELS, 1,
+                                        progress=False)),
+    ("labels", lambda: prior.train_prior(PRIOR, CODES, LABELS[:2], 1, progress=False)),
+    ("lr", lambda: prior.train_prior(PRIOR, CODES, LABELS, 1, lr=-1.0, progress=False)),
+    ("lr", lambda: prior.train_prior(PRIOR, CODES, LABELS, 1, lr=NAN, progress=False)),
+    ("seed", lambda: prior.train_prior(PRIOR, CODES, LABELS, 1, seed=-1, progress=False)),
+    ("seed", lambda: prior.train_prior(PRIOR, CODES, LABELS, 1, seed=1.5, progress=False)),
+    ("labels", lambda: prior.ar_generate(PRIOR, [10])),
+    ("generator", lambda: prior.ar_generate(PRIOR, [1], generator=3)),
+    # sampling: settings that leave no token to draw, or NaN
+    ("k", lambda: sampling.top_k_filter(LOGITS, 0)),
+    ("k", lambda: sampling.top_k_filter(LOGITS, -1)),
+    ("k", lambda: sampling.top_k_filter(LOGITS, 1.5)),
+    *[("p", lambda p=p: sampling.top_p_filter(LOGITS, p)) for p in (0.0, 1.5, -0.1, NAN, "1")],
+    ("temperature", lambda: sampling.apply_temperature(LOGITS, "1")),
+    ("greedy", lambda: sampling.sample_logits(LOGITS, greedy="no")),
+    ("generator", lambda: sampling.sample_logits(LOGITS, generator=1)),
+    ("cond", lambda: sampling.cfg_logits(LOGITS.long(), LOGITS.long(), 2.0)),
+    *[("p_uncond", lambda p=p: sampling.drop_labels(LABELS, p, 10)) for p in (1.5, -0.5, NAN)],
+    ("labels", lambda: sampling.drop_labels(LABELS.float(), 0.1, 10)),
+    ("labels", lambda: sampling.drop_labels(LABELS[None], 0.1, 10)),
+    ("null_class", lambda: sampling.drop_labels(LABELS, 0.1, -1)),
+    ("null_class", lambda: sampling.drop_labels(LABELS, 0.1, 1.5)),
+    ("generator", lambda: sampling.drop_labels(LABELS, 0.1, 10, 5)),
+    # transformer: the cache and the mask
+    ("T", lambda: _filled_cache().advance(2)),
+    ("T", lambda: _filled_cache().advance(-1)),
+    ("T", lambda: _filled_cache().advance(1.5)),
+    ("max_len", lambda: transformer.KVCache(1, 1, 1, 0, 4)),
+    ("batch_size", lambda: transformer.KVCache(1, 0, 1, 4, 4)),
+    ("batch_size", lambda: GPT.new_cache(0)),
+    ("batch_size", lambda: GPT.new_cache(1.5)),
+    ("max_len", lambda: GPT.new_cache(1, 2.5)),
+    ("T_q", lambda: transformer.causal_mask(0)),
+    ("T_q", lambda: transformer.causal_mask(2.5)),
+    ("causal", lambda: transformer.TransformerConfig(4, 4, causal="yes")),
+    ("pick", lambda: transformer.generate(GPT, torch.tensor([[1]]), 2, pick=3)),
+    # maskgit: ids beyond [MASK] or the null class, counts outside the sequence
+    ("tokens", lambda: MASKGIT(torch.full((1, G * G), MASK_ID + 1), torch.tensor([0]))),
+    ("tokens", lambda: MASKGIT(torch.full((1, G * G), -1), torch.tensor([0]))),
+    ("tokens", lambda: MASKGIT(MASKED[:1].float(), torch.tensor([0]))),
+    ("tokens", lambda: MASKGIT(MASKED[:1, :3], torch.tensor([0]))),
+    ("labels", lambda: MASKGIT(MASKED[:1], torch.tensor([NULL + 1]))),
+    ("labels", lambda: MASKGIT(MASKED[:1], torch.tensor([1.0]))),
+    ("labels", lambda: MASKGIT(MASKED, torch.tensor([1]))),
+    ("n_mask", lambda: maskgit.remask_lowest(CONFIDENCE, torch.tensor([-1, 1]), 0.0)),
+    ("n_mask", lambda: maskgit.remask_lowest(CONFIDENCE, torch.tensor([5, 1]), 0.0)),
+    ("n_mask", lambda: maskgit.remask_lowest(CONFIDENCE, torch.tensor([1.0, 1.0]), 0.0)),
+    ("n_mask", lambda: maskgit.remask_lowest(CONFIDENCE, torch.tensor([1]), 0.0)),
+    ("temperature", lambda: maskgit.remask_lowest(CONFIDENCE, torch.tensor([1, 1]), -1.0)),
+    ("temperature", lambda: maskgit.remask_lowest(CONFIDENCE, torch.tensor([1, 1]), NAN)),
+    ("confidence", lambda: maskgit.remask_lowest(CONFIDENCE.long(), torch.tensor([1, 1]), 0.0)),
+    ("generator", lambda: maskgit.remask_lowest(CONFIDENCE, torch.tensor([1, 1]), 1.0, 3)),
+    ("tokens", lambda: maskgit.random_mask(torch.rand(2, 4), 30)),
+    ("tokens", lambda: maskgit.random_mask(torch.randint(0, K, (4,)), 30)),
+    ("mask_id", lambda: maskgit.random_mask(torch.randint(0, K, (2, 4)), -1)),
+    ("tokens", lambda: maskgit.sample_with_confidence(torch.randn(1, 4, 5), torch.zeros(1, 4), 7)),
+    ("tokens", lambda: maskgit.sample_with_confidence(torch.randn(1, 4, 5),
+                                                      torch.zeros(1, 3, dtype=torch.long), 7)),
+    ("generator", lambda: maskgit.sample_with_confidence(torch.randn(1, 4, 5),
+                                                         torch.full((1, 4), 7), 7, 3)),
+    ("steps", lambda: maskgit.decode_loop(MASKGIT, torch.tensor([1]), MASKED[:1], 0)),
+    ("generator", lambda: maskgit.decode(MASKGIT, torch.tensor([1]), generator=1)),
+    ("p_uncond", lambda: maskgit.maskgit_loss(MASKGIT, CODES, LABELS, 1.5)),
+    ("codes", lambda: maskgit.maskgit_loss(MASKGIT, CODES + K, LABELS)),
+    ("labels", lambda: maskgit.maskgit_loss(MASKGIT, CODES, torch.tensor([0, 1, NULL + 1]))),
+    ("labels", lambda: maskgit.maskgit_loss(MASKGIT, CODES, LABELS.float())),
+    ("batch_size", lambda: maskgit.train_maskgit(MASKGIT, CODES, LABELS, 1, batch_size=0,
+                                                 progress=False)),
+    ("p_uncond", lambda: maskgit.train_maskgit(MASKGIT, CODES, LABELS, 1, p_uncond=2.0,
+                                               progress=False)),
+    ("label_smoothing", lambda: maskgit.train_maskgit(MASKGIT, CODES, LABELS, 1,
+                                                      label_smoothing=-1.0, progress=False)),
+    ("lr", lambda: maskgit.train_maskgit(MASKGIT, CODES, LABELS, 1, lr=0.0, progress=False)),
+    # any-to-any and its vocabulary
+    ("template", lambda: anytoany.caption(True, 1)),
+    ("digit", lambda: anytoany.caption(0, False)),
+    ("text", lambda: anytoany.read_digit(3)),
+    ("text", lambda: anytoany.is_known_wording(3)),
+    ("vocab", lambda: anytoany.CaptionedDigits(CODES, LABELS, "v")),
+    ("generator", lambda: anytoany.CaptionedDigits(CODES, LABELS, VOCAB).batch(2, 3)),
+    ("num_codes", lambda: anytoany.AnyToAnyConfig(num_codes=0)),
+    ("dropout", lambda: anytoany.AnyToAnyConfig(dropout=2.0)),
+    ("config", lambda: anytoany.AnyToAny(PRIOR.config)),
+    ("answer_start", lambda: anytoany.masked_targets(DOCS, torch.tensor([1.0, 2.0]), VOCAB)),
+    ("answer_start", lambda: anytoany.masked_targets(DOCS, torch.tensor([-1, 2]), VOCAB)),
+    ("answer_start", lambda: anytoany.masked_targets(DOCS, torch.tensor([1, 5]), VOCAB)),
+    ("answer_start", lambda: anytoany.masked_targets(DOCS, torch.tensor([1]), VOCAB)),
+    ("seqs", lambda: anytoany.masked_targets(DOCS.float(), torch.tensor([1, 2]), VOCAB)),
+    ("seqs", lambda: anytoany.masked_targets(DOCS + 999, torch.tensor([1, 2]), VOCAB)),
+    ("vocab", lambda: anytoany.masked_targets(DOCS, torch.tensor([1, 2]), "v")),
+    ("answer_start", lambda: anytoany.span_loss(A2A, DOCS, torch.tensor([1.5, 2.0]))),
+    ("data", lambda: anytoany.train_anytoany(A2A, "x", 1, progress=False)),
+    ("warmup", lambda: anytoany.train_anytoany(
+        A2A, anytoany.CaptionedDigits(CODES, LABELS, VOCAB), 1, warmup=-1, progress=False)),
+    ("tokens", lambda: anytoany.allowed_next(DOCS.float(), VOCAB)),
+    ("tokens", lambda: anytoany.allowed_next(DOCS[0], VOCAB)),
+    ("max_images_tokens", lambda: VOCAB.render(torch.tensor([1]), -1)),
+    ("complete", lambda: vocab.split_sequence(torch.tensor([1]), VOCAB, complete="no")),
+    ("vocab", lambda: vocab.split_sequence(torch.tensor([1]), "v")),
+    # quantizers
+    ("z", lambda: quantize.squared_distances(torch.randn(3, 3), CODEBOOK)),
+    ("generator", lambda: quantize.kmeans(torch.randn(20, 4), 3, generator=1)),
+    ("eps", lambda: vq.ema_update(CODEBOOK, torch.ones(8), CODEBOOK.clone(), torch.randn(5, 4),
+                                  0.9, 0.0)),
+    ("eps", lambda: vq.ema_update(CODEBOOK, torch.ones(8), CODEBOOK.clone(), torch.randn(5, 4),
+                                  0.9, NAN)),
+    # tokenizer
+    ("beta", lambda: tokenizer.TokenizerConfig(beta=-1.0)),
+    ("dead_code_threshold", lambda: tokenizer.TokenizerConfig(dead_code_threshold=NAN)),
+    ("channels", lambda: tokenizer.TokenizerConfig(channels=12)),
+    ("kmeans_init", lambda: tokenizer.TokenizerConfig(kmeans_init="yes")),
+    ("gan", lambda: tokenizer.TrainConfig(gan="yes")),
+    ("config", lambda: tokenizer.train_tokenizer(config="x", progress=False)),
+    ("train", lambda: tokenizer.train_tokenizer(train="x", progress=False)),
+    # the classifier, the data, the judges
+    ("hidden", lambda: classifier.DigitClassifier(0)),
+    ("max_iter", lambda: classifier.train_classifier(max_iter=0)),
+    ("weight_decay", lambda: classifier.train_classifier(weight_decay=-1.0, max_iter=1)),
+    ("seed", lambda: classifier.train_classifier(seed=-1, max_iter=1)),
+    ("seed", lambda: data.load_digits(seed=-1)),
+    ("test_fraction", lambda: data.load_digits(test_fraction=NAN)),
+    ("test_fraction", lambda: data.load_digits(test_fraction="0.2")),
+    ("batch_size", lambda: evaluate.reconstruct(TOKENIZER, torch.zeros(2, 1, 8, 8), 0)),
+    ("labels", lambda: evaluate.spread(torch.randn(4, 1, 2, 2), torch.tensor([0.0, 0, 1, 1]))),
+    ("labels", lambda: evaluate.spread(torch.randn(4, 1, 2, 2), torch.tensor([0, 0, 1]))),
+    ("features", lambda: evaluate.feature_statistics(torch.full((3, 2), NAN))),
+    ("mean_a", lambda: evaluate.frechet_distance(torch.full((2,), NAN), torch.eye(2),
+                                                 torch.zeros(2), torch.eye(2))),
+    ("cov_a", lambda: evaluate.frechet_distance(torch.zeros(2), torch.eye(3), torch.zeros(2),
+                                                torch.eye(2))),
+    ("seed", lambda: evaluate.real_sample(4, seed=-1)),
+    ("n", lambda: evaluate.real_sample(4.5)),
+    ("method", lambda: evaluate.RaceSetting("GAN")),
+    ("sampler", lambda: evaluate.RaceSetting("diffusion", 4, sampler="euler")),
+    ("repeats", lambda: evaluate.seconds_per_image(print, 1, 0, torch.device("cpu"))),
+    ("samples_per_class", lambda: evaluate.race(MASKGIT, PRIOR, TOKENIZER, None, settings=[],
+                                                samples_per_class=0)),
+    ("per_caption", lambda: evaluate.text_to_image_accuracy(A2A, TOKENIZER, None,
+                                                            per_caption=0)),
+    ("batch_size", lambda: evaluate.image_to_text_accuracy(A2A, CODES, LABELS, 0)),
+    ("labels", lambda: evaluate.image_to_text_accuracy(A2A, CODES, LABELS[:2])),
+    ("indices", lambda: fsq.FSQ([3, 3]).codes(torch.full((1, 2, 2), 9))),
+]
+
+
+@pytest.mark.parametrize("name, call", BAD_CALLS,
+                         ids=[f"{i:03d}-{name}" for i, (name, _) in enumerate(BAD_CALLS)])
+def test_bad_arguments_are_refused_by_name(name, call):
+    with pytest.raises((ValueError, TypeError)) as info:
+        call()
+    assert re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", str(info.value)), str(info.value)

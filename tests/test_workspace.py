@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import nbformat
 import pytest
 
@@ -42,7 +44,6 @@ def test_progress_without_a_workspace_says_what_to_do(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_progress_grades_the_workspace_with_the_graders_checks(tmp_path, capsys):
-    import shutil
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
@@ -53,3 +54,49 @@ def test_progress_grades_the_workspace_with_the_graders_checks(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "01_vector_quantization" in out and "7/7" in out and "all done" in out
     assert "02_straight_through" in out and "0/5" in out and "straight_through" in out
+
+
+def test_workspace_never_writes_through_a_symlink(tmp_path, capsys):
+    root = _course(tmp_path)
+    (root / "workspace").mkdir()
+    outside = tmp_path / "outside.ipynb"
+    (root / "workspace" / "01_x.ipynb").symlink_to(outside)  # dangling
+    assert make_workspace(root) == 1
+    assert not outside.exists()
+    assert "is a symlink: not written through" in capsys.readouterr().out
+    outside.write_text("mine")  # no longer dangling: not read as the learner's copy either
+    assert make_workspace(root) == 1 and outside.read_text() == "mine"
+
+
+def test_a_symlinked_workspace_folder_is_refused(tmp_path, capsys):
+    root = _course(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    (root / "workspace").symlink_to(tmp_path / "elsewhere")
+    assert make_workspace(root) == 1 and not list((tmp_path / "elsewhere").iterdir())
+    assert "symlink" in capsys.readouterr().out
+
+
+def test_progress_reads_untouched_lessons_without_running_them(tmp_path, capsys, monkeypatch):
+    """Every exercise of the eight lessons is still the stub: "not done" by reading, a line
+    per lesson, and no worker started (grade_reports is not called)."""
+    from notebooks import LESSONS
+
+    import minitok.tools.grade
+
+    def no_worker(*args, **kwargs):
+        raise AssertionError("progress started the grader for an untouched lesson")
+
+    monkeypatch.setattr(minitok.tools.grade, "grade_reports", no_worker)
+    (tmp_path / "lessons").mkdir()
+    for lesson in LESSONS:
+        shutil.copy(lesson, tmp_path / "lessons")
+    assert make_workspace(tmp_path) == 0
+    assert progress(tmp_path) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line[:2].isdigit()]
+    assert [row.split()[0] for row in rows] == [lesson.stem for lesson in LESSONS]
+    for row in rows:
+        passed, written = row.split()[1:3]
+        total = passed.split("/")[1]
+        assert passed == f"0/{total}" and written == f"0/{total}", row
+    assert "none run" in lines[-1]

@@ -35,8 +35,11 @@ from __future__ import annotations
 
 import ast
 import datetime
+import hashlib
+import json
+import os
 import re
-import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -228,7 +231,7 @@ def normalize_solutions(root: Path) -> int:
         solution = add_nbgrader_metadata(nbformat.read(path, as_version=4), path.name)
         text = nbformat.writes(nbval_tags(solution)) + "\n"
         if text != path.read_text(encoding="utf-8"):
-            path.write_text(text, encoding="utf-8")
+            safe_write(path, text)
             print(f"wrote solutions/{path.name}")
     return 0
 
@@ -253,9 +256,55 @@ def build(root: Path) -> dict[Path, str]:
     return built
 
 
+WRITTEN = ".assign-written.json"  # lessons/: the sha256 of each notebook assign wrote here
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _committed_build(root: Path, name: str) -> str | None:
+    """What assign writes from the committed solutions/`name` (git HEAD), or None without
+    git: a fresh clone's lessons/ is exactly that, so it holds no learner work."""
+    try:
+        shown = subprocess.run(["git", "-C", str(root), "show", f"HEAD:./solutions/{name}"],
+                               capture_output=True, text=True, timeout=30)
+        if shown.returncode != 0:
+            return None
+        solution = nbformat.reads(shown.stdout, as_version=4)
+        return nbformat.writes(make_lesson(solution, name)) + "\n"
+    except (OSError, subprocess.SubprocessError, ValueError, AssignError):
+        return None
+
+
+def generated(root: Path, path: Path, text: str) -> bool:
+    """True when `text` (the lesson at `path` now) is a notebook assign wrote: the one it
+    last wrote here (lessons/.assign-written.json), or the one it writes from the committed
+    solution. Anything else holds the learner's work, however small the difference."""
+    try:
+        written = json.loads((path.parent / WRITTEN).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        written = {}
+    if isinstance(written, dict) and written.get(path.name) == _sha256(text):
+        return True
+    return _committed_build(root, path.name) == text
+
+
+def _remember(folder: Path, written: dict[str, str]) -> None:
+    """Record the sha256 of the notebooks just written (see `generated`)."""
+    record = folder / WRITTEN
+    try:
+        known = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    known = {**(known if isinstance(known, dict) else {}), **written}
+    safe_write(record, json.dumps(known, indent=1, sort_keys=True) + "\n")
+
+
 def learner_work(path: Path) -> list[str]:
-    """Why the lesson notebook at `path` holds a learner's work (empty if it does not):
-    cells that were run, or exercises whose stub was replaced. assign never writes those."""
+    """What in the lesson notebook at `path` is plainly the learner's: cells that were run,
+    exercises whose stub was replaced (`generated` decides whether any other difference is
+    theirs: it is, unless assign wrote exactly this notebook)."""
     notebook = nbformat.read(path, as_version=4)
     reasons = []
     for index, cell in enumerate(notebook.cells):
@@ -270,33 +319,69 @@ def learner_work(path: Path) -> list[str]:
     return reasons
 
 
+def safe_write(path: Path, text: str, new: bool = False) -> None:
+    """Write `text` to `path`, never through a symlink (the file's, or its folder's): an
+    AssignError instead. `new`: the file must not exist yet (not even as a dangling link)."""
+    if path.parent.is_symlink():
+        raise AssignError(f"{path.parent} is a symlink: minitok never writes through one")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_EXCL if new else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileExistsError:
+        raise AssignError(f"{path} exists (or is a symlink): not overwritten") from None
+    except OSError as err:
+        if path.is_symlink():
+            raise AssignError(f"{path} is a symlink: minitok never writes through one "
+                              "(replace it with the file itself)") from None
+        raise AssignError(f"cannot write {path}: {err.strerror or err}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
 def _backup(path: Path) -> Path:
-    """A copy of `path` beside it, never overwriting an earlier copy."""
+    """A copy of `path` beside it, never overwriting an earlier copy (nor a symlink)."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     backup = path.with_name(f"{path.name}.bak-{stamp}")
     n = 1
-    while backup.exists():
+    while os.path.lexists(backup):
         backup, n = path.with_name(f"{path.name}.bak-{stamp}-{n}"), n + 1
-    shutil.copy2(path, backup)
+    safe_write(backup, path.read_text(encoding="utf-8"), new=True)
     return backup
+
+
+def _refuse_symlinks(root: Path) -> None:
+    """assign writes lessons/ from solutions/: neither they nor a lesson is a symlink."""
+    for folder in (root / "solutions", root / "lessons"):
+        if folder.is_symlink():
+            raise AssignError(f"{folder} is a symlink: minitok never writes through one")
+    for path in sorted((root / "lessons").glob("*.ipynb")):
+        if path.is_symlink():
+            raise AssignError(f"lessons/{path.name} is a symlink: minitok never writes "
+                              "through one (replace it with the file itself)")
 
 
 def assign(root: Path, check: bool = False, force: bool = False) -> int:
     """Write (or, with check=True, compare) lessons/; return a process exit code.
 
-    A lesson notebook that holds a learner's work is never overwritten: assign says so and
-    exits 1, unless `force`, which first keeps a backup beside it.
+    A lesson notebook that differs in any way from what assign wrote (`generated`) holds a
+    learner's work and is never overwritten: assign says so and exits 1, unless `force`,
+    which first keeps a backup beside it. No lesson is written through a symlink.
     """
     built = build(root)
-    stale, refused = [], []
+    if not check:
+        _refuse_symlinks(root)
+    stale, refused, written = [], [], {}
     for path, text in built.items():
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current == text:
+            written[path.name] = _sha256(text)
             continue
         stale.append(path)
         if check:
             continue
-        work = learner_work(path) if current is not None else []
+        work = [] if current is None or generated(root, path, current) else (
+            learner_work(path) or ["it differs from what assign wrote: a cell added, "
+                                   "changed or removed"])
         if work and not force:
             refused.append(path)
             print(f"lessons/{path.name} holds your work ({'; '.join(work[:3])}): not "
@@ -306,7 +391,10 @@ def assign(root: Path, check: bool = False, force: bool = False) -> int:
         if work:
             print(f"kept a backup of lessons/{path.name} in {_backup(path).name}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        safe_write(path, text)
+        written[path.name] = _sha256(text)
+    if not check:
+        _remember(root / "lessons", written)
     orphans = sorted(set((root / "lessons").glob("*.ipynb")) - set(built))
     for path in orphans:
         print(f"lessons/{path.name} has no twin in solutions/ (delete it or add its solution)")
@@ -317,8 +405,8 @@ def assign(root: Path, check: bool = False, force: bool = False) -> int:
             return 1
         print(f"lessons/ is up to date with solutions/ ({len(built)} notebooks)")
         return 0
-    written = [path for path in stale if path not in refused]
-    for path in written:
+    changed = [path for path in stale if path not in refused]
+    for path in changed:
         print(f"wrote lessons/{path.name}")
-    print(f"{len(built)} lessons built, {len(written)} changed")
+    print(f"{len(built)} lessons built, {len(changed)} changed")
     return 1 if orphans or refused else 0

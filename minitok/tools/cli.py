@@ -4,17 +4,26 @@ grade, train, shapes."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
 
-def _repo_root() -> Path:
-    """The course's top folder: the one holding solutions/ (the current folder or above)."""
+def _repo_root(command: str) -> Path:
+    """The course's top folder: the one holding solutions/ (the current folder or above).
+
+    assign, workspace and progress read the course's notebooks with nbformat (the `lab`
+    extra): where either is missing, one line says what is needed instead of a traceback.
+    """
+    if importlib.util.find_spec("nbformat") is None:
+        raise SystemExit(f"minitok {command}: needs nbformat, which comes with the lab extra: "
+                         f"pip install 'minitok[lab]' (or `make setup` in the course folder)")
     here = Path.cwd().resolve()
     for folder in [here, *here.parents]:
         if (folder / "solutions").is_dir():
             return folder
-    raise SystemExit("minitok: run this inside the course folder (no solutions/ found above here)")
+    raise SystemExit(f"minitok {command}: run this inside the course folder, a clone of the "
+                     f"minitok repository (no solutions/ folder here or above {here})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,21 +94,23 @@ def main(argv: list[str] | None = None) -> int:
 
         return run()
     if args.command == "assign":
+        root = _repo_root(args.command)
         from minitok.tools.assign import AssignError, assign, normalize_solutions
 
         try:
             if args.normalize:
-                return normalize_solutions(_repo_root())
-            return assign(_repo_root(), check=args.check, force=args.force)
+                return normalize_solutions(root)
+            return assign(root, check=args.check, force=args.force)
         except AssignError as err:
             print(f"assign: {err}", file=sys.stderr)
             return 2
     if args.command in ("workspace", "progress"):
+        root = _repo_root(args.command)
         from minitok.tools import workspace
 
         if args.command == "workspace":
-            return workspace.make_workspace(_repo_root(), args.folder)
-        return workspace.progress(_repo_root(), args.folder, args.sandbox)
+            return workspace.make_workspace(root, args.folder)
+        return workspace.progress(root, args.folder, args.sandbox)
     if args.command == "demo":
         from minitok.tools.demo import run_demo
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 REQUIRED = ["torch", "numpy", "matplotlib", "tqdm", "sklearn", "PIL"]
+TESTED_TORCH = "2.13.0"  # the version `make setup` installs and CI runs (the Makefile's TORCH)
 
 
 def _python() -> str:
@@ -44,6 +45,22 @@ def _device() -> str:
     return f"lessons run on {device}; {cuda}; {torch.get_num_threads()} CPU threads"
 
 
+def torch_warnings() -> list[str]:
+    """What works but is not what the course is tested on: another torch version, or a CUDA
+    build on a machine without a GPU (gigabytes of NVIDIA libraries doing nothing)."""
+    import torch
+
+    warnings = []
+    if torch.__version__.split("+")[0] != TESTED_TORCH:
+        warnings.append(f"torch {torch.__version__} is untested here: the course is tested on "
+                        f"{TESTED_TORCH} (make setup installs it); if something fails, try that")
+    if torch.version.cuda and not torch.cuda.is_available():
+        warnings.append(f"torch {torch.__version__} is a CUDA {torch.version.cuda} build, but "
+                        f"there is no GPU here: the CPU build is a fraction of its size "
+                        f"(make setup installs it from https://download.pytorch.org/whl/cpu)")
+    return warnings
+
+
 def _data() -> str:
     from minitok.data import load_digits
 
@@ -73,5 +90,8 @@ def run() -> int:
         except Exception as err:  # report every failure, then exit non-zero
             failed += 1
             print(f"FAIL {name:<10} {type(err).__name__}: {err}")
+    if not failed:
+        for warning in torch_warnings():
+            print(f"WARN {'torch':<10} {warning}")
     print("environment OK" if not failed else f"{failed} requirement(s) FAILED: see above")
     return 0 if not failed else 1

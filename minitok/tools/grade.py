@@ -27,7 +27,7 @@ As the judges start, the run starts one worker of its own (the preflight); if th
 no report. A file that is not a regular file (a symbolic link, a folder, a FIFO, a device)
 is refused as a submission, with a line in the report; the others are graded.
 
-The README's instructor section says what is guaranteed with and without the sandbox.
+docs/instructors.md says what is guaranteed with and without the sandbox.
 """
 
 from __future__ import annotations

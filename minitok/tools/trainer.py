@@ -7,9 +7,9 @@ GPU or many.
     torchrun --nproc_per_node=4 -m minitok train tokenizer ... --device cuda
 
 One training loop for the three models, written out like nanoGPT's train.py: the settings
-in a dataclass, the data and the model built once, then every step sets the learning rate
-(`training.lr_scale`), draws a batch, runs forward and backward (in bf16 autocast on a GPU),
-and steps the optimiser. The models and their losses are the lessons' own: VQTokenizer
+in a dataclass, the data and the model built once, then the lessons' own loop
+(`training.train_loop`: the learning-rate schedule) runs the steps: draw a batch, forward
+and backward (in bf16 autocast on a GPU), `training.optimizer_step`. The models and their losses are the lessons' own: VQTokenizer
 (Lesson 03), ARPrior (Lesson 05), MaskGIT (Lesson 06); the prior and MaskGIT learn the token
 grids of a tokenizer checkpoint, one class per subfolder of --images (else one class).
 
@@ -62,16 +62,16 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from minitok import checkpoints, validate
-from minitok.course import reproducible, seed_everything
+from minitok.course import seed_everything
 from minitok.data import load_image_classes
 from minitok.maskgit import MaskGIT, MaskGITConfig, decode, masked_loss, random_mask
 from minitok.prior import ARPrior, PriorConfig, ar_generate, make_sequences, prior_loss
 from minitok.sampling import drop_labels
 from minitok.tokenizer import TokenizerConfig, TrainConfig, VQTokenizer
-from minitok.training import CLIP, LR, adamw, lr_scale
+from minitok.training import CLIP, LR, adamw, optimizer_step, train_loop
 
 MODELS = ("tokenizer", "prior", "maskgit")
-STATE_FORMAT = "minitok-train-state-1"
+STATE_FORMAT = "minitok-train-state-2"  # 2: the optimizer keeps its initial_lr
 P_UNCOND = 0.1  # the prior's and MaskGIT's label dropout, for guidance (Lessons 05, 06)
 MAX_SIZE = 64  # (64 / 2)^2 = 1,024 tokens per image for the prior and MaskGIT
 SAMPLES_PER_ROW = 8
@@ -122,6 +122,7 @@ def check_settings(s: TrainSettings) -> TrainSettings:
                  "width", "n_layer", "n_head", "n_embd"):
         validate.positive_int(getattr(s, name), name)
     validate.non_negative_int(s.seed, "seed")
+    validate.number(s.num_codes, "num_codes", low=2)  # one code: every image the same tokens
     validate.one_of(s.channels, "channels", (1, 3))
     validate.number(s.timeout, "timeout", low=0, low_open=True)
     validate.number(s.dropout, "dropout", low=0, high=1, high_open=True)
@@ -136,7 +137,7 @@ def check_settings(s: TrainSettings) -> TrainSettings:
             f"it back, so an odd size cannot come back to itself; and the prior and MaskGIT "
             f"read (size / 2)^2 tokens per image, 1,024 at {MAX_SIZE} px, with attention's cost "
             f"growing as its square. Larger images need a tokenizer that downsamples 8x or 16x, "
-            f"as real ones do (README, 'Past the digits')")
+            f"as real ones do (docs/past-the-digits.md)")
     if s.width % 8:
         raise ValueError(f"width must be a multiple of 8 (the tokenizer's GroupNorm splits its "
                          f"channels into 8 groups), got {s.width}")
@@ -534,42 +535,33 @@ def _train(s: TrainSettings, procs: Processes) -> Path:
 def _loop(s: TrainSettings, procs: Processes, net: nn.Module, model: nn.Module,
           optimizer: torch.optim.Optimizer, generator: torch.Generator, data: Data,
           tokenizer: VQTokenizer | None, start: int) -> tuple[float, float]:
-    """The steps from `start` to `s.steps`; returns (seconds spent in steps, last loss)."""
-    from tqdm.auto import tqdm
-
+    """The steps from `start` to `s.steps` on the lessons' loop (`training.train_loop`: its
+    schedule, its deterministic thread settings); returns (seconds in steps, last loss)."""
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if procs.device.type == "cuda"
                 else nullcontext())  # bf16 on a GPU; a CPU trains in float32
-    out, seconds, loss_value = Path(s.out), 0.0, math.nan
-    bar = tqdm(total=s.steps, initial=start, desc=s.model, disable=not procs.main)
+    clip = None if s.model == "tokenizer" else CLIP  # Lesson 03 trains it without clipping
+    out, seconds = Path(s.out), [0.0]
+
+    def step_fn(step: int) -> dict[str, float]:
+        began = time.perf_counter()
+        batch = draw_batch(s, data, model, generator, procs)
+        with autocast:
+            loss = batch_loss(s, net, batch)
+        optimizer_step(loss, optimizer, net.parameters(), clip)
+        sync_codebook(s, procs, model)
+        loss_value = loss.item() / float(batch["weight"])  # this process's share
+        seconds[0] += time.perf_counter() - began
+        done = step + 1
+        if procs.main and (done % s.sample_every == 0 or done == s.steps):
+            save_grid(sample_rows(s, model, data, tokenizer), out / f"samples_{done:06d}.png")
+        if done % s.checkpoint_every == 0 or done == s.steps:
+            save_state(out / "state.pt", done, s, procs, model, optimizer, generator, tokenizer)
+        return {"loss": loss_value}
+
     net.train()
-    with reproducible():
-        for step in range(start, s.steps):
-            began = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = s.peak_lr * lr_scale(step, s.steps)
-            batch = draw_batch(s, data, model, generator, procs)
-            with autocast:
-                loss = batch_loss(s, net, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if s.model != "tokenizer":  # Lesson 03 trains the tokenizer without clipping
-                nn.utils.clip_grad_norm_(net.parameters(), CLIP)
-            optimizer.step()
-            sync_codebook(s, procs, model)
-            loss_value = loss.item() / float(batch["weight"])  # this process's share
-            seconds += time.perf_counter() - began
-            done = step + 1
-            bar.update()
-            if done % 10 == 0 or done == s.steps:
-                rate = (done - start) * s.batch_size * procs.world / seconds
-                bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.1f}")
-            if procs.main and (done % s.sample_every == 0 or done == s.steps):
-                save_grid(sample_rows(s, model, data, tokenizer), out / f"samples_{done:06d}.png")
-            if done % s.checkpoint_every == 0 or done == s.steps:
-                save_state(out / "state.pt", done, s, procs, model, optimizer, generator,
-                           tokenizer)
-    bar.close()
-    return seconds, loss_value
+    history = train_loop(step_fn, s.steps, [optimizer], desc=s.model, progress=procs.main,
+                         start=start)
+    return seconds[0], history["loss"][-1] if history else math.nan
 
 
 def describe(s: TrainSettings, procs: Processes, data: Data, model: nn.Module, start: int) -> str:

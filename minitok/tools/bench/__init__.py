@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import importlib.util
 import os
 import platform
 import re
@@ -58,6 +59,19 @@ class Row:
 def load_section(name: str):
     """The benchmark module minitok.tools.bench.<name> (e.g. "kv_cache")."""
     return importlib.import_module(f"minitok.tools.bench.{name}")
+
+
+def race_args(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The flags of the generation races (maskgit, diffusion): --quick, --device, --seed,
+    --threads. The thread count is applied here."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer samples and repeats")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def course_root() -> Path | None:
@@ -362,6 +376,20 @@ SECTIONS = {  # name (for --only) -> the function that measures it
     "notebooks": notebook_rows,
 }
 
+# What a section needs beyond minitok's own dependencies, and the extra that brings it: a
+# section whose module is missing is skipped, and its row says what it needs.
+NEEDS = {"tokenizer": ("vector_quantize_pytorch", "dev"),
+         "notebooks": ("nbconvert", "lab")}
+
+
+def missing_need(name: str) -> Row | None:
+    """The row that says why section `name` cannot run here, or None when it can."""
+    module, extra = NEEDS.get(name, (None, None))
+    if module is None or importlib.util.find_spec(module) is not None:
+        return None
+    return Row(f"{name}: skipped", f"not measured: needs {module} (pip install "
+                                   f"'minitok[{extra}]', or make setup-instructor)")
+
 
 # --------------------------------------------------------------------------- the report
 
@@ -377,6 +405,11 @@ def run_all(quick: bool, sections=None, threads: int = 1, log=print) -> tuple[li
     if unknown:
         raise ValueError(f"sections: unknown {sorted(unknown)}; known: {list(SECTIONS)}")
     for name in sections or SECTIONS:
+        skipped = missing_need(name)
+        if skipped is not None:
+            log(f"== {name}: skipped, {skipped.measured}")
+            rows.append(skipped)
+            continue
         log(f"== {name} ...")
         before = torch.get_num_threads()
         torch.set_num_threads(threads)

@@ -28,7 +28,6 @@ Goals (issue 18):
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
@@ -37,6 +36,7 @@ from minitok import checkpoints, evaluate
 from minitok.classifier import load_classifier
 from minitok.data import load_digits
 from minitok.evaluate import RaceSetting
+from minitok.tools.bench import race_args
 from minitok.tools.bench.maskgit import machine  # the same machine line in both races
 
 FULL = {"samples_per_class": 100, "latency_repeats": 10, "throughput_repeats": 2}
@@ -217,13 +217,7 @@ def decoder_lines(result: dict) -> list[str]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="AR against diffusion, and the hybrid")
-    parser.add_argument("--quick", action="store_true", help="fewer samples and repeats")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = race_args("AR against diffusion, and the hybrid", argv)
     result = run(args.quick, args.device, args.seed)
     print(evaluate.race_table(result["race"]))
     print()

@@ -26,7 +26,6 @@ second thread mostly waits, and one thread makes runs comparable across machines
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 
@@ -34,6 +33,7 @@ import torch
 
 from minitok import checkpoints, evaluate
 from minitok.classifier import load_classifier
+from minitok.tools.bench import race_args
 
 FULL = {"samples_per_class": 100, "latency_repeats": 20, "throughput_repeats": 3}
 QUICK = {"samples_per_class": 2, "latency_repeats": 1, "throughput_repeats": 1}  # smoke run
@@ -96,13 +96,7 @@ def machine() -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="MaskGIT against AR generation")
-    parser.add_argument("--quick", action="store_true", help="fewer samples and repeats")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = race_args("MaskGIT against AR generation", argv)
     rows = run(args.quick, args.device, args.seed)
     print(evaluate.race_table(rows))
     print()

@@ -12,7 +12,7 @@
     the wire          wire.py: judge -> worker pickles of the judge's own inputs; worker ->
                       judge plain data only, decoded strictly, size-capped
 
-The README's instructor section states what this guarantees, with and without the sandbox.
+docs/instructors.md states what this guarantees, with and without the sandbox.
 """
 
 # A submission that uses minitok's own solution of an exercise: the copy of minitok a worker

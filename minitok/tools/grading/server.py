@@ -3,8 +3,9 @@
 A worker is a process that holds one submission's definitions and answers the judge's
 requests, one at a time, each with one reply (see wire.py for the format):
 
-    load      execute the submission's kept statements (imports, def/class blocks), one by
-              one, and bind the lesson's other exercises to minitok's references
+    load      execute what the exercise needs of the submission's kept statements
+              (notebook_code.load_statements), and bind the lesson's other exercises to
+              minitok's references
     call      call the exercise (or an object it returned) on the judge's inputs, under the
               judge's grad mode and autocast; reply with the result and the new state of every
               argument the call changed (tensor data, a module's state and .grad, a generator,
@@ -21,7 +22,6 @@ the exception's type, message and the learner's line. The same Server answers in
 from __future__ import annotations
 
 import json
-import linecache
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +29,11 @@ from contextlib import contextmanager
 import torch
 
 from minitok.checks._core import learner_line
+from minitok.notebook_code import (  # noqa: F401  (Unavailable: the grader's name for it)
+    Unavailable,
+    load_statements,
+    missing_name,
+)
 from minitok.tools.grading.wire import SKIP, Encoder, load_request
 
 MAX_MESSAGE = 2000  # characters of an exception message sent back
@@ -53,30 +58,15 @@ def grad_inputs(tree) -> list[torch.Tensor]:
     return found
 
 
-def describe(err: BaseException) -> dict:
-    """An exception as plain data: its type's name, its message and the learner's line."""
+def describe(err: BaseException, skipped: dict | None = None) -> dict:
+    """An exception as plain data: its type's name, its message and the learner's line.
+    A NameError for a name the notebook binds in a statement not kept says so (`skipped`)."""
     try:
-        message = str(err)
+        message = str(err) + missing_name(err, skipped or {})
     except Exception:  # a learner's exception whose __str__ fails
         message = "(an exception whose message cannot be printed)"
     return {"type": type(err).__name__[:100], "message": message[:MAX_MESSAGE],
             "frame": learner_line(err)[:MAX_MESSAGE]}
-
-
-class Unavailable:
-    """Stands for a name the grader could not bind: a module that is not installed, a def
-    that failed. Using it raises, so only the exercises that need it fail."""
-
-    def __init__(self, error: type[Exception], message: str):
-        self._error, self._message = error, message
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise self._error(self._message)
-
-    def __call__(self, *args, **kwargs):
-        raise self._error(self._message)
 
 
 # Arguments whose attributes are not copied back (an optimizer's hold the judge's parameters).
@@ -125,6 +115,7 @@ class Server:
         self.namespace: dict = {"__name__": "submission"}
         self.handles: dict[int, object] = {}
         self.graphs: dict[int, tuple[list, list]] = {}
+        self.skipped: dict[str, str] = {}  # names bound only by statements not kept: why
 
     def reply(self, request_bytes) -> tuple[bytes, bytes]:
         """(header, payload) answering one pickled request."""
@@ -134,14 +125,16 @@ class Server:
             message = getattr(self, f"_{request['op']}")(request, encoder)
             return encoder.pack(message)
         except BaseException as err:  # the learner's code: report it, whatever it is
-            return Encoder().pack({"error": describe(err)})
+            return Encoder().pack({"error": describe(err, self.skipped)})
 
     # ----------------------------------------------------------------------- requests
 
     def _load(self, request: dict, encoder: Encoder) -> dict:
-        problems = load_statements(request["statements"], self.namespace)
-        self.namespace.update(request["others"])
-        name = request["exercise"]
+        name, others = request["exercise"], request["others"]
+        self.namespace.update(others)  # not followed: the references stand in for them
+        problems = load_statements(request["statements"], self.namespace, {name},
+                                   self.skipped)
+        self.namespace.update(others)
         self.target = self.namespace.get(name)
         return {"loaded": {"defined": name in self.namespace, "problem": problems.get(name),
                            "callable": callable(self.target),
@@ -192,68 +185,3 @@ def _context(request: dict) -> Iterator[None]:
     with torch.set_grad_enabled(request["grad"]), torch.autocast("cpu", dtype=dtype,
                                                                  enabled=enabled):
         yield
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_statements(statements: list[tuple], namespace: dict) -> dict[str, str]:
-    """Execute a submission's kept statements in `namespace`, one by one, in notebook order.
-
-    `statements` are (cell, line, text, kind, names, module) tuples (see
-    submission.Statement.wire). Each is compiled as "<cell N>" at its own line number, so
-    tracebacks name the learner's line. A failed import binds its names to an Unavailable
-    that says so when used; a failed def binds its name to one that says why. Returns the
-    reason each failed def/class failed, by name.
-    """
-    _register_cells(statements)
-    problems = {}
-    for cell, line, text, kind, names, module in statements:
-        try:
-            code = compile("\n" * (line - 1) + text, f"<cell {cell}>", "exec")
-            exec(code, namespace)
-        except BaseException as err:  # the learner's load-time code: report, do not stop
-            if kind == "import":
-                _bind_unavailable_import(namespace, names, module, err)
-            else:
-                problems.update({name: _definition_problem(name, err) for name in names})
-                namespace.update({name: Unavailable(RuntimeError, problems[name])
-                                  for name in names})
-    return problems
-
-
-def _register_cells(statements: list[tuple]) -> None:
-    """Let tracebacks show the learner's lines: linecache learns each "<cell N>"."""
-    cells: dict[int, list[str]] = {}
-    for cell, line, text, *_ in statements:
-        lines = cells.setdefault(cell, [])
-        body = text.split("\n")
-        end = line - 1 + len(body)
-        lines.extend([""] * (end - len(lines)))
-        lines[line - 1:end] = body
-    for cell, lines in cells.items():
-        filename = f"<cell {cell}>"
-        linecache.cache[filename] = (0, None, [f"{x}\n" for x in lines], filename)
-
-
-def _bind_unavailable_import(namespace: dict, names: list[str], module: str,
-                             err: BaseException) -> None:
-    if isinstance(err, ModuleNotFoundError):
-        message = f"module {module} is not installed in the grader"
-        error = ModuleNotFoundError
-    else:
-        message = f"importing {module} failed in the grader ({type(err).__name__}: {err})"
-        error = ImportError
-    for name in names:
-        if name not in namespace:
-            namespace[name] = Unavailable(error, message)
-
-
-def _definition_problem(name: str, err: BaseException) -> str:
-    """Why defining `name` failed, in the learner's terms."""
-    where = learner_line(err)
-    text = f"defining {name} raised {type(err).__name__}: {describe(err)['message']}{where}"
-    if isinstance(err, NameError):
-        text += (": a default argument or decorator uses a variable from a cell the grader "
-                 "does not run (it runs only imports and def/class blocks)")
-    return text
