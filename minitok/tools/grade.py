@@ -154,7 +154,7 @@ def grade_reports(paths: list[Path], timeout: float = 60.0, jobs: int | None = N
 
 def cannot_run(mode: str, err: Exception) -> str:
     """The one error of a run whose workers cannot start (see grade_reports)."""
-    way_out = ("grade without it with --sandbox none (read the README's threat model "
+    way_out = ("grade without it with --sandbox none (read the threat model in docs/instructors.md "
                "first: a worker can then read your files)" if mode == "bwrap" else
                "check that this Python can start and import torch")
     return (f"cannot start a grading worker (sandbox: {MODES[mode]}): {err}. Nothing was "
