@@ -19,13 +19,17 @@ One module per concept, in the order the lessons build them. Read them top to bo
     anytoany     Lesson 07: one transformer for text-to-image (with guidance) and captioning
     diffusion    Lesson 08: noise schedules, the noise-prediction loss, DDIM / DDPM sampling
                  with guidance, a small U-Net, and a diffusion decoder for token grids
+    msvq         Lesson 09: VAR's multi-scale residual quantizer (token maps 1x1 .. 8x8) and
+                 the multi-scale tokenizer
+    var          Lesson 09: next-scale prediction: the block-causal mask, the VAR model, its
+                 training loss and its sampler (one pass per scale, guidance ramped)
 
 The course's tooling beside the lessons:
 
     checks       the learner checks each lesson calls after an exercise
     checkpoints  the small pretrained models shipped in minitok/checkpoints/
     earlier      your Lesson 04 Transformer, from your own notebook, with the shipped weights
-                 (Lessons 05-07 draw with it)
+                 (Lessons 05-07 and 09 draw with it)
     notebook_code  reads a notebook's code without running the notebook: what `earlier` and
                  the grader load (imports, def/class blocks, cheap assignments)
     evaluate     the referees: classifier accuracy, diversity, the Fréchet distance, the race

@@ -42,6 +42,8 @@ MODELS = {
     "anytoany": "minitok.anytoany:AnyToAny",
     "diffusion": "minitok.diffusion:DiffusionModel",
     "diffusion_decoder": "minitok.diffusion:DiffusionDecoder",
+    "var_tokenizer": "minitok.msvq:MultiScaleTokenizer",
+    "var": "minitok.var:VAR",
 }
 
 

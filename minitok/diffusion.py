@@ -104,10 +104,7 @@ def check_schedule(alphas_cumprod) -> Tensor:
 
 def check_step(x_t, eps, t, t_prev, alphas_cumprod) -> tuple[int, int]:
     """Refuse a sampler step's arguments unless x_t and eps are tensors of one shape and
-    0 <= t < T, -1 <= t_prev < T (ints, or one-element integer tensors); returns them as ints.
-
-    (t_prev > t, a step back up, is not refused yet: Lesson 08's check replays that mistake
-    through this function.)"""
+    -1 <= t_prev < t < T (ints, or one-element integer tensors); returns them as ints."""
     validate.same_shape(validate.float_tensor(x_t, "x_t"), validate.float_tensor(eps, "eps"),
                         "x_t and eps")
     T = check_schedule(alphas_cumprod).shape[0]
@@ -117,8 +114,9 @@ def check_step(x_t, eps, t, t_prev, alphas_cumprod) -> tuple[int, int]:
         raise TypeError(f"t and t_prev must be ints, got {t!r} and {t_prev!r}") from err
     if not 0 <= t < T:
         raise ValueError(f"t must lie in [0, {T - 1}] (the schedule's T = {T}), got {t}")
-    if not -1 <= t_prev < T:
-        raise ValueError(f"t_prev must lie in [-1, {T - 1}] (-1: the clean image), got {t_prev}")
+    if not -1 <= t_prev < t:
+        raise ValueError(f"t_prev must be an earlier step than t = {t}, in [-1, {t - 1}] "
+                         f"(-1: the clean image), got {t_prev}")
     return t, t_prev
 
 

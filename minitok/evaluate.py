@@ -344,21 +344,22 @@ class RaceSetting:
     """One row of the race: how a generator makes its images.
 
     method: "AR" (Lesson 05's prior, KV cache), "MaskGIT" (Lesson 06), "diffusion" (Lesson
-    08's class-conditional model) or "hybrid" (the AR prior's tokens, rendered by Lesson 08's
-    diffusion decoder instead of the tokenizer's decoder). steps: MaskGIT's decoding steps,
+    08's class-conditional model), "hybrid" (the AR prior's tokens, rendered by Lesson 08's
+    diffusion decoder instead of the tokenizer's decoder) or "VAR" (Lesson 09's next-scale
+    model, one pass per scale, decoded by its multi-scale tokenizer). steps: MaskGIT's decoding steps,
     or the diffusion sampler's (for the hybrid, the decoder's). schedule: MaskGIT's mask
     schedule. sampler: "ddim" or "ddpm". cfg_scale: guidance (1 = none); for the hybrid it
     guides the AR prior, the decoder runs unguided.
     """
 
-    method: str  # "AR", "MaskGIT", "diffusion" or "hybrid"
+    method: str  # "AR", "MaskGIT", "diffusion", "hybrid" or "VAR"
     steps: int = 0
     schedule: str = "cosine"
     cfg_scale: float = 1.0
     sampler: str = "ddim"
 
     def __post_init__(self):
-        validate.one_of(self.method, "method", ("AR", "MaskGIT", "diffusion", "hybrid"))
+        validate.one_of(self.method, "method", ("AR", "MaskGIT", "diffusion", "hybrid", "VAR"))
         validate.non_negative_int(self.steps, "steps")
         validate.number(self.cfg_scale, "cfg_scale", low=0)
         validate.one_of(self.sampler, "sampler", ("ddim", "ddpm"))
@@ -372,6 +373,8 @@ class RaceSetting:
             return f"MaskGIT {self.steps} {self.schedule}{guided}"
         if self.method == "diffusion":
             return f"diffusion {self.sampler.upper()} {self.steps}{guided}"
+        if self.method == "VAR":
+            return f"VAR (scales){guided}"
         return f"hybrid: AR{guided} + diffusion decoder {self.sampler.upper()} {self.steps}"
 
 
@@ -393,6 +396,8 @@ class Racers:
     diffusion: nn.Module | None = None
     decoder: nn.Module | None = None
     generators: dict | None = None  # method -> a stand-in for the package's sampler
+    var: nn.Module | None = None
+    var_tokenizer: nn.Module | None = None
 
     def networks(self, setting: RaceSetting) -> list[nn.Module]:
         """The networks whose forward passes make an image in this setting (counted)."""
@@ -402,6 +407,8 @@ class Racers:
             return [self.maskgit.transformer]
         if setting.method == "diffusion":
             return [self.diffusion]
+        if setting.method == "VAR":
+            return [self.var]
         return [self.prior.transformer, self.decoder]
 
 
@@ -419,6 +426,13 @@ def generate_images(setting: RaceSetting, racers: Racers, labels: torch.Tensor,
     if setting.method == "diffusion":
         return sample(racers.diffusion, labels, setting.steps, setting.sampler,
                       setting.cfg_scale, generator).cpu(), None
+    if setting.method == "VAR":
+        from minitok.var import var_generate
+
+        var_generate = (racers.generators or {}).get("VAR", var_generate)
+        ids = var_generate(racers.var, racers.var_tokenizer.quantizer, labels,
+                           cfg_scale=setting.cfg_scale, generator=generator)
+        return racers.var_tokenizer.decode(ids).cpu(), torch.cat(ids, dim=1).cpu()
     decode = (racers.generators or {}).get("MaskGIT", decode)
     if setting.method == "MaskGIT":
         grids = decode(racers.maskgit, labels, steps=setting.steps, schedule=setting.schedule,
@@ -457,11 +471,13 @@ def seconds_per_image(generate, batch: int, repeats: int, device) -> float:
 def race(maskgit_model, prior, tokenizer, classifier, settings=None, samples_per_class: int = 50,
          latency_repeats: int = 5, throughput_repeats: int = 2, seed: int = 0,
          diffusion_model=None, decoder=None, timing: bool = True,
-         generators: dict | None = None) -> list[dict]:
+         generators: dict | None = None, var_model=None, var_tokenizer=None) -> list[dict]:
     """The generators against each other on the same digits: one dict per setting.
 
     generators: {"MaskGIT": f} makes MaskGIT's grids with f, called as `maskgit.decode` is
-    (a learner's loop: `functools.partial(maskgit.decode, loop=decode_loop)`).
+    (a learner's loop: `functools.partial(maskgit.decode, loop=decode_loop)`); {"VAR": f}
+    VAR's token maps, called as `var.var_generate` is. var_model, var_tokenizer: Lesson 09's
+    next-scale model and its multi-scale tokenizer (for the "VAR" settings).
 
     passes/image: forward passes to make one image (a batch shares them; guidance's doubled
         batch is one pass); for the hybrid, the AR prior's plus the decoder's;
@@ -479,7 +495,8 @@ def race(maskgit_model, prior, tokenizer, classifier, settings=None, samples_per
     validate.positive_int(latency_repeats, "latency_repeats")
     validate.positive_int(throughput_repeats, "throughput_repeats")
     settings = race_settings() if settings is None else settings
-    racers = Racers(tokenizer, prior, maskgit_model, diffusion_model, decoder, generators)
+    racers = Racers(tokenizer, prior, maskgit_model, diffusion_model, decoder, generators,
+                    var_model, var_tokenizer)
     device = tokenizer.device
     real, real_labels = load_digits("test", size=tokenizer.config.image_size)
     labels = (torch.arange(10 * samples_per_class) % 10).to(device)
@@ -499,10 +516,13 @@ def race(maskgit_model, prior, tokenizer, classifier, settings=None, samples_per
             return generate_images(setting, racers, batch_labels, g)
 
         token_model = setting.method in ("AR", "MaskGIT")
+        positions = stats[0]["positions"] / labels.shape[0] if token_model else None
+        if setting.method == "VAR":  # VAR's passes read embedded vectors (B, T, n_embd)
+            positions = stats[0]["positions"] / labels.shape[0] / var_model.config.n_embd
         rows.append({
             "setting": setting.name,
             "passes/image": sum(s["passes"] for s in stats),
-            "positions/image": stats[0]["positions"] / labels.shape[0] if token_model else None,
+            "positions/image": positions,
             "ms/image @1": 1000 * seconds_per_image(generate, 1, latency_repeats, device)
             if timing else None,
             "ms/image @64": 1000 * seconds_per_image(generate, 64, throughput_repeats, device)

@@ -25,7 +25,7 @@ NUMBER = r"[0-9][0-9,]*\.?[0-9]*"
 
 def test_every_lesson_has_a_section():
     assert list(bench.SECTIONS) == ["nearest_code", "tokenizer", "kv_cache", "ar", "maskgit",
-                                    "anytoany", "diffusion", "grading", "notebooks"]
+                                    "anytoany", "diffusion", "var", "grading", "notebooks"]
 
 
 @pytest.mark.slow  # runs benchmarks (--quick sizes)
@@ -40,7 +40,8 @@ def test_quick_section_measures(name):
         if r.met is not None:
             assert r.goal  # a verdict always says which goal
     # every section is a module of the package; any-to-any and diffusion need checkpoints
-    needs = {"anytoany": ["anytoany"], "diffusion": ["diffusion", "diffusion_decoder"]}
+    needs = {"anytoany": ["anytoany"], "diffusion": ["diffusion", "diffusion_decoder"],
+             "var": ["var"]}
     present = all(checkpoint_path(kind).is_file() for kind in needs.get(name, []))
     assert ("not measured" in rows[0].measured) is not present, rows[0]
 

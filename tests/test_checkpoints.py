@@ -17,10 +17,12 @@ from minitok import checkpoints
 from minitok.anytoany import AnyToAny, AnyToAnyConfig
 from minitok.checkpoints import CheckpointError
 from minitok.maskgit import MaskGIT, MaskGITConfig
+from minitok.msvq import MultiScaleConfig, MultiScaleTokenizer
 from minitok.prior import ARPrior, PriorConfig
 from minitok.tokenizer import TokenizerConfig, VQTokenizer
+from minitok.var import VAR, VARConfig
 
-KINDS = ("tokenizer", "prior", "maskgit", "anytoany")
+KINDS = ("tokenizer", "prior", "maskgit", "anytoany", "var_tokenizer", "var")
 
 
 def tiny(kind: str, seed: int = 0) -> torch.nn.Module:
@@ -32,6 +34,9 @@ def tiny(kind: str, seed: int = 0) -> torch.nn.Module:
         "prior": lambda: ARPrior(PriorConfig(num_codes=12, grid_size=4, **size)),
         "maskgit": lambda: MaskGIT(MaskGITConfig(num_codes=12, grid_size=4, **size)),
         "anytoany": lambda: AnyToAny(AnyToAnyConfig(num_codes=12, grid_size=4, **size)),
+        "var_tokenizer": lambda: MultiScaleTokenizer(MultiScaleConfig(
+            image_size=8, channels=8, num_codes=12, scales=(1, 2, 4))),
+        "var": lambda: VAR(VARConfig(num_codes=12, code_dim=4, scales=(1, 2), **size)),
     }[kind]()
     return model.eval()
 
@@ -217,5 +222,8 @@ def test_the_shipped_checkpoints_verify_and_carry_the_one_meta_layout(kind):
         assert key in model.meta, (kind, key)
     assert model.meta["script"] == f"scripts/train_{kind}.py"
     assert {"steps", "seed"} <= set(model.meta["recipe"])
-    if kind != "tokenizer":  # token models pin the tokenizer they were trained on
-        checkpoints.check_tokenizer(model, checkpoints.load("tokenizer"))
+    if kind != "tokenizer":  # token models pin the tokenizer they were trained on (VAR: the
+        # multi-scale one, itself fine-tuned from the shipped tokenizer)
+        checkpoints.check_tokenizer(model, checkpoints.load("var_tokenizer" if kind == "var"
+                                                            else "tokenizer"))
+    assert checkpoints.checkpoint_path(kind).stat().st_size <= 2 * 2**20  # the 2 MB budget

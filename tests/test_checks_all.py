@@ -8,10 +8,13 @@ tests/test_checks_lessonNN.py.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from checking import verdict
 
+from minitok import anytoany, diffusion, quantize, vocab, vqgan
 from minitok.checks import (
     exercises_in,
     lesson01,
@@ -22,6 +25,7 @@ from minitok.checks import (
     lesson06,
     lesson07,
     lesson08,
+    lesson09,
 )
 
 pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
@@ -41,6 +45,8 @@ EXERCISES = {
                "remask_lowest", "decode_loop"],
     lesson07: ["build_sequence", "masked_targets", "allowed_next", "constrained_generate"],
     lesson08: ["add_noise", "diffusion_loss", "ddim_step", "sample_loop"],
+    lesson09: ["encode_scales", "scales_to_fhat", "var_inputs", "block_causal_mask",
+               "var_generate"],
 }
 
 
@@ -115,3 +121,69 @@ def test_every_exercise_has_three_hints_on_demand(module, name):
     assert len(hints) == 3, f"{name} has {len(hints)} hints"
     assert all(isinstance(h, str) and len(h.strip()) >= 20 for h in hints), hints
     assert len(set(hints)) == 3, f"{name} repeats a hint"
+
+
+# --------------------------------------------------------------------------- the general hint
+#
+# A check whose hint is chosen by comparing a wrong answer with what each known mistake gives
+# must fall back to its general hint when the answer matches none of them: a known mistake's
+# hint (the last one tried, or a default) would name a mistake the learner did not make. Each
+# row is a wrong version that matches no known mistake (minitok's answer, shifted or
+# garbled) and the general hint it must get, word for word.
+
+
+def _shifted(ref, amount):
+    @functools.wraps(ref)
+    def fn(*args, **kwargs):
+        return ref(*args, **kwargs) + amount
+    return fn
+
+
+def _rolled_tokens(z, codebook):
+    quantized, indices = quantize.quantize(z, codebook)
+    return quantized, (indices + 1) % codebook.shape[0]
+
+
+def _last_target_dropped(seqs, starts, v):
+    inputs, targets = anytoany.masked_targets(seqs, starts, v)
+    return inputs, targets.index_fill(1, torch.tensor([targets.shape[1] - 1]), -100)
+
+
+GARBLED = [
+    (lesson01, "squared_distances", _shifted(quantize.squared_distances, 0.25),
+     lesson01.DISTANCES_HINT),
+    (lesson01, "nearest_code",
+     lambda z, c, chunk_size=None: (quantize.nearest_code(z, c, chunk_size) + 1) % len(c),
+     lesson01.NEAREST_HINT),
+    (lesson01, "quantize_feature_map", _rolled_tokens, lesson01.TOKENS_HINT),
+    (lesson01, "codebook_usage", lambda i, k: quantize.codebook_usage(i, k) * 0.5,
+     "usage = (number of distinct codes used) / K."),
+    (lesson01, "perplexity", lambda i, k: quantize.perplexity(i, k) + 0.37,
+     "perplexity = exp(-sum_k p_k log p_k), p_k = count_k / N."),
+    (lesson01, "kmeans_step", _shifted(quantize.kmeans_step, 0.1), lesson01.MEAN_HINT),
+    (lesson01, "kmeans", _shifted(quantize.kmeans, 0.1), lesson01.START_HINT),
+    (lesson03, "tokens_to_image", _shifted(lesson03.tokens_to_image.reference, 0.1),
+     "decoder(codebook[indices].permute(0, 3, 1, 2)): one code per token."),
+    (lesson03, "hinge_d_loss", _shifted(vqgan.hinge_d_loss, 0.1),
+     "0.5 * (mean relu(1 - D(x)) + mean relu(1 + D(x_hat)))."),
+    (lesson03, "adaptive_weight",
+     lambda rec, adv, decoder, max_weight=1e4: vqgan.adaptive_weight(rec, adv, decoder,
+                                                                     max_weight) * 0.9,
+     "||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), clamped to [0, max_weight], "
+     "with W = decoder.conv_out.weight."),
+    (lesson07, "build_sequence", lambda parts, v: vocab.build_sequence(parts, v).flip(0),
+     "text becomes vocab.encode_text(text); the document ends with vocab.eot."),
+    (lesson07, "masked_targets", _last_target_dropped, lesson07.TARGETS_HINT),
+    (lesson08, "add_noise", _shifted(diffusion.add_noise, 0.01),
+     "x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, abar_t = alphas_cumprod[t]."),
+]
+
+
+@pytest.mark.parametrize(("module", "name", "garbled", "general"),
+                         [pytest.param(*row, id=f"{_lesson_id(row[0])}-{row[1]}")
+                          for row in GARBLED])
+def test_an_answer_matching_no_known_mistake_gets_the_general_hint(module, name, garbled,
+                                                                   general):
+    result = verdict(getattr(module, name), garbled)
+    assert result.status == "failed", result.render()
+    assert result.hint == general, result.render()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
+from checking import verdict
 
 from minitok.checks import (
     CheckFailed,
@@ -14,7 +17,10 @@ from minitok.checks import (
     expect_equal,
     expect_shape,
 )
-from minitok.checks._core import run_check
+from minitok.checks._core import other_references, run_check
+from minitok.tools.grading.remote import RemoteObject, Session
+from minitok.tools.grading.server import Server
+from minitok.tools.grading.submission import split_cell
 
 
 def reference(x):
@@ -86,7 +92,8 @@ def test_expectations_fail_with_the_right_message():
 def test_exercises_in_finds_checks_by_name():
     import sys
 
-    assert exercises_in(sys.modules[__name__]) == {"double": double}
+    assert exercises_in(sys.modules[__name__]) == {"double": double, "inner": inner_check,
+                                                   "outer": outer_check}
 
 
 # --------------------------------------------------------------------------- hints on demand
@@ -140,3 +147,130 @@ def test_every_lesson_module_offers_hint():
         if info.name.startswith("lesson"):
             module = importlib.import_module(f"minitok.checks.{info.name}")
             assert callable(getattr(module, "hint", None)), info.name
+
+
+# --------------------------------------------------------------------------- one verdict, however wrapped
+#
+# A check binds the lesson's other exercises to minitok's references where the learner's code
+# reads them. `outer` calls the lesson's `inner`; the learner's own `inner` is wrong, so
+# `outer` passes only if the check's binding reaches the namespace `outer` really reads,
+# however it is wrapped (a decorator's wrapper lives in the decorator's module).
+
+
+def _inner_reference(x):
+    return x * 2
+
+
+def _outer_reference(x):
+    return _inner_reference(x) + 1
+
+
+@exercise("inner", reference=_inner_reference)
+def inner_check(fn):
+    expect_close(fn(torch.arange(3.0)), torch.arange(3.0) * 2, "inner(x)", hint="x * 2")
+
+
+@exercise("outer", reference=_outer_reference)
+def outer_check(fn):
+    x = torch.arange(3.0, requires_grad=True)
+    expect_close(fn(x), x.detach() * 2 + 1, "outer(x)", hint="inner(x) + 1")
+
+
+NOTEBOOK = """
+import functools
+import torch
+
+def inner(x):  # wrong: outer's check must use minitok's inner
+    return x * 3
+
+def plain(x):
+    return inner(x) + 1
+
+def wraps_deco(f):
+    @functools.wraps(f)
+    def wrapper(*args):
+        return f(*args)
+    return wrapper
+
+def bare_deco(f):
+    def wrapper(*args):
+        return f(*args)
+    return wrapper
+
+@wraps_deco
+def wrapped(x):
+    return inner(x) + 1
+
+@bare_deco
+def bare(x):
+    return inner(x) + 1
+
+@torch.no_grad()
+def no_grad(x):
+    return inner(x) + 1
+
+class Sampler:
+    def method(self, x):
+        return inner(x) + 1
+
+    @staticmethod
+    def static(x):
+        return inner(x) + 1
+
+    @classmethod
+    def klass(cls, x):
+        return inner(x) + 1
+
+    def __call__(self, x):
+        return inner(x) + 1
+"""
+
+
+def _notebook() -> dict:
+    namespace = {"__name__": "notebook"}
+    exec(NOTEBOOK, namespace)
+    return namespace
+
+
+WRAPPINGS = {
+    "plain": lambda nb: nb["plain"],
+    "functools.wraps": lambda nb: nb["wrapped"],
+    "a decorator without wraps": lambda nb: nb["bare"],
+    "@torch.no_grad()": lambda nb: nb["no_grad"],
+    "torch.no_grad() around it": lambda nb: torch.no_grad()(nb["plain"]),
+    "a bound method": lambda nb: nb["Sampler"]().method,
+    "a staticmethod": lambda nb: nb["Sampler"].static,
+    "a staticmethod object": lambda nb: nb["Sampler"].__dict__["static"],
+    "a classmethod": lambda nb: nb["Sampler"].klass,
+    "a callable object": lambda nb: nb["Sampler"](),
+    "a lambda around it": lambda nb: (lambda f: lambda x: f(x))(nb["no_grad"]),
+    "a partial": lambda nb: functools.partial(nb["wrapped"]),
+}
+
+
+@pytest.mark.usefixtures("transport")
+@pytest.mark.parametrize("wrapping", list(WRAPPINGS))
+def test_a_check_binds_the_references_where_the_learners_code_reads_them(wrapping):
+    notebook = _notebook()
+    fn = WRAPPINGS[wrapping](notebook)
+    learners_inner = notebook["inner"]
+    unbound = run_check("outer", outer_check.test, fn)  # the learner's own inner: wrong
+    assert unbound.status == "failed", unbound.render()
+    result = verdict(outer_check, fn)
+    assert result.status == "passed", result.render()
+    assert notebook["inner"] is learners_inner  # restored afterwards
+    assert "inner" not in vars(torch.utils._contextlib) and "inner" not in vars(functools)
+
+
+@pytest.mark.parametrize("decorator", ["", "@torch.no_grad()\n", "@wraps_deco\n",
+                                       "@bare_deco\n", "@functools.lru_cache\n"])
+def test_the_grader_binds_the_references_for_a_decorated_function(decorator):
+    """The grader's own path (the judge's load and call, without the sandbox): a submission
+    whose `outer` is decorated is judged with minitok's `inner`, as in the notebook."""
+    cell = NOTEBOOK + f"\n\n{decorator}def outer(x):\n    return inner(x) + 1\n"
+    statements = [s.wire() for s in split_cell(1, cell)]
+    session = Session(Server().reply)
+    loaded = session.load(statements, "outer", other_references(outer_check))
+    assert loaded["defined"] and loaded["callable"] and not loaded["problem"], loaded
+    result = run_check("outer", outer_check.test, RemoteObject(session))
+    assert result.status == "passed", result.render()

@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from checking import assert_fails_with, assert_passes, verdict
+from checking import assert_each_hint_is_its_own, assert_fails_with, assert_passes, verdict
 
 from minitok import quantize
 from minitok.checks import exercises_in
@@ -75,6 +75,23 @@ def test_squared_distances_catches_the_transpose():
     assert_fails_with(check.squared_distances, wrong, "(N, K)")
 
 
+def test_squared_distances_mistakes_each_get_their_own_hint():
+    def expanded(sign=-1.0, two=2.0, z_sq=True):
+        def fn(z, codebook):
+            z, codebook = z.float(), codebook.float()
+            norm = (z**2).sum(1, keepdim=True) if z_sq else 0 * z[:, :1]
+            return norm + sign * two * z @ codebook.T + (codebook**2).sum(1)
+        return fn
+
+    assert_each_hint_is_its_own(check.squared_distances, [
+        (expanded(sign=1.0), ("minus sign",)),
+        (expanded(two=1.0), ("twice the dot product",)),
+        (torch.cdist, ("no square root",)),
+        (expanded(z_sq=False), ("||z||^2 is missing",)),
+        (lambda z, c: learner_distances(z, c) + 0.25, ("every pair's squared distance",)),
+    ])
+
+
 def test_squared_distances_catches_low_precision_under_autocast():
     def wrong(z, codebook):  # correct in float32, but the matmul follows autocast into bf16
         return (z**2).sum(1, keepdim=True) - 2 * z @ codebook.T + (codebook**2).sum(1)
@@ -135,6 +152,21 @@ def test_nearest_code_catches_argmax():
     assert_fails_with(check.nearest_code, wrong, "argmin, not argmax")
 
 
+def test_nearest_code_mistakes_each_get_their_own_hint():
+    def wrong_axis(z, codebook, chunk_size=None):  # right shape whenever N = K
+        if z.shape[0] == codebook.shape[0]:
+            return learner_distances(z, codebook).argmin(dim=0)
+        return learner_nearest(z, codebook, chunk_size)
+
+    assert_each_hint_is_its_own(check.nearest_code, [
+        (wrong_axis, ("argmin over dim=1",)),
+        (lambda z, c, chunk_size=None: learner_nearest(z, c, chunk_size, argmax=True),
+         ("argmin, not argmax",)),
+        (lambda z, c, chunk_size=None: (learner_nearest(z, c, chunk_size) + 1) % len(c),
+         ("index of its smallest squared distance",)),
+    ])
+
+
 def test_nearest_code_catches_lost_leading_dims():
     def wrong(z, codebook, chunk_size=None):
         return learner_nearest(z, codebook, chunk_size).reshape(-1)
@@ -147,6 +179,25 @@ def test_nearest_code_catches_a_dropped_last_chunk():
         return learner_nearest(z, codebook, chunk_size, drop_last=True)
 
     assert_fails_with(check.nearest_code, wrong, "the last, shorter chunk")
+
+
+def test_nearest_code_catches_an_ignored_chunk_size():
+    """The same indices, but all N x K distances at once: chunk_size only changes memory."""
+    def wrong(z, codebook, chunk_size=None):
+        return learner_nearest(z, codebook)  # chunk_size ignored
+
+    assert_fails_with(check.nearest_code, wrong, "chunk_size bounds the memory")
+
+
+def test_nearest_code_catches_chunks_cut_from_all_the_distances():
+    def wrong(z, codebook, chunk_size=None):
+        flat = z.reshape(-1, z.shape[-1])
+        d = learner_distances(flat, codebook)  # (N, K) at once, then cut
+        step = len(flat) if chunk_size is None else chunk_size
+        found = [d[s : s + step].argmin(dim=1) for s in range(0, len(flat), step)]
+        return torch.cat(found).reshape(z.shape[:-1])
+
+    assert_fails_with(check.nearest_code, wrong, "chunk_size bounds the memory")
 
 
 def test_nearest_code_catches_low_precision_distances():

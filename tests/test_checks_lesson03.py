@@ -144,6 +144,23 @@ def test_adaptive_weight_catches_backward_into_grad():
     assert_fails_with(check.adaptive_weight, wrong, ".backward() accumulates")
 
 
+def test_adaptive_weight_catches_gradients_left_before_the_decoder():
+    """backward() fills .grad all along the losses' graph; zeroing only the decoder's leaves
+    the encoder's (and the quantizer's) for the optimiser to apply."""
+    def wrong(rec_loss, g_loss, decoder, max_weight=1e4):
+        w = decoder.conv_out.weight
+        rec_loss.backward(retain_graph=True)
+        rec = w.grad.norm()
+        decoder.zero_grad(set_to_none=True)
+        g_loss.backward(retain_graph=True)
+        adv = w.grad.norm()
+        decoder.zero_grad(set_to_none=True)
+        return (rec / (adv + 1e-4)).clamp(0, max_weight).detach()
+
+    assert_fails_with(check.adaptive_weight, wrong, ".backward() accumulates",
+                      "misses the rest")
+
+
 def test_adaptive_weight_catches_a_freed_graph():
     def wrong(rec_loss, g_loss, decoder):
         w = decoder.conv_out.weight

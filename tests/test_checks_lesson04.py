@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-from checking import assert_fails_with, verdict
+from checking import assert_each_hint_is_its_own, assert_fails_with, verdict
 
 from minitok import transformer
 from minitok.checks import exercises_in, lesson04
@@ -139,6 +139,24 @@ def test_merge_heads_without_transpose_fails():
     assert_fails_with(lesson04.merge_heads, wrong, "transpose(1, 2) back")
 
 
+def test_merge_heads_with_view_fails_on_a_real_attention_output():
+    """x.transpose(1, 2).view(...) works on split_heads' output (transposed back, it is
+    contiguous again) but not on attention's output, a contiguous (B, H, T, d) tensor."""
+    def with_view(x):
+        B, H, T, d = x.shape
+        return x.transpose(1, 2).view(B, T, H * d)
+
+    assert_fails_with(lesson04.merge_heads, with_view, "Use .reshape")
+
+
+def test_split_heads_with_a_flat_view_fails_on_a_slice_of_qkv():
+    def flat_view(x, n_head):
+        B, T, C = x.shape
+        return x.view(B * T * C).view(B, T, n_head, C // n_head).transpose(1, 2)
+
+    assert_fails_with(lesson04.split_heads, flat_view, "Use .reshape")
+
+
 # --------------------------------------------------------------------------- hints
 
 
@@ -153,7 +171,7 @@ def test_every_check_has_three_hints_on_demand(capsys):
 
 
 def attention_class(mask="causal", heads="split", qkv="split", scale=None, proj=True,
-                    use_layer=True, dropout=True, advance=False, qkv_name="qkv"):
+                    use_layer=True, dropout=True, advance=False, qkv_name="qkv", use_cache=True):
     """A hand-written SelfAttention with a knob for each classic mistake."""
 
     class SelfAttention(nn.Module):
@@ -180,7 +198,7 @@ def attention_class(mask="causal", heads="split", qkv="split", scale=None, proj=
             T_k = T
             if mask == "square" and self.causal:  # built before the cache update
                 m = causal_mask(T)
-            if cache is not None:
+            if cache is not None and use_cache:
                 k, v = cache.update(layer if use_layer else 0, k, v)
                 T_k = k.shape[2]
                 if advance:
@@ -189,13 +207,17 @@ def attention_class(mask="causal", heads="split", qkv="split", scale=None, proj=
                 m = causal_mask(T, T_k) if self.causal else None
             elif mask == "top-left":
                 m = torch.tril(torch.ones(T, T_k, dtype=torch.bool)) if self.causal else None
-            elif mask == "none" or not self.causal:
+            elif mask in ("none", "after-softmax") or not self.causal:
                 m = None
             d = q.shape[-1]
             scores = q @ k.transpose(-2, -1) * (1 / math.sqrt(d) if scale is None else scale)
             if m is not None:
                 scores = scores.masked_fill(~m, float("-inf"))
-            y = torch.softmax(scores, dim=-1) @ v
+            if mask == "after-softmax" and self.causal:  # weights zeroed, not renormalised
+                weights = torch.softmax(scores, dim=-1).masked_fill(~causal_mask(T, T_k), 0)
+            else:
+                weights = torch.softmax(scores, dim=-1)
+            y = weights @ v
             y = merge_heads(y) if heads == "split" else y.reshape(B, T, C)
             return self.drop(self.proj(y) if proj else y)
 
@@ -222,7 +244,7 @@ def test_self_attention_accepts_sdpa_with_an_explicit_mask():
     assert verdict(lesson04.SelfAttention, SelfAttention).passed
 
 
-@pytest.mark.parametrize(("knobs", "words"), [
+SELF_ATTENTION_MISTAKES = [
     ({"qkv_name": "c_attn"}, ("attribute names", "qkv (Linear C -> 3C)")),
     ({"mask": "none"}, ("the future", "causal_mask(T, T_k)")),
     ({"mask": "top-left"}, ("LAST T", "bottom-right")),
@@ -235,10 +257,36 @@ def test_self_attention_accepts_sdpa_with_an_explicit_mask():
     ({"use_layer": False}, ("its own slot", "cache.update(layer, k, v)")),
     ({"advance": True}, ("leaves cache.length",)),
     ({"dropout": False}, ("nn.Dropout(config.dropout)",)),
-], ids=["names", "no-mask", "top-left", "mask-before-cache", "heads", "qkv-order", "scale-1/C",
-        "unscaled", "no-proj", "layer", "advance", "no-dropout"])
+]
+SELF_ATTENTION_MISTAKES_IDS = ["names", "no-mask", "top-left", "mask-before-cache", "heads",
+                               "qkv-order", "scale-1/C", "unscaled", "no-proj", "layer",
+                               "advance", "no-dropout"]
+
+
+@pytest.mark.parametrize(("knobs", "words"), SELF_ATTENTION_MISTAKES,
+                         ids=SELF_ATTENTION_MISTAKES_IDS)
 def test_self_attention_mistakes_fail_with_their_hint(knobs, words):
     assert_fails_with(lesson04.SelfAttention, attention_class(**knobs), *words)
+
+
+def test_self_attention_mistakes_each_get_their_own_hint():
+    rows = [(attention_class(**knobs), words) for knobs, words in SELF_ATTENTION_MISTAKES]
+    assert_each_hint_is_its_own(lesson04.SelfAttention, rows)
+
+
+def test_self_attention_ignoring_its_cache_fails():
+    assert_fails_with(lesson04.SelfAttention, attention_class(use_cache=False),
+                      "k, v = cache.update(layer, k, v) before the mask")
+
+
+@pytest.mark.parametrize("knobs", [{"mask": "after-softmax"}, {"scale": 0.3}],
+                         ids=["mask-after-softmax", "odd-scale"])
+def test_self_attention_mistakes_no_hint_knows_get_the_general_hint(knobs):
+    """No known mistake gives these outputs: the hint is the general one, not the last
+    known mistake's (a loop variable once shadowed it)."""
+    result = verdict(lesson04.SelfAttention, attention_class(**knobs))
+    assert result.status == "failed" and result.hint == lesson04.SELF_ATTENTION_HINT, \
+        result.render()
 
 
 def test_self_attention_masking_a_bidirectional_layer_fails():
@@ -291,6 +339,9 @@ def block_class(kind="pre-norm", pass_cache=True, in_place=False, names=("ln1", 
             if kind == "one-norm":
                 x = x + self.attn(ln1(x), *args)
                 return x + self.mlp(ln1(x))
+            if kind == "no-mlp-residual":
+                x = x + self.attn(ln1(x), *args)
+                return self.mlp(ln2(x))
             if kind == "mlp-first":
                 x = x + self.mlp(ln2(x))
                 return x + self.attn(ln1(x), *args)
@@ -308,17 +359,33 @@ def test_block_accepts_a_hand_written_version():
     assert verdict(lesson04.Block, block_class()).passed
 
 
-@pytest.mark.parametrize(("knobs", "words"), [
+BLOCK_MISTAKES = [
     ({"names": ("norm1", "norm2")}, ("attribute names", "ln1, attn")),
     ({"kind": "post-norm"}, ("post-norm", "pre-norm")),
     ({"kind": "no-residual"}, ("residual connection is missing",)),
-    ({"kind": "one-norm"}, ("self.ln2(x)",)),
+    ({"kind": "one-norm"}, ("from the x after the attention",)),
     ({"kind": "mlp-first"}, ("attention first",)),
     ({"pass_cache": False}, ("pass the cache and the layer's number",)),
     ({"in_place": True}, ("not x += ...",)),
-], ids=["names", "post-norm", "no-residual", "one-norm", "mlp-first", "cache", "in-place"])
+]
+BLOCK_MISTAKES_IDS = ["names", "post-norm", "no-residual", "one-norm", "mlp-first", "cache",
+                      "in-place"]
+
+
+@pytest.mark.parametrize(("knobs", "words"), BLOCK_MISTAKES,
+                         ids=BLOCK_MISTAKES_IDS)
 def test_block_mistakes_fail_with_their_hint(knobs, words):
     assert_fails_with(lesson04.Block, block_class(**knobs), *words)
+
+
+def test_block_mistakes_each_get_their_own_hint():
+    rows = [(block_class(**knobs), words) for knobs, words in BLOCK_MISTAKES]
+    assert_each_hint_is_its_own(lesson04.Block, rows)
+
+
+def test_block_without_the_mlp_residual_gets_the_general_hint():
+    result = verdict(lesson04.Block, block_class(kind="no-mlp-residual"))
+    assert result.status == "failed" and result.hint == lesson04.BLOCK_HINT, result.render()
 
 
 # --------------------------------------------------------------------------- Transformer
@@ -369,7 +436,7 @@ def test_transformer_accepts_a_hand_written_version():
     assert verdict(lesson04.Transformer, transformer_class()).passed
 
 
-@pytest.mark.parametrize(("knobs", "words"), [
+TRANSFORMER_MISTAKES = [
     ({"head_bias": True}, ("attribute names", "bias=False")),
     ({"offset": False}, ("position ids not offset", "cache.length")),
     ({"layer_index": False}, ("slot 0", "enumerate(self.blocks)")),
@@ -379,10 +446,20 @@ def test_transformer_accepts_a_hand_written_version():
     ({"positions": False}, ("position embedding is missing",)),
     ({"ln_f": False}, ("self.ln_f(x)",)),
     ({"embed_dropout": False}, ("self.drop",)),
-], ids=["names", "offset", "layer-index", "advance-first", "no-advance", "no-cache",
-        "no-positions", "no-ln_f", "no-dropout"])
+]
+TRANSFORMER_MISTAKES_IDS = ["names", "offset", "layer-index", "advance-first", "no-advance",
+                            "no-cache", "no-positions", "no-ln_f", "no-dropout"]
+
+
+@pytest.mark.parametrize(("knobs", "words"), TRANSFORMER_MISTAKES,
+                         ids=TRANSFORMER_MISTAKES_IDS)
 def test_transformer_mistakes_fail_with_their_hint(knobs, words):
     assert_fails_with(lesson04.Transformer, transformer_class(**knobs), *words)
+
+
+def test_transformer_mistakes_each_get_their_own_hint():
+    rows = [(transformer_class(**knobs), words) for knobs, words in TRANSFORMER_MISTAKES]
+    assert_each_hint_is_its_own(lesson04.Transformer, rows)
 
 
 def test_self_attention_with_sdpa_is_causal_fails_under_a_cache():

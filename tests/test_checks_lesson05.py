@@ -151,6 +151,24 @@ def test_top_p_catches_a_mask_left_in_sorted_order():
     assert_fails_with(check.top_p_filter, sorted_mask, "original (unsorted) positions")
 
 
+def test_prior_loss_catches_a_backward_inside():
+    def with_backward(model, seqs, num_codes):
+        loss = prior.prior_loss(model, seqs, num_codes)
+        loss.backward(retain_graph=True)  # the training loop backpropagates it again
+        return loss
+
+    assert_fails_with(check.prior_loss, with_backward, "without calling backward")
+
+
+def test_prior_batch_loss_catches_a_backward_inside():
+    def with_backward(model, codes, labels, generator, batch_size=64, p_uncond=0.1):
+        loss = prior.prior_batch_loss(model, codes, labels, generator, batch_size, p_uncond)
+        loss.backward(retain_graph=True)
+        return loss
+
+    assert_fails_with(check.prior_batch_loss, with_backward, "without calling backward")
+
+
 # --------------------------------------------------------------------------- sampling
 
 
@@ -186,6 +204,23 @@ def test_sample_logits_catches_temperature_after_top_p():
         probs = torch.softmax(logits / temperature, -1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     assert_fails_with(check.sample_logits, wrong_order, "divide by the temperature, then top-k")
+
+
+def test_sample_logits_catches_top_p_before_top_k():
+    """The two filters' orders differ only where top-p's nucleus changes once top-k has
+    renormalised the distribution: the check has such a case."""
+    def p_first(logits, temperature=1.0, top_k=None, top_p=None, generator=None,
+                greedy=False):
+        if greedy:
+            return logits.argmax(-1)
+        logits = logits / temperature
+        if top_p is not None:
+            logits = sampling.top_p_filter(logits, top_p)
+        if top_k is not None:
+            logits = sampling.top_k_filter(logits, top_k)
+        probs = torch.softmax(logits, -1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    assert_fails_with(check.sample_logits, p_first, "top-k comes before top-p")
 
 
 def test_sample_logits_catches_greedy_ignored():
@@ -372,3 +407,25 @@ def test_ar_generate_catches_two_separate_batches():
             cond_in, null_in = (token[:, None],) * 2 if use_cache else (cond_seq, null_seq)
         return cond_seq[:, 1:].reshape(B, G, G)
     assert_fails_with(check.ar_generate, two_batches, "ONE doubled batch")
+
+
+def test_ar_generate_under_no_grad_is_judged_with_minitoks_other_exercises():
+    """The solutions write `@torch.no_grad()` above ar_generate: its wrapper lives in
+    torch.utils._contextlib, but the check must still bind minitok's sample_logits where the
+    learner's code reads it (their notebook), so a wrong earlier exercise costs only itself."""
+    import inspect
+
+    from minitok.checks._core import run_check
+
+    notebook = {"__name__": "notebook"}
+    exec("import torch\nfrom minitok import validate\nfrom minitok.sampling import cfg_logits\n\n"
+         "def sample_logits(logits, temperature=1.0, top_k=None, top_p=None, generator=None,\n"
+         "                  greedy=False):\n"
+         "    return logits.argmin(-1)  # a wrong earlier exercise\n\n"
+         + inspect.getsource(prior.ar_generate), notebook)
+    fn, learners = notebook["ar_generate"], notebook["sample_logits"]
+    assert fn.__globals__ is not notebook  # the wrapper's globals are torch's
+    assert run_check("ar_generate", check.ar_generate.test, fn).status == "failed"
+    assert_passes(check.ar_generate, fn)
+    assert notebook["sample_logits"] is learners  # restored afterwards
+    assert "sample_logits" not in vars(torch.utils._contextlib)

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from checking import assert_fails_with, verdict
+from checking import assert_each_hint_is_its_own, assert_fails_with, verdict
 
 from minitok import maskgit
 from minitok.checks import exercises_in
@@ -74,12 +74,13 @@ def test_gamma_accepts_math_on_floats():
 # --------------------------------------------------------------------------- mask_len
 
 
-def _mask_len(off_by_one=False, clamp=True, rounding=torch.floor):
+def _mask_len(off_by_one=False, clamp=True, rounding=torch.floor, as_float=False):
     def fn(n_initial, n_unknown, step, steps, schedule="cosine"):
         if step == steps - 1:
             return torch.zeros_like(n_unknown)
         ratio = step / steps if off_by_one else (step + 1) / steps
-        planned = rounding(n_initial.double() * maskgit.gamma(schedule, ratio)).long()
+        planned = rounding(n_initial.double() * maskgit.gamma(schedule, ratio))
+        planned = planned if as_float else planned.long()
         if not clamp:
             return planned
         return torch.minimum(torch.minimum(n_unknown - 1, planned).clamp(min=1), n_unknown)
@@ -93,6 +94,11 @@ def test_mask_len_catches_the_off_by_one_ratio():
 
 def test_mask_len_catches_a_missing_clamp():
     assert_fails_with(check.mask_len, _mask_len(clamp=False), "at most n_unknown - 1")
+
+
+def test_mask_len_catches_counts_left_as_floats():
+    """The right values in a float64 tensor (torch.floor keeps the dtype)."""
+    assert_fails_with(check.mask_len, _mask_len(as_float=True), "integer tensor", ".long()")
 
 
 def test_mask_len_catches_ceil():
@@ -297,12 +303,21 @@ def test_remask_accepts_an_own_gumbel():
     assert verdict(check.remask_lowest, _remask()).passed
 
 
+def test_sample_with_confidence_catches_float_token_ids():
+    def as_float(logits, tokens, mask_id, generator=None):
+        sampled, confidence = maskgit.sample_with_confidence(logits, tokens, mask_id, generator)
+        return sampled.float(), confidence  # the right values, the wrong dtype
+
+    assert_fails_with(check.sample_with_confidence, as_float, "int64 like tokens")
+
+
 # --------------------------------------------------------------------------- decode_loop
 
 
 def _loop(n0_from="start", resample=False, last_step_remask=False, most_confident=False,
           off_by_one=False, schedule_ignored=False, choice="annealed", temperature_op="divide",
-          guidance="right", use_generator=True, record=True, in_place=False, greedy=False):
+          guidance="right", use_generator=True, record=True, in_place=False, greedy=False,
+          recount=True, extra_reveal=False):
     """A decode loop built from minitok's pieces, with one classic mistake switched on."""
 
     def fn(model, labels, tokens, steps=8, choice_temperature=4.5, generator=None,
@@ -310,7 +325,7 @@ def _loop(n0_from="start", resample=False, last_step_remask=False, most_confiden
         generator = generator if use_generator else None
         schedule = "cosine" if schedule_ignored else schedule
         mask_id = model.mask_id
-        n_initial = (tokens == mask_id).sum(1)
+        n_initial = n_start = (tokens == mask_id).sum(1)
         if n0_from == "grid":
             n_initial = torch.full_like(n_initial, tokens.shape[1])
         for t in range(steps):
@@ -340,11 +355,13 @@ def _loop(n0_from="start", resample=False, last_step_remask=False, most_confiden
             else:
                 sampled, confidence = maskgit.sample_with_confidence(logits, ask, mask_id,
                                                                      generator)
-            n_unknown = (tokens == mask_id).sum(1)
+            n_unknown = (tokens == mask_id).sum(1) if recount else n_start
             n_mask = maskgit.mask_len(n_initial, n_unknown, t, steps, schedule)
             if off_by_one:  # floor(N0 gamma(t / T)), clamped: the ratio one step behind
                 planned = torch.floor(n_initial * maskgit.gamma(schedule, t / steps)).long()
                 n_mask = torch.minimum(n_unknown - 1, planned).clamp(min=1)
+            if extra_reveal:  # a mistake no hint knows: one more token revealed per step
+                n_mask = (n_mask - 1).clamp(min=0)
             if last_step_remask and t == steps - 1:
                 n_mask = torch.ones_like(n_mask)
             if most_confident:
@@ -398,8 +415,38 @@ def test_loop_catches_counting_from_the_grid_size():
 
 
 def test_loop_catches_recounting_n0_every_step():
-    result = verdict(check.decode_loop, _loop(n0_from="current"))
-    assert result.status == "failed" and "(t + 1) / T" in result.hint
+    assert_fails_with(check.decode_loop, _loop(n0_from="current"), "recounted every step")
+
+
+def test_loop_catches_never_recounting_the_masked_tokens():
+    result = verdict(check.decode_loop, _loop(recount=False))
+    assert result.status == "failed", result.render()
+    assert "count the tokens still masked again" in result.hint, result.render()
+    assert "grid size" not in result.hint
+
+
+def test_loop_counting_mistakes_each_get_their_own_hint():
+    assert_each_hint_is_its_own(check.decode_loop, [
+        (_loop(n0_from="grid"), ("counted from the grid size",)),
+        (_loop(n0_from="current"), ("recounted every step",)),
+        (_loop(recount=False), ("count the tokens still masked again",)),
+        (_loop(schedule_ignored=True), ("pass `schedule` on",)),
+        (_loop(extra_reveal=True), ("masked (mask_len), nothing after the last step",)),
+    ])
+
+
+def test_loop_catches_float_token_ids():
+    loop = _loop()
+
+    def as_float(*args, **kwargs):
+        return loop(*args, **kwargs).float()  # the right tokens, the wrong dtype
+
+    assert_fails_with(check.decode_loop, as_float, "in the dtype of `tokens`")
+
+
+def test_loop_counts_matching_no_known_mistake_get_the_general_hint():
+    result = verdict(check.decode_loop, _loop(extra_reveal=True))
+    assert result.status == "failed" and result.hint == check.SCHEDULE_COUNTS, result.render()
 
 
 def test_loop_catches_the_off_by_one_schedule():

@@ -6,9 +6,11 @@ the RNG and thread count alone) is tested once for all lessons in tests/test_che
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
-from checking import assert_fails_with, assert_passes, verdict
+from checking import assert_each_hint_is_its_own, assert_fails_with, assert_passes, verdict
 
 from minitok import anytoany, vocab
 from minitok.checks import lesson07 as check
@@ -66,7 +68,8 @@ def test_build_sequence_catches_float_ids_and_dropped_parts():
 
 
 def _targets(seqs, starts, v, *, shift=True, keep_from=1, mask_prompt=True, mask_pad=True,
-             ignore=-100, clone=True):
+             ignore=-100, clone=True, mask_eot=False, pad_from_inputs=False, one_start=False,
+             mask_last=False):
     """masked_targets with one classic mistake switched on (keep_from: the right value is 1)."""
     if not shift:
         return seqs, seqs.clone()
@@ -75,31 +78,45 @@ def _targets(seqs, starts, v, *, shift=True, keep_from=1, mask_prompt=True, mask
     j = torch.arange(targets.shape[1])[None, :]
     mask = torch.zeros_like(targets, dtype=torch.bool)
     if mask_prompt:
-        mask |= j + keep_from < starts[:, None]
+        mask |= j + keep_from < (starts[:1, None] if one_start else starts[:, None])
     if mask_pad:
-        mask |= targets == v.pad
+        mask |= (inputs if pad_from_inputs else targets) == v.pad
+    if mask_eot:
+        mask |= targets == v.eot
+    if mask_last:  # a mistake no hint knows: the last target of every row dropped too
+        mask[:, -1] = True
     targets[mask] = ignore
     return inputs, targets
 
 
-@pytest.mark.parametrize(
-    "mistake, hint_words",
-    [
-        ({"shift": False}, "seqs[:, 1:]"),
-        ({"mask_prompt": False}, "prompt is given"),
-        ({"keep_from": 0}, "j + 1 >= answer_start"),
-        ({"keep_from": 2}, "j + 1 >= answer_start"),
-        ({"mask_pad": False}, "padding is not part"),
-        ({"ignore": 0}, "-100"),
-        ({"ignore": check.TINY.pad}, "-100"),
-        ({"clone": False}, "clone"),
-    ],
-)
+TARGETS_MISTAKES = [
+    ({"shift": False}, "position j predicts token j + 1"),
+    ({"mask_prompt": False}, "prompt is given"),
+    ({"keep_from": 0}, "j + 1 >= answer_start"),
+    ({"keep_from": 2}, "j + 1 >= answer_start"),
+    ({"mask_pad": False}, "padding is not part"),
+    ({"ignore": 0}, "ignore_index"),
+    ({"ignore": check.TINY.pad}, "ignore_index"),
+    ({"clone": False}, "slicing shares memory"),
+    ({"mask_eot": True}, "<eot> is part of the answer"),
+    ({"pad_from_inputs": True}, "find the padding in the targets"),
+    ({"one_start": True}, "one start per document"),
+    ({"mask_last": True}, "exactly the targets of the prompt"),  # the general hint
+]
+
+
+@pytest.mark.parametrize("mistake, hint_words", TARGETS_MISTAKES)
 def test_masked_targets_catches(mistake, hint_words):
     def wrong(seqs, starts, v):
         return _targets(seqs, starts, v, **mistake)
 
     assert_fails_with(check.masked_targets, wrong, hint_words)
+
+
+def test_masked_targets_mistakes_each_get_their_own_hint():
+    rows = [(functools.partial(_targets, **mistake), (words,))
+            for mistake, words in TARGETS_MISTAKES]
+    assert_each_hint_is_its_own(check.masked_targets, rows)
 
 
 def test_masked_targets_catches_a_single_return_value():

@@ -26,12 +26,15 @@ learner's function with `probe` (see there).
 
 from __future__ import annotations
 
+import functools
 import sys
+import sysconfig
 import traceback
+import types
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
-from types import ModuleType
+from pathlib import Path
 
 import torch
 
@@ -242,20 +245,107 @@ def other_references(check: Callable) -> dict[str, Callable]:
 def verdict(check: Callable, fn: Callable) -> Result:
     """What `check` says about `fn`, judged in this process.
 
-    While it runs, the lesson's other exercises are minitok's references in `fn`'s globals
-    (the notebook's namespace), as the grader's worker binds them: a learner's `nearest_code`
-    is judged with minitok's `squared_distances` even where their own one failed.
+    While it runs, the lesson's other exercises are minitok's references in the namespace
+    the learner's code reads (the notebook's, see `learner_namespaces`), as the grader's
+    worker binds them: a learner's `nearest_code` is judged with minitok's
+    `squared_distances` even where their own one failed.
     """
-    with bound(_globals_of(fn), other_references(check)):
+    with references_bound(check, fn):
         return run_check(check.exercise, check.test, fn)
 
 
-def _globals_of(fn) -> dict | None:
-    """The namespace a learner's function (or class) reads its other names from."""
-    if isinstance(fn, type):  # a class: its module's namespace (a notebook's is __main__)
-        module = sys.modules.get(fn.__module__)
-        return vars(module) if module is not None else None
-    return getattr(fn, "__globals__", None)
+@contextmanager
+def references_bound(check: Callable, fn) -> Iterator[None]:
+    """The lesson's other exercises bound to minitok's references where `fn`'s code reads
+    them (every namespace of `learner_namespaces(fn)`), for a block, then restored."""
+    with ExitStack() as stack:
+        for namespace in learner_namespaces(fn):
+            stack.enter_context(bound(namespace, other_references(check)))
+        yield
+
+
+def learner_namespaces(fn) -> list[dict]:
+    """The namespaces the learner's code behind `fn` reads its other names from.
+
+    However the function is wrapped: a decorator's wrapper lives in the decorator's module
+    (`@torch.no_grad()`'s in torch.utils._contextlib), so this follows `__wrapped__`
+    (functools.wraps), a method's or staticmethod's `__func__`, a partial's `func` and the
+    functions a wrapper's closure holds, to the learner's own function, and keeps the
+    globals of every function (the module namespace of every class) found on the way that
+    is not a library's (installed packages, the standard library, minitok).
+    """
+    found: list[dict] = []
+    seen: list = []  # kept alive, so that no id is reused while this runs
+    todo = [fn]
+    while todo and len(seen) < 100:
+        item = todo.pop()
+        if any(item is known for known in seen):
+            continue
+        seen.append(item)
+        todo.extend(_inner_callables(item))
+        namespace = _namespace_of(item)
+        if namespace is not None and not _is_library(namespace) and \
+                all(namespace is not known for known in found):
+            found.append(namespace)
+    return found
+
+
+def _inner_callables(item) -> list:
+    """What `item` wraps: functools.wraps' `__wrapped__`, `__func__`, a partial's `func`, the
+    callables a function's closure holds, a class's methods, a callable object's `__call__`."""
+    inner = [getattr(item, name, None) for name in ("__wrapped__", "__func__")]
+    if isinstance(item, functools.partial):
+        inner.append(item.func)
+    if isinstance(item, types.FunctionType):
+        inner += [cell.cell_contents for cell in item.__closure__ or ()
+                  if _has_contents(cell)]
+    elif isinstance(item, type):  # its methods
+        inner += [value for value in vars(item).values()
+                  if isinstance(value, (types.FunctionType, staticmethod, classmethod))]
+    else:
+        inner.append(vars(type(item)).get("__call__"))  # a callable object: its method
+    return [x for x in inner if callable(x) or isinstance(x, (staticmethod, classmethod))]
+
+
+def _has_contents(cell) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 (an empty cell raises ValueError)
+    except ValueError:
+        return False
+    return True
+
+
+def _namespace_of(item) -> dict | None:
+    """A function's globals; the module namespace of a class, or of a callable object's
+    class (a notebook's module is __main__)."""
+    if isinstance(item, types.FunctionType):
+        return item.__globals__
+    module = sys.modules.get(getattr(item if isinstance(item, type) else type(item),
+                                     "__module__", None) or "")
+    return vars(module) if module is not None else None
+
+
+def _library_roots() -> tuple[Path, ...]:
+    paths = sysconfig.get_paths()
+    return tuple({Path(paths[key]).resolve() for key in ("stdlib", "platstdlib", "purelib",
+                                                          "platlib") if key in paths})
+
+
+_LIBRARY_ROOTS = _library_roots()
+
+
+def _is_library(namespace: dict) -> bool:
+    """True for the namespace of a module installed as a library (torch's, functools') or of
+    minitok itself (a check never rebinds minitok's own names)."""
+    name = namespace.get("__name__", "")
+    if name in sys.builtin_module_names or name == "minitok" or name.startswith("minitok."):
+        return True
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None)
+    if module is None or vars(module) is not namespace or not file:
+        return False
+    path = Path(file).resolve()
+    return any(path.is_relative_to(root) for root in _LIBRARY_ROOTS)
 
 
 def exercise(name: str, reference: Callable, solution: Callable | None = None,
@@ -294,7 +384,7 @@ def exercise(name: str, reference: Callable, solution: Callable | None = None,
     return wrap
 
 
-def exercises_in(module: ModuleType) -> dict[str, Callable]:
+def exercises_in(module: types.ModuleType) -> dict[str, Callable]:
     """Every check a lesson's check module defines, by exercise name, in definition order."""
     found = {}
     for value in vars(module).values():

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from minitok import quantize
 from minitok.checks._core import (
@@ -107,6 +109,10 @@ NO_ZSQ_HINT = (
     "||z||^2 is missing: the argmin would not change, but this function returns the "
     "distances themselves."
 )
+DISTANCES_HINT = (
+    "every pair's squared distance: ||z||^2 (N, 1) - 2 z @ codebook.T (N, K) + ||e||^2 (K,), "
+    "an (N, K) float32 tensor."
+)
 TRANSPOSE_HINT = "rows are the N vectors and columns the K codes: (N, K), i.e. z @ codebook.T."
 INPLACE_HINT = (
     "the function changed its inputs (an in-place op such as z.pow_(2), z -= ..., or a "
@@ -154,7 +160,7 @@ def squared_distances(fn):
                  hint=TRANSPOSE_HINT)
     if not _matches(got, expected, exact=False):
         expect_close(got, expected, "squared_distances of z (3, 2) to codebook (4, 2)",
-                     hint=_known_mistake(got, wrong, exact=False) or SIGN_HINT)
+                     hint=_known_mistake(got, wrong, exact=False) or DISTANCES_HINT)
 
     # 2. random vectors, N != K != D
     z = torch.randn(50, 6, generator=g)
@@ -199,10 +205,44 @@ LEADING_HINT = (
     "z can have any leading shape (..., D): flatten it with z.reshape(-1, D) and reshape "
     "the indices back to z.shape[:-1]."
 )
+NEAREST_HINT = (
+    "each vector's token is the index of its smallest squared distance: "
+    "squared_distances(rows, codebook).argmin(dim=1), int64."
+)
 CHUNK_HINT = (
     "with chunk_size the answer must not change: process rows start:start+chunk_size for "
     "start in range(0, N, chunk_size), including the last, shorter chunk."
 )
+
+
+CHUNK_MEMORY_HINT = (
+    "chunk_size bounds the memory: compute the distances of one chunk of rows at a time, "
+    "(chunk_size, K), and keep only its argmin; never the (N, K) distances of all rows at "
+    "once (not even to cut them into chunks afterwards)."
+)
+
+
+class _PeakElements(TorchDispatchMode):
+    """Records the most elements any tensor made inside the block had."""
+
+    def __init__(self):
+        super().__init__()
+        self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for item in tree_flatten(out)[0]:
+            if isinstance(item, torch.Tensor):
+                self.peak = max(self.peak, item.numel())
+        return out
+
+
+def _peak_probe(fn, z: torch.Tensor, codebook: torch.Tensor, chunk_size: int):
+    """Runs where the learner's function lives (checks.probe): nearest_code's indices with
+    `chunk_size`, and the most elements of any tensor it made."""
+    with _PeakElements() as peak:
+        out = fn(z, codebook, chunk_size=chunk_size)
+    return out, peak.peak
 
 
 NEAREST_CODE_HINTS = (
@@ -241,7 +281,7 @@ def nearest_code(fn):
                  hint=AXIS_HINT if tuple(got.shape) == (4,) else LEADING_HINT)
     wrong = [(ARGMAX_HINT, distances.argmax(dim=1))]
     expect_equal(got, ref(z, codebook), "indices of z (7, 3)",
-                 hint=_known_mistake(got, wrong, exact=True) or ARGMAX_HINT)
+                 hint=_known_mistake(got, wrong, exact=True) or NEAREST_HINT)
 
     # 2. as many vectors as codes, so argmin over the wrong axis has the right shape
     z = torch.randn(6, 3, generator=g)
@@ -250,7 +290,7 @@ def nearest_code(fn):
     got = fn(z, codebook)
     wrong = [(AXIS_HINT, distances.argmin(dim=0)), (ARGMAX_HINT, distances.argmax(dim=1))]
     expect_equal(got, ref(z, codebook), "indices of z (6, 3) with K = 6",
-                 hint=_known_mistake(got, wrong, exact=True) or AXIS_HINT)
+                 hint=_known_mistake(got, wrong, exact=True) or NEAREST_HINT)
 
     # 3. leading dimensions are kept: (2, 3, 5, D) -> (2, 3, 5)
     z = torch.randn(2, 3, 5, 4, generator=g)
@@ -284,6 +324,16 @@ def nearest_code(fn):
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         got = fn(z, codebook)
     expect_equal(got, answer, "indices under bf16 autocast", hint=PRECISION_HINT)
+
+    # 7. chunk_size is there for memory: no tensor as large as all N x K distances
+    many, wide = torch.randn(512, 2, generator=g), torch.randn(64, 2, generator=g)
+    got, peak = probe(_peak_probe, fn, many, wide, 8)
+    expect_equal(got, ref(many, wide), "indices of z (512, 2) with chunk_size=8",
+                 hint=CHUNK_HINT)
+    expect(peak < 512 * 64 // 4,
+           f"with chunk_size=8 your nearest_code made a tensor of {peak} elements; the "
+           f"distances of all N = 512 vectors to K = 64 codes are {512 * 64}",
+           CHUNK_MEMORY_HINT)
     return ("N != K, N == K, leading dims, a permuted view, chunk sizes 1/3/7/10/64, "
             "bf16 autocast, inputs unchanged")
 
@@ -302,6 +352,14 @@ HW_HINT = (
 BACK_HINT = (
     "codebook[indices] is (B, H, W, C): permute(0, 3, 1, 2) it back to (B, C, H, W); "
     "reshaping it to (B, C, H, W) scrambles channels and positions."
+)
+TOKENS_HINT = (
+    "the tokens of a map: one row per position (b, h, w), z.permute(0, 2, 3, 1).reshape(-1, "
+    "C), nearest_code of the rows, reshaped to (B, H, W)."
+)
+LOOKUP_HINT = (
+    "the quantized map is each token's code, codebook[indices] (B, H, W, C), in the map's "
+    "layout (B, C, H, W)."
 )
 ORDER_HINT = "return (quantized, indices): the (B, C, H, W) map first, then the (B, H, W) tokens."
 
@@ -346,14 +404,14 @@ def quantize_feature_map(fn):
     expect_tensor(indices, "indices", hint=ORDER_HINT)
     expect_shape(indices, (b, h, w), "indices of a (2, 3, 4, 5) map", hint=HW_HINT)
     expect_equal(indices, expected_idx, "indices (B, H, W)",
-                 hint=_known_mistake(indices, wrong, exact=True) or PERMUTE_HINT)
+                 hint=_known_mistake(indices, wrong, exact=True) or TOKENS_HINT)
 
     # then the quantized map, back in (B, C, H, W)
     looked_up = codebook[expected_idx]  # (B, H, W, C)
     wrong = [(BACK_HINT, looked_up.reshape(b, c, h, w))]
     expect_shape(quantized, (b, c, h, w), "quantized map", hint=BACK_HINT)
     expect_close(quantized, expected_q, "quantized map (B, C, H, W)", atol=1e-6, rtol=0,
-                 hint=_known_mistake(quantized, wrong, exact=False) or BACK_HINT)
+                 hint=_known_mistake(quantized, wrong, exact=False) or LOOKUP_HINT)
     return "a (2, 3, 4, 5) map: token order, the quantized map's layout, inputs unchanged"
 
 
@@ -584,6 +642,10 @@ FEED_HINT = (
     "each step must start from the previous step's codebook: codebook = kmeans_step(vectors, "
     "codebook) inside the loop, then return that codebook."
 )
+LOOP_HINT = (
+    "the start (iters=0) is right, the steps after it are not: codebook = "
+    "kmeans_step(vectors, codebook), exactly iters times, each from the previous codebook."
+)
 KMEANS_HINTS = (
     "A fit is a start and a loop: pick K distinct vectors at random, with the generator you are "
     "given, then improve that codebook with kmeans_step, again and again, each step starting "
@@ -671,6 +733,8 @@ def kmeans(fn):
         hint = _known_mistake(got, wrong, exact=False)
         if hint is None and same(fit(iters, 12), got):
             hint = OWN_GENERATOR_HINT
+        if hint is None and same(fit(0, 11), start(11)):
+            hint = LOOP_HINT
         expect_close(got, expected, f"kmeans after iters={iters} steps (generator seed 11)",
                      hint=hint or START_HINT)
 

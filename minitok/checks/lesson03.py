@@ -283,7 +283,7 @@ def _case(g: torch.Generator, rec_scale: float, g_scale: float) -> dict:
             "target": torch.randn(2, 1, 8, 8, generator=g).clamp(-1, 1),
             "fake_logits": torch.randn(2, 1, 8, 8, generator=g),  # stands for D(x_hat)
             "rec_factor": 1.0, "adv_factor": 1.0}
-    decoder, rec, adv = _losses(case)
+    decoder, rec, adv, _ = _losses(case)
     w = decoder.conv_out.weight
     case["rec_factor"] = rec_scale / _grad_norm(rec, w).item()
     case["adv_factor"] = g_scale / _grad_norm(adv, w).item()
@@ -291,26 +291,33 @@ def _case(g: torch.Generator, rec_scale: float, g_scale: float) -> dict:
 
 
 def _losses(case: dict):
-    """The case's decoder and its (rec_loss, g_loss), with their graphs to every weight."""
+    """The case's decoder, its (rec_loss, g_loss) and the encoder before it: the losses'
+    graphs reach every weight of both, as in a tokenizer (the encoder stands for the
+    encoder and the quantizer, whose .grad a backward would fill too)."""
     with torch.random.fork_rng():  # nn.Module init draws from the global RNG: fork it
         decoder = Decoder(in_channels=1, channels=8, code_dim=3)
+        encoder = torch.nn.Conv2d(3, 3, 1)
     decoder.load_state_dict(case["state"])
-    out = decoder(case["codes"])  # (B, 1, 8, 8)
+    with torch.no_grad():  # the identity: the codes reach the decoder unchanged
+        encoder.weight.copy_(torch.eye(3)[:, :, None, None])
+        encoder.bias.zero_()
+    out = decoder(encoder(case["codes"]))  # (B, 1, 8, 8)
     rec = F.mse_loss(out, case["target"]) * case["rec_factor"]
     adv = -(out * case["fake_logits"]).mean() * case["adv_factor"]
-    return decoder, rec, adv
+    return decoder, rec, adv, encoder
 
 
 def _adaptive_weight_probe(fn, case: dict, backward_after: bool) -> dict:
     """Runs where the learner's function lives (checks.probe): the losses' graphs are built
     there. Returns what the check judges: the weight, whether .grad was left in the decoder,
     and (with backward_after) the error of backpropagating the losses afterwards."""
-    decoder, rec, adv = _losses(case)
+    decoder, rec, adv, encoder = _losses(case)
     if case.get("max_weight") is None:
         got = fn(rec, adv, decoder)
     else:
         got = fn(rec, adv, decoder, max_weight=case["max_weight"])
     facts = {"got": got, "grads_left": any(p.grad is not None for p in decoder.parameters()),
+             "grads_left_before": any(p.grad is not None for p in encoder.parameters()),
              "backward_error": None}
     if backward_after and isinstance(got, torch.Tensor):
         try:
@@ -350,7 +357,7 @@ def _candidates(decoder, rec, adv, max_weight=None):
 
 
 def _judge(fn, case: dict, what: str, backward_after: bool = False) -> dict:
-    expected, mistakes = _candidates(*_losses(case), max_weight=case.get("max_weight"))
+    expected, mistakes = _candidates(*_losses(case)[:3], max_weight=case.get("max_weight"))
     try:
         facts = probe(_adaptive_weight_probe, fn, case, backward_after)
     except RuntimeError as err:
@@ -367,6 +374,12 @@ def _judge(fn, case: dict, what: str, backward_after: bool = False) -> dict:
         not facts["grads_left"],
         f"{what}: adaptive_weight left gradients in the decoder's .grad",
         hint=BACKWARD_USED,
+    )
+    expect(
+        not facts["grads_left_before"],
+        f"{what}: adaptive_weight left gradients in the .grad of the layers before the "
+        "decoder (the losses' graph reaches the encoder and the quantizer too)",
+        hint=BACKWARD_USED + " Zeroing the decoder's .grad afterwards misses the rest.",
     )
     if not _close(got.reshape(()) if got.numel() == 1 else got, expected, atol=1e-5):
         _name_the_mistake(got.reshape(()) if got.numel() == 1 else got, mistakes)

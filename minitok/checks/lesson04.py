@@ -230,6 +230,12 @@ def split_heads(fn):
     x = torch.randn(1, 7, 8, generator=torch.Generator().manual_seed(0))
     expect_equal(fn(x, 2), transformer.split_heads(x, 2), "split_heads(x (1, 7, 8), 2)",
                  hint=SPLIT_HINT)
+    # what SelfAttention hands over: q, k, v are slices of qkv(x).split(C, dim=2), views
+    # whose tokens are 3C apart in memory (not contiguous)
+    for i, part in enumerate(_qkv_parts(2, 5, 12)):
+        expect_equal(_heads_call(fn, part, 3), transformer.split_heads(part, 3),
+                     f"split_heads of {'qkv'[i]}, a slice of qkv(x).split(C, dim=2)",
+                     hint=SPLIT_HINT)
     return "every channel lands in its head, for its token"
 
 
@@ -241,7 +247,36 @@ def merge_heads(fn):
     expect_shape(got, (2, 5, 12), "merge_heads(heads (2, 3, 5, 4))",
                  hint="(B, H, T, d) -> (B, T, H * d)")
     expect_equal(got, x, "merge_heads(split_heads(x, 3))", hint=MERGE_HINT)
+    # what SelfAttention hands over: attention's output, a contiguous (B, H, T, d) tensor
+    q, k, v = (transformer.split_heads(part, 3) for part in _qkv_parts(2, 5, 12))
+    y = transformer.attention(q, k, v, transformer.causal_mask(5))  # (2, 3, 5, 4)
+    expect_equal(_heads_call(fn, y), transformer.merge_heads(y),
+                 "merge_heads of an attention output (2, 3, 5, 4), as SelfAttention gives it",
+                 hint=MERGE_HINT)
     return "merge_heads undoes split_heads exactly"
+
+
+HEADS_VIEW_HINT = (
+    "the tensor you were given is laid out as its callers make it, not always contiguous "
+    "(an attention output transposed, a slice of qkv(x)): .view fails where the layout "
+    "does not allow it. Use .reshape (or .contiguous().view)."
+)
+
+
+def _qkv_parts(B: int, T: int, C: int) -> tuple[torch.Tensor, ...]:
+    """q, k, v (B, T, C) as SelfAttention cuts them: views of one (B, T, 3C) tensor."""
+    qkv = torch.randn(B, T, 3 * C, generator=torch.Generator().manual_seed(1))
+    return qkv.split(C, dim=2)
+
+
+def _heads_call(fn, *args):
+    """fn(*args), with `.view` on a layout it does not fit named as the mistake."""
+    try:
+        return fn(*args)
+    except RuntimeError as err:
+        if "view size is not compatible" in str(err):
+            raise CheckFailed(f"your code raised RuntimeError: {err}", HEADS_VIEW_HINT) from err
+        raise
 
 
 # --------------------------------------------------------------------------- the learner's GPT
@@ -293,10 +328,10 @@ def _expect_output(got: torch.Tensor, expected: torch.Tensor, what: str, wrong: 
     if isinstance(got, torch.Tensor) and got.shape == expected.shape:
         if torch.allclose(got.double(), expected.double(), atol=1e-4, rtol=1e-4):
             return
-        for output, hint in wrong():
+        for output, mistake in wrong():
             if output.shape == got.shape and torch.allclose(got.double(), output.double(),
                                                             atol=1e-4, rtol=1e-4):
-                raise CheckFailed(f"{what} differs from minitok's on the same weights", hint)
+                raise CheckFailed(f"{what} differs from minitok's on the same weights", mistake)
     expect_close(got, expected, what, atol=1e-4, rtol=1e-4, hint=hint)
 
 
@@ -341,6 +376,10 @@ ATTN_SCALE_HINT = (
 )
 PROJ_HINT = (
     "after merging the heads, project back with self.proj (Linear C -> C), then dropout."
+)
+NO_UPDATE_HINT = (
+    "with a cache, the new keys and values go into it and the queries attend to all of "
+    "them: k, v = cache.update(layer, k, v) before the mask and the attention."
 )
 LAYER_SLOT_HINT = (
     "write this layer's keys and values into its own slot: k, v = cache.update(layer, k, v) "
@@ -467,6 +506,8 @@ def SelfAttention(fn):  # noqa: N802 (the exercise is a class)
         expected_cache = _cache(3, 9)
         ref(x[:, :5], expected_cache, 2)
         others = torch.cat([cache.keys[:2], cache.keys[3:]]).abs().sum().item()
+        expect(cache.keys.abs().sum().item() > 0, "after a prefill at layer 2 the cache "
+               "holds nothing", NO_UPDATE_HINT)
         expect(cache.keys[2].abs().sum().item() > 0 and others == 0,
                "after a prefill at layer 2 the cache's slot 2 should hold the keys and the "
                "other slots nothing", LAYER_SLOT_HINT)

@@ -133,6 +133,10 @@ def _loss_without_shift(model, seqs, num_codes):
     return torch.nn.functional.cross_entropy(logits.reshape(-1, num_codes), targets.reshape(-1))
 
 
+GRADS_LEFT_HINT = (
+    "return the loss without calling backward: the training loop calls loss.backward() "
+    "itself, and a backward here adds the gradients to .grad a second time."
+)
 LAYOUT_HINT = (
     "F.cross_entropy wants the classes on dim 1: (B, V, T) logits with (B, T) targets, or "
     "flattened (B*T, V) logits with (B*T,) targets. Given (B, T, V) logits it reads T as "
@@ -170,6 +174,8 @@ def prior_loss(fn):
     expect_shape(got, (), "the loss", hint="average the cross-entropy to one number")
     expect(got.requires_grad, "the loss has no gradient",
            hint="compute it from the model's logits, without torch.no_grad() or .item()")
+    expect(all(p.grad is None for p in model.parameters()),
+           "prior_loss left gradients in the model's .grad", hint=GRADS_LEFT_HINT)
     expect_equal(seqs, before, "the sequences after prior_loss",
                  hint="do not modify seqs in place: slice it into new inputs and targets")
     with torch.no_grad():
@@ -231,6 +237,7 @@ def _step_probe(fn, model, codes, labels, seed: int, settings: dict) -> dict:
         moved = not torch.equal(before, torch.get_rng_state())
     return {"loss": loss.detach() if isinstance(loss, torch.Tensor) else loss,
             "grad": isinstance(loss, torch.Tensor) and loss.requires_grad, "rng_moved": moved,
+            "grads_left": any(p.grad is not None for p in model.parameters()),
             "changed": not (torch.equal(given[0], codes) and torch.equal(given[1], labels))}
 
 
@@ -248,6 +255,8 @@ def prior_batch_loss(fn):
         expect_shape(facts["loss"], (), what, hint="return the mean loss, one number")
         expect(facts["grad"], f"{what}: the loss has no gradient",
                hint="return prior_loss's result as it is, not under torch.no_grad or .item()")
+        expect(not facts["grads_left"], f"{what}: left gradients in the prior's .grad",
+               hint=GRADS_LEFT_HINT)
         expect(not facts["changed"], f"{what}: codes or labels changed",
                hint="drop_labels returns new labels; leave the dataset's tensors as they are")
         expect(not facts["rng_moved"], f"{what}: your step drew from the global RNG",
@@ -388,17 +397,57 @@ def sample_logits(fn):
                  hint="pass generator=generator to torch.multinomial")
     n, settings = 40_000, {"temperature": 0.5, "top_k": 5, "top_p": 0.7}
     base = torch.tensor([[1.0, 0.5, 0.4, 0.2, 0.0, -0.2, 0.3, -1.0]])
-    drawn = _draw(fn, base, n, 9, **settings)
-    filtered = sampling.top_p_filter(sampling.top_k_filter(base / 0.5, 5), 0.7)
-    expected = torch.softmax(filtered[0].double(), -1)  # (V,)
-    freq = torch.bincount(drawn, minlength=8).double() / n
-    sigma = (expected * (1 - expected) / n).sqrt()
-    expect(bool(((freq - expected).abs() <= 5 * sigma + 2e-3).all()),
-           f"frequencies {[round(v, 3) for v in freq.tolist()]} do not match the expected "
-           f"{[round(v, 3) for v in expected.tolist()]} (temperature 0.5, top_k 5, top_p 0.7)",
-           hint="order: divide by the temperature, then top-k, then top-p, then softmax "
-                "and torch.multinomial")
+    _expect_frequencies(fn, base, n, 9, settings)
+    # top-k and top-p where their two orders differ: top-p's nucleus is taken from the
+    # distribution top-k left (renormalised over 3 tokens: 0.57, 0.23, 0.20 keeps two for
+    # p = 0.6), not from the full one (0.40, 0.16, 0.14, ... keeps three).
+    probs = torch.tensor([[0.14, 0.10, 0.40, 0.10, 0.16, 0.10]])
+    _expect_frequencies(fn, probs.log(), n, 10, {"top_k": 3, "top_p": 0.6})
     return "greedy, top-k and top-p before the draw, seeded, frequencies of all three"
+
+
+def _filtered(logits, temperature=1.0, top_k=None, top_p=None, order=("t", "k", "p")):
+    """The logits after the three settings, applied in `order`."""
+    steps = {"t": lambda x: x / temperature,
+             "k": lambda x: x if top_k is None else sampling.top_k_filter(x, top_k),
+             "p": lambda x: x if top_p is None else sampling.top_p_filter(x, top_p)}
+    for step in order:
+        logits = steps[step](logits)
+    return logits
+
+
+SETTINGS_ORDERS = {
+    ("t", "p", "k"): "top-k comes before top-p: top-p keeps the nucleus of the distribution "
+    "that top-k left (renormalised over the k kept), not of the full one.",
+    **dict.fromkeys([("k", "p", "t"), ("p", "k", "t")],
+                    "divide by the temperature, then top-k, then top-p: the temperature "
+                    "reshapes the distribution whose nucleus top-p keeps, so it comes first."),
+}
+
+
+def _expect_frequencies(fn, logits, n: int, seed: int, settings: dict) -> None:
+    """The frequencies of n draws match the settings applied in minitok's order; when they
+    do not, name the order they match."""
+    drawn = _draw(fn, logits, n, seed, **settings)
+    freq = torch.bincount(drawn, minlength=logits.shape[-1]).double() / n
+
+    def agree(order) -> bool:
+        expected = torch.softmax(_filtered(logits, **settings, order=order)[0].double(), -1)
+        sigma = (expected * (1 - expected) / n).sqrt()
+        return bool(((freq - expected).abs() <= 5 * sigma + 2e-3).all())
+
+    if agree(("t", "k", "p")):
+        return
+    hint = ("order: divide by the temperature, then top-k, then top-p, then softmax and "
+            "torch.multinomial")
+    for order, text in SETTINGS_ORDERS.items():
+        if agree(order):
+            hint = text
+            break
+    expected = torch.softmax(_filtered(logits, **settings)[0].double(), -1)
+    raise CheckFailed(
+        f"frequencies {[round(v, 3) for v in freq.tolist()]} do not match the expected "
+        f"{[round(v, 3) for v in expected.tolist()]} ({settings})", hint)
 
 
 @exercise("cfg_logits", reference=sampling.cfg_logits, hints=CFG_HINTS)

@@ -137,6 +137,11 @@ FLOAT32_COUNT = (
     "(a float32 ratio) or a float32 product: pass the ratio as a Python float and multiply "
     "in float64 (n_initial.double())."
 )
+COUNT_DTYPE = (
+    "a count is an integer tensor, like n_initial: torch.floor keeps the float dtype, so "
+    "turn the planned count into integers (.long()) before the clamps (remask_lowest and "
+    "range() need integers)."
+)
 MASK_LEN_HINTS = (
     "after step t, t + 1 of the T steps are done; the share still masked is the schedule at "
     "that ratio, applied to N0, the number masked at the START (not the grid size). Then "
@@ -161,6 +166,9 @@ def _counts(fn, n_initial: torch.Tensor, steps: int, name: str) -> list[list[int
         before = (n_initial.clone(), unknown.clone())
         got = fn(n_initial, unknown, t, steps, name)
         expect_tensor(got, f"mask_len(..., step={t}, steps={steps})")
+        expect(not (got.is_floating_point() or got.is_complex() or got.dtype == torch.bool),
+               f"mask_len(..., step={t}, steps={steps}) has dtype {got.dtype}, expected an "
+               "integer tensor", hint=COUNT_DTYPE)
         expect_shape(got, tuple(n_initial.shape), f"mask_len(..., step={t}, steps={steps})")
         expect(torch.equal(n_initial, before[0]) and torch.equal(unknown, before[1]),
                "mask_len changed n_initial or n_unknown in place",
@@ -385,6 +393,9 @@ def sample_with_confidence(fn):
            "sample_with_confidence should return (sampled, confidence)")
     sampled, confidence = out
     expect_shape(sampled, (4, 12), "sampled")
+    expect_tensor(sampled, "sampled", dtype=torch.int64,
+                  hint="sampled holds token ids, int64 like tokens: argmax and "
+                  "torch.multinomial give int64; keep it (no .float()).")
     expect_shape(confidence, (4, 12), "confidence")
     expect_equal(sampled[~unknown], tokens[~unknown], "sampled at the known positions",
                  hint=RESAMPLED)
@@ -577,24 +588,53 @@ def _run_loop(fn, tokens, steps, choice_temperature, seed, K=4, **options):
     return model, tokens, final
 
 
+SCHEDULE_COUNTS = ("after step t keep floor(N0 * gamma((t + 1) / T)) masked (mask_len), "
+                   "nothing after the last step.")
+COUNT_MISTAKES = {
+    "grid": FROM_GRID_SIZE,
+    "current": "N0 is the number masked at the start, counted once before the loop: "
+    "recounted every step, the plan floor(N0 * gamma((t + 1) / T)) shrinks too fast.",
+    "no_recount": "count the tokens still masked again at every step, n_unknown = (tokens == "
+    "mask_id).sum(1), and pass it to mask_len: it caps each step so that at least one token "
+    "is revealed.",
+    "cosine": "the schedule is an argument: pass `schedule` on to mask_len.",
+}
+
+
+def _masked_counts(n0: int, N: int, steps: int, schedule: str, mistake: str) -> list[int]:
+    """The number masked the model sees at each step with one counting `mistake`: N0 taken
+    from the grid size N, recounted every step, the unknown tokens never recounted, or the
+    schedule left at cosine."""
+    counts = [n0]
+    for t in range(steps - 1):
+        initial = {"grid": N, "current": counts[-1]}.get(mistake, n0)
+        unknown = n0 if mistake == "no_recount" else counts[-1]
+        n_mask = maskgit.mask_len(torch.tensor([initial]), torch.tensor([unknown]), t, steps,
+                                  "cosine" if mistake == "cosine" else schedule)
+        counts.append(int(n_mask))
+    return counts
+
+
 def _judge_loop(model, start, final, steps, what, schedule="cosine"):
     mask_id = model.mask_id
     K = model.num_codes
     expect_shape(final, tuple(start.shape), f"{what}: the output")
+    expect_tensor(final, f"{what}: the output", dtype=start.dtype,
+                  hint="the output holds token ids, in the dtype of `tokens` (int64).")
     expect(len(model.inputs) == steps,
            f"{what}: the model was called {len(model.inputs)} times for {steps} steps",
            hint="one forward pass per step, on the whole grid at once.")
     n0 = (start == mask_id).sum(dim=1)  # (B,)
+    N = start.shape[1]
     for b in range(start.shape[0]):
         expected = [int(n0[b])] + maskgit.mask_counts(int(n0[b]), steps, schedule)[:-1]
         got = [int((x[b] == mask_id).sum()) for x in model.inputs]
         if got != expected:
-            cosine = [int(n0[b])] + maskgit.mask_counts(int(n0[b]), steps)[:-1]
-            hint = FROM_GRID_SIZE if int(n0[b]) < start.shape[1] else (
-                "after step t keep floor(N0 * gamma((t + 1) / T)) masked (mask_len), "
-                "nothing after the last step.")
-            if schedule != "cosine" and got == cosine:
-                hint = "the schedule is an argument: pass `schedule` on to mask_len."
+            hint = SCHEDULE_COUNTS
+            for mistake, text in COUNT_MISTAKES.items():
+                if got != expected and got == _masked_counts(int(n0[b]), N, steps, schedule,
+                                                             mistake):
+                    hint = text
             raise CheckFailed(
                 f"{what}, row {b}: masked tokens the model saw at each step {got}, "
                 f"the {schedule} schedule gives {expected}", hint)

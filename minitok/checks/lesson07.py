@@ -62,6 +62,8 @@ MARKERS_HINT = "an image is vocab.boi, then its G*G codes, then vocab.eoi."
 EOT_HINT = "a document ends with one vocab.eot after its last part."
 ORDER_HINT = ("keep the parts in the order given (a caption before its image is text -> "
               "image, after it image -> text); do not group the texts and the images.")
+IMAGE_HINT = ("an image is vocab.boi, its G*G codes + vocab.image_offset in raster order, "
+              "then vocab.eoi; the document ends with vocab.eot.")
 EOT_EACH_HINT = "one vocab.eot at the very end of the document, not one after every part."
 
 BUILD_HINTS = (
@@ -120,7 +122,7 @@ def build_sequence(fn):
     ]
     got = fn([grid], v)
     _expect_sequence(got, torch.tensor([9, 4, 5, 6, 8, 10, 11]),
-                     "build_sequence([grid]) with grid [[0, 1], [2, 4]]", wrong, MARKERS_HINT)
+                     "build_sequence([grid]) with grid [[0, 1], [2, 4]]", wrong, IMAGE_HINT)
 
     # 3. both orders and several parts, with the course's vocabulary and an 8 x 8 grid
     g = torch.Generator().manual_seed(7)
@@ -158,6 +160,16 @@ OFF_BY_ONE_HINT = ("target j is the token at position j + 1 of seqs: keep it whe
 PAD_HINT = "padding is not part of the answer: set targets equal to vocab.pad to -100."
 IGNORE_HINT = ("ignored targets must be -100, F.cross_entropy's ignore_index (0 or the pad "
                "id would be learned as real tokens).")
+EOT_TARGET_HINT = ("<eot> is part of the answer: the model must learn where a document ends, so "
+                   "keep the targets equal to vocab.eot (ignore only the prompt and the "
+                   "padding).")
+PAD_INPUTS_HINT = ("find the padding in the targets (seqs[:, 1:] == vocab.pad), not in the "
+                   "inputs: the inputs are one position behind, so the target right after "
+                   "<eot>'s is kept and <eot> itself is lost.")
+ONE_START_HINT = ("answer_start holds one start per document: compare every row with its own "
+                  "start, answer_start[:, None] (B, 1), not with the first row's.")
+TARGETS_HINT = ("ignore (-100) exactly the targets of the prompt (positions before "
+                "answer_start) and of the padding; keep every other next token.")
 
 
 def _targets_variants(seqs, starts, v) -> list[tuple[str, torch.Tensor]]:
@@ -167,7 +179,11 @@ def _targets_variants(seqs, starts, v) -> list[tuple[str, torch.Tensor]]:
     j = torch.arange(L - 1)[None, :]  # (1, L-1) target index
     pad = shifted == v.pad
     prompt = j + 1 < starts[:, None]  # the right mask of the prompt
+    eot = shifted == v.eot
     return [
+        (EOT_TARGET_HINT, shifted.masked_fill(prompt | pad | eot, -100)),
+        (PAD_INPUTS_HINT, shifted.masked_fill(prompt | (seqs[:, :-1] == v.pad), -100)),
+        (ONE_START_HINT, shifted.masked_fill((j + 1 < starts[0]) | pad, -100)),
         (PROMPT_HINT, shifted.masked_fill(pad, -100)),
         (OFF_BY_ONE_HINT, shifted.masked_fill(pad | (j < starts[:, None]), -100)),
         (OFF_BY_ONE_HINT, shifted.masked_fill(pad | (j + 2 < starts[:, None]), -100)),
@@ -215,8 +231,7 @@ def masked_targets(fn):
     expected = anytoany.masked_targets(seqs, starts, v)[1]
     if not torch.equal(targets.cpu(), expected):
         hint = _first_match(targets, _targets_variants(seqs, starts, v))
-        expect_equal(targets, expected, "targets",
-                     hint=hint or PROMPT_HINT)
+        expect_equal(targets, expected, "targets", hint=hint or TARGETS_HINT)
 
     # A random batch from the course's data stream (both directions, padding, all lengths).
     g = torch.Generator().manual_seed(3)
@@ -229,7 +244,7 @@ def masked_targets(fn):
     expect_equal(inputs, expected_inputs, "inputs (a batch of the course's data)", hint=SHIFT_HINT)
     hint = _first_match(targets, _targets_variants(seqs, starts, big))
     expect_equal(targets, expected, "targets (a batch of the course's data)",
-                 hint=hint or "mask the prompt and the padding, nothing else.")
+                 hint=hint or TARGETS_HINT)
     return "both directions, padding, the answer's first token, seqs left unchanged"
 
 

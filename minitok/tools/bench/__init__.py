@@ -15,6 +15,7 @@ the same run on the same machine:
     AR vs MaskGIT                            minitok.bench.maskgit       (Lesson 06)
     any-to-any, held-out captions            minitok.bench.anytoany      (Lesson 07)
     AR vs MaskGIT vs diffusion, the hybrid   minitok.bench.diffusion     (Lesson 08)
+    next-scale prediction (VAR) in the race  minitok.bench.var           (Lesson 09)
     `minitok grade` on 100 submissions       minitok.bench.grading       (instructors; needs a
                                              course checkout)
     executing every solution notebook        solutions/*.ipynb (skipped by --quick; needs a
@@ -301,6 +302,31 @@ def diffusion_rows(quick: bool) -> list[Row]:
     return rows
 
 
+def var_rows(quick: bool) -> list[Row]:
+    """minitok.tools.bench.var's run: the race with VAR, its goal."""
+    from minitok.checkpoints import checkpoint_path
+
+    if not checkpoint_path("var").is_file():
+        return [Row("VAR in the race (Lesson 09)", "not measured: no minitok/checkpoints/var.pt")]
+    bench = load_section("var")
+    result = bench.run(quick=quick)
+    n = result["n"]
+    rows = [Row(f"race ({n} samples): {r['setting']}",
+                f"{r['passes/image']} passes; {r['ms/image @1']:.1f} ms/image at batch 1, "
+                f"{r['ms/image @64']:.2f} at batch 64; accuracy {100 * r['accuracy']:.1f}%, FD "
+                f"{r['fd']:.2f}, diversity {r['diversity']:.2f}", r["fd"])
+            for r in result["race"] if r["setting"].startswith("VAR")]
+    g = bench.goals(result)
+    quick_note = " (--quick: not the goal's size)" if quick else ""
+    rows.append(Row(f"best VAR (4 passes) / best MaskGIT: classifier accuracy{quick_note}",
+                    f"{g['var']['setting']} {100 * g['var']['accuracy']:.1f}% (FD "
+                    f"{g['var']['fd']:.2f}) vs "
+                    f"{g['maskgit']['setting']} {100 * g['maskgit']['accuracy']:.1f}% (FD "
+                    f"{g['maskgit']['fd']:.2f})", g["var"]["accuracy"] / g["maskgit"]["accuracy"],
+                    "within 2 points", None if quick else g["met"]))
+    return rows
+
+
 NO_CHECKOUT = "not measured: no solutions/ folder here (run from a course checkout)"
 
 
@@ -372,6 +398,7 @@ SECTIONS = {  # name (for --only) -> the function that measures it
     "maskgit": maskgit_rows,  # Lesson 06
     "anytoany": anytoany_rows,  # Lesson 07
     "diffusion": diffusion_rows,  # Lesson 08
+    "var": var_rows,  # Lesson 09
     "grading": grading_rows,  # minitok grade
     "notebooks": notebook_rows,
 }
