@@ -38,10 +38,11 @@ class PatchDiscriminator(nn.Module):
     """A PatchGAN discriminator: images (B, C, S, S) -> real/fake logits (B, 1, S/4, S/4).
 
     taming's NLayerDiscriminator, scaled down for 16 x 16 digits: two stride-2 convolutions
-    (each halves the size) with LeakyReLU, then a 3 x 3 convolution to one channel. Each
-    output logit sees a patch of the input (10 x 10 pixels here), not the whole image, so
-    the discriminator judges whether every local patch looks real. taming puts BatchNorm
-    in the middle layers; we use none, so a logit depends only on its own image.
+    (each halves the size) with LeakyReLU, then a 3 x 3 convolution to one channel. A
+    logit's receptive field is 18 x 18 pixels: on a 16 x 16 digit an inner logit reads 15 x 15
+    of it, so here each logit judges nearly the whole digit from its own position (PatchGAN's
+    locality pays off on large images). taming puts BatchNorm in the middle layers; we use
+    none, so a logit depends only on its own image.
     """
 
     def __init__(self, in_channels: int = 1, channels: int = 32):

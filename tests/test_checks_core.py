@@ -18,9 +18,9 @@ from minitok.checks import (
     expect_shape,
 )
 from minitok.checks._core import other_references, run_check
+from minitok.notebook_code import parse_cells
 from minitok.tools.grading.remote import RemoteObject, Session
 from minitok.tools.grading.server import Server
-from minitok.tools.grading.submission import split_cell
 
 
 def reference(x):
@@ -268,7 +268,7 @@ def test_the_grader_binds_the_references_for_a_decorated_function(decorator):
     """The grader's own path (the judge's load and call, without the sandbox): a submission
     whose `outer` is decorated is judged with minitok's `inner`, as in the notebook."""
     cell = NOTEBOOK + f"\n\n{decorator}def outer(x):\n    return inner(x) + 1\n"
-    statements = [s.wire() for s in split_cell(1, cell)]
+    statements = parse_cells([{"cell_type": "code", "source": cell}]).kept()
     session = Session(Server().reply)
     loaded = session.load(statements, "outer", other_references(outer_check))
     assert loaded["defined"] and loaded["callable"] and not loaded["problem"], loaded

@@ -2,6 +2,10 @@
 arguments; a lesson's verdicts are the same in the notebook and in the grader; the worker
 process carries gradients, in-place changes and probes (lessons 02-04).
 
+Also: the sandbox works wherever Python lives (a virtual environment under /tmp, in a home,
+in the checkout), a sandbox that cannot run stops the run with one error, a busy machine
+costs a correct submission nothing, the progress bar and the gradebook's student column.
+
 Attacks and broken files are in tests/test_grade_hostile.py.
 """
 
@@ -11,6 +15,13 @@ import csv
 import hashlib
 import inspect
 import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -20,7 +31,8 @@ from minitok import maskgit
 from minitok.checks import lesson06, verdict
 from minitok.checks._core import run_check
 from minitok.tools.cli import main as cli
-from minitok.tools.grade import grade, grade_reports
+from minitok.tools.grade import csv_text, grade, grade_reports, student_names
+from minitok.tools.grading import sandbox
 
 SOLUTION = ROOT / "solutions" / "01_vector_quantization.ipynb"
 LESSON = ROOT / "lessons" / "01_vector_quantization.ipynb"
@@ -187,3 +199,163 @@ def test_gradients_in_place_changes_and_probes_cross_the_process_boundary(tmp_pa
     forward = {item["exercise"]: item for item in cheat.exercises}["Transformer"]
     assert forward["status"] == "failed"
     assert "minitok's reference transformer.Transformer" in forward["message"]
+
+
+# --------------------------------------------------------------------------- where Python lives
+
+SMALL = ["import sys\nimport torch\nfrom minitok.checks import lesson01 as check",
+         "def codebook_usage(indices, num_codes):\n"
+         "    return torch.unique(indices).numel() / num_codes",
+         "def perplexity(indices, num_codes):\n"
+         "    raise ValueError('PREFIX=' + sys.prefix + ' EXE=' + sys.executable)"]
+GRADE_ONE = ("import json, sys; from minitok.tools.grade import grade_reports; "
+             "(r,), mode = grade_reports([sys.argv[1]], timeout=60, jobs=1, sandbox=sys.argv[2]); "
+             "print(json.dumps({'mode': mode, 'exercises': r.exercises}))")
+
+
+def _venv(folder: Path) -> Path:
+    """A virtual environment at `folder` (no pip: cheap) that imports torch from this one:
+    its own prefix and interpreter, the grader's packages through a .pth file."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    packages = sysconfig.get_paths()["purelib"]
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    (folder / "lib" / version / "site-packages" / "grader.pth").write_text(packages + "\n")
+    return folder / "bin" / "python"
+
+
+def _grade_with(python: Path, submission: Path, mode: str, home: Path | None = None) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    if home is not None:
+        env["HOME"] = str(home)
+    done = subprocess.run([str(python), "-c", GRADE_ONE, str(submission), mode], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("where", ["tmp", "home", "checkout"])
+@pytest.mark.parametrize("mode", ["bwrap", "none"])
+def test_the_grader_runs_from_a_python_wherever_it_lives(tmp_path, where, mode):
+    """The grader's Python in a venv under /tmp, in a home folder (hidden by the sandbox)
+    and in the course checkout (hidden too): its workers run that very interpreter, and a
+    correct exercise passes."""
+    if mode == "bwrap" and sandbox.bwrap_problem():
+        pytest.skip(f"no sandbox here: {sandbox.bwrap_problem()}")
+    home = None
+    if where == "tmp":
+        base = Path(tempfile.mkdtemp(prefix="grader-venv-", dir="/tmp"))
+    elif where == "home":  # outside /tmp, so that only the hidden home covers it
+        home = Path(tempfile.mkdtemp(prefix="grader-home-", dir="/var/tmp"))
+        base = home
+    else:
+        base = Path(tempfile.mkdtemp(prefix=".grader-venv-", dir=ROOT))
+    try:
+        python = _venv(base / "venv")
+        submission = write_notebook(tmp_path / "small.ipynb", *SMALL)
+        got = _grade_with(python, submission, mode, home)
+        verdicts = {item["exercise"]: item for item in got["exercises"]}
+        assert got["mode"] == mode
+        assert verdicts["codebook_usage"]["status"] == "passed", verdicts
+        message = verdicts["perplexity"]["message"]
+        assert f"PREFIX={base / 'venv'}" in message, message
+        assert f"EXE={base / 'venv' / 'bin' / 'python'}" in message, message
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "none"])
+def test_a_sandbox_that_cannot_run_stops_the_run_with_one_error(tmp_path, capsys,
+                                                                monkeypatch, mode):
+    """Workers that cannot start (here: an interpreter that is not there, as a Python the
+    sandbox does not show would be): one error, exit status 2, no report, nothing scored."""
+    if mode == "bwrap" and sandbox.bwrap_problem():
+        pytest.skip(f"no sandbox here: {sandbox.bwrap_problem()}")
+    command = sandbox.Plan.command
+
+    def missing_python(self, *args):
+        return [("/nonexistent/bin/python" if part == sys.executable else part)
+                for part in command(self, *args)]
+
+    monkeypatch.setattr(sandbox.Plan, "command", missing_python)
+    submission = write_notebook(tmp_path / "small.ipynb", *SMALL)
+    report = tmp_path / "grades.csv"
+    assert cli(["grade", str(submission), "--csv", str(report), "--sandbox", mode]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("cannot start a grading worker") == 1, err
+    assert f"(sandbox: {sandbox.MODES[mode]})" in err and "/nonexistent/bin/python" in err
+    assert "Nothing was graded" in err
+    assert ("--sandbox none" in err) == (mode == "bwrap")
+    assert not report.exists() and "[ERROR]" not in out and "score:" not in out
+
+
+# --------------------------------------------------------------------------- load
+
+
+def test_a_busy_machine_costs_a_correct_submission_nothing(tmp_path):
+    """Correct class exercises (Lesson 02's VectorQuantizer, Lesson 04's Transformer) while
+    busy loops hold every core: the limits count CPU time, so full marks."""
+    paths = []
+    for name, copies in (("02_straight_through.ipynb", 2), ("04_transformer.ipynb", 1)):
+        for i in range(copies):
+            paths.append(tmp_path / f"{i}-{name}")
+            shutil.copy(ROOT / "solutions" / name, paths[-1])
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 1)]
+    try:
+        reports, _ = grade_reports(paths, timeout=60, jobs=2)
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    for report in reports:
+        assert report.error is None and report.score == report.max_score, report
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def test_the_gradebook_has_a_row_per_student_and_lesson(tmp_path):
+    """nbgrader's submitted/<student>/<assignment>/ layout names the student; two notebooks
+    of one lesson from one student make one row; elsewhere the file names the student."""
+    nbgrader = [tmp_path / "submitted" / student / "lesson01" / name for student, name in (
+        ("alice", "01_vector_quantization.ipynb"), ("bob", "01_vector_quantization.ipynb"),
+        ("bob", "01_again.ipynb"))]
+    assert student_names(nbgrader) == ["alice", "bob", "bob"]
+    plain = [tmp_path / "class" / "carol.ipynb", tmp_path / "class" / "dan.ipynb"]
+    assert student_names(plain) == ["carol", "dan"]
+    for path, text in zip(nbgrader, [SOLUTION, LESSON, SOLUTION], strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(text, path)
+    reports, _ = grade_reports(nbgrader, timeout=120, jobs=2)
+    rows = list(csv.DictReader(csv_text(reports).splitlines()))
+    assert [(row["student"], row["lesson"], row["total"]) for row in rows] == [
+        ("alice", "lesson01", "7"), ("bob", "lesson01", "7")]
+    assert rows[1]["submission"].count(".ipynb") == 2
+
+
+def test_a_run_longer_than_two_seconds_shows_a_progress_bar_on_stderr(tmp_path, capsys):
+    path = write_notebook(tmp_path / "small.ipynb", *SMALL)
+    assert grade([path], timeout=120, jobs=2) == 0
+    out, err = capsys.readouterr()
+    assert "grading: 100%" in err and "2/2" in err
+    assert "grading:" not in out
+
+
+def test_a_judge_that_spends_too_much_cpu_on_an_answer_is_ended(monkeypatch, tmp_path):
+    """Whatever a worker answers, the judge's CPU per unit is bounded: past the bound the
+    pool ends the judge, and the unit is an error that says why; the run goes on."""
+    from minitok.tools.grading import judge
+
+    def busy(self, unit):
+        if unit.exercise == "spin":
+            while True:
+                pass
+        return judge.Result(unit.exercise, "passed", "ok")
+
+    monkeypatch.setattr(judge.Judge, "grade", busy)
+    monkeypatch.setattr(judge, "JUDGE_CPU_SECONDS", 1)
+    plan = sandbox.Plan("none", tmp_path, timeout=0.5)
+    units = [judge.Unit(0, "lesson01", "spin", []), judge.Unit(1, "lesson01", "fine", [])]
+    results = judge.run_units(units, plan, jobs=1)
+    assert results[0].status == "error" and "s of CPU time judging" in results[0].message
+    assert results[1].status == "passed"

@@ -9,15 +9,25 @@ reached the network, and no process is left.
 
 Rows marked `isolated` rely on the worker's own uid (root) or the sandbox; rows marked
 `sandbox` hold only in bubblewrap (reading other files: see the README's threat model).
+Rows with a `kind` are not notebooks at all (a symbolic link to the solution, a FIFO, a
+folder, a symlink loop, a dangling symlink, a file name full of escapes). While the run
+grades, a second run grades a classmate in another process: no worker of the first may
+reach it (a kill(-1) row runs as it grades).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,7 +39,8 @@ from notebooks import ROOT
 from minitok import quantize
 from minitok.checks import exercises_in, lesson01
 from minitok.tools.grade import grade
-from minitok.tools.grading.sandbox import UID_BASE, bwrap_problem
+from minitok.tools.grading import sandbox
+from minitok.tools.grading.sandbox import PREFLIGHT_SLOT, SCRATCH, bwrap_problem
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +65,8 @@ class Row:
     error: str | None = None  # words of a submission-level error ("cannot grade")
     raw: bytes | None = None  # the file's bytes, when it is not a notebook
     needs: str = ""  # "isolated": sandbox or root; "sandbox": bubblewrap only; "root"
+    kind: str = ""  # not a notebook file: "symlink", "fifo", "folder", "loop", "dangling";
+    # "escapes": a notebook whose file name holds escapes
 
 
 FORGED = [
@@ -146,6 +159,47 @@ FORGED = [
     Row("a reply claiming 10 GB", [HEAD, "def codebook_usage(indices, num_codes):\n"
         "    import struct\n    os.write(3, struct.pack('<IQ', 2, 10 * 2**30) + b'{}')\n"
         "    time.sleep(60)"], expect={"codebook_usage": ("error", "the limit is")}),
+    Row("one blob of tensor data named a hundred times (3 GB for the judge)", [HEAD,
+        "def codebook_usage(indices, num_codes):\n    import json, struct\n"
+        "    n = 32 * 2**20\n    value = {'list': [{'tensor': [0, 'uint8', [n], False]}] * 100}\n"
+        "    header = json.dumps({'message': {'value': value, 'state': [None, None]}, "
+        "'blobs': [n]}).encode()\n"
+        "    os.write(3, struct.pack('<IQ', len(header), n) + header)\n"
+        "    view = memoryview(bytes(n))\n    while view:\n"
+        "        view = view[os.write(3, view):]\n    time.sleep(60)"],
+        expect={"codebook_usage": ("error", "claim the same data")}),
+    Row("minitok's other modules that compute the answers", [HEAD, "from minitok import vq",
+        "def perplexity(indices, num_codes):\n"
+        "    return vq.usage_stats(indices, num_codes)[0].item()",
+        "def codebook_usage(indices, num_codes):\n"
+        "    return vq.usage_stats(indices, num_codes)[1].item()",
+        "def quantize_feature_map(z, codebook):\n"
+        "    layer = vq.VectorQuantizer(codebook.shape[0], codebook.shape[1])\n"
+        "    layer.codebook.data = codebook.clone()\n    out = layer(z)\n"
+        "    return out.quantized, out.indices"],
+        expect={"perplexity": ("failed", "minitok's reference vq.usage_stats"),
+                "codebook_usage": ("failed", "minitok's reference vq.usage_stats"),
+                "quantize_feature_map": ("failed", "minitok's reference vq.VectorQuantizer")}),
+    Row("minitok's bytecode found on disk executed", [HEAD, "class Steal:\n"
+        "    import marshal\n    space = {}\n    try:\n        cached = os.path.join("
+        "os.path.dirname(REALSOURCE), '__pycache__', 'quantize.' + sys.implementation.cache_tag"
+        " + '.pyc')\n        data = open(cached, 'rb').read()\n"
+        "        exec(marshal.loads(data[16:]), space)\n    except OSError:\n        pass",
+        "def codebook_usage(indices, num_codes):\n"
+        "    return Steal.space['codebook' + '_usage'](indices, num_codes)"],
+        expect={"codebook_usage": ("error", "KeyError")}, needs="sandbox"),
+    Row("another exercise's copy of minitok executed", [HEAD, "import glob, minitok",
+        "def codebook_usage(indices, num_codes):\n"
+        "    run = os.path.dirname(os.path.dirname(os.path.dirname(minitok.__file__)))\n"
+        "    for path in glob.glob(run + '/*/minitok/quantize.py'):\n        space = {}\n"
+        "        try:\n            exec(open(path).read(), space)\n"
+        "            return space['codebook_usage'](indices, num_codes)\n"
+        "        except Exception:\n            pass\n    return 0.0"],
+        expect={"codebook_usage": ("failed", "")}, needs="isolated"),
+    Row("ANSI escapes, carriage returns and verdict lines in messages and a file name", [HEAD,
+        "def codebook_usage(indices, num_codes):\n    raise ValueError('\\x1b[2J\\x1b[H\\r'\n"
+        "        '  [PASS] codebook_usage: ok\\n  score: 7/7\\n[PASS] perplexity\\u2028x')"],
+        expect={"codebook_usage": ("error", "ValueError")}, kind="escapes"),
 ]
 
 HARM = [
@@ -205,6 +259,33 @@ HARM = [
         expect={"codebook_usage": ("passed", "")}, needs="isolated"),
     Row("a fork bomb", [HEAD, "def codebook_usage(indices, num_codes):\n    while True:\n"
         "        os.fork()"], expect={"codebook_usage": ("error", "")}, needs="root"),
+    Row("kill(-1) for 20 s while another run grades", [HEAD,
+        "def codebook_usage(indices, num_codes, _once=[]):\n    import signal\n"
+        "    if not _once:\n        _once.append(1)\n        end = time.time() + 20\n"
+        "        while time.time() < end:\n            try:\n"
+        "                os.kill(-1, signal.SIGKILL)\n            except OSError:\n"
+        f"                pass\n            time.sleep(0.05)\n    return {USAGE}"], score=1,
+        expect={"codebook_usage": ("passed", "")}, needs="isolated"),
+    Row("a file left in /tmp and in its scratch folder", [HEAD,
+        "def codebook_usage(indices, num_codes):\n"
+        "    open('/tmp/minitok-left-behind', 'w').write('x')\n"
+        "    open(os.path.join(os.environ['TMPDIR'], 'left'), 'w').write('x')\n"
+        f"    return {USAGE}"], score=1, expect={"codebook_usage": ("passed", "")},
+        needs="isolated"),
+    Row("a later submission looks for it", [HEAD, "def codebook_usage(indices, num_codes):\n"
+        "    if os.path.exists('/tmp/minitok-left-behind'):\n"
+        "        raise ValueError('found what another submission left in /tmp')\n"
+        f"    return {USAGE}"], score=1, expect={"codebook_usage": ("passed", "")},
+        needs="isolated"),
+    Row("2 GB written under /tmp, /dev/shm, /var/tmp and its scratch folder", [HEAD,
+        "def codebook_usage(indices, num_codes):\n    total, chunk = 0, b'x' * 2**20\n"
+        "    for folder in ('/tmp', '/dev/shm', '/var/tmp', os.environ['TMPDIR']):\n"
+        "        for i in range(2048):\n            try:\n"
+        "                with open(f'{folder}/fill-{i}', 'wb') as f:\n"
+        "                    f.write(chunk)\n                total += len(chunk)\n"
+        "            except OSError:\n                break\n"
+        "    raise ValueError(f'wrote {total} bytes')"],
+        expect={"codebook_usage": ("error", "wrote")}, needs="isolated"),
     Row("an infinite loop", [HEAD, "def codebook_usage(indices, num_codes):\n    while True:\n"
         "        pass"], expect={"codebook_usage": ("error", f"timed out after {TIMEOUT} s")}),
     Row("100 MB printed", [HEAD, "def codebook_usage(indices, num_codes):\n"
@@ -229,6 +310,12 @@ BAD_FILES = [
     Row("no lesson import", ["import torch", GOOD], error="which lesson?", score=None),
     Row("a lesson that does not exist", [HEAD.replace("lesson01", "lesson99"), GOOD],
         error="no lesson lesson99", score=None),
+    Row("a symbolic link to the solution", [], kind="symlink", error="symbolic link",
+        score=None),
+    Row("a FIFO", [], kind="fifo", error="not a regular file", score=None),
+    Row("a folder", [], kind="folder", error="is a folder", score=None),
+    Row("a symlink loop", [], kind="loop", error="symbolic link", score=None),
+    Row("a dangling symlink", [], kind="dangling", error="symbolic link", score=None),
 ]
 
 HONEST = [
@@ -255,6 +342,10 @@ HONEST = [
     Row("an error names the learner's line", [HEAD, "def codebook_usage(indices, num_codes):\n"
         "    counts = indices.bincount()\n    return counts.no_such_method()"],
         expect={"codebook_usage": ("error", "(line 3: return counts.no_such_method())")}),
+    Row("a sleep just under the time limit", [HEAD,
+        "def codebook_usage(indices, num_codes, _slept=[]):\n    if not _slept:\n"
+        f"        time.sleep({TIMEOUT - 2})\n        _slept.append(1)\n    return {USAGE}"],
+        score=1, expect={"codebook_usage": ("passed", "")}),
 ]
 
 ROWS = FORGED + HARM + BAD_FILES + HONEST
@@ -295,8 +386,30 @@ class _Listener:
         self.server.close()
 
 
-def _grader_processes() -> list[str]:
-    """Zygotes, workers and anything running as a worker's uid, anywhere on the machine."""
+def _make(row: Row, path: Path, paths: dict) -> Path:
+    """The row's submission file at `path` (or beside it, for a file name with escapes)."""
+    if row.kind == "symlink":
+        path.symlink_to(ROOT / "solutions" / "01_vector_quantization.ipynb")
+    elif row.kind == "fifo":
+        os.mkfifo(path)
+    elif row.kind == "folder":
+        path.mkdir()
+    elif row.kind == "loop":
+        path.symlink_to(path)
+    elif row.kind == "dangling":
+        path.symlink_to(path.parent / "no-such-file.ipynb")
+    else:
+        if row.kind == "escapes":
+            path = path.with_name("evil\x1b[2J\r  [PASS] x\n  score: 7-7.ipynb")
+        content = {"cells": [_cell(c, paths) for c in row.cells], "metadata": {},
+                   "nbformat": 4, "nbformat_minor": 5}
+        path.write_bytes(row.raw if row.raw is not None else json.dumps(content).encode())
+    return path
+
+
+def _grader_processes(marker: str, uids: list[int]) -> list[str]:
+    """This run's zygotes and workers (their command line names `marker`, the run's folder)
+    and anything running as one of its workers' uids, anywhere on the machine."""
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -307,7 +420,8 @@ def _grader_processes() -> list[str]:
         except OSError:
             continue
         uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-        if UID_BASE <= uid < UID_BASE + JOBS or b"minitok.tools.grading.zygote" in command:
+        mine = [base + slot for base in uids for slot in (*range(JOBS), PREFLIGHT_SLOT)]
+        if uid in mine or marker.encode() in command:
             found.append(f"{entry.name}: {command[:200]!r}")
     return found
 
@@ -334,18 +448,30 @@ def run(request, tmp_path_factory):
              "PORT": listener.port, "REALSOURCE": Path(quantize.__file__)}
     submissions = base / "submissions"
     submissions.mkdir()
-    files = {}
-    for row in ROWS:
-        path = submissions / f"{_slug(row.name)}.ipynb"
-        content = {"cells": [_cell(c, paths) for c in row.cells], "metadata": {},
-                   "nbformat": 4, "nbformat_minor": 5}
-        path.write_bytes(row.raw if row.raw is not None else json.dumps(content).encode())
-        files[row.name] = path
+    files = {row.name: _make(row, submissions / f"{_slug(row.name)}.ipynb", paths)
+             for row in ROWS}
     before = {"victim": _digest(victim), "classmate": _digest(classmate)}
+    other = base / "other-run"  # a concurrent run, grading a copy of the classmate
+    other.mkdir()
+    shutil.copy(classmate, other / "classmate.ipynb")
+    concurrent = subprocess.Popen(
+        [sys.executable, "-m", "minitok", "grade", str(other / "classmate.ipynb"), "--json",
+         str(other / "report.json"), "--timeout", "60", "--jobs", "1", "--sandbox", mode],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
     started = time.monotonic()
-    grade([*files.values(), classmate], json_path=report, timeout=TIMEOUT, jobs=JOBS,
-          sandbox=mode)
+    printed = io.StringIO()
+    uids: list[int] = []  # the run's block of worker uids (as root)
+    allocate = sandbox.allocate_uids
+    scratch = base / "tmp"  # the run's folder lies here: its processes name it
+    scratch.mkdir()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(tempfile, "tempdir", str(scratch))
+        patch.setattr(sandbox, "allocate_uids", lambda jobs: uids.append(allocate(jobs)) or uids[-1])
+        grade([*files.values(), Path("/dev/zero"), classmate], json_path=report,
+              timeout=TIMEOUT, jobs=JOBS, sandbox=mode)
     seconds = time.monotonic() - started
+    concurrent.wait(timeout=900)
     written = report.read_bytes()
     time.sleep(6)  # the detached child would have rewritten the report by now
     listener.close()
@@ -354,8 +480,11 @@ def run(request, tmp_path_factory):
     yield {"mode": mode, "reports": {name: reports[path.name] for name, path in files.items()},
            "classmate": reports[classmate.name], "before": before, "victim": victim,
            "classmate_path": classmate, "report": report, "written": written,
-           "marker": marker, "listener": listener, "seconds": seconds,
-           "grader": content["grader"]}
+           "marker": marker, "listener": listener, "seconds": seconds, "uids": uids,
+           "scratch": str(scratch),
+           "grader": content["grader"], "printed": printed.getvalue(),
+           "dev_zero": reports["zero"],
+           "other_run": json.loads((other / "report.json").read_text())["submissions"][0]}
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -432,9 +561,41 @@ def test_nothing_reached_the_network(run):
 
 
 def test_no_process_is_left(run):
-    assert _grader_processes() == []
+    assert _grader_processes(run["scratch"], run["uids"]) == []
 
 
 def test_the_run_is_quick(run):
     """Not a benchmark: a guard against a run that waits on every worker (see grading.py)."""
     assert run["seconds"] < 600
+
+
+def test_devices_among_the_files_are_refused_and_the_run_goes_on(run):
+    assert "not a regular file" in run["dev_zero"]["error"]
+
+
+def test_nothing_printed_can_draw_on_the_terminal_or_read_as_a_verdict(run):
+    printed = run["printed"]
+    assert "\x1b" not in printed and "\r" not in printed and "\u2028" not in printed
+    reports = [*run["reports"].values(), run["classmate"], run["dev_zero"]]
+    assert len(re.findall(r"^  score: ", printed, re.M)) == len(reports)
+    passed = sum(item["exercise"] == "codebook_usage" and item["status"] == "passed"
+                 for report in reports for item in report["exercises"])
+    assert len(re.findall(r"^  \[PASS\] codebook_usage", printed, re.M)) == passed
+    assert len(re.findall(r"^\S", printed, re.M)) == len(reports) + 2 + (
+        run["mode"] == "none"), "a line starts at column 0 that is not a submission's"
+
+
+def test_another_run_is_out_of_reach(run):
+    """A run grading at the same time (a kill(-1) row ran meanwhile) gets full marks."""
+    other = run["other_run"]
+    assert other["score"] == other["max_score"] == len(exercises_in(lesson01)), other
+
+
+def test_scratch_space_is_private_capped_and_removed(run):
+    if not _applies(Row("", [], needs="isolated"), run["mode"]):
+        pytest.skip("without the sandbox and without root, a worker writes where you can")
+    message = {item["exercise"]: item for item in run["reports"][
+        "2 GB written under /tmp, /dev/shm, /var/tmp and its scratch folder"]["exercises"]}
+    written = int(re.search(r"wrote (\d+) bytes", message["codebook_usage"]["message"])[1])
+    assert 0 < written <= 4 * SCRATCH, written  # at most four capped tmpfs, not 8 GB
+    assert not Path("/tmp/minitok-left-behind").exists()

@@ -7,6 +7,7 @@ The whole path (judge, zygote, worker) is in tests/test_grade.py and tests/test_
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import struct
@@ -16,9 +17,16 @@ import pytest
 import torch
 
 from minitok.checks import lesson01
-from minitok.tools.grading import wire
+from minitok.tools.grade import Report, escaped, render
+from minitok.tools.grading import SENTINEL, wire
 from minitok.tools.grading.remote import loopback
-from minitok.tools.grading.sandbox import strip_function
+from minitok.tools.grading.sandbox import (
+    allocate_uids,
+    lesson_modules,
+    release_uids,
+    strip_function,
+    stub_module,
+)
 from minitok.tools.grading.submission import (
     Notebook,
     lesson_of,
@@ -267,3 +275,52 @@ def test_strip_function_of_a_class_keeps_the_class_and_strips_every_method():
     exec(compile(out, "stripped", "exec"), namespace)  # the module still imports
     with pytest.raises(NotImplementedError, match="hidden"):
         namespace["Sub"](2)
+
+
+def test_a_blob_rebuilds_one_tensor_and_a_named_tuple_has_few_fields():
+    """A reply's cost to the judge is bounded by its size: naming one blob of tensor data
+    many times would make the judge allocate a copy per name."""
+    many = {"list": [{"tensor": [0, "uint8", [4], False]}] * 3}
+    with pytest.raises(WireError, match="claim the same data"):
+        Decoder([memoryview(bytearray(4))]).decode(many)
+    fields = [f"f{i}" for i in range(wire.MAX_FIELDS + 1)]
+    with pytest.raises(WireError, match="malformed named tuple"):
+        Decoder([]).decode({"namedtuple": ["T", fields, [None] * len(fields)]})
+
+
+def test_a_module_outside_the_lesson_imports_but_computes_nothing():
+    source = "import math\nK = 3\n\n\ndef f(x):\n    return x + K\n\n\nclass C:\n" \
+             "    size = 2\n\n    def g(self):\n        return 1\n"
+    space: dict = {}
+    exec(stub_module(source, "vq"), space)
+    assert space["K"] == 3 and space["C"].size == 2
+    for call, name in ((lambda: space["f"](1), "vq.f"), (lambda: space["C"]().g(), "vq.C")):
+        with pytest.raises(NotImplementedError, match=re.escape(SENTINEL + name)):
+            call()
+    assert "minitok.vq" not in lesson_modules("lesson01")
+    assert {"minitok.quantize", "minitok.checks.lesson01"} <= lesson_modules("lesson01")
+    assert "minitok.vq" in lesson_modules("lesson02")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="worker uids are only allocated as root")
+def test_two_runs_never_share_worker_uids():
+    from minitok.tools.grading.sandbox import Plan
+
+    first, second = allocate_uids(2), allocate_uids(2)
+    try:
+        assert first != second and abs(first - second) >= 256
+    finally:
+        for base in (first, second):
+            release_uids(Plan("none", None, 1.0, uid_base=base))
+
+
+def test_printed_learner_text_cannot_draw_or_forge_a_verdict():
+    text = "\x1b[2J\rok\n  [PASS] kmeans: fine\n  score: 7/7\u2028\u202e"
+    assert escaped(text) == ("\\x1b[2J\\rok\n        |   [PASS] kmeans: fine"
+                             "\n        |   score: 7/7\\u2028\\u202e")
+    report = Report("a\nb.ipynb", "lesson01", exercises=[{
+        "exercise": "kmeans", "status": "error", "message": text, "hint": "h\n[PASS]"}])
+    lines = render(report).splitlines()
+    assert [line for line in lines if not line.startswith(" ")] == ["a"]
+    assert sum(line.startswith("  [") for line in lines) == 1
+    assert sum(line.startswith("  score:") for line in lines) == 1

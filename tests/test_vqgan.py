@@ -167,3 +167,23 @@ def test_train_tokenizer_gates_the_gan(device):
     assert history["d_loss"][:3] == [0.0, 0.0, 0.0]
     assert all(v > 0 for v in history["lambda"][3:])
     assert all(v > 0 for v in history["d_loss"][3:])  # a fresh D is not past its margins
+
+
+def test_patch_discriminator_receptive_field():
+    """Each logit's field is 18 x 18 (1 + 3 + 3*2 + 2*4); by gradients on a 16 x 16 digit an
+    inner logit reads 15 x 15 pixels and a corner one 11 x 11 (docs/references.md, VQ-GAN)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        disc = PatchDiscriminator()
+    strides, field = 1, 1
+    for layer in disc.layers:
+        if isinstance(layer, torch.nn.Conv2d):
+            field += (layer.kernel_size[0] - 1) * strides
+            strides *= layer.stride[0]
+    assert field == 18
+    for (i, j), side in (((1, 1), 15), ((2, 2), 15), ((0, 0), 11)):
+        x = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0),
+                        requires_grad=True)
+        disc(x)[0, 0, i, j].backward()
+        seen = x.grad[0, 0] != 0
+        assert int(seen.any(1).sum()) == side and int(seen.any(0).sum()) == side

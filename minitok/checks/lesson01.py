@@ -371,9 +371,9 @@ QUANTIZE_FEATURE_MAP_HINTS = (
     "(B, C, H, W) -permute-> (B, H, W, C) -reshape-> (B*H*W, C) -nearest_code-> (B*H*W,) "
     "-reshape-> (B, H, W) tokens; codebook[tokens] is (B, H, W, C) -permute-> (B, C, H, W).",
     "b, c, h, w = z.shape\n"
-    "rows = z.permute(0, 2, 3, 1).reshape(-1, c)             # (B*H*W, C)\n"
-    "indices = nearest_code(rows, codebook).reshape(b, h, w)\n"
-    "quantized = codebook[indices].permute(...)              # (B, C, H, W)\n"
+    "rows = z.____(...).reshape(-1, c)        # (B*H*W, C): channels last first, then flatten\n"
+    "indices = nearest_code(rows, codebook).reshape(...)   # (B, H, W)\n"
+    "quantized = ...                          # codebook rows, back to (B, C, H, W)\n"
     "return quantized, indices",
 )
 
@@ -501,9 +501,9 @@ PERPLEXITY_HINTS = (
     "p_k = count_k / N (N = the number of indices, over all axes); H = -sum over p_k > 0 of "
     "p_k ln p_k (unused codes contribute 0); perplexity = exp(H), as a Python float.",
     "counts = torch.bincount(indices.flatten(), minlength=num_codes)  # (K,)\n"
-    "p = counts.double() / indices.numel()\n"
-    "p = p[p > 0]\n"
-    "return math.exp(...)",
+    "p = ...                  # each code's share of the indices, as float64\n"
+    "p = p[p > 0]             # 0 log 0 = 0: unused codes drop out\n"
+    "return math.exp(...)     # exp of the entropy in nats, a Python float",
 )
 
 
@@ -567,12 +567,13 @@ KMEANS_STEP_HINTS = (
     "indices = nearest_code(vectors, codebook), (N,); for each code k with count_k > 0: "
     "new e_k = (sum of the vectors with index k) / count_k; codes with count_k = 0 keep e_k. "
     "Returns a new (K, D) tensor.",
-    "indices = nearest_code(vectors, codebook)                          # (N,)\n"
-    "sums = torch.zeros_like(codebook).index_add_(0, indices, vectors)  # (K, D)\n"
-    "counts = torch.bincount(indices, minlength=len(codebook))          # (K,)\n"
+    "indices = nearest_code(vectors, codebook)                   # (N,)\n"
+    "sums = torch.zeros_like(codebook).____(0, indices, vectors) # (K, D): add each vector "
+    "to its code's row\n"
+    "counts = ...                                                # (K,) vectors per code\n"
     "new_codebook = codebook.clone()\n"
-    "used = counts > 0\n"
-    "new_codebook[used] = ...\n"
+    "used = ...\n"
+    "new_codebook[used] = ...                                    # the average\n"
     "return new_codebook",
 )
 
@@ -653,9 +654,10 @@ KMEANS_HINTS = (
     "start = the rows of torch.unique(vectors, dim=0) (U distinct rows, sorted) at positions "
     "torch.randperm(U, generator=generator)[:num_codes]; then codebook <- kmeans_step(vectors, "
     "codebook), exactly iters times (iters = 0 returns the start).",
-    "distinct = torch.unique(vectors, dim=0)                            # (U, D)\n"
-    "start = torch.randperm(len(distinct), generator=generator)[:num_codes]\n"
-    "codebook = distinct[start]                                         # (K, D)\n"
+    "distinct = ...                    # (U, D) the distinct rows, sorted\n"
+    "start = ...                       # K positions drawn with torch.randperm(U, "
+    "generator=...)\n"
+    "codebook = distinct[start]        # (K, D)\n"
     "for _ in range(iters):\n"
     "    codebook = ...\n"
     "return codebook",

@@ -193,10 +193,13 @@ EMA_HINTS = (
     "with the decay; the new code is the running sum over the (smoothed) running count.",
     "n_k = #{i: idx_i = k}, s_k = sum of z_i with idx_i = k; N <- d N + (1 - d) n, "
     "m <- d m + (1 - d) s; e_k = m_k / N~_k with N~ = (N + eps) / (sum N + K eps) * sum N.",
-    "indices = nearest_code(z, codebook)\n"
-    "counts = torch.bincount(indices, minlength=K).to(cluster_size.dtype)\n"
-    "sums = torch.zeros_like(embed_avg).index_add_(0, indices, z)\n"
-    "new_size = decay * cluster_size + (1 - decay) * counts  # same for embed_avg with sums\n"
+    "indices = nearest_code(z, codebook)                               # (N,)\n"
+    "counts = torch.bincount(indices, minlength=K).to(cluster_size.dtype)  # (K,)\n"
+    "sums = ...                                                        # (K, D) per-code sums\n"
+    "new_size = ...                                                    # blend with decay\n"
+    "new_avg = ...\n"
+    "smoothed = ...                                                    # Laplace-smoothed "
+    "new_size\n"
     "return indices, new_size, new_avg, new_avg / smoothed[:, None]",
 )
 
@@ -539,9 +542,11 @@ FSQ_HINTS = (
     "half_l = (L - 1)(1 + 1e-3) / 2, offset = 0.5 for even L else 0, shift = "
     "atanh(offset / half_l); bounded = tanh(z + shift) * half_l - offset; code = "
     "round_ste(bounded) / (L // 2).",
-    "level = torch.tensor(levels, dtype=z.dtype)\n"
-    "bounded = torch.tanh(z + shift) * half_l - offset\n"
-    "rounded = bounded + (bounded.round() - bounded).detach()\n"
+    "level = torch.tensor(levels, dtype=z.dtype)          # (C,)\n"
+    "half_l = ...; offset = ...; shift = ...              # per channel, from hint 2\n"
+    "bounded = ...                                        # tanh squashed into L integers' "
+    "range\n"
+    "rounded = bounded + (____).detach()                  # round, straight through\n"
     "return rounded / (level // 2)",
 )
 

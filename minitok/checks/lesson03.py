@@ -104,8 +104,8 @@ TOKENS_TO_IMAGE_HINTS = (
     "codebook[indices] is (B, G, G, D), channels last; the decoder reads (B, D, G, G), "
     "channels first. Which tensor operation moves an axis without reordering the numbers "
     "inside each position?",
-    "codes = codebook[indices]            # (B, G, G, D)\n"
-    "codes = codes.permute(0, 3, 1, 2)    # (B, D, G, G)\n"
+    "codes = ____[indices]              # (B, G, G, D): one code vector per grid cell\n"
+    "codes = codes.____(0, _, _, _)     # (B, D, G, G): the code axis where channels go\n"
     "return decoder(codes)",
 )
 
@@ -171,9 +171,9 @@ HINGE_HINTS = (
     "right enough and cost nothing. Below the margin, the cost grows linearly.",
     "Per real logit r the cost is relu(1 - r); per fake logit f it is relu(1 + f). Average "
     "each over all its logits, then average the two: 0.5 * (mean_real + mean_fake).",
-    "loss_real = F.relu(1.0 - logits_real).mean()\n"
-    "loss_fake = F.relu(1.0 + logits_fake).mean()\n"
-    "return 0.5 * (loss_real + loss_fake)",
+    "loss_real = F.relu(____).mean()    # zero once a real logit is >= 1\n"
+    "loss_fake = ...                    # zero once a fake logit is <= -1\n"
+    "return ...                         # the average of the two",
 )
 
 
@@ -403,11 +403,11 @@ ADAPTIVE_HINTS = (
     "lambda = ||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), clamped to [0, max_weight], "
     "detached. torch.autograd.grad(loss, W, retain_graph=True) gives a gradient without "
     "touching .grad and keeps the graph for the training step's backward.",
-    "w = decoder.conv_out.weight\n"
-    "rec_grad = torch.autograd.grad(rec_loss, w, retain_graph=True)[0]\n"
-    "g_grad = torch.autograd.grad(g_loss, w, retain_graph=True)[0]\n"
-    "weight = rec_grad.norm() / (g_grad.norm() + 1e-4)\n"
-    "return weight.clamp(0.0, max_weight).detach()",
+    "w = decoder.____.weight                               # the last layer's weight\n"
+    "rec_grad = torch.autograd.grad(rec_loss, w, ____)[0]  # keep the graph for backward\n"
+    "g_grad = ...\n"
+    "weight = ...                                          # ratio of norms, epsilon below\n"
+    "return ...                                            # clamped to [0, max_weight], no graph",
 )
 
 
@@ -446,19 +446,18 @@ STEP_HINTS = (
     "discriminator's loss is hinge_d_loss(disc(images), disc(x_hat.detach())). "
     ".backward() adds to .grad: zero each optimizer's gradients before its backward.",
     "x_hat, vq = model(images)\n"
-    "rec_loss = F.mse_loss(x_hat, images)\n"
-    "loss = rec_loss + vq.loss\n"
+    "rec_loss = ...\n"
+    "loss = ...                               # rec_loss + the quantizer's loss\n"
     "if disc is not None:\n"
-    "    g_loss = generator_loss(disc(x_hat))\n"
-    "    lam = adaptive_weight(rec_loss, g_loss, model.decoder, max_weight)\n"
-    "    loss = loss + disc_weight * lam * g_loss\n"
-    "optimizer.zero_grad(); loss.backward(); optimizer.step()\n"
-    "stats = {'rec': rec_loss.item(), 'vq': vq.loss.item(), 'usage': vq.usage.item(), "
-    "'perplexity': vq.perplexity.item()}\n"
+    "    g_loss = ...                         # generator_loss on disc's view of x_hat\n"
+    "    lam = ...                            # adaptive_weight(...)\n"
+    "    loss = ...\n"
+    "...                                      # the tokenizer's update: zero, backward, step\n"
+    "stats = {\"rec\": ..., \"vq\": ..., \"usage\": ..., \"perplexity\": ...}  # Python floats\n"
     "if disc is not None:\n"
-    "    d_loss = hinge_d_loss(disc(images), disc(x_hat.detach()))\n"
-    "    d_optimizer.zero_grad(); d_loss.backward(); d_optimizer.step()\n"
-    "    stats.update({'g_loss': g_loss.item(), 'd_loss': d_loss.item(), 'lambda': lam.item()})\n"
+    "    d_loss = hinge_d_loss(____, ____)    # which input must not reach the tokenizer?\n"
+    "    ...                                  # the discriminator's update\n"
+    "    stats.update({\"g_loss\": ..., \"d_loss\": ..., \"lambda\": ...})\n"
     "return stats",
 )
 

@@ -175,7 +175,8 @@ CAUSAL_MASK_HINTS = (
     "query i sits at position T_k - T_q + i and may see keys j <= T_k - T_q + i: a lower "
     "triangle shifted right by T_k - T_q (bottom-right aligned), of dtype bool.",
     "ones = torch.ones(T_q, T_k, dtype=torch.bool, device=device)\n"
-    "return torch.tril(ones, diagonal=...)  # which diagonal keeps query i's keys 0..T_k-T_q+i?",
+    "return ...   # a lower triangle of ones: which torch function, and which diagonal\n"
+    "             # keeps query i's keys 0 .. T_k - T_q + i?",
 )
 
 
@@ -466,11 +467,14 @@ SELF_ATTENTION_HINTS = (
     "qkv: Linear(C, 3C) -> q, k, v (B, T, C) each -> heads (B, H, T, d). With a cache: "
     "k, v = cache.update(layer, k, v), now (B, H, T_k, d). mask: causal_mask(T, T_k). "
     "attention -> (B, H, T, d) -> merge_heads (B, T, C) -> proj -> drop.",
-    "B, T, C = x.shape\nq, k, v = self.qkv(x).split(C, dim=2)\n"
-    "q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))\n"
-    "if cache is not None:\n    k, v = cache.update(layer, k, v)\n"
-    "mask = causal_mask(T, k.shape[2], device=x.device) if self.causal else None\n"
-    "return self.drop(self.proj(merge_heads(attention(q, k, v, mask))))",
+    "B, T, C = x.shape\n"
+    "q, k, v = self.qkv(x).____(C, dim=2)     # three (B, T, C) tensors\n"
+    "q, k, v = ...                            # each into heads: (B, H, T, d)\n"
+    "if cache is not None:\n"
+    "    k, v = ...                           # this layer's slot: now (B, H, T_k, d)\n"
+    "mask = ... if self.causal else None      # (T, T_k)\n"
+    "y = ...                                  # attend, then heads back to (B, T, C)\n"
+    "return self.drop(self.proj(y))",
 )
 
 
@@ -605,9 +609,10 @@ BLOCK_HINTS = (
     "sub-layer reads a LayerNorm'd copy of x, and its output is added to x itself.",
     "x <- x + attn(LN1(x)), then x <- x + mlp(LN2(x)); the attention gets the cache and "
     "the layer's number. Layers: ln1, attn (your SelfAttention), ln2, mlp.",
-    "self.ln1 = nn.LayerNorm(config.n_embd, bias=config.bias); self.attn = "
-    "SelfAttention(config); ...\nx = x + self.attn(self.ln1(x), cache, layer)\n"
-    "x = x + ...\nreturn x",
+    "# __init__: self.ln1, self.attn (your SelfAttention), self.ln2, self.mlp = MLP(config)\n"
+    "x = x + self.attn(____, cache, layer)   # what does the attention read?\n"
+    "x = x + ...\n"
+    "return x",
 )
 
 

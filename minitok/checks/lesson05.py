@@ -38,9 +38,9 @@ MAKE_SEQUENCES_HINTS = (
     "class token needs an id that no code uses.",
     "class c -> the id num_codes + c, a column (N, 1); the grid (N, G, G) -> (N, G*G) in "
     "raster order (row by row); side by side along dim 1 -> (N, 1 + G*G), int64.",
-    "first = (labels.long() + num_codes)[:, None]\n"
-    "rest = codes.long().reshape(codes.shape[0], -1)\n"
-    "return torch.cat([first, rest], dim=1)",
+    "first = ...                                  # (N, 1): each label's class token id\n"
+    "rest = codes.long().____(codes.shape[0], -1) # (N, G*G), raster order\n"
+    "return ...                                   # side by side: (N, 1 + G*G)",
 )
 TOP_K_HINTS = (
     "Find each row's k largest logits and build a row that holds them at their own positions "
@@ -48,8 +48,9 @@ TOP_K_HINTS = (
     "k = min(k, V); torch.topk(logits, k, dim=-1) gives values and indices (B, k); scatter "
     "the values at the indices into a (B, V) tensor full of -inf.",
     "k = min(k, logits.shape[-1])\n"
-    "values, indices = torch.topk(logits, k, dim=-1)\n"
-    "return torch.full_like(logits, float('-inf')).scatter(-1, indices, values)",
+    "values, indices = ...                         # each row's k largest, (B, k)\n"
+    "out = torch.full_like(logits, float(\"-inf\"))  # (B, V)\n"
+    "return out.____(-1, indices, values)          # put the values back at their indices",
 )
 TOP_P_HINTS = (
     "Rank the tokens by probability and keep a prefix of the ranking: a token stays while the "
@@ -58,10 +59,10 @@ TOP_P_HINTS = (
     "logits; mass above a token = cumsum(probs) - probs; keep where mass above < p; scatter "
     "the kept mask back with the order; -inf where not kept.",
     "sorted_logits, order = torch.sort(logits, dim=-1, descending=True)\n"
-    "probs = torch.softmax(sorted_logits, dim=-1)\n"
-    "keep_sorted = torch.cumsum(probs, dim=-1) - probs < p\n"
-    "keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)\n"
-    "return logits.masked_fill(~keep, float('-inf'))",
+    "probs = ...                                # probabilities in ranked order, (B, V)\n"
+    "keep_sorted = ...                          # mass ranked above each token < p\n"
+    "keep = torch.zeros_like(keep_sorted).____(-1, order, keep_sorted)  # back to vocab order\n"
+    "return ...                                 # -inf where not kept",
 )
 SAMPLE_HINTS = (
     "greedy: the most likely token. Otherwise reshape the distribution with the temperature "
@@ -69,19 +70,23 @@ SAMPLE_HINTS = (
     "token per row from the generator.",
     "logits / temperature -> top_k_filter -> top_p_filter (each only when given) -> softmax "
     "over the last dim -> torch.multinomial(probs, 1, generator=generator), (B, 1) -> (B,).",
-    "if greedy: return logits.argmax(dim=-1)\n"
-    "logits = logits / temperature\n"
-    "if top_k is not None: logits = top_k_filter(logits, top_k)\n"
-    "if top_p is not None: logits = top_p_filter(logits, top_p)\n"
-    "probs = torch.softmax(logits, dim=-1)\n"
-    "return torch.multinomial(probs, 1, generator=generator).squeeze(-1)",
+    "if greedy:\n"
+    "    return ...\n"
+    "logits = ...                       # the temperature\n"
+    "if top_k is not None:\n"
+    "    logits = ...\n"
+    "if top_p is not None:\n"
+    "    logits = ...\n"
+    "probs = ...\n"
+    "return torch.multinomial(probs, 1, generator=____).squeeze(-1)   # (B,)",
 )
 CFG_HINTS = (
     "Guidance is a straight line through two points in logit space: s = 0 lands on the "
     "unconditional logits u, s = 1 on the conditional ones c, and s > 1 goes on past c in "
     "the direction the class adds.",
     "the direction the class adds is c - u; start at u and move s times that direction.",
-    "return uncond + cfg_scale * (cond - uncond)",
+    "direction = ...                    # what the class adds to the logits\n"
+    "return uncond + ____ * direction   # s = 0 gives uncond, s = 1 gives cond",
 )
 
 
@@ -149,9 +154,9 @@ PRIOR_LOSS_HINTS = (
     "seqs (B, 1 + N) -> inputs (B, N) and targets (B, N), the same sequence shifted by one; "
     "logits (B, N, V) -> keep the first num_codes -> (B, N, K); cross-entropy wants the "
     "classes on dim 1, so flatten to (B*N, K) against (B*N,), averaged over all B*N.",
-    "inputs, targets = seqs[:, :-1], seqs[:, 1:]\n"
-    "logits = model(inputs)[..., :num_codes]\n"
-    "return F.cross_entropy(logits.reshape(-1, num_codes), targets.reshape(-1))",
+    "inputs, targets = seqs[:, ____], seqs[:, ____]   # the same sequence, shifted by one\n"
+    "logits = model(inputs)[..., ____]                # (B, N, K): codes only\n"
+    "return F.cross_entropy(...)                      # classes on dim 1: flatten both",
 )
 
 
@@ -210,10 +215,10 @@ STEP_HINTS = (
     "rows (B,) from torch.randint(0, N, (batch_size,), generator=generator); then "
     "drop_labels(labels[rows], p_uncond, prior.config.null_class, generator) (B,); "
     "make_sequences(codes[rows], dropped, K) (B, 1 + G*G), on the prior's device; prior_loss.",
-    "rows = torch.randint(0, codes.shape[0], (batch_size,), generator=generator)\n"
-    "dropped = drop_labels(labels[rows], p_uncond, prior.config.null_class, generator)\n"
-    "seqs = make_sequences(codes[rows], dropped, prior.config.num_codes)\n"
-    "return prior_loss(prior, seqs.to(prior.device), prior.config.num_codes)",
+    "rows = torch.randint(____, generator=generator)   # (batch_size,) random grid indices\n"
+    "dropped = drop_labels(...)                        # some labels -> the null class\n"
+    "seqs = ...                                        # (B, 1 + G*G), on prior.device\n"
+    "return ...                                        # your prior_loss",
 )
 
 
@@ -524,17 +529,19 @@ GENERATE_HINTS = (
     "guided: cat([token, token]) -> (2B,). With the cache (made once, "
     "prior.transformer.new_cache(rows)) step_input is the new token (rows, 1); without it "
     "all tokens so far. Return tokens[:B, 1:] as (B, G, G).",
-    "tokens = (labels + K)[:, None]\n"
-    "if guided: tokens = torch.cat([tokens, torch.full_like(tokens, K + null_class)])\n"
+    "tokens = ...                            # (B, 1) class tokens; guided: + B null tokens\n"
     "cache = prior.transformer.new_cache(tokens.shape[0]) if use_cache else None\n"
     "step_input = tokens\n"
     "for _ in range(G * G):\n"
-    "    logits = prior(step_input, cache)[:, -1, :K]\n"
-    "    if guided: logits = cfg_logits(logits[:B], logits[B:], cfg_scale)\n"
-    "    token = sample_logits(logits, temperature, top_k, top_p, generator, greedy)\n"
-    "    if guided: token = torch.cat([token, token])\n"
-    "    tokens = torch.cat([tokens, token[:, None]], dim=1)\n"
-    "    step_input = token[:, None] if use_cache else tokens",
+    "    logits = prior(step_input, cache)[____]   # last position, codes only: (rows, K)\n"
+    "    if guided:\n"
+    "        logits = ...                          # cfg_logits on the two halves -> (B, K)\n"
+    "    token = ...                               # sample_logits(...) -> (B,)\n"
+    "    if guided:\n"
+    "        token = ...                           # both halves get the same code\n"
+    "    tokens = ...                              # append it\n"
+    "    step_input = ...                          # the cache has the past: what is new?\n"
+    "return ...                                    # (B, G, G), no class token",
 )
 
 

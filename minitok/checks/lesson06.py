@@ -149,9 +149,12 @@ MASK_LEN_HINTS = (
     "last step leaves nothing masked.",
     "planned = floor(N0 * gamma((t + 1) / T)); keep = max(1, min(n_unknown - 1, planned)); "
     "never more than n_unknown (a row with nothing unknown stays 0); 0 at t = T - 1.",
-    "if step == steps - 1: return zeros; planned = torch.floor(n_initial.double() * "
-    "gamma(schedule, (step + 1) / steps)).long(); keep = torch.minimum(n_unknown - 1, "
-    "planned).clamp(min=1); return torch.minimum(keep, n_unknown).",
+    "if step == steps - 1:\n"
+    "    return ...                                  # the last step keeps nothing masked\n"
+    "ratio = ...                                     # steps done after this one, as a share\n"
+    "planned = torch.floor(n_initial.double() * ____).long()   # the schedule's count, of N0\n"
+    "keep = ...                                      # at least 1, at most n_unknown - 1\n"
+    "return torch.minimum(keep, n_unknown)",
 )
 # The official formula evaluated by minitok, N0 = 256, T = 8 (cosine); float32 and float64
 # agree here. Computed, not published (docs/references.md, MaskGIT).
@@ -237,10 +240,14 @@ RANDOM_MASK_HINTS = (
     "chosen uniformly at random, and the model sees mask_id there.",
     "n = ceil(gamma(r) * N) per row, r ~ U(0, 1) from the generator; a uniform subset of "
     "size n: rank N random scores per row and hide the n smallest.",
-    "ratio = torch.rand(B, generator=generator, dtype=torch.float64) if None; n_hidden = "
-    "torch.ceil(gamma(schedule, ratio) * N).long(); rank = torch.rand(B, N, generator="
-    "generator).argsort(1).argsort(1); mask = rank < n_hidden[:, None]; return "
-    "tokens.masked_fill(mask, mask_id), mask.",
+    "B, N = tokens.shape\n"
+    "if ratio is None:\n"
+    "    ratio = torch.rand(B, generator=generator, dtype=torch.float64)   # one per row\n"
+    "n_hidden = ...                                  # (B,) how many to hide: the schedule, "
+    "of N\n"
+    "rank = torch.rand(B, N, generator=generator).____   # a random rank per position, 0..N-1\n"
+    "mask = ...                                      # (B, N) True at the n_hidden lowest ranks\n"
+    "return tokens.masked_fill(mask, mask_id), mask",
 )
 
 
@@ -309,7 +316,8 @@ MASKED_LOSS_HINTS = (
     "predicted, and each hidden position counts once (the mean over them).",
     "the cross-entropy of logits[mask] (M, K) against targets[mask] (M,), averaged over the "
     "M hidden positions; label_smoothing as F.cross_entropy's.",
-    "return F.cross_entropy(logits[mask], targets[mask], label_smoothing=label_smoothing).",
+    "return F.cross_entropy(____, ____, label_smoothing=label_smoothing)\n"
+    "# which rows of logits (B, N, K) and targets (B, N) take part? a bool index picks them",
 )
 
 
@@ -373,10 +381,14 @@ SAMPLE_HINTS = (
     "re-masked.",
     "sampled = a draw from softmax(logits) where tokens == mask_id, tokens elsewhere; "
     "confidence = softmax(logits) at the sampled code there, +inf where known.",
-    "log_probs = log_softmax(logits); u = torch.rand(log_probs.shape, generator=generator); "
-    "draws = (log_probs - log(-log(u))).argmax(-1) (Gumbel-max); sampled = torch.where("
-    "unknown, draws, tokens); picked = log_probs.exp().gather(-1, draws[..., None])[..., 0]; "
-    "confidence = torch.where(unknown, picked, inf).",
+    "log_probs = ...                                  # (B, N, K)\n"
+    "u = torch.rand(log_probs.shape, generator=generator, device=log_probs.device)\n"
+    "draws = (log_probs + ____).argmax(-1)            # Gumbel-max: one draw per position\n"
+    "unknown = tokens == mask_id\n"
+    "sampled = ...                                    # draws where unknown, tokens elsewhere\n"
+    "picked = ...                                     # the probability of each draw (gather)\n"
+    "confidence = ...                                 # picked where unknown, +inf elsewhere\n"
+    "return sampled, confidence",
 )
 
 
@@ -447,8 +459,12 @@ REMASK_HINTS = (
     "tokens (+inf) must never be chosen.",
     "score = log(confidence) + temperature * Gumbel, Gumbel = -log(-log(U)) from the "
     "generator; True at the n_mask[b] LOWEST scores of row b.",
-    "score = torch.log(confidence); if temperature > 0: score = score + temperature * "
-    "gumbel; rank = score.argsort(1).argsort(1); return rank < n_mask[:, None].",
+    "score = ...                              # log of the confidence, (B, N); known stay +inf\n"
+    "if temperature > 0:\n"
+    "    u = torch.rand(score.shape, generator=generator, device=score.device)\n"
+    "    score = score + temperature * ____   # Gumbel noise from u\n"
+    "rank = ...                               # each position's rank in its row, lowest = 0\n"
+    "return ...                               # True at the n_mask[b] lowest of row b",
 )
 
 
@@ -532,11 +548,18 @@ DECODE_LOOP_HINTS = (
     "doubled batch [cond; null]), divided by temperature; n_mask = mask_len(N0, n_unknown, "
     "t, steps, schedule); the choice temperature is choice_temperature * (1 - (t + 1) / "
     "steps), 0 at the last step. Record (tokens, sampled) in trace after each step.",
-    "n_initial = (tokens == mask_id).sum(1); for t in range(steps): logits = model(tokens, "
-    "labels) (or the doubled batch); sampled, confidence = sample_with_confidence(logits / "
-    "temperature, tokens, mask_id, generator); n_mask = mask_len(n_initial, (tokens == "
-    "mask_id).sum(1), t, steps, schedule); remask = remask_lowest(confidence, n_mask, "
-    "choice, generator); tokens = sampled.masked_fill(remask, mask_id); return tokens.",
+    "n_initial = ...                                   # (B,) masked at the start, counted once\n"
+    "for t in range(steps):\n"
+    "    logits = ...                                  # model(tokens, labels); guided: one\n"
+    "                                                  # doubled batch, then u + s (c - u)\n"
+    "    sampled, confidence = sample_with_confidence(____, tokens, mask_id, generator)\n"
+    "    n_mask = mask_len(n_initial, ____, t, steps, schedule)\n"
+    "    choice = ...                                  # choice_temperature, annealed to 0\n"
+    "    remask = remask_lowest(...)\n"
+    "    tokens = ...                                  # the samples, re-masked where remask\n"
+    "    if trace is not None:\n"
+    "        trace.append(...)\n"
+    "return tokens",
 )
 
 

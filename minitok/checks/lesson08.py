@@ -87,8 +87,8 @@ ADD_NOISE_HINTS = (
     "The weights keep the variance at 1: the signal's weight squared plus the noise's weight "
     "squared equals 1. abar_t is a variance fraction, so each weight is a square root. abar is "
     "(T,) and t is (B,): index it per image and give it the shape (B, 1, 1, 1).",
-    "abar = alphas_cumprod.to(x0.device, x0.dtype)[t].view(-1, 1, 1, 1)\n"
-    "return abar.sqrt() * x0 + (1 - abar).sqrt() * noise",
+    "abar = alphas_cumprod.to(x0.device, x0.dtype)[____].view(-1, 1, 1, 1)  # (B, 1, 1, 1)\n"
+    "return ____ * x0 + ____ * noise   # the two weights: squares add up to 1",
 )
 
 
@@ -182,10 +182,11 @@ DIFFUSION_LOSS_HINTS = (
     "t is uniform over 0..T-1 (randint's upper bound is exclusive), one per image; noise is a "
     "standard normal of x0's shape; the loss is the mean squared error between "
     "model(x_t, t, labels) and the noise (not x0, not x_t). Every draw goes through generator.",
-    "t = torch.randint(0, T, (B,), generator=generator)\n"
-    "noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)\n"
-    "x_t = add_noise(x0, noise, t, alphas_cumprod)\n"
-    "return F.mse_loss(model(x_t, t, labels), noise)",
+    "t = torch.randint(0, T, (B,), generator=generator)     # one step per image\n"
+    "noise = ...                                            # x0's shape, from generator\n"
+    "x_t = ...\n"
+    "return ...                                             # how far the prediction is from "
+    "the noise",
 )
 
 
@@ -327,9 +328,10 @@ DDIM_STEP_HINTS = (
     "Solve x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps for x0; clip it to [-1, 1] when clip is "
     "set; then x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) eps. At t_prev = -1 the "
     "target is the clean image: abar_prev = 1 (not alphas_cumprod[-1], the noisiest step).",
-    "abar_t = ac[t]; abar_prev = ac[t_prev] if t_prev >= 0 else torch.ones(())\n"
-    "x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()  # then clamp(-1, 1) if clip\n"
-    "return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps",
+    "abar_t = ...                         # alphas_cumprod at t\n"
+    "abar_prev = ...                      # at t_prev; and at t_prev = -1?\n"
+    "x0 = ...                             # add_noise solved for x0 (then clip if asked)\n"
+    "return ...                           # x0 noised to t_prev with the same eps",
 )
 
 
@@ -489,12 +491,14 @@ SAMPLE_LOOP_HINTS = (
     "Guidance mixes two predictions of the noise: u + s (c - u), with c conditioned on the "
     "labels and u on the null class. Compute both in one doubled batch [x; x] with labels "
     "[labels; null] and split the output in two. At s = 1 one conditional pass is enough.",
+    "x = torch.randn(..., generator=generator)        # pure noise\n"
     "timesteps = diffusion.sampling_timesteps(steps, T)\n"
     "for i, t in enumerate(timesteps):\n"
-    "    t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1\n"
-    "    cond, uncond = model(torch.cat([x, x]), torch.cat([t_b, t_b]), "
-    "torch.cat([labels, null])).chunk(2)\n"
-    "    x = step(x, uncond + cfg_scale * (cond - uncond), t, t_prev, alphas_cumprod, generator)",
+    "    t_prev = ...                                 # the next timestep, or -1 after the last\n"
+    "    cond, uncond = model(torch.cat([x, x]), ..., torch.cat([labels, null])).chunk(2)\n"
+    "    eps = ...                                    # guidance: u + s (c - u)\n"
+    "    x = step(x, eps, t, t_prev, alphas_cumprod, generator)\n"
+    "return x",
 )
 
 

@@ -158,12 +158,12 @@ ENCODE_HINTS = (
     "mode='bicubic', msvq.lookup(ids, codebook, s).",
     "rest, ids = f, []\n"
     "for k, s in enumerate(scales):\n"
-    "    z = F.interpolate(rest, size=(s, s), mode='area') if s != G else rest\n"
-    "    idx = nearest_code(z.permute(0, 2, 3, 1), codebook).flatten(1)\n"
-    "    h = msvq.lookup(idx, codebook, s)\n"
-    "    h = phis[k](...)   # upsample to G x G first (not at s = G)\n"
-    "    rest = ...\n"
-    "    ids.append(idx)",
+    "    z = ...                             # rest at s x s (area), or rest itself at s = G\n"
+    "    idx = nearest_code(____, codebook).flatten(1)   # (B, s*s): channels last first\n"
+    "    h = ...                             # the codes as a map, upsampled to G x G\n"
+    "    rest = rest - ...                   # what the decoder will see of this scale\n"
+    "    ids.append(idx)\n"
+    "return ids",
 )
 
 
@@ -206,9 +206,10 @@ FHAT_HINTS = (
     "(not at s = G); h = phis[k](h); f_hat = f_hat + h. Returns (B, D, G, G).",
     "f_hat = 0\n"
     "for k, s in enumerate(scales):\n"
-    "    h = msvq.lookup(ids[k], codebook, s)\n"
-    "    if s != G: h = F.interpolate(h, size=(G, G), mode=...)\n"
-    "    f_hat = f_hat + ...",
+    "    h = ...                             # scale k's codes as a (B, D, s, s) map\n"
+    "    ...                                 # to G x G, as encode_scales did\n"
+    "    f_hat = f_hat + ...\n"
+    "return f_hat",
 )
 
 
@@ -245,9 +246,9 @@ INPUT_HINTS = (
     "then transpose(1, 2)). Concatenate along dim 1: (B, L - 1, D).",
     "f_hat, inputs = 0, []\n"
     "for k, s in enumerate(scales[:-1]):\n"
-    "    h = F.interpolate(msvq.lookup(ids[k], codebook, s), size=(G, G), mode='bicubic')\n"
-    "    f_hat = f_hat + phis[k](h)\n"
-    "    inputs.append(...)   # f_hat at scales[k + 1], (B, s'*s', D)\n"
+    "    h = ...                             # scale k's codes, upsampled to G x G\n"
+    "    f_hat = ...                         # the scales so far\n"
+    "    inputs.append(...)                  # f_hat at scales[k + 1], as (B, s'*s', D)\n"
     "return torch.cat(inputs, dim=1)",
 )
 INPUT_MISTAKES = {
@@ -417,13 +418,16 @@ GENERATE_HINTS = (
     "to scales[k+1] as (B, s'^2, D), doubled when guided.",
     "cache, f_hat, inputs, ids = var.new_cache(), 0, None, []\n"
     "for k, s in enumerate(scales):\n"
-    "    logits = var(var.embed(k, labels, inputs), cache)\n"
-    "    if guided: logits = cfg_logits(logits[:B], logits[B:], ...)\n"
-    "    idx = sample_logits(logits.reshape(-1, K), temperature, top_k, top_p, generator)\n"
+    "    logits = var(var.embed(k, labels, inputs), cache)   # (rows, s*s, K)\n"
+    "    if guided:\n"
+    "        logits = ...                    # cfg_logits, with the scale's ramped guidance\n"
+    "    idx = sample_logits(...)            # the whole s x s map at once\n"
     "    ids.append(idx.view(B, s * s))\n"
     "    if k + 1 < len(scales):\n"
-    "        f_hat = f_hat + ...\n"
-    "        inputs = ...",
+    "        f_hat = ...                     # add this scale's map, as in scales_to_fhat\n"
+    "        inputs = ...                    # f_hat at the next scale, (B, s'*s', D); "
+    "doubled when guided\n"
+    "return ids",
 )
 
 

@@ -80,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     p_grade.add_argument("submissions", nargs="+", type=Path, help="the .ipynb files to grade")
     p_grade.add_argument("--json", type=Path, default=None, help="also write a JSON report here")
     p_grade.add_argument("--csv", type=Path, default=None,
-                         help="also write a gradebook CSV here (a row per submission, a column "
-                              "per exercise)")
+                         help="also write a gradebook CSV here (a row per student and lesson, a "
+                              "column per exercise)")
     p_grade.add_argument("--timeout", type=float, default=60.0,
-                         help="seconds allowed per exercise and submission (default 60)")
+                         help="CPU seconds per exercise and submission (default 60); waiting is "
+                              "bounded by a wall-clock backstop")
     p_grade.add_argument("--jobs", type=int, default=None,
                          help="exercises graded at once (default: the number of CPU cores)")
     p_grade.add_argument("--sandbox", default="auto", choices=("auto", "bwrap", "none"),
@@ -123,13 +124,17 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.command == "workspace":
             return workspace.make_workspace(root, args.folder)
-        return workspace.progress(root, args.folder, args.sandbox)
+        try:
+            return workspace.progress(root, args.folder, args.sandbox)
+        except ValueError as err:  # the sandbox cannot start: one line, not a traceback
+            print(f"progress: {err}", file=sys.stderr)
+            return 2
     if args.command == "export":
         from minitok.tools.export import export
 
         try:
             return export(args.folder, args.out, args.force, args.sandbox)
-        except FileExistsError as err:
+        except (FileExistsError, ValueError) as err:  # --out taken; the sandbox cannot start
             print(f"minitok export: {err}", file=sys.stderr)
             return 2
     if args.command == "demo" and args.yours is not None:

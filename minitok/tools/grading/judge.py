@@ -5,8 +5,15 @@ imported, and hands them units of work, one (submission, exercise) each, in exer
 order, so a judge keeps one zygote for an exercise while it grades that exercise's share of
 the submissions. A judge runs the check's test function with the learner's function replaced
 by a RemoteObject: it builds the inputs, computes the reference and compares, and executes
-no learner code. A worker's time limit covers its whole unit (loading the submission and the
-check's calls); past it, the zygote kills the worker.
+no learner code.
+
+Limits that load cannot make unfair: a worker's time limit (--timeout) is CPU time, counted
+by the kernel for its whole unit (loading the submission and the check's calls), so a busy
+machine, which makes everything wait, costs no correct answer a point. Waiting (a sleep, a
+blocked read) is bounded by a wall-clock backstop, `wall_limit`: twice the limit, scaled up
+by the load measured when the unit starts. The judge itself is bounded as well, whatever a
+worker answers: its memory (RLIMIT_AS) and its CPU time per unit (JUDGE_CPU_SECONDS, watched
+by the pool, which ends a judge past it).
 
 If a judge dies (a worker cannot reach it unless the grader runs without sandbox and without
 root), its unit is an error, a new judge takes its place, and the run goes on. The judges'
@@ -19,7 +26,9 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
+import resource
 import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -35,7 +44,7 @@ from minitok.tools.grading.remote import (
     WorkerGone,
     socket_exchange,
 )
-from minitok.tools.grading.sandbox import UID_BASE, Plan, ZygoteError, ZygoteProcess
+from minitok.tools.grading.sandbox import PREFLIGHT_SLOT, Plan, ZygoteError, ZygoteProcess
 from minitok.tools.grading.zygote import (
     PR_SET_CHILD_SUBREAPER,
     PR_SET_PDEATHSIG,
@@ -44,7 +53,22 @@ from minitok.tools.grading.zygote import (
 )
 
 TIMEOUT_HINT = "make sure every loop in this exercise ends on small inputs."
+WAIT_HINT = "make sure nothing in this exercise sleeps or waits for input."
 MAX_JUDGE_RESTARTS = 20
+JUDGE_MEMORY = 3 << 30  # bytes a judge may allocate beyond what it holds when it starts
+JUDGE_CPU_SECONDS = 30  # a judge's CPU per unit: at least this, or the --timeout if longer
+POLL_SECONDS = 0.5
+
+
+def wall_limit(timeout: float) -> float:
+    """Seconds a unit may take on the clock: twice its CPU limit, times the load per core
+    measured now when the machine is busier than that (a worker waits its turn then)."""
+    per_core = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return timeout * 2 * max(1.0, per_core)
+
+
+def judge_cpu_limit(timeout: float) -> float:
+    return max(JUDGE_CPU_SECONDS, timeout)
 
 
 @dataclass
@@ -67,6 +91,7 @@ class Judge:
         self.plan, self.slot = plan, slot
         self.zygote: ZygoteProcess | None = None
         self.key: tuple[str, str] | None = None
+        self.wall = wall_limit(plan.timeout)  # the current unit's wall-clock backstop
 
     def grade(self, unit: Unit) -> Result:
         """The verdict on one unit; every failure is a Result, never an exception."""
@@ -74,7 +99,8 @@ class Judge:
             zygote = self._zygote(unit.lesson, unit.exercise)
         except ZygoteError as err:
             return Result(unit.exercise, "error", f"the grader could not start a worker: {err}")
-        deadline = time.monotonic() + self.plan.timeout
+        self.wall = wall_limit(self.plan.timeout)
+        deadline = time.monotonic() + self.wall
         try:
             channel = zygote.spawn()
         except ZygoteError as err:
@@ -85,8 +111,8 @@ class Judge:
             result = self._check(session, unit)
         finally:
             channel.close()
-            status = self._end_worker()
-        return self._outcome(result, session.failure, status, unit.exercise)
+            status, cpu = self._end_worker()
+        return self._outcome(result, session.failure, status, cpu, unit.exercise)
 
     def _check(self, session: Session, unit: Unit) -> Result | None:
         checks = _checks(unit.lesson)
@@ -110,14 +136,19 @@ class Judge:
         except WorkerGone:
             return None
 
-    def _outcome(self, result: Result | None, failure, status: str, name: str) -> Result:
+    def _outcome(self, result: Result | None, failure, status: str, cpu: float,
+                 name: str) -> Result:
         """The unit's verdict: the check's, unless the worker failed it (then an error)."""
         if failure is None and result is not None:
             return result
         kind, detail = failure or ("ended", "")
+        if "SIGXCPU" in status or cpu >= self.plan.timeout:
+            return Result(name, "error", f"timed out after {self.plan.timeout:g} s of CPU "
+                          "time (an infinite loop?)", TIMEOUT_HINT)
         if kind == "timeout":
-            return Result(name, "error", f"timed out after {self.plan.timeout:g} s "
-                          "(an infinite loop?)", TIMEOUT_HINT)
+            return Result(name, "error", f"timed out: still not done after {self.wall:.0f} s "
+                          f"on the clock, with {cpu:.1f} s of CPU time (a sleep, or waiting "
+                          "for input?)", WAIT_HINT)
         if kind == "wire":
             return Result(name, "error", f"the grader could not read your function's answer: "
                           f"{detail}")
@@ -132,12 +163,12 @@ class Judge:
             self.key = (lesson, exercise)
         return self.zygote
 
-    def _end_worker(self) -> str:
+    def _end_worker(self) -> tuple[str, float]:
         try:
             return self.zygote.end()
         except ZygoteError as err:
             self._drop_zygote()
-            return f"its zygote stopped: {err}"
+            return f"its zygote stopped: {err}", 0.0
 
     def _drop_zygote(self) -> None:
         if self.zygote is not None:
@@ -161,6 +192,10 @@ def judge_main(connection, plan: Plan, slot: int) -> None:
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the supervisor
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
     torch.set_num_threads(1)
+    with open("/proc/self/status") as f:
+        vm_kib = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
+    limit = vm_kib * 1024 + JUDGE_MEMORY
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     judge = Judge(plan, slot)
     try:
         while (unit := connection.recv()) is not None:
@@ -183,8 +218,12 @@ def kill_strays(keep: set[int]) -> None:
 # --------------------------------------------------------------------------- the pool
 
 
-def run_units(units: list[Unit], plan: Plan, jobs: int) -> dict[int, Result]:
-    """Every unit's verdict, graded by `jobs` judge processes (see the module docstring).
+def run_units(units: list[Unit], plan: Plan, jobs: int, progress=None,
+              beside=None) -> dict[int, Result]:
+    """Every unit's verdict, graded by `jobs` judge processes (see the module docstring);
+    `progress(1)` is called as each unit is done. `beside()` runs in a thread meanwhile
+    (the preflight): if it raises, the judges are stopped and its exception is raised, with
+    no verdict at all.
 
     The judges run under a supervisor process, a child subreaper: whatever a worker leaves
     behind ends up its child and is killed, without touching this process's other children.
@@ -194,14 +233,34 @@ def run_units(units: list[Unit], plan: Plan, jobs: int) -> dict[int, Result]:
     supervisor = context.Process(target=_supervise, args=(theirs, units, plan, jobs))
     supervisor.start()
     theirs.close()
+    failed: list[BaseException] = []
+
+    def guard():
+        try:
+            beside()
+        except BaseException as err:  # noqa: BLE001 - raised again below
+            failed.append(err)
+            supervisor.kill()
+
+    thread = threading.Thread(target=guard, daemon=True) if beside else None
+    if thread is not None:
+        thread.start()
+    results = {}
     try:
-        results = ours.recv()
+        while (message := ours.recv()) == "done":
+            if progress is not None:
+                progress(1)
+        results = message
     except (EOFError, OSError):
-        results = {}
+        pass
     finally:  # also on Ctrl-C: the judges, zygotes and workers die with it (PDEATHSIG)
         if supervisor.is_alive() and not ours.poll():
             supervisor.kill()
         supervisor.join()
+        if thread is not None:
+            thread.join()
+    if failed:
+        raise failed[0]
     for unit in units:
         if unit.number not in results:
             results[unit.number] = Result(unit.exercise, "error", "the grader's supervisor "
@@ -213,14 +272,16 @@ def _supervise(connection, units: list[Unit], plan: Plan, jobs: int) -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    connection.send(_pool(units, plan, jobs))
+    connection.send(_pool(units, plan, jobs, lambda: connection.send("done")))
 
 
-def _pool(units: list[Unit], plan: Plan, jobs: int) -> dict[int, Result]:
+def _pool(units: list[Unit], plan: Plan, jobs: int, done) -> dict[int, Result]:
     context = multiprocessing.get_context("fork")
     queue, results = _Queue(units), {}
     idle = [_start_judge(context, plan, slot) for slot in range(min(jobs, len(units)))]
     busy: dict = {}  # connection -> (process, slot, unit)
+    started: dict[int, float] = {}  # judge pid -> its CPU seconds when its unit started
+    overran: set[int] = set()  # judges ended for spending too much CPU on a unit
     restarts = 0
     try:
         while busy or (queue and idle):
@@ -228,25 +289,32 @@ def _pool(units: list[Unit], plan: Plan, jobs: int) -> dict[int, Result]:
                 connection, process, slot = idle.pop()
                 unit = queue.take(slot)
                 try:
+                    started[process.pid] = _cpu_seconds(process.pid)
                     connection.send(unit)
                     busy[connection] = (process, slot, unit)
                 except OSError:  # it died between two units: take the unit back
                     queue.put_back(unit)
                     idle.append(_start_judge(context, plan, slot))
-            ready = wait([*busy, *(process.sentinel for process, _, _ in busy.values())])
+            ready = wait([*busy, *(process.sentinel for process, _, _ in busy.values())],
+                         POLL_SECONDS)
+            for process, _, _ in busy.values():
+                if _cpu_seconds(process.pid) - started[process.pid] > judge_cpu_limit(
+                        plan.timeout) and process.pid not in overran:
+                    overran.add(process.pid)
+                    process.kill()
             for connection, (process, slot, unit) in list(busy.items()):
                 if connection not in ready and process.sentinel not in ready:
                     continue
                 del busy[connection]
+                done()
                 try:
                     number, result = connection.recv()
                     results[number] = result
                     idle.append((connection, process, slot))
                     continue
                 except (EOFError, OSError):  # the judge died with this unit
-                    results[unit.number] = Result(
-                        unit.exercise, "error", "the grader's judge process died while "
-                        "grading this exercise (did your code kill it?)")
+                    results[unit.number] = _judge_died(unit, process.pid in overran,
+                                                       plan.timeout)
                 kill_strays({p.pid for p, _, _ in busy.values()} | {p.pid for _, p, _ in idle})
                 restarts += 1
                 if restarts <= MAX_JUDGE_RESTARTS:
@@ -255,11 +323,31 @@ def _pool(units: list[Unit], plan: Plan, jobs: int) -> dict[int, Result]:
             connection.send(None)
             process.join()
     finally:
-        _stop_everything([p for p, _, _ in busy.values()] + [p for _, p, _ in idle], jobs)
+        _stop_everything([p for p, _, _ in busy.values()] + [p for _, p, _ in idle], jobs,
+                         plan.uid_base)
     for unit in queue.left():
         results[unit.number] = Result(unit.exercise, "error", "the grader gave up: its judges "
                                       "kept dying")
     return results
+
+
+def _judge_died(unit: Unit, overran: bool, timeout: float) -> Result:
+    if overran:
+        return Result(unit.exercise, "error", f"the grader spent more than "
+                      f"{judge_cpu_limit(timeout):g} s of CPU time judging your function's "
+                      "answers: an answer far larger than asked for?")
+    return Result(unit.exercise, "error", "the grader's judge process died while grading "
+                  "this exercise (did your code kill it, or answer with too much data?)")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process `pid` so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class _Queue:
@@ -295,16 +383,16 @@ class _Queue:
         return [unit for group in self.groups.values() for unit in group]
 
 
-def _stop_everything(processes: list, jobs: int) -> None:
+def _stop_everything(processes: list, jobs: int, uid_base: int | None) -> None:
     """Kill the judges still running and anything any worker left anywhere."""
     for process in processes:
         if process.is_alive():
             process.kill()
         process.join()
     kill_strays(set())
-    if os.geteuid() == 0:
-        for slot in range(jobs):
-            _kill_uid(UID_BASE + slot)
+    if uid_base is not None:  # this run's uids only: no other run's workers share them
+        for slot in [*range(jobs), PREFLIGHT_SLOT]:
+            _kill_uid(uid_base + slot)
 
 
 def _kill_uid(uid: int) -> None:

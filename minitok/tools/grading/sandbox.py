@@ -3,27 +3,36 @@
 Everything here runs in the grader (main process or judge); zygote.py is the other side.
 
 - `build_library` copies minitok's .py files for one exercise and replaces the body of
-  minitok's own solution of it with a `raise` (the sentinel remote.SENTINEL): a worker that
-  calls it, however it got there, fails that exercise with "uses minitok's reference".
+  minitok's own solution of it with a `raise` (the sentinel remote.SENTINEL), and so every
+  function of the modules the lesson's checks do not import (vq for lesson 01, ...): a
+  worker that calls them, however it got there, fails that exercise with "uses minitok's
+  reference". Only the lesson's own modules work, as the lesson's other exercises need them.
 - `Plan` holds what every judge needs to start zygotes: the mode (bubblewrap or none), the
   libraries, the limits, and the folders the sandbox hides.
 - `bwrap_command`: a zygote inside bubblewrap: no network and its own pid, IPC and UTS
-  namespaces; the whole filesystem read-only; a private /tmp; the instructor's home, the
-  course checkout (solutions/ included), minitok's own package and every submission's folder
-  hidden under empty tmpfs mounts (the Python prefix is bound back, read-only); as root, every
+  namespaces; the whole filesystem read-only; a private, size-capped /tmp and /dev/shm; the
+  instructor's home, the course checkout (solutions/ included), minitok's own package and
+  every submission's folder hidden under empty tmpfs mounts; the Python installation (its
+  prefixes, the interpreter's real folder, every folder on its import path) bound back,
+  read-only, wherever it lives (/tmp, a home, /opt, the checkout); as root, every
   capability dropped but the four the zygote needs to give workers a uid of their own, kill
   them and remove their files (a worker loses them all when it changes uid).
-- `ZygoteProcess`: the judge's handle on one zygote.
+- `ZygoteProcess`: the judge's handle on one zygote; `preflight` starts one worker before a
+  run grades anything, so a sandbox that cannot run stops the run with one clear error.
 """
 
 from __future__ import annotations
 
 import ast
+import fcntl
+import functools
 import importlib.util
 import json
 import math
 import os
 import py_compile
+import random
+import secrets
 import shutil
 import socket
 import stat
@@ -38,11 +47,15 @@ from minitok.tools.grading import SENTINEL
 from minitok.tools.grading.zygote import ENVIRONMENT
 
 LIB, WORK, CONFIG, FONTS = "/tmp/lib", "/tmp/work", "/tmp/config", "/tmp/fonts"  # in the sandbox
-UID_BASE = 0x7FFE0000  # workers of judge i run as uid/gid UID_BASE + i when the grader is root
+UID_BASE = 0x7FFE0000  # as root, run r's judge i gives its workers uid UID_BASE + r * 256 + i
+UID_BLOCKS, MAX_JOBS = 256, 255  # blocks of 256 uids, one per concurrent run; judges per run
+PREFLIGHT_SLOT = MAX_JOBS  # the preflight's worker has a uid no judge's worker has
 STARTUP_SECONDS = 300  # a zygote imports torch: slow on a busy machine
 REPLY_SECONDS = 30
-BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-        "from minitok.tools.grading.zygote import main; main(int(sys.argv[2]), sys.argv[3])")
+SCRATCH = 64 << 20  # bytes of a worker's /tmp (and /dev/shm): tmpfs is memory
+LIBRARY = "MINITOK_GRADER_LIBRARY"  # the library's folder reaches the zygote in its environment
+BOOT = ("import os, sys; sys.path.insert(0, os.environ['MINITOK_GRADER_LIBRARY']); "
+        "from minitok.tools.grading.zygote import main; main(int(sys.argv[1]), sys.argv[2])")
 MODES = {"bwrap": "bubblewrap", "none": "none (process limits only)"}
 
 
@@ -63,43 +76,114 @@ def strip_function(source: str, qualname: str, message: str) -> str:
     for part in qualname.split("."):
         node = next(n for n in node.body if getattr(n, "name", None) == part
                     and isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
-    functions = [node]
-    if isinstance(node, ast.ClassDef):
-        functions = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return _raise_in(source, [(node, message)])
+
+
+def stub_module(source: str, module: str) -> str:
+    """`source` with the body of every top-level function and every method replaced by a
+    `raise` of the sentinel: the module still imports, nothing in it computes."""
+    found = [(node, f"{SENTINEL}{module}.{node.name}") for node in ast.parse(source).body
+             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    return _raise_in(source, found)
+
+
+def _raise_in(source: str, targets: list[tuple[ast.AST, str]]) -> str:
+    """`source` with each target's body (each method's, for a class) a `raise`."""
+    functions = []
+    for node, message in targets:
+        if isinstance(node, ast.ClassDef):
+            functions += [(n, message) for n in node.body
+                          if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        else:
+            functions.append((node, message))
     data = source.encode()
     starts = [0]
     for line in data.split(b"\n"):
         starts.append(starts[-1] + len(line) + 1)
-    body = f"raise NotImplementedError({message!r})".encode()
-    for function in reversed(functions):  # from the end, so earlier offsets stay valid
+    functions.sort(key=lambda item: (item[0].lineno, item[0].col_offset))
+    for function, message in reversed(functions):  # from the end: earlier offsets stay valid
+        body = f"raise NotImplementedError({message!r})".encode()
         begin = starts[function.body[0].lineno - 1] + function.body[0].col_offset
         end = starts[function.body[-1].end_lineno - 1] + function.body[-1].end_col_offset
         data = data[:begin] + body + data[end:]
     return data.decode()
 
 
+_STUBS: dict[tuple[str, str], str] = {}  # (module, source) -> stubbed source, for this run
+
+
+def _stubbed(text: str, module: str) -> str:
+    if (module, text) not in _STUBS:
+        _STUBS[module, text] = stub_module(text, module)
+    return _STUBS[module, text]
+
+
+WORKER_MODULES = ("minitok.tools.grading.zygote", "minitok.tools.grading.server")
+
+
+@functools.cache
+def lesson_modules(lesson: str) -> frozenset[str]:
+    """minitok's modules a lesson's checks import, directly or not ("minitok.quantize", ...):
+    what the judge may send a worker, and what the lesson's exercises may build on; and
+    what the worker itself imports (zygote, server and theirs)."""
+    package = Path(minitok.__file__).parent
+    found, todo = set(), [f"minitok.checks.{lesson}", *WORKER_MODULES]
+    while todo:
+        module = todo.pop()
+        path = package.joinpath(*module.split(".")[1:])
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        if module in found or not path.is_file():
+            continue
+        found.add(module)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # a relative import, from the module's package
+                    package_parts = module.split(".")
+                    if path.name != "__init__.py":
+                        package_parts = package_parts[:-1]
+                    parts = package_parts[:len(package_parts) - node.level + 1]
+                    base = ".".join([*parts, *([node.module] if node.module else [])])
+                todo += [base] + [f"{base}.{alias.name}" for alias in node.names]
+    return frozenset(m for m in found if m.startswith("minitok"))
+
+
 def build_library(root: Path, lesson: str, check) -> Path:
-    """A folder holding a copy of minitok in which `check`'s solution raises the sentinel.
+    """A folder holding a copy of minitok in which `check`'s solution raises the sentinel,
+    and so does every function of a module outside the lesson's (see lesson_modules).
 
     Only .py files (and their cached bytecode, which Python checks against the copied
-    sources) are copied; the stripped module gets fresh bytecode, never the original's.
+    sources) are copied; a changed module gets fresh bytecode, never the original's. The
+    folder's name is random: without the sandbox, a worker cannot guess another's library.
     """
     source = Path(minitok.__file__).parent
-    folder = root / f"lib-{lesson}-{check.exercise}"
+    folder = root / f"lib-{secrets.token_hex(8)}"
     solution = check.solution
-    module = solution.__module__
-    target = folder.joinpath(*module.split(".")).with_suffix(".py")
+    keep = lesson_modules(lesson) | {"minitok", "minitok.checks", "minitok.tools",
+                                     "minitok.tools.grading"}
     for path in source.rglob("*.py"):
-        copy = folder / "minitok" / path.relative_to(source)
+        relative = path.relative_to(source)
+        module = ".".join(("minitok", *relative.with_suffix("").parts)).removesuffix(".__init__")
+        copy = folder / "minitok" / relative
         copy.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, copy)
+        text = path.read_text()
+        kept = module in keep or module.startswith(("minitok.checks.",
+                                                    "minitok.tools.grading."))
+        if module == solution.__module__:
+            name = f"{module.removeprefix('minitok.')}.{solution.__qualname__}"
+            text = strip_function(text, solution.__qualname__, SENTINEL + name)
+        elif not kept:
+            text = _stubbed(text, module.removeprefix("minitok."))
+        copy.write_text(text)
         cached = Path(importlib.util.cache_from_source(str(path)))
-        if cached.exists() and copy != target:
+        if module == solution.__module__:
+            py_compile.compile(str(copy), doraise=True)
+        elif kept and cached.exists():  # unchanged: the original's bytecode is valid
             (copy.parent / "__pycache__").mkdir(exist_ok=True)
             shutil.copy2(cached, copy.parent / "__pycache__" / cached.name)
-    name = f"{module.removeprefix('minitok.')}.{solution.__qualname__}"
-    target.write_text(strip_function(target.read_text(), solution.__qualname__, SENTINEL + name))
-    py_compile.compile(str(target), doraise=True)
+            os.utime(copy, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
     for path in folder.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     folder.chmod(0o755)
@@ -139,57 +223,109 @@ class Plan:
 
     mode: str  # "bwrap" or "none"
     run_dir: Path  # the run's private folder (libraries, the workers' folders)
-    timeout: float  # seconds per exercise
+    timeout: float  # a worker's CPU seconds per exercise (wall time: see judge.wall_limit)
     hidden: list[str] = field(default_factory=list)  # folders the sandbox shows empty
     packages: list[str] = field(default_factory=list)  # minitok's package folders (hidden)
+    python: list[tuple[str, str]] = field(default_factory=list)  # (real, seen) Python folders
     matplotlib: Path | None = None  # matplotlib's font list, built once for the run
     read_all: bool = False  # workers may read any file (root, no sandbox, Python unreadable)
+    uid_base: int | None = None  # as root: judge i's workers run as uid_base + i
     libraries: dict = field(default_factory=dict)  # (lesson, exercise) -> library folder
     memory: int = 1 << 30  # bytes a worker may allocate beyond what the zygote holds
     file_size: int = 1 << 20  # bytes a worker may write to one file (its output included)
     processes: int = 64  # processes and threads of a worker's uid (root only)
+    scratch: int = SCRATCH  # bytes of each private tmpfs (/tmp, /dev/shm, the work folder)
 
-    def settings(self, slot: int, lesson: str) -> dict:
+    def settings(self, slot: int, lesson: str, library: Path) -> dict:
         """What a zygote of judge `slot` needs to know (zygote.main)."""
-        root = os.geteuid() == 0
         sandboxed = self.mode == "bwrap"
+        own_mounts = self.uid_base is not None and not sandboxed  # root: mounts of its own
         work = WORK if sandboxed else str(self.run_dir / f"work-{slot}")
         config = CONFIG if sandboxed else str(self.run_dir / f"config-{slot}")
         fonts = self.matplotlib and (FONTS if sandboxed else str(self.matplotlib))
-        return {"uid": UID_BASE + slot if root else None, "read_all": self.read_all,
-                "memory": self.memory,
-                "cpu_seconds": math.ceil(self.timeout) + 1, "file_size": self.file_size,
+        binds = [str(library)] + ([str(self.matplotlib)] if self.matplotlib else [])
+        if sandboxed:  # what the wipe of /tmp keeps: the zygote's folders, bound-back Python
+            keep = [LIB, WORK, CONFIG, FONTS] + [_top("/tmp", seen) for _, seen in self.python
+                                                 if _inside(seen, "/tmp")]
+        else:
+            keep = [_top(f, path) for f in WORLD_WRITABLE for path in (*binds, work, config)
+                    if _inside(path, f)]
+        return {"uid": None if self.uid_base is None else self.uid_base + slot,
+                "read_all": self.read_all, "memory": self.memory,
+                "cpu_seconds": math.ceil(self.timeout), "file_size": self.file_size,
                 "processes": self.processes, "tmp": work, "sandboxed": sandboxed,
-                "keep": [LIB, WORK, CONFIG, FONTS], "own_network": root and not sandboxed,
+                "own_mounts": own_mounts, "binds": binds if own_mounts else [],
+                "private": ["/tmp"] if sandboxed else list(WORLD_WRITABLE) if own_mounts else [],
+                "scratch": self.scratch, "keep": sorted(set(keep)),
                 "matplotlib": fonts, "config": config, "preload": [
                     f"minitok.checks.{lesson}", "minitok.tools.grading.server", "minitok.data",
                     "matplotlib.pyplot"]}
 
-    def command(self, slot: int, lesson: str, exercise: str, fd: int) -> list[str]:
-        """The command line that starts a zygote for one exercise on control socket `fd`."""
-        settings = json.dumps(self.settings(slot, lesson))
-        library = self.libraries[lesson, exercise]
+    def command(self, slot: int, lesson: str, library: Path, fd: int) -> list[str]:
+        """The command line that starts a zygote for one library on control socket `fd`
+        (the library's folder goes in the environment: see ZygoteProcess)."""
+        settings = json.dumps(self.settings(slot, lesson, library))
         if self.mode == "none":
-            return [sys.executable, "-I", "-c", BOOT, str(library), str(fd), settings]
+            return [sys.executable, "-I", "-c", BOOT, str(fd), settings]
         fonts = ["--ro-bind", str(self.matplotlib), FONTS] if self.matplotlib else []
-        return [*bwrap_command(self.hidden, self.packages, library), *fonts, "--",
-                sys.executable, "-I", "-c", BOOT, LIB, str(fd), settings]
+        return [*bwrap_command(self, library), *fonts, "--",
+                sys.executable, "-I", "-c", BOOT, str(fd), settings]
 
 
-def make_plan(mode: str, timeout: float, submissions: list[Path], reports: list[Path]) -> Plan:
-    """A run's plan, with its private folder (0711: workers reach only their own folders)."""
+WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # as root: a zygote's own
+
+
+def make_plan(mode: str, timeout: float, submissions: list[Path], reports: list[Path],
+              jobs: int) -> Plan:
+    """A run's plan, with its private folder (0711: workers reach only their own folders)
+    and, as root, a block of uids no other run holds (see allocate_uids)."""
     run_dir = Path(tempfile.mkdtemp(prefix="minitok-grade-"))
     run_dir.chmod(0o711)
-    packages = minitok_folders()
+    found = probe_python()
+    packages = sorted({str(Path(minitok.__file__).parent.resolve()), *found["minitok"]})
     read_all = mode == "none" and os.geteuid() == 0 and not python_readable()
+    uid_base = allocate_uids(jobs) if os.geteuid() == 0 else None
     return Plan(mode, run_dir, timeout, hidden_folders(submissions, reports, packages),
-                packages, font_list(run_dir), read_all)
+                packages, found["folders"], font_list(run_dir), read_all, uid_base)
+
+
+_UID_LOCKS: dict[int, int] = {}  # uid base -> the lock file held for this process's run
+
+
+def allocate_uids(jobs: int) -> int:
+    """The first uid of a block of MAX_JOBS + 1 that no other grading run on this machine holds
+    (an flock on a file per block, released when the run ends: release_uids). Runs then
+    never share a worker uid, so a worker's kill(-1) cannot reach another run's workers."""
+    if jobs > MAX_JOBS:
+        raise ValueError(f"--jobs must be at most {MAX_JOBS}, got {jobs}")
+    folder = Path("/run/lock" if os.path.isdir("/run/lock") else "/tmp") / "minitok-grade-uids"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise ValueError(f"{folder} is not a private folder of this user: remove it")
+    for block in random.sample(range(UID_BLOCKS), UID_BLOCKS):
+        fd = os.open(folder / f"{block}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        base = UID_BASE + block * (MAX_JOBS + 1)
+        _UID_LOCKS[base] = fd
+        return base
+    raise ValueError(f"{UID_BLOCKS} grading runs hold every block of worker uids")
+
+
+def release_uids(plan: Plan) -> None:
+    fd = _UID_LOCKS.pop(plan.uid_base, None) if plan.uid_base is not None else None
+    if fd is not None:
+        os.close(fd)
 
 
 def python_readable() -> bool:
     """True when any user can read the Python installation (a worker with a uid of its own
     must import from it); False for one in a private home (pyenv in /root)."""
-    for folder in _python_folders():
+    for folder in {real for real, _ in probe_python()["folders"]}:
         for path in [Path(folder), *Path(folder).parents]:
             if not path.stat().st_mode & stat.S_IXOTH:
                 return False
@@ -212,19 +348,31 @@ def font_list(run_dir: Path) -> Path | None:
     return folder
 
 
-def bwrap_command(hidden: list[str], packages: list[str], library: Path) -> list[str]:
-    """bubblewrap's arguments for a zygote (see the module docstring), up to the command."""
+def bwrap_command(plan: Plan, library: Path) -> list[str]:
+    """bubblewrap's arguments for a zygote (see the module docstring), up to the command.
+
+    /tmp and every hidden folder are empty tmpfs mounts; the Python installation is then
+    bound back, read-only, at the paths Python knows it by, with the folders on the way
+    made (0755, as bwrap would make them private); minitok's package folders are hidden
+    again where they lie inside it."""
+    size = ["--size", str(plan.scratch)]
     args = ["bwrap", "--die-with-parent", "--new-session", *_namespaces(),
-            "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    for folder in hidden:
+            "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", *size, "--tmpfs", "/tmp",
+            "--perms", "1777", *size, "--tmpfs", "/dev/shm"]
+    covered = ["/tmp"] + [h for h in plan.hidden if not _inside(h, "/tmp")]
+    for folder in covered[1:]:
         args += ["--tmpfs", folder]
-    for folder in _python_folders():
-        outer = [h for h in hidden if _inside(folder, h)]
-        if outer:  # bound back; bwrap would make the folders on the way private (0700)
-            for step in _steps(outer[0], folder):
-                args += ["--perms", "0755", "--dir", step]
-            args += ["--ro-bind", folder, folder]
-    for folder in packages:  # an installed minitok inside a bound-back prefix
+    made: set[str] = set()
+    for real, seen in plan.python:
+        outer = [c for c in covered if _inside(seen, c)]
+        if outer:
+            for step in _steps(outer[0], seen):
+                if step not in made:
+                    args += ["--perms", "0755", "--dir", step]
+                    made.add(step)
+            args += ["--ro-bind", real, seen]
+    for folder in plan.packages:  # an installed minitok inside a bound-back folder
         args += ["--tmpfs", folder]
     return args + ["--ro-bind", str(library), LIB, "--chdir", "/tmp"]
 
@@ -232,12 +380,12 @@ def bwrap_command(hidden: list[str], packages: list[str], library: Path) -> list
 def hidden_folders(submissions: list[Path], reports: list[Path],
                    packages: list[str]) -> list[str]:
     """The folders a sandboxed worker must not see: home, course checkouts, submissions."""
-    candidates = [Path.home()] + [Path(p).resolve().parent for p in [*submissions, *reports]]
+    candidates = [Path.home()] + [Path(p).absolute().parent for p in [*submissions, *reports]]
     for package in packages:
         checkout = Path(package).parent
         candidates.append(checkout if (checkout / "solutions").is_dir() else Path(package))
     found: list[str] = []
-    for path in sorted({str(Path(p).resolve()) for p in candidates}, key=len):
+    for path in sorted({os.path.realpath(p) for p in candidates}, key=len):
         if path != "/" and not any(_inside(path, f) for f in found):
             found.append(path)
     return found
@@ -249,26 +397,59 @@ def _steps(top: str, folder: str) -> list[str]:
     return list(reversed(parents))
 
 
+def _top(folder: str, path: str) -> str:
+    """The entry of `folder` that holds `path` (path inside folder)."""
+    relative = Path(path).relative_to(folder)
+    return str(Path(folder) / relative.parts[0]) if relative.parts else folder
+
+
 def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def _python_folders() -> list[str]:
-    """The Python installation a zygote runs: prefixes and the interpreter's folder."""
-    folders = {sys.prefix, sys.base_prefix, sys.exec_prefix,
-               str(Path(sys.executable).parent), str(Path(sys.executable).resolve().parent)}
-    return sorted(str(Path(f).resolve()) for f in folders)
+PROBE = """import json, os, sys
+try:
+    import minitok
+    found = [os.path.dirname(minitok.__file__)]
+except Exception:
+    found = []
+folders = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+           os.path.dirname(sys.executable), *sys.path]
+print(json.dumps({"minitok": found, "folders": folders, "executable": sys.executable}))
+"""
+_PROBED: dict = {}
 
 
-def minitok_folders() -> list[str]:
-    """Every minitok package folder: the grader's own, and the one `python -I` would import."""
-    own = str(Path(minitok.__file__).parent.resolve())
-    probe = subprocess.run([sys.executable, "-I", "-c", "import minitok; print(minitok.__file__)"],
-                           capture_output=True, text=True, env=ENVIRONMENT, timeout=60)
-    found = {own}
-    if probe.returncode == 0 and probe.stdout.strip():
-        found.add(str(Path(probe.stdout.strip()).parent.resolve()))
-    return sorted(found)
+def probe_python() -> dict:
+    """What `python -I` (a zygote's interpreter) reads: its prefixes, the folder of its
+    executable, its import path (site-packages and what .pth files add), as (real path, path
+    as Python knows it) pairs, nested ones dropped; and the minitok it would import.
+
+    A folder holding a course checkout (an editable install's minitok) is left out: the
+    sandbox must not show solutions/."""
+    if not _PROBED:
+        done = subprocess.run([sys.executable, "-I", "-c", PROBE], capture_output=True,
+                              text=True, env=ENVIRONMENT, timeout=120, check=True)
+        found = json.loads(done.stdout)
+        folders = {os.path.abspath(f) for f in found["folders"] if f and os.path.isdir(f)}
+        executable = os.path.realpath(found["executable"])
+        folders.add(os.path.dirname(executable))
+        folders = {f for f in folders if not _checkout(f)}
+        pairs = {(os.path.realpath(f), f) for f in folders}
+        pairs |= {(real, real) for real, _ in pairs}
+        seen = sorted(pairs, key=lambda pair: len(pair[1]))
+        kept = [pair for pair in seen  # a folder inside another comes with it
+                if not any(_inside(pair[1], other) and pair[1] != other for _, other in seen)]
+        _PROBED.update(minitok=[os.path.realpath(f) for f in found["minitok"]],
+                       folders=sorted(kept))
+    return _PROBED
+
+
+def _checkout(folder: str) -> bool:
+    """A course checkout or a folder holding minitok's source (not an installed package)."""
+    path = Path(folder)
+    return path.name not in ("site-packages", "dist-packages") and (
+        (path / "minitok" / "__init__.py").is_file() or (path / "solutions").is_dir())
 
 
 # --------------------------------------------------------------------------- zygotes
@@ -277,19 +458,27 @@ def minitok_folders() -> list[str]:
 class ZygoteProcess:
     """The judge's handle on one zygote: spawn a worker, end it, stop."""
 
-    def __init__(self, plan: Plan, slot: int, lesson: str, exercise: str):
+    def __init__(self, plan: Plan, slot: int, lesson: str, exercise: str, wait: bool = True):
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.errors = tempfile.TemporaryFile()
-        env = {**ENVIRONMENT, "HOME": "/tmp" if plan.mode == "bwrap" else str(plan.run_dir)}
+        library = plan.libraries[lesson, exercise]
+        sandboxed = plan.mode == "bwrap"
+        env = {**ENVIRONMENT, "HOME": "/tmp" if sandboxed else str(plan.run_dir),
+               LIBRARY: LIB if sandboxed else str(library)}
         try:
             self.process = subprocess.Popen(
-                plan.command(slot, lesson, exercise, theirs.fileno()), env=env,
+                plan.command(slot, lesson, library, theirs.fileno()), env=env,
                 cwd=plan.run_dir, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=self.errors)
         except OSError as err:
             raise ZygoteError(f"cannot start it: {err}") from None
         finally:
             theirs.close()
+        if wait:
+            self.ready()
+
+    def ready(self) -> None:
+        """Wait until the zygote has imported what its workers need."""
         self._reply("ready", STARTUP_SECONDS)
 
     def spawn(self) -> socket.socket:
@@ -304,14 +493,18 @@ class ZygoteProcess:
         self._reply("pid", REPLY_SECONDS)
         return ours
 
-    def end(self) -> str:
-        """Kill the worker and all it left behind; how it ended ("exit code 0", ...)."""
+    def end(self) -> tuple[str, float]:
+        """Kill the worker and all it left behind; how it ended ("exit code 0", ...) and
+        the CPU seconds it (and the children it waited for) used."""
         try:
             self.control.send(b'{"op": "end"}')
         except OSError as err:
             raise ZygoteError(f"the zygote is gone ({err})") from None
         status = self._reply("status", REPLY_SECONDS)
-        return status[:200] if isinstance(status, str) else "unknown"
+        if not (isinstance(status, list) and len(status) == 2 and isinstance(status[0], str)
+                and isinstance(status[1], (int, float))):
+            return "unknown", 0.0
+        return status[0][:200], float(status[1])
 
     def stop(self) -> None:
         self.control.close()
@@ -330,10 +523,44 @@ class ZygoteProcess:
         except (OSError, ValueError):
             reply = None
         if not isinstance(reply, dict) or key not in reply:
-            raise ZygoteError(f"the zygote did not answer: {self._stderr_tail()}")
+            raise ZygoteError(f"the zygote did not answer: {self.stderr_tail()}")
         return reply[key]
 
-    def _stderr_tail(self) -> str:
+    def stderr_tail(self) -> str:
         self.errors.seek(0)
         lines = self.errors.read()[-2000:].decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else "no message"
+
+
+def start_preflight(plan: Plan, lesson: str, exercise: str) -> ZygoteProcess:
+    """Start the zygote `preflight` will use (it imports torch meanwhile), with a slot (so a
+    uid, as root) of its own: no judge's worker can reach its worker."""
+    return ZygoteProcess(plan, PREFLIGHT_SLOT, lesson, exercise, wait=False)
+
+
+def preflight(zygote: ZygoteProcess, exercise: str) -> None:
+    """Have a zygote (start_preflight) start one worker the way the judges will, and the
+    worker load an empty submission; ZygoteError saying what failed if any step does. A run
+    whose sandbox cannot run a worker must stop before it scores anything (it would score 0
+    everywhere)."""
+    from minitok.tools.grading.wire import WireError, dump_request, recv_frame, send_frame, unpack
+
+    try:
+        zygote.ready()
+        channel = zygote.spawn()
+        try:
+            channel.settimeout(STARTUP_SECONDS)
+            send_frame(channel, b"", dump_request({"op": "load", "statements": [],
+                                                   "exercise": exercise, "others": {}}))
+            message, _ = unpack(*recv_frame(channel))
+        except (OSError, EOFError, ValueError, WireError) as err:
+            status, _ = zygote.end()
+            raise ZygoteError(f"its worker did not answer ({type(err).__name__}; it ended: "
+                              f"{status}): {zygote.stderr_tail()}") from None
+        finally:
+            channel.close()
+        zygote.end()
+        if "loaded" not in message:
+            raise ZygoteError(f"its worker could not load a submission: {message}"[:500])
+    finally:
+        zygote.stop()

@@ -11,6 +11,9 @@ A frame is a 12-byte prefix (header length, payload length), a header and a payl
   plain data, so `__torch_function__` tricks end here) and a handle (an object that stays in
   the worker). Nothing from a worker is unpickled, executed or taken as a verdict; anything
   malformed or too large is a WireError, which the judge turns into an "error" verdict.
+  What a reply costs the judge is bounded by its size: each blob of tensor data is rebuilt
+  at most once (a reply naming one blob a thousand times would make the judge allocate a
+  thousand copies), and a named tuple has at most MAX_FIELDS fields.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ MAX_HEADER = 1 << 20  # bytes of JSON in one reply
 MAX_PAYLOAD = 256 << 20  # bytes of tensor data in one reply
 MAX_DEPTH = 32  # nesting of lists, dicts and tuples
 MAX_DIMS = 16
+MAX_FIELDS = 256  # fields of a named tuple
 DTYPES = {str(dtype).removeprefix("torch."): dtype for dtype in (
     torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
     torch.float16, torch.bfloat16, torch.float32, torch.float64)}
@@ -262,6 +266,7 @@ class Decoder:
     def __init__(self, blobs: list[memoryview], remote=None, requires_grad: bool = True):
         self.blobs, self.remote, self.requires_grad = blobs, remote, requires_grad
         self.tensors: list[torch.Tensor] = []
+        self.used: set[int] = set()  # blobs already rebuilt: each one may be used once
         self._namedtuples: dict = {}  # (name, fields) -> the class rebuilt for this reply
 
     def decode(self, value, depth: int = 0):
@@ -297,7 +302,8 @@ class Decoder:
 
     def _namedtuple(self, name, fields, values, depth: int):
         if not (isinstance(name, str) and isinstance(fields, list) and isinstance(values, list)
-                and len(fields) == len(values) and all(isinstance(f, str) for f in fields)):
+                and len(fields) == len(values) <= MAX_FIELDS
+                and all(isinstance(f, str) for f in fields)):
             raise WireError("a malformed named tuple")
         key = (name, tuple(fields))
         if key not in self._namedtuples:
@@ -312,6 +318,9 @@ class Decoder:
     def _tensor(self, index, dtype_name, shape, requires_grad) -> torch.Tensor:
         if type(index) is not int or not 0 <= index < len(self.blobs):
             raise WireError("a tensor without its data")
+        if index in self.used:
+            raise WireError("two tensors that claim the same data")
+        self.used.add(index)
         dtype = DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
         if dtype is None:
             raise WireError(f"a tensor of an unknown dtype {dtype_name!r}")

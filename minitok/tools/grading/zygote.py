@@ -7,8 +7,9 @@ worker, which before anything else:
 
 - starts its own session and process group, and keeps only its channel to the judge: stdin
   is /dev/null, stdout and stderr go to a file in its private folder;
-- takes its limits: address space (what the zygote has plus a budget), CPU time, file size,
-  no core dumps, and when it has a uid of its own, a number of processes;
+- takes its limits: address space (what the zygote has plus a budget), CPU time (SIGXCPU
+  at the limit, SIGKILL two seconds later), file size, no core dumps, and when it has a uid
+  of its own, a number of processes;
 - gets a scrubbed environment, and its private folder as working directory, HOME and TMPDIR;
 - when the grader runs as root, becomes a uid of its own (no home, no files, no processes of
   anyone else), so it cannot write the instructor's files nor signal the grader, and with
@@ -16,7 +17,14 @@ worker, which before anything else:
 
 then serves the judge's requests (server.Server). When the judge is done with it, the zygote
 kills it, its process group and every process left behind (the zygote is a child subreaper,
-so double-forked and setsid'd orphans come back to it), and removes its private folder.
+so double-forked and setsid'd orphans come back to it), removes its private folder and
+empties the private /tmp: the next worker finds nothing of it.
+
+Scratch space is memory (tmpfs), so it is capped: inside bubblewrap /tmp and /dev/shm are
+size-capped tmpfs mounts; as root without bubblewrap the zygote makes a mount namespace of
+its own with a size-capped tmpfs on every world-writable folder (/tmp, /var/tmp, /dev/shm,
+/run/lock) and on the workers' folder, binding back what it reads (its library, the font
+list). Without root and without bubblewrap a worker can write wherever you can.
 
 Judge <-> zygote messages are small JSON datagrams; a worker's channel is passed with
 SCM_RIGHTS. This module runs inside the sandbox: it imports nothing that would hold minitok's
@@ -37,9 +45,11 @@ import sys
 import tempfile
 
 PR_SET_PDEATHSIG, PR_SET_KEEPCAPS, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 8, 36, 38
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1, 2, 4, 32, 4096, 16384, 1 << 18)
 CAP_DAC_READ_SEARCH = 2
-WORLD_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
+CPU_GRACE = 2  # seconds of CPU between SIGXCPU and SIGKILL
 ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 CHANNEL_FD = 3
@@ -149,16 +159,17 @@ def _set_capabilities(mask: int) -> None:
 def _limit(settings: dict) -> None:
     with open("/proc/self/status") as f:
         vm_kib = next(int(line.split()[1]) for line in f if line.startswith("VmSize:"))
+    cpu = settings["cpu_seconds"]
     limits = {
-        resource.RLIMIT_AS: vm_kib * 1024 + settings["memory"],
-        resource.RLIMIT_CPU: settings["cpu_seconds"],
-        resource.RLIMIT_FSIZE: settings["file_size"],
-        resource.RLIMIT_CORE: 0,
+        resource.RLIMIT_AS: (vm_kib * 1024 + settings["memory"],) * 2,
+        resource.RLIMIT_CPU: (cpu, cpu + CPU_GRACE),  # CPU time, never time spent waiting
+        resource.RLIMIT_FSIZE: (settings["file_size"],) * 2,
+        resource.RLIMIT_CORE: (0, 0),
     }
     if settings["uid"] is not None:  # a count per uid: only meaningful for a uid of its own
-        limits[resource.RLIMIT_NPROC] = settings["processes"]
+        limits[resource.RLIMIT_NPROC] = (settings["processes"],) * 2
     for which, value in limits.items():
-        resource.setrlimit(which, (value, value))
+        resource.setrlimit(which, value)
 
 
 # --------------------------------------------------------------------------- the zygote
@@ -184,60 +195,73 @@ class Zygote:
         self.worker = (pid, folder)
         return pid
 
-    def end(self) -> str:
-        """Kill the worker and everything it started, remove its folder; how it ended."""
+    def end(self) -> list:
+        """Kill the worker and everything it started, remove its folder and whatever it
+        left in the private folders; [how it ended, the CPU seconds it used]."""
         if self.worker is None:
-            return "no worker"
+            return ["no worker", 0.0]
         pid, folder = self.worker
         self.worker = None
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        _, status = os.waitpid(pid, 0)
+        _, status, usage = os.wait4(pid, 0)
         kill_children()
         _remove(folder)
-        if self.settings["sandboxed"]:
-            _wipe_tmp(self.settings["keep"])
-        elif self.settings["uid"] is not None:
-            _remove_owned(self.settings["uid"])
-        return _describe(status)
+        for private in self.settings["private"]:
+            _wipe(private, self.settings["keep"])
+        return [_describe(status), usage.ru_utime + usage.ru_stime]
 
 
 def _remove(folder: str) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _wipe_tmp(keep: list[str]) -> None:
-    """Empty the sandbox's private /tmp, but for what the zygote itself needs."""
-    for entry in os.scandir("/tmp"):
-        if entry.path not in keep:
-            if entry.is_dir(follow_symlinks=False):
-                _remove(entry.path)
-            else:
-                try:
-                    os.unlink(entry.path)
-                except OSError:
-                    pass
-
-
-def _remove_owned(uid: int) -> None:
-    """Remove what the worker's uid left in the world-writable folders (no sandbox)."""
-    for folder in WORLD_WRITABLE:
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
+def _wipe(folder: str, keep: list[str]) -> None:
+    """Empty one of the zygote's private folders, but for what the zygote itself needs."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.path in keep:
             continue
-        for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _remove(entry.path)
+        else:
             try:
-                if entry.stat(follow_symlinks=False).st_uid != uid:
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    _remove(entry.path)
-                else:
-                    os.unlink(entry.path)
+                os.unlink(entry.path)
             except OSError:
                 pass
+
+
+def _mount(source, target: str, kind, flags: int, data: str | None = None) -> None:
+    encode = lambda text: None if text is None else text.encode()  # noqa: E731
+    if _libc().mount(encode(source), encode(target), encode(kind), flags, encode(data)) != 0:
+        raise OSError(ctypes.get_errno(), f"mount on {target} failed")
+
+
+def own_mounts(settings: dict) -> None:
+    """As root without bubblewrap: a mount namespace of the zygote's own, with a private,
+    size-capped tmpfs on each world-writable folder and on the workers' folder; what the
+    zygote reads from there (its library, the font list) bound back read-only."""
+    if _libc().unshare(CLONE_NEWNS | CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS | CLONE_NEWNET) failed")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    held = [(path, os.open(path, os.O_PATH)) for path in settings["binds"]]
+    size = f"size={settings['scratch']}"
+    for folder in settings["private"]:
+        if os.path.isdir(folder) and not os.path.islink(folder):
+            _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, f"{size},mode=1777")
+    for path, fd in held:
+        if not os.path.exists(path):  # under a new tmpfs now
+            os.makedirs(path, mode=0o755)
+            _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        os.close(fd)
+    os.makedirs(settings["tmp"], mode=0o711, exist_ok=True)
+    _mount("tmpfs", settings["tmp"], "tmpfs", MS_NOSUID | MS_NODEV, f"{size},mode=0711")
 
 
 def _describe(status: int) -> str:
@@ -274,8 +298,8 @@ def main(control_fd: int, settings_json: str) -> None:
     settings = json.loads(settings_json)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with its judge
-    if settings["own_network"] and _libc().unshare(CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+    if settings["own_mounts"]:
+        own_mounts(settings)
     os.makedirs(settings["tmp"], mode=0o711, exist_ok=True)
     _preload(settings)
     control = socket.socket(fileno=control_fd)
