@@ -244,6 +244,9 @@ class Plan:
         config = CONFIG if sandboxed else str(self.run_dir / f"config-{slot}")
         fonts = self.matplotlib and (FONTS if sandboxed else str(self.matplotlib))
         binds = [str(library)] + ([str(self.matplotlib)] if self.matplotlib else [])
+        if own_mounts:  # Python itself (a venv under /tmp, say) stays readable under the tmpfs
+            binds += sorted({path for pair in self.python for path in pair
+                             if any(_inside(path, f) for f in WORLD_WRITABLE)})
         if sandboxed:  # what the wipe of /tmp keeps: the zygote's folders, bound-back Python
             keep = [LIB, WORK, CONFIG, FONTS] + [_top("/tmp", seen) for _, seen in self.python
                                                  if _inside(seen, "/tmp")]
