@@ -35,8 +35,10 @@ USAGE = ("@torch.no_grad()\ndef codebook_usage(indices, num_codes):\n"
 TRAINING = "HALF = float('0.5')\nfor step in range(3):\n    pass"  # not kept: a call, a loop
 NEAREST = ("def nearest_code(z, codebook, chunk_size=None):\n"
            "    flat = z.reshape(-1, z.shape[-1])\n"
-           "    found = squared_distances(flat, codebook).argmin(dim=1) * int(2 * HALF)\n"
-           "    return found.reshape(z.shape[:-1])")
+           "    step = chunk_size or max(len(flat), 1)\n"
+           "    found = torch.cat([squared_distances(flat[i:i + step], codebook).argmin(dim=1)\n"
+           "                       for i in range(0, len(flat), step)] or [flat.new_zeros(0).long()])\n"
+           "    return (found * int(2 * HALF)).reshape(z.shape[:-1])")
 CELLS = [HEAD, NOTEBOOK_LEVEL, HELPER, SQUARED, PERPLEXITY, USAGE, TRAINING, NEAREST]
 KEPT = ["squared_distances", "perplexity", "codebook_usage"]
 
