@@ -20,8 +20,10 @@ back, so the lesson still runs; under MINITOK_STRICT (the solutions, in CI) it i
 
 from __future__ import annotations
 
+import importlib
 import re
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -108,6 +110,47 @@ def yours(reference: nn.Module, lesson: str = "04", name: str = "Transformer",
     if others:
         print(f"(read {path.name}{_also(others)})")
     return mine
+
+
+def passed(lesson: str, name: str, folder: str | Path = ".") -> Callable:
+    """Your function `name` from lesson `lesson` if it passes that lesson's check; minitok's
+    reference, with the reason printed, if it does not (under MINITOK_STRICT: an error).
+
+    It is loaded as `load_class` loads a class, with the earlier exercises it calls; each of
+    those is checked too and, where it fails, replaced by minitok's, as the earlier
+    notebook's own check cells did. So lesson 08 can race your `ar_generate` and lesson 09
+    quantize with your `nearest_code`.
+    """
+    from minitok.checks import exercises_in, verdict  # the checks import the lesson modules
+
+    checks = exercises_in(importlib.import_module(f"minitok.checks.lesson{lesson}"))
+    path = others = None
+    try:
+        path, others = find_notebook(lesson, folder)
+        namespace = {"__name__": f"lesson{lesson}"}
+        problems = load_statements(read(path).kept(), namespace, {name})
+        if name in problems:
+            raise RuntimeError(problems[name])
+        if not callable(namespace.get(name)):
+            raise LookupError(f"it defines no function {name}")
+        with torch.random.fork_rng(devices=[]):  # the checks draw: not the lesson's draws
+            for other in sorted(set(namespace) & set(checks) - {name}):
+                if not verdict(checks[other], namespace[other]).passed:
+                    namespace[other] = checks[other].reference
+            result = verdict(checks[name], namespace[name])
+        if result.status == "not done":
+            raise ValueError(f"{name} is not finished yet: it raises NotImplementedError")
+        if not result.passed:
+            raise ValueError(f"its check says: {result.message}")
+    except Exception as err:  # no notebook, an unfinished exercise, a failing check
+        if strict_mode():
+            raise
+        where = f"yours in {path.name}" if path else f"yours from lesson {lesson}"
+        print(f"using minitok's {name}: {where} cannot stand in ({_reason(err)})"
+              f"{_also(others)}")
+        return checks[name].reference
+    print(f"your {name} from lesson {lesson} (it passes its check){_also(others)}")
+    return namespace[name]
 
 
 def _differ(full: float, cached: float | None, atol: float) -> str:

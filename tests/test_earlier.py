@@ -8,8 +8,8 @@ import nbformat
 import pytest
 import torch
 
-from minitok import checkpoints
-from minitok.earlier import find_notebook, same_logits, yours
+from minitok import checkpoints, prior
+from minitok.earlier import find_notebook, passed, same_logits, yours
 from minitok.tools.assign import strip_code
 from minitok.transformer import Transformer
 
@@ -126,3 +126,32 @@ def test_only_copies_the_newest_is_read_and_named(reference, tmp_path, capsys):
     assert find_notebook("04", tmp_path)[0] == newer
     assert yours(reference, folder=tmp_path) is not reference
     assert "also beside it, not read: 04_transformer-Copy1.ipynb" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- functions: `passed`
+
+
+def test_a_passing_function_is_yours_with_its_helpers(capsys):
+    mine = passed("05", "ar_generate", folder=ROOT / "solutions")
+    assert mine is not prior.ar_generate and mine.__wrapped__.__globals__["__name__"] == "lesson05"
+    assert "your ar_generate from lesson 05 (it passes its check)" in capsys.readouterr().out
+
+
+def test_an_unfinished_function_says_so_and_leaves_minitoks(capsys):
+    assert passed("05", "ar_generate", folder=ROOT / "lessons") is prior.ar_generate
+    said = capsys.readouterr().out
+    assert "using minitok's ar_generate: yours in 05_autoregressive.ipynb" in said
+    assert "ar_generate is not finished yet" in said
+
+
+def test_a_wrong_function_is_refused_with_its_checks_words_and_a_wrong_helper_replaced(
+        tmp_path, capsys):
+    notebook = nbformat.read(ROOT / "solutions" / "05_autoregressive.ipynb", as_version=4)
+    cell = next(c for c in notebook.cells if c.source.startswith("def cfg_logits("))
+    cell.source = cell.source.replace("def cfg_logits(", "def cfg_logits(*a, **k):\n"
+                                      "    return a[0]\n\n\ndef _unused(")
+    nbformat.write(notebook, tmp_path / "05_autoregressive.ipynb")
+    mine = passed("05", "ar_generate", folder=tmp_path)  # its own check binds minitok's
+    assert mine.__wrapped__.__globals__["cfg_logits"] is prior.cfg_logits  # theirs failed
+    assert passed("05", "cfg_logits", folder=tmp_path) is prior.cfg_logits
+    assert "its check says" in capsys.readouterr().out
