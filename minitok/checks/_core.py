@@ -236,10 +236,14 @@ def bound(namespace: dict | None, values: dict) -> Iterator[None]:
 
 
 def other_references(check: Callable) -> dict[str, Callable]:
-    """minitok's reference of every exercise of `check`'s lesson except its own."""
+    """minitok's reference of every exercise of `check`'s lesson except its own, and of the
+    earlier lessons' exercises that the lesson's code calls by name (its checks module's
+    EARLIER, e.g. {"nearest_code": quantize.nearest_code}: the notebook binds the learner's
+    own with `minitok.earlier.passed`, the grader has only the one notebook)."""
     lesson = sys.modules[check.test.__module__]
-    return {name: other.reference for name, other in exercises_in(lesson).items()
-            if name != check.exercise}
+    return {**getattr(lesson, "EARLIER", {}),
+            **{name: other.reference for name, other in exercises_in(lesson).items()
+               if name != check.exercise}}
 
 
 def verdict(check: Callable, fn: Callable) -> Result:

@@ -19,12 +19,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minitok import msvq
+from minitok import msvq, quantize, sampling
 from minitok import var as V
 from minitok.checks import CheckFailed, exercise, expect, expect_close, expect_equal, expect_tensor
 from minitok.checks import probe as run_probe
 from minitok.checks._core import show_hint
 from minitok.sampling import cfg_logits, sample_logits
+
+# The earlier lessons' exercises that this lesson's functions call by name. The notebook binds
+# the learner's own (`minitok.earlier.passed`); while a check runs they are minitok's, in the
+# notebook as in the grader (which reads one notebook), so a check judges its exercise alone.
+EARLIER = {"nearest_code": quantize.nearest_code, "sample_logits": sampling.sample_logits,
+           "cfg_logits": sampling.cfg_logits}
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -50,6 +56,14 @@ CASES = [((1, 2, 4, 8), 0), ((1, 2, 3, 6), 3)]  # the course's scales, and a 6 x
 def _feature_map(scales, seed, dim=5, batch=3, dtype=torch.float64):
     G = scales[-1]
     return 1.5 * torch.randn(batch, dim, G, G, generator=_gen(seed + 10), dtype=dtype)
+
+
+def _pyramids():
+    """The quantizer exercises' cases: (scales, codebook, phis, f, f's token maps), float64."""
+    for scales, seed in CASES:
+        q = _quantizer(scales, seed=seed)
+        codebook, phis, f = q.codebook.detach(), q.phis(), _feature_map(scales, seed)
+        yield scales, codebook, phis, f, _encode(f, codebook, phis, scales)
 
 
 # --------------------------------------------------------------------------- the variants
@@ -169,11 +183,8 @@ ENCODE_HINTS = (
 
 @exercise("encode_scales", reference=msvq.encode_scales, hints=ENCODE_HINTS)
 def encode_scales(fn):
-    for scales, seed in CASES:
-        q = _quantizer(scales, seed=seed)
-        f = _feature_map(scales, seed)
+    for scales, codebook, phis, f, expected in _pyramids():
         given = f.clone()
-        codebook, phis = q.codebook.detach(), q.phis()
         what = f"encode_scales(f {tuple(f.shape)}, codebook, phis, scales={scales})"
         with torch.no_grad():
             got = _call(fn, f, codebook, phis, scales)
@@ -189,7 +200,6 @@ def encode_scales(fn):
             expect_tensor(g, f"{what}: a token map", dtype=torch.long, hint=SHAPE_HINT)
         expect_equal(f, given, "f after the call", hint="do not change f in place: rest = f, "
                      "then rest = rest - h makes new tensors")
-        expected = _encode(f, codebook, phis, scales)
         if not _same(got, expected):  # name the mistake whose tokens these are
             _name_mistake(got, {m: _encode(f, codebook, phis, scales, m) for m in MISTAKE_HINTS
                                 if m != "fine_to_coarse"}, what)
@@ -215,10 +225,7 @@ FHAT_HINTS = (
 
 @exercise("scales_to_fhat", reference=msvq.scales_to_fhat, hints=FHAT_HINTS)
 def scales_to_fhat(fn):
-    for scales, seed in CASES:
-        q = _quantizer(scales, seed=seed)
-        codebook, phis = q.codebook.detach(), q.phis()
-        ids = _encode(_feature_map(scales, seed), codebook, phis, scales)
+    for scales, codebook, phis, _, ids in _pyramids():
         what = f"scales_to_fhat(ids, codebook, phis, scales={scales})"
         with torch.no_grad():
             got = fn([i.clone() for i in ids], codebook, phis, scales)
@@ -260,10 +267,7 @@ INPUT_MISTAKES = {
 
 @exercise("var_inputs", reference=msvq.var_inputs, hints=INPUT_HINTS)
 def var_inputs(fn):
-    for scales, seed in CASES:
-        q = _quantizer(scales, seed=seed)
-        codebook, phis = q.codebook.detach(), q.phis()
-        ids = _encode(_feature_map(scales, seed), codebook, phis, scales)
+    for scales, codebook, phis, _, ids in _pyramids():
         what = f"var_inputs(ids, codebook, phis, scales={scales})"
         with torch.no_grad():
             got = fn([i.clone() for i in ids], codebook, phis, scales)
