@@ -24,8 +24,9 @@ from minitok.tools.cli import main
 
 PER_CLASS = 3  # --quick
 SHIPPED = {name: checkpoint_path(name).is_file()
-           for name in ("prior", "maskgit", "anytoany", "diffusion")}
+           for name in ("prior", "maskgit", "anytoany", "diffusion", "var")}
 DIFFUSION = f"diffusion, DDIM {demo_mod.DIFFUSION_STEPS} steps"
+VAR = "VAR, 4 scales, guidance s=2"
 METHODS = (["AR prior, no guidance (s=1)", "AR prior, guidance s=2"] if SHIPPED["prior"] else []
            ) + (["MaskGIT, 8 steps"] if SHIPPED["maskgit"] else [])
 
@@ -69,6 +70,11 @@ def test_table_accuracies_are_the_classifiers_on_the_saved_samples(quick_run):
         assert images.shape == (10 * PER_CLASS, 1, 16, 16) and images.abs().max() <= 1
         accuracy = classifier.accuracy(images, labels)
         assert rows[DIFFUSION][0] == f"{100 * accuracy:.1f}"
+    if SHIPPED["var"]:
+        tokens = samples[VAR]  # (N, 85): its token maps, coarse to fine
+        assert tokens.shape == (10 * PER_CLASS, 1 + 4 + 16 + 64)
+        images = checkpoints.load("var_tokenizer").decode(tokens)  # its own decoder
+        assert rows[VAR][0] == f"{100 * classifier.accuracy(images, labels):.1f}"
 
     real, real_labels = load_digits("test", size=16)
     recons = tokenizer.decode(tokenizer.encode(real))
@@ -88,6 +94,9 @@ def test_table_counts_forward_passes_and_says_what_it_used(quick_run):
     if SHIPPED["diffusion"]:
         assert rows[DIFFUSION][-1] == str(demo_mod.DIFFUSION_STEPS)  # one pass per step
         assert 0 < float(rows[DIFFUSION][1]) < 3
+    if SHIPPED["var"]:
+        assert rows[VAR][-1] == "4"  # one pass per scale: 1, 2, 4, 8
+        assert 0 < float(rows[VAR][1]) < 3
     for method in METHODS:
         assert float(rows[method][2]) > 0  # ms/image was measured
         assert 0 < float(rows[method][1]) < 3  # diversity relative to real digits
@@ -105,6 +114,8 @@ def expected_layout():
         groups.append(("text", PER_CLASS))
     if SHIPPED["diffusion"]:
         groups.append(("diffusion", PER_CLASS))
+    if SHIPPED["var"]:
+        groups.append(("VAR", PER_CLASS))
     return demo_mod.layout(groups, rows=10, size=16)
 
 
@@ -141,8 +152,10 @@ def test_picture_is_a_png_with_every_panel(quick_run):
         sample = cell(img, plan, samples, c, 0).astype(int)  # MaskGIT's first sample of class c
         assert np.abs(last_step.astype(int) - sample).max() <= 1
     # every sample panel holds a drawn digit, not an empty cell
-    diffusion_group = len(plan["starts"]) - 1 if SHIPPED["diffusion"] else None
-    for g in [*range(1, len(METHODS) + 1), *([diffusion_group] if diffusion_group else [])]:
+    last = len(plan["starts"]) - 1
+    pixel_groups = [last - 1, last] if SHIPPED["diffusion"] and SHIPPED["var"] else (
+        [last] if SHIPPED["diffusion"] or SHIPPED["var"] else [])  # diffusion, then VAR
+    for g in [*range(1, len(METHODS) + 1), *pixel_groups]:
         for c in range(10):
             for col in range(PER_CLASS):
                 assert (cell(img, plan, g, c, col) < 128).any(), (g, c, col)
@@ -176,6 +189,7 @@ def test_train_from_scratch_writes_and_uses_its_checkpoints(tmp_path):
         assert f"{name}: {steps} training steps (shipped: {shipped})" in notes
     assert "not retrained by --train" in notes
     assert "diffusion: not retrained by --train" in notes
+    assert "VAR: not retrained by --train" in notes
     assert [r["method"] for r in result.rows][2:] == [  # every generator, no any-to-any row
         "AR prior, no guidance (s=1)", "AR prior, guidance s=2", "MaskGIT, 8 steps"]
     # the tokens behind the table were drawn with the new models: its tokenizer decodes them

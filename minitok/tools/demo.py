@@ -5,6 +5,7 @@
     class  --MaskGIT (L06), 8 parallel steps-->           token grids --decoder--> digits
     text   --any-to-any (L07), when its checkpoint exists--> token grids --decoder--> digits
     class  --diffusion (L08), DDIM, when its checkpoint exists-----------------> digits
+    class  --VAR (L09), one pass per scale--> token maps 1x1..8x8 --its own decoder--> digits
 
 Every generated digit is judged by the Lesson 03 classifier, which was trained on real
 digits only: accuracy is "the classifier reads the requested class", diversity is the
@@ -17,8 +18,9 @@ the tokenizer, classifier, prior and MaskGIT from scratch with the same training
 as scripts/ (shorter: a few minutes on a laptop CPU), writes them into DIR and uses those.
 
 Outputs in the --out folder: demo.png (the picture) and demo_samples.pt (the token grids
-behind the table, and the diffusion model's images, which have no tokens; a weights-only
-file: `torch.load(path, weights_only=True)`).
+behind the table, VAR's token maps of every scale concatenated coarse to fine (N, 85), and
+the diffusion model's images, which have no tokens; a weights-only file:
+`torch.load(path, weights_only=True)`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class Models:
     anytoany: object | None
     notes: list[str] = field(default_factory=list)
     diffusion: object | None = None  # pixels, no tokens: independent of the tokenizer
+    var: object | None = None  # its own tokenizer: token maps of every scale
+    var_tokenizer: object | None = None
 
 
 def load_shipped(device: str) -> Models:
@@ -69,7 +73,7 @@ def load_shipped(device: str) -> Models:
     notes = ["models: the shipped checkpoints in minitok/checkpoints/"]
     loaded = {}
     for name, lesson in (("prior", "05"), ("maskgit", "06"), ("anytoany", "07"),
-                         ("diffusion", "08")):
+                         ("diffusion", "08"), ("var_tokenizer", "09"), ("var", "09")):
         if checkpoints.checkpoint_path(name).is_file():
             loaded[name] = _load_generator(name, device)
         else:
@@ -85,8 +89,11 @@ def load_shipped(device: str) -> Models:
             notes.append("minitok/checkpoints/anytoany.pt does not match the shipped "
                          "tokenizer, so no anytoany row: scripts/train_anytoany.py rebuilds it")
             anytoany = None
+    var = loaded.get("var") if "var_tokenizer" in loaded else None
+    if var is not None:
+        checkpoints.check_tokenizer(var, loaded["var_tokenizer"])  # its ids: that tokenizer's
     return Models(tokenizer, load_classifier(device), loaded.get("prior"), loaded.get("maskgit"),
-                  anytoany, notes, loaded.get("diffusion"))
+                  anytoany, notes, loaded.get("diffusion"), var, loaded.get("var_tokenizer"))
 
 
 def _load_generator(name: str, device: str):
@@ -118,6 +125,8 @@ def train_from_scratch(folder: Path, device: str, seed: int, quick: bool) -> Mod
                  "tokenizer), so no text -> image row")
     notes.append("diffusion: not retrained by --train (python scripts/train_diffusion.py "
                  "rebuilds it, in about an hour on one busy CPU thread), so no diffusion row")
+    notes.append("VAR: not retrained by --train (scripts/train_var_tokenizer.py and "
+                 "scripts/train_var.py rebuild its tokenizer and model), so no VAR row")
     return Models(tokenizer, classifier, prior, maskgit, None, notes)
 
 
@@ -239,6 +248,10 @@ def generate_all(models: Models, labels: torch.Tensor, seed: int, device) -> dic
     if models.diffusion is not None:
         results[f"diffusion, DDIM {DIFFUSION_STEPS} steps"] = diffuse_all(models, labels,
                                                                          seed, device)
+    if models.var is not None:
+        scales = len(models.var.config.scales)
+        results[f"VAR, {scales} scales, guidance s={AR_SCALE:g}"] = var_all(models, labels,
+                                                                            seed, device)
     return results
 
 
@@ -253,8 +266,27 @@ def diffuse_all(models: Models, labels: torch.Tensor, seed: int, device) -> dict
     return {"images": images.cpu(), **cost}
 
 
+def var_all(models: Models, labels: torch.Tensor, seed: int, device) -> dict:
+    """Draw every label's digit with VAR, coarse to fine, one pass per scale, with guidance
+    ramped up to Lesson 05's scale; its own tokenizer decodes the token maps."""
+    from minitok.var import var_generate
+
+    gen = torch.Generator(device=device).manual_seed(seed)
+    ids, cost = run_counted(models.var, lambda: var_generate(
+        models.var, models.var_tokenizer.quantizer, labels.to(device), cfg_scale=AR_SCALE,
+        generator=gen), len(labels), device)
+    return {"tokens": torch.cat(ids, dim=1).cpu(),  # (N, 85): every scale, coarse to fine
+            "images": models.var_tokenizer.decode(ids).cpu(), **cost}
+
+
+def samples_of(result: dict) -> torch.Tensor:
+    """What demo_samples.pt keeps of a method: its tokens where it has any, else its images."""
+    return next(result[key] for key in ("grids", "tokens", "images") if key in result)
+
+
 def images_of(models: Models, result: dict) -> torch.Tensor:
-    """A method's images: the diffusion model's as drawn, the token models' decoded."""
+    """A method's images: the diffusion model's and VAR's as drawn (VAR's decoded by its own
+    tokenizer), the other token models' decoded by the shipped tokenizer."""
     if "images" in result:
         return result["images"]
     return models.tokenizer.decode(result["grids"].to(models.tokenizer.device)).cpu()
@@ -328,7 +360,8 @@ TABLE_NOTES = (
     "passes/image: sequential forward passes (a batch shares them; the AR prior's guidance "
     "runs a doubled batch in the same passes, the any-to-any model's runs a second pass per "
     "token, since its two prompts differ in length; the diffusion model's are its denoising "
-    "steps, each over all 16 x 16 pixels, with no tokens)",
+    "steps, each over all 16 x 16 pixels, with no tokens; VAR's are its scales, each pass "
+    "drawing a whole token map)",
 )
 
 
@@ -490,8 +523,8 @@ def _demo(out: Path, seed: int, device: str, quick: bool, train: Path | None) ->
     picture = out / "demo.png"
     plan = draw(groups, picture, footer)
     samples = out / "demo_samples.pt"
-    torch.save({"labels": labels, **{name: r.get("grids", r.get("images"))
-                                     for name, r in results.items()}}, samples)
+    torch.save({"labels": labels, **{name: samples_of(r) for name, r in results.items()}},
+               samples)
     return DemoResult(rows, picture, samples, plan, models.notes)
 
 
