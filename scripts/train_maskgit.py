@@ -14,8 +14,7 @@ the same CPU.
 
 from __future__ import annotations
 
-import argparse
-import math
+import sys
 import time
 from pathlib import Path
 
@@ -24,24 +23,13 @@ import torch
 from minitok import checkpoints, maskgit
 from minitok.evaluate import encode_digits
 
-
-def prior_recipe() -> dict:
-    """The shipped prior's transformer size and training recipe, from its checkpoint."""
-    payload = checkpoints.load_payload(checkpoints.checkpoint_path("prior"), "prior")
-    size = {k: payload["config"][k] for k in ("n_layer", "n_head", "n_embd", "dropout")}
-    return {**size, **payload["meta"]["recipe"]}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prior_recipe import parse_recipe, prior_recipe, save_trained  # noqa: E402, F401  (shared)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     recipe = {**prior_recipe(), "label_smoothing": 0.0}  # the official MaskGIT uses 0.1
-    for name, value in recipe.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
-                            help=f"default: {value}")
-    parser.add_argument("--out", type=Path, default=checkpoints.checkpoint_path("maskgit"))
-    args = parser.parse_args(argv)
-    recipe = {name: getattr(args, name) for name in recipe}
-
+    args, recipe = parse_recipe(recipe, "maskgit", argv, __doc__.splitlines()[0])
     tokenizer = checkpoints.load("tokenizer")
     codes, labels = encode_digits(tokenizer, "train")  # (1437, 8, 8), (1437,)
     config = maskgit.MaskGITConfig(num_codes=tokenizer.num_codes, grid_size=tokenizer.grid_size,
@@ -53,14 +41,8 @@ def main(argv=None) -> None:
     losses = maskgit.train_maskgit(model, codes, labels, args.steps, args.batch_size, args.lr,
                                    p_uncond=args.p_uncond, seed=args.seed,
                                    label_smoothing=args.label_smoothing)
-    seconds = time.perf_counter() - start
-    final = sum(losses[-100:]) / len(losses[-100:])
-    meta = checkpoints.training_meta("scripts/train_maskgit.py", recipe, seconds,
-                                     {"final_loss": round(final, 4)}, tokenizer=tokenizer)
-    path = checkpoints.save(model, args.out, meta)
-    print(f"wrote {path}: {args.steps} steps in {seconds:.0f} s, mean loss of the last 100 "
-          f"steps {final:.3f} (uniform guess: ln {config.num_codes} = "
-          f"{math.log(config.num_codes):.3f})")
+    save_trained(model, args.out, "scripts/train_maskgit.py", recipe,
+                 time.perf_counter() - start, losses, tokenizer)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,7 @@ deterministic kernels (`training.fit`): the same seed gives the same weights on 
 
 from __future__ import annotations
 
-import argparse
-import math
+import sys
 import time
 from pathlib import Path
 
@@ -24,24 +23,12 @@ from minitok import checkpoints
 from minitok.data import load_digits
 from minitok.var import VAR, VARConfig, train_var
 
-
-def prior_recipe() -> dict:
-    """The shipped prior's transformer size and training recipe, from its checkpoint."""
-    payload = checkpoints.load_payload(checkpoints.checkpoint_path("prior"), "prior")
-    size = {k: payload["config"][k] for k in ("n_layer", "n_head", "n_embd", "dropout")}
-    return {**size, **payload["meta"]["recipe"]}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prior_recipe import parse_recipe, prior_recipe, save_trained  # noqa: E402  (shared)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    recipe = prior_recipe()
-    for name, value in recipe.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
-                            help=f"default: {value}")
-    parser.add_argument("--out", type=Path, default=checkpoints.checkpoint_path("var"))
-    args = parser.parse_args(argv)
-    recipe = {name: getattr(args, name) for name in recipe}
-
+    args, recipe = parse_recipe(prior_recipe(), "var", argv, __doc__.splitlines()[0])
     tokenizer = checkpoints.load("var_tokenizer")
     images, labels = load_digits("train", size=tokenizer.config.image_size)
     tokens = torch.cat(tokenizer.encode(images), dim=1)  # (N, 85), coarse to fine
@@ -54,14 +41,8 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     losses = train_var(model, tokens, labels, tokenizer.quantizer, args.steps, args.batch_size,
                        args.lr, p_uncond=args.p_uncond, seed=args.seed)
-    seconds = time.perf_counter() - start
-    final = sum(losses[-100:]) / len(losses[-100:])
-    meta = checkpoints.training_meta("scripts/train_var.py", recipe, seconds,
-                                     {"final_loss": round(final, 4)}, tokenizer=tokenizer)
-    path = checkpoints.save(model, args.out, meta)
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB): {args.steps} steps in "
-          f"{seconds:.0f} s, mean loss of the last 100 steps {final:.3f} (uniform guess: "
-          f"ln {config.num_codes} = {math.log(config.num_codes):.3f})")
+    save_trained(model, args.out, "scripts/train_var.py", recipe, time.perf_counter() - start,
+                 losses, tokenizer)
 
 
 if __name__ == "__main__":

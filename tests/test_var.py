@@ -278,3 +278,20 @@ def test_tokenizer_round_trip_and_checkpoint(tmp_path):
     assert torch.equal(again.decode(ids), out)
     with pytest.raises(ValueError, match="scales"):
         msvq.MultiScaleConfig(scales=(8, 4, 2, 1))
+
+
+def test_the_shipped_var_is_what_its_script_rebuilds():
+    """scripts/train_var.py's defaults are the shipped checkpoint's recipe (the AR prior's
+    size and recipe, read from prior.pt), and the checkpoint names its script and tokenizer."""
+    from repo_scripts import load_script
+
+    from minitok import checkpoints
+
+    model, tokenizer = checkpoints.load("var"), checkpoints.load("var_tokenizer")
+    checkpoints.check_tokenizer(model, tokenizer)
+    script = load_script("scripts/train_var.py")
+    args, recipe = script.parse_recipe(script.prior_recipe(), "var", [], "")
+    assert model.meta["recipe"] == recipe and model.meta["script"] == "scripts/train_var.py"
+    assert args.out == checkpoints.checkpoint_path("var")
+    size = {k: getattr(model.config, k) for k in ("n_layer", "n_head", "n_embd", "dropout")}
+    assert size == {k: recipe[k] for k in size}

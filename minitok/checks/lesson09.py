@@ -66,12 +66,33 @@ def _pyramids():
         yield scales, codebook, phis, f, _encode(f, codebook, phis, scales)
 
 
+def _on_pyramids(fn, name: str):
+    """fn(ids, codebook, phis, scales) on each case's token maps (copies: fn may change
+    them): (scales, codebook, phis, ids, what was called, its answer)."""
+    for scales, codebook, phis, _, ids in _pyramids():
+        with torch.no_grad():
+            got = fn([i.clone() for i in ids], codebook, phis, scales)
+        yield scales, codebook, phis, ids, f"{name}(ids, codebook, phis, scales={scales})", got
+
+
 # --------------------------------------------------------------------------- the variants
 
 
 def _apply(phi, h):
     with torch.no_grad():
         return phi(h)
+
+
+def _scale_map(idx, codebook, phi, s, G, mistake=None):
+    """One scale's share of f_hat (B, D, G, G): its codes enlarged (bicubic), then phi; or
+    the classic `mistake` in that (phi first or skipped, another upsampling mode)."""
+    h = msvq.lookup(idx, codebook, s)  # (B, D, s, s)
+    if mistake == "phi_first":
+        h = _apply(phi, h)
+    if s != G:
+        up = {"up_nearest": "nearest", "up_bilinear": "bilinear"}.get(mistake, "bicubic")
+        h = F.interpolate(h, size=(G, G), mode=up)
+    return h if mistake in ("no_phi", "phi_first") else _apply(phi, h)
 
 
 def _encode(f, codebook, phis, scales, mistake=None):
@@ -83,39 +104,21 @@ def _encode(f, codebook, phis, scales, mistake=None):
         down = "bilinear" if mistake == "down_bilinear" else "area"
         z = F.interpolate(source, size=(s, s), mode=down) if s != G else source
         idx = msvq.nearest_code(z.permute(0, 2, 3, 1), codebook).flatten(1)  # (B, s*s)
-        h = msvq.lookup(idx, codebook, s)
-        if mistake == "phi_first":
-            h = _apply(phis[k], h)
-        if s != G:
-            up = {"up_nearest": "nearest", "up_bilinear": "bilinear"}.get(mistake, "bicubic")
-            h = F.interpolate(h, size=(G, G), mode=up)
-        if mistake not in ("no_phi", "phi_first"):
-            h = _apply(phis[k], h)
-        rest = rest - h
+        rest = rest - _scale_map(idx, codebook, phis[k], s, G, mistake)
         ids.append(idx)
     return ids
 
 
 def _fhat(ids, codebook, phis, scales, mistake=None):
-    G, f_hat = scales[-1], 0
-    for k, s in enumerate(scales):
-        h = msvq.lookup(ids[k], codebook, s)
-        if mistake == "phi_first":
-            h = _apply(phis[k], h)
-        if s != G:
-            up = {"up_nearest": "nearest", "up_bilinear": "bilinear"}.get(mistake, "bicubic")
-            h = F.interpolate(h, size=(G, G), mode=up)
-        if mistake not in ("no_phi", "phi_first"):
-            h = _apply(phis[k], h)
-        f_hat = f_hat + h
-    return f_hat
+    G = scales[-1]
+    return sum(_scale_map(ids[k], codebook, phis[k], s, G, mistake)
+               for k, s in enumerate(scales))
 
 
 def _inputs(ids, codebook, phis, scales, mistake=None):
     G, f_hat, out = scales[-1], 0, []
     for k, s in enumerate(scales[:-1]):
-        h = F.interpolate(msvq.lookup(ids[k], codebook, s), size=(G, G), mode="bicubic")
-        h = h if mistake == "no_phi" else _apply(phis[k], h)
+        h = _scale_map(ids[k], codebook, phis[k], s, G, "no_phi" if mistake == "no_phi" else None)
         f_hat = f_hat + h
         source = h if mistake == "last_only" else f_hat
         out.append(F.interpolate(source, size=(scales[k + 1],) * 2, mode="area")
@@ -149,17 +152,20 @@ UNUPSAMPLED_HINT = ("a coarse s x s map cannot be subtracted from the G x G resi
 
 def _name_mistake(got, variants, what):
     for mistake, expected in variants.items():
-        if all(torch.equal(a, b) for a, b in zip(got, expected, strict=True)):
+        if _same(got, expected):
             raise CheckFailed(f"{what}: the tokens of a classic mistake", MISTAKE_HINTS[mistake])
 
 
-def _call(fn, *args):
+def _encoded(fn, f, codebook, phis, scales):
+    """fn's token maps of f, without gradients; a size mismatch (a coarse map subtracted
+    before it was enlarged) is named as that mistake."""
     try:
-        return fn(*args)
+        with torch.no_grad():
+            return fn(f, codebook, phis, scales)
     except RuntimeError as err:
-        if "must match the size" in str(err):
-            raise CheckFailed(f"the call failed: {err}", UNUPSAMPLED_HINT) from err
-        raise
+        if "must match the size" not in str(err):
+            raise
+        raise CheckFailed(f"the call failed: {err}", UNUPSAMPLED_HINT) from err
 
 
 ENCODE_HINTS = (
@@ -186,8 +192,7 @@ def encode_scales(fn):
     for scales, codebook, phis, f, expected in _pyramids():
         given = f.clone()
         what = f"encode_scales(f {tuple(f.shape)}, codebook, phis, scales={scales})"
-        with torch.no_grad():
-            got = _call(fn, f, codebook, phis, scales)
+        got = _encoded(fn, f, codebook, phis, scales)
         expect(isinstance(got, (list, tuple)) and len(got) == len(scales),
                f"{what}: expected a list of {len(scales)} maps, got {type(got).__name__}"
                + (f" of {len(got)}" if isinstance(got, (list, tuple)) else ""), SHAPE_HINT)
@@ -225,10 +230,7 @@ FHAT_HINTS = (
 
 @exercise("scales_to_fhat", reference=msvq.scales_to_fhat, hints=FHAT_HINTS)
 def scales_to_fhat(fn):
-    for scales, codebook, phis, _, ids in _pyramids():
-        what = f"scales_to_fhat(ids, codebook, phis, scales={scales})"
-        with torch.no_grad():
-            got = fn([i.clone() for i in ids], codebook, phis, scales)
+    for scales, codebook, phis, ids, what, got in _on_pyramids(fn, "scales_to_fhat"):
         expect_tensor(got, what, hint="return f_hat as a (B, D, G, G) float tensor")
         G = scales[-1]
         expect(tuple(got.shape) == (3, codebook.shape[1], G, G),
@@ -267,10 +269,7 @@ INPUT_MISTAKES = {
 
 @exercise("var_inputs", reference=msvq.var_inputs, hints=INPUT_HINTS)
 def var_inputs(fn):
-    for scales, codebook, phis, _, ids in _pyramids():
-        what = f"var_inputs(ids, codebook, phis, scales={scales})"
-        with torch.no_grad():
-            got = fn([i.clone() for i in ids], codebook, phis, scales)
+    for scales, codebook, phis, ids, what, got in _on_pyramids(fn, "var_inputs"):
         expect_tensor(got, what, hint="return one (B, L - 1, D) float tensor")
         L, D = sum(s * s for s in scales), codebook.shape[1]
         if tuple(got.shape) == (3, D, L - 1):
@@ -385,8 +384,7 @@ def _loop(model, q, labels, generator, mistake=None, cfg_scale=1.0, temperature=
                 idx = sample_logits(logits.reshape(-1, K), temperature, top_k, None, generator)
             ids.append(idx.view(B, s * s))
             if k + 1 < n:
-                h = _apply(phis[k], F.interpolate(msvq.lookup(ids[-1], codebook, s), size=(G, G),
-                                                  mode="bicubic"))
+                h = _scale_map(ids[-1], codebook, phis[k], s, G)  # (B, D, G, G)
                 f_hat = h if mistake == "last_only" else f_hat + h
                 inputs = F.interpolate(f_hat, size=(scales[k + 1],) * 2, mode="area")
                 inputs = inputs.flatten(2).transpose(1, 2)

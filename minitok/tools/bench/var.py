@@ -21,14 +21,12 @@ beside, whatever they are.
 
 from __future__ import annotations
 
-import argparse
 import time
-
-import torch
 
 from minitok import checkpoints, evaluate
 from minitok.classifier import load_classifier
 from minitok.evaluate import RaceSetting
+from minitok.tools.bench import race_args
 from minitok.tools.bench.maskgit import machine
 
 FULL = {"samples_per_class": 100, "latency_repeats": 10, "throughput_repeats": 2}
@@ -100,21 +98,13 @@ def goal_lines(result: dict) -> list[str]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="VAR against AR, MaskGIT and diffusion")
-    parser.add_argument("--quick", action="store_true", help="fewer samples and repeats")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = race_args("VAR against AR, MaskGIT and diffusion", argv)
     result = run(args.quick, args.device, args.seed)
-    print(evaluate.race_table(result["race"]))
-    print(f"FD floor ({result['n']} real training digits): {result['floor']:.2f}")
-    for line in goal_lines(result):
-        print(line)
-    if result["quick"]:
-        print("(a smoke run: the goal is judged on the full run)")
-    print(f"device: {args.device}; {machine()}; {result['seconds']:.0f} s")
+    smoke = ["(a smoke run: the goal is judged on the full run)"] if result["quick"] else []
+    print("\n".join([evaluate.race_table(result["race"]),
+                     f"FD floor ({result['n']} real training digits): {result['floor']:.2f}",
+                     *goal_lines(result), *smoke,
+                     f"device: {args.device}; {machine()}; {result['seconds']:.0f} s"]))
 
 
 if __name__ == "__main__":
