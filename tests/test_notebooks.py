@@ -18,8 +18,7 @@ from notebooks import (
     stream_text,
 )
 
-from minitok.checks import exercises_in
-from minitok.checks._core import run_check
+from minitok.checks import exercises_in, verdict
 from minitok.tools.assign import assign, count_exercises
 
 IDS = [path.stem for path in SOLUTIONS]
@@ -49,12 +48,14 @@ def test_each_exercise_has_a_check_that_the_notebook_calls(path):
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=IDS)
 def test_solution_code_matches_the_package(path):
-    """The notebook's own def/class blocks pass every check against minitok's reference."""
+    """The notebook's own def/class blocks pass every check against minitok's reference,
+    judged as the notebook and the grader judge them (`verdict`: the lesson's other
+    exercises, and the earlier lessons' functions it calls, bound to minitok's)."""
     notebook = nbformat.read(path, as_version=4)
     namespace = exercise_namespace(notebook)
     module = importlib.import_module(check_module_name(notebook))
     for name, check in exercises_in(module).items():
-        result = run_check(name, check.test, namespace[name])
+        result = verdict(check, namespace[name])
         assert result.passed, result.render()
 
 
