@@ -40,6 +40,16 @@ def strict_mode() -> bool:
     return _flag("MINITOK_STRICT") or bool(os.environ.get("NBGRADER_EXECUTION"))
 
 
+def handoff_strict() -> bool:
+    """True under MINITOK_STRICT only: a lesson's hand-off from an earlier one (`earlier.yours`,
+    `earlier.passed`) that falls back to minitok's is then an error.
+
+    Not under nbgrader: its autograder runs each submission alone, without the earlier
+    lessons' notebooks beside it, and the hand-off is not graded, so it falls back and says so.
+    """
+    return _flag("MINITOK_STRICT")
+
+
 def steps(full: int, fast: int) -> int:
     """How many steps a training cell runs: `full` normally, `fast` under MINITOK_FAST."""
     if full < 1 or fast < 1:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from minitok.course import strict_mode
+from minitok.course import handoff_strict
 from minitok.notebook_code import load_statements, read
 
 
@@ -98,7 +98,7 @@ def yours(reference: nn.Module, lesson: str = "04", name: str = "Transformer",
         if not max(gap for gap in gaps if gap is not None) <= atol:
             raise ValueError(_differ(*gaps, atol))
     except Exception as err:  # no notebook, an unfinished exercise, other names or logits
-        if strict_mode():
+        if handoff_strict():
             raise
         where = f"yours in {path.name}" if path else f"yours from lesson {lesson}"
         print(f"using minitok's {name}: {where} cannot stand in ({_reason(err)})"
@@ -143,7 +143,7 @@ def passed(lesson: str, name: str, folder: str | Path = ".") -> Callable:
         if not result.passed:
             raise ValueError(f"its check says: {result.message}")
     except Exception as err:  # no notebook, an unfinished exercise, a failing check
-        if strict_mode():
+        if handoff_strict():
             raise
         where = f"yours in {path.name}" if path else f"yours from lesson {lesson}"
         print(f"using minitok's {name}: {where} cannot stand in ({_reason(err)})"

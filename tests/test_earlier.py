@@ -95,6 +95,16 @@ def test_no_notebook_beside_this_one_is_said_and_strict_mode_raises(reference, t
         yours(reference, folder=tmp_path)
 
 
+def test_under_nbgraders_autograder_a_lone_notebook_falls_back(reference, tmp_path, capsys,
+                                                              monkeypatch):
+    """nbgrader grades each submission alone (no earlier notebook beside it): the hand-off
+    must fall back, not raise, or every cell after it would fail for a correct submission."""
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    assert yours(reference, folder=tmp_path) is reference
+    assert passed("05", "ar_generate", folder=tmp_path) is prior.ar_generate
+    assert capsys.readouterr().out.count("using minitok's") == 2
+
+
 def test_maskgits_bidirectional_weights_stand_in_too(device, capsys):
     reference = checkpoints.load("maskgit", device=device).transformer
     assert not reference.config.causal
