@@ -21,6 +21,7 @@ do on held-out captions is measured in `minitok.evaluate`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -132,11 +133,14 @@ class CaptionedDigits:
     when told nothing, which is what classifier-free guidance needs (see `text_to_image`).
 
     Documents are right-padded with <pad> to `max_len`, the longest possible document.
+    `build` lays each document out: `vocab.build_sequence`, or Lesson 07's exercise of the
+    same name (so that the lesson trains on the documents your code writes).
     """
 
     def __init__(self, grids: torch.Tensor, labels: torch.Tensor, vocab: Vocabulary,
                  pairs: list[tuple[int, int]] | None = None, p_text_to_image: float = 0.5,
-                 p_uncond: float = 0.0):
+                 p_uncond: float = 0.0,
+                 build: Callable[[list, Vocabulary], torch.Tensor] = build_sequence):
         validate.instance(vocab, "vocab", Vocabulary).check_grids(grids, "grids")
         validate.index_tensor(labels, "labels", size=10, dim=1)
         if labels.shape != grids.shape[:1]:
@@ -144,6 +148,10 @@ class CaptionedDigits:
                              f"{tuple(labels.shape)}")
         validate.number(p_text_to_image, "p_text_to_image", low=0, high=1)
         validate.number(p_uncond, "p_uncond", low=0, high=1)
+        if not callable(build):
+            raise TypeError(f"build must be a function like vocab.build_sequence, got "
+                            f"{type(build).__name__}")
+        self.build = build
         self.grids = grids.long().cpu()
         self.labels = labels.long().cpu()
         self.vocab = vocab
@@ -171,11 +179,11 @@ class CaptionedDigits:
         if template is None:
             if not text_to_image:
                 raise ValueError("template: None (no caption) only exists for text -> image")
-            return build_sequence([grid], self.vocab), 1
+            return self.build([grid], self.vocab), 1
         text = caption(template, int(self.labels[index]))
         if text_to_image:
-            return build_sequence([text, grid], self.vocab), len(text) + 1
-        return build_sequence([grid, text], self.vocab), self.vocab.tokens_per_image + 2
+            return self.build([text, grid], self.vocab), len(text) + 1
+        return self.build([grid, text], self.vocab), self.vocab.tokens_per_image + 2
 
     def batch(self, batch_size: int, generator: torch.Generator | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:

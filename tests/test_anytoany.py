@@ -295,6 +295,33 @@ def test_stream_never_shows_a_held_out_pair_and_marks_the_answer():
 
 
 
+def test_the_stream_lays_its_documents_out_with_the_build_it_is_given():
+    """Lesson 07 trains on documents the learner's build_sequence writes: the stream calls
+    the function it is given for every document, and a different layout shows in the batch."""
+    vocab = Vocabulary(num_codes=16, grid_size=4)
+    grids = torch.randint(0, 16, (10, 4, 4), generator=torch.Generator().manual_seed(0))
+    calls = []
+
+    def tracing(parts, v):
+        calls.append([type(part).__name__ for part in parts])
+        return build_sequence(parts, v)
+
+    def reversed_codes(parts, v):  # a layout that differs from the reference's
+        return build_sequence([p if isinstance(p, str) else p.flip(-1) for p in parts], v)
+
+    plain = CaptionedDigits(grids, torch.arange(10), vocab)
+    seqs, starts = plain.batch(8, torch.Generator().manual_seed(1))
+    traced = CaptionedDigits(grids, torch.arange(10), vocab, build=tracing)
+    again, again_starts = traced.batch(8, torch.Generator().manual_seed(1))
+    assert torch.equal(seqs, again) and torch.equal(starts, again_starts)
+    assert len(calls) == 8 and all(sorted(kinds) == ["Tensor", "str"] for kinds in calls)
+    flipped, _ = CaptionedDigits(grids, torch.arange(10), vocab, build=reversed_codes).batch(
+        8, torch.Generator().manual_seed(1))
+    assert not torch.equal(flipped, seqs)
+    with pytest.raises(TypeError, match="build must be a function"):
+        CaptionedDigits(grids, torch.arange(10), vocab, build="build_sequence")
+
+
 def test_caption_dropout_leaves_some_text_to_image_documents_without_a_caption():
     vocab = Vocabulary(num_codes=16, grid_size=4)
     gen = torch.Generator().manual_seed(0)

@@ -173,25 +173,31 @@ def test_the_loop_version_passes():
     assert result.status == "passed", result.render()
 
 
-@pytest.mark.parametrize(
-    "mistake, hint_words",
-    [
-        ({"images_in_text": True}, "no image id may come next"),
-        ({"specials_in_text": False}, "<eot> (finish) and <boi>"),
-        ({"text_in_image": True}, "only image ids may come next"),
-        ({"force_eoi": False}, "force <eoi> after exactly"),
-        ({"eoi_after": 3}, "one code too early"),
-        ({"eoi_after": 5}, "force <eoi> after exactly"),
-        ({"from_first_boi": True}, "LAST <boi>"),
-        ({"after_eot_pad": False}, "only <pad> may follow"),
-        ({"as_float": True}, "bool tensor"),
-    ],
-)
+ALLOWED_MISTAKES = [
+    ({"images_in_text": True}, "no image id may come next"),
+    ({"specials_in_text": False}, "<eot> (finish) and <boi>"),
+    ({"text_in_image": True}, "only image ids may come next"),
+    ({"force_eoi": False}, "force <eoi> after exactly"),
+    ({"eoi_after": 3}, "one code too early"),
+    ({"eoi_after": 5}, "force <eoi> after exactly"),
+    ({"from_first_boi": True}, "LAST <boi>"),
+    ({"after_eot_pad": False}, "only <pad> may follow"),
+    ({"as_float": True}, "bool tensor"),
+]
+
+
+@pytest.mark.parametrize("mistake, hint_words", ALLOWED_MISTAKES)
 def test_allowed_next_catches(mistake, hint_words):
     def wrong(tokens, v):
         return _allowed(tokens, v, **mistake)
 
     assert_fails_with(check.allowed_next, wrong, hint_words)
+
+
+def test_allowed_next_mistakes_each_get_their_own_hint():
+    rows = [(functools.partial(_allowed, **mistake), (words,))
+            for mistake, words in ALLOWED_MISTAKES]
+    assert_each_hint_is_its_own(check.allowed_next, rows)
 
 
 def test_allowed_next_catches_a_batch_read_from_its_first_row():
@@ -208,23 +214,78 @@ def test_tiny_vocabulary_layout_is_what_the_hints_assume():
     assert vocab.build_sequence(["ab c"], v).tolist() == [0, 1, 2, 3, 11]
 
 
+def _grouped(parts, v):  # all the texts first, then the images
+    texts = [p for p in parts if isinstance(p, str)]
+    return _build(texts + [p for p in parts if not isinstance(p, str)], v)
+
+
+def _eot_each(parts, v):
+    return torch.cat([_build([p], v) for p in parts])
+
+
+def _last_code_dropped(parts, v):  # a mistake no hint knows: each image one code short
+    pieces = []
+    for part in parts:
+        piece = _build([part], v, eot=False)
+        if not isinstance(part, str):
+            piece = torch.cat([piece[:-2], piece[-1:]])  # the last code gone, <eoi> kept
+        pieces.append(piece)
+    return torch.cat(pieces + [torch.tensor([v.eot])])
+
+
 def test_build_sequence_catches_grouped_parts_and_an_eot_per_part():
-    def grouped(parts, v):  # all the texts first, then the images
-        texts = [p for p in parts if isinstance(p, str)]
-        return _build(texts + [p for p in parts if not isinstance(p, str)], v)
-
-    def eot_each(parts, v):
-        return torch.cat([_build([p], v) for p in parts])
-
     def shifted_in_place(parts, v):
         for part in parts:
             if not isinstance(part, str):
                 part += v.image_offset  # writes into the learner's caller's grid
         return _build([p if isinstance(p, str) else p - v.image_offset for p in parts], v)
 
-    assert_fails_with(check.build_sequence, grouped, "order given")
-    assert_fails_with(check.build_sequence, eot_each, "not one after every part")
+    assert_fails_with(check.build_sequence, _grouped, "order given")
+    assert_fails_with(check.build_sequence, _eot_each, "not one after every part")
     assert_fails_with(check.build_sequence, shifted_in_place, "not in place")
+
+
+BUILD_MISTAKES = [
+    (functools.partial(_build, offset=False), ("collide with the text ids",)),
+    (functools.partial(_build, raster=False), ("not column by column",)),
+    (functools.partial(_build, markers=False), ("then its G*G codes, then vocab.eoi",)),
+    (functools.partial(_build, eot=False), ("one vocab.eot after its last part",)),
+    (functools.partial(_build, as_list=True), ("one 1-D tensor",)),
+    (lambda parts, v: _build(parts, v).float(), ("int64",)),
+    (_grouped, ("order given",)),
+    (_eot_each, ("not one after every part",)),
+    (_last_code_dropped, ("G*G codes + vocab.image_offset in raster order",)),  # the general
+]
+
+
+def test_build_sequence_mistakes_each_get_their_own_hint():
+    assert_each_hint_is_its_own(check.build_sequence, BUILD_MISTAKES)
+
+
+def test_build_sequence_written_another_way_passes():
+    """A correct answer that builds a Python list of ids passes as the reference does."""
+    def as_list_of_ids(parts, v):
+        ids = []
+        for part in parts:
+            if isinstance(part, str):
+                ids += v.encode_text(part).tolist()
+            else:
+                ids += [v.boi] + [v.image_offset + int(c) for c in part.flatten()] + [v.eoi]
+        return torch.tensor(ids + [v.eot])
+
+    assert_passes(check.build_sequence, as_list_of_ids)
+
+
+def test_masked_targets_written_another_way_passes():
+    """A correct answer that masks row by row, with torch.where, passes."""
+    def row_by_row(seqs, starts, v):
+        targets = []
+        for row, start in zip(seqs, starts.tolist(), strict=True):
+            keep = (torch.arange(1, len(row)) >= start) & (row[1:] != v.pad)
+            targets.append(torch.where(keep, row[1:], torch.full_like(row[1:], -100)))
+        return seqs[:, :-1], torch.stack(targets)
+
+    assert_passes(check.masked_targets, row_by_row)
 
 
 # --------------------------------------------------------------------------- constrained_generate
@@ -278,22 +339,22 @@ def test_the_loop_version_and_a_loop_without_cache_pass():
     assert_passes(check.constrained_generate, no_cache)
 
 
-@pytest.mark.parametrize(
-    "mistake, hint_words",
-    [
-        ({"mask": "never"}, "forbid before you draw"),
-        ({"mask": "after_softmax"}, "forbid before you draw"),
-        ({"mask": "stale"}, "one code too many"),
-        ({"position": 0}, "LAST position"),
-        ({"greedy_flag": False}, "greedy=True"),
-        ({"use_generator": False}, "generator"),
-        ({"use_temperature": False}, "temperature"),
-        ({"mask": "top_k_first"}, "mask first, then let sample_logits apply top_k"),
-        ({"obey_constrained": False}, "constrained=False"),
-        ({"stop": "never"}, "stop as soon as every row"),
-        ({"stop": "any"}, "EVERY row"),
-    ],
-)
+GENERATE_MISTAKES = [  # each with words only its own hint holds
+    ({"mask": "never"}, "forbid before you draw"),  # the two unmasked draws share one hint
+    ({"mask": "after_softmax"}, "forbid before you draw"),
+    ({"mask": "stale"}, "from every token so far"),
+    ({"position": 0}, "model(...)[:, -1]"),  # both greedy mistakes: read the last position
+    ({"greedy_flag": False}, "model(...)[:, -1]"),
+    ({"use_generator": False}, "never the global RNG"),
+    ({"use_temperature": False}, "pass temperature on"),
+    ({"mask": "top_k_first"}, "mask first, then let sample_logits apply top_k"),
+    ({"obey_constrained": False}, "no mask at all"),
+    ({"stop": "never"}, "stop as soon as every row"),
+    ({"stop": "any"}, "EVERY row"),
+]
+
+
+@pytest.mark.parametrize("mistake, hint_words", GENERATE_MISTAKES)
 def test_constrained_generate_catches(mistake, hint_words):
     def wrong(model, prompt, max_new_tokens, temperature=1.0, top_k=None, greedy=False,
               generator=None, constrained=True):
@@ -301,6 +362,12 @@ def test_constrained_generate_catches(mistake, hint_words):
                          constrained, **mistake)
 
     assert_fails_with(check.constrained_generate, wrong, hint_words)
+
+
+def test_constrained_generate_mistakes_each_get_their_own_hint():
+    rows = [(functools.partial(_generate, **mistake), (words,))
+            for mistake, words in GENERATE_MISTAKES]
+    assert_each_hint_is_its_own(check.constrained_generate, rows)
 
 
 def test_constrained_generate_catches_a_prompt_written_in_place():

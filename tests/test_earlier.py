@@ -11,7 +11,7 @@ import torch
 from minitok import checkpoints, prior
 from minitok.earlier import find_notebook, passed, same_logits, yours
 from minitok.tools.assign import strip_code
-from minitok.transformer import Transformer
+from minitok.transformer import Transformer, TransformerConfig
 
 from notebooks import ROOT  # isort: skip
 
@@ -40,6 +40,25 @@ def test_the_solved_lesson_04_stands_in_with_the_same_logits(reference, capsys):
     assert torch.equal(mine.head.weight, reference.head.weight) and not mine.training
     assert same_logits(mine, reference) <= 1e-4
     assert "your Transformer from lesson 04" in capsys.readouterr().out
+
+
+def test_fresh_weights_stand_in_and_train_as_minitoks(capsys):
+    """Lesson 07 trains your class from minitok's initial weights: the line says which
+    weights it holds, and one optimiser step moves yours as it moves minitok's."""
+    torch.manual_seed(0)
+    reference = Transformer(TransformerConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2,
+                                              n_embd=8))
+    mine = yours(reference, folder=ROOT / "solutions", weights="minitok's initial weights")
+    assert mine is not reference
+    assert "your Transformer from lesson 04, with minitok's initial weights: the same logits" \
+        in capsys.readouterr().out
+    idx = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(1))
+    for model in (mine, reference):
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        model(idx).logsumexp(-1).mean().backward()
+        optimizer.step()
+    assert same_logits(mine, reference) <= 1e-4
 
 
 def test_standing_in_leaves_the_lessons_random_numbers_alone(reference):
