@@ -275,13 +275,15 @@ def sample_loop(model, labels: Tensor, alphas_cumprod: Tensor, steps: int,
 
 @torch.no_grad()
 def sample(model, labels: Tensor, steps: int = 20, sampler: str = "ddim", cfg_scale: float = 1.0,
-           generator: torch.Generator | None = None) -> Tensor:
+           generator: torch.Generator | None = None, loop=sample_loop) -> Tensor:
     """Images (B, C, S, S) in [-1, 1] for `labels`, in `steps` forward passes (a doubled batch
     with guidance): the public sampler of a DiffusionModel or a DiffusionDecoder.
 
     sampler: "ddim" (deterministic given the starting noise) or "ddpm" (ancestral, fresh
     noise every step). cfg_scale: classifier-free guidance on the predicted noise, 1 = none,
     0 = the unconditional model. The output is clamped to [-1, 1].
+    loop: the loop that runs the steps, called as `sample_loop` is (a learner's loop: Lesson
+    08's race); for "ddim" it gets step=None, so it steps with its own `ddim_step`.
     """
     validate.one_of(sampler, "sampler", SAMPLERS)
     validate.positive_int(steps, "steps")
@@ -291,9 +293,9 @@ def sample(model, labels: Tensor, steps: int = 20, sampler: str = "ddim", cfg_sc
     was_training = model.training
     model.eval()
     try:
-        step = ddim_step if sampler == "ddim" else ddpm_step
+        step = None if sampler == "ddim" else ddpm_step  # None: the loop's own ddim_step
         ac = model.alphas_cumprod.to(model.device, torch.float32)  # the model's dtype
-        x = sample_loop(model, labels.to(model.device), ac, steps, cfg_scale, generator, step)
+        x = loop(model, labels.to(model.device), ac, steps, cfg_scale, generator, step)
     finally:
         model.train(was_training)
     return x.float().clamp(-1, 1)
@@ -579,8 +581,9 @@ def train_diffusion(model: DiffusionModel, images: Tensor, conditions: Tensor, s
 
 @torch.no_grad()
 def render(decoder: DiffusionDecoder, grids: Tensor, steps: int = 20, sampler: str = "ddim",
-           cfg_scale: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+           cfg_scale: float = 1.0, generator: torch.Generator | None = None,
+           loop=sample_loop) -> Tensor:
     """Token grids (B, G, G) -> images (B, C, S, S) drawn by a DiffusionDecoder: `sample`
     with the grids as the condition (the hybrid's decoder, in place of the VQ decoder)."""
     validate.instance(decoder, "decoder", DiffusionDecoder)
-    return sample(decoder, grids, steps, sampler, cfg_scale, generator)
+    return sample(decoder, grids, steps, sampler, cfg_scale, generator, loop)

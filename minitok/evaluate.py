@@ -395,7 +395,7 @@ class Racers:
     maskgit: nn.Module | None = None
     diffusion: nn.Module | None = None
     decoder: nn.Module | None = None
-    generators: dict | None = None  # method -> a stand-in for the package's sampler
+    generators: dict | None = None  # method -> a stand-in for the package's sampler (race)
     var: nn.Module | None = None
     var_tokenizer: nn.Module | None = None
 
@@ -419,29 +419,30 @@ def generate_images(setting: RaceSetting, racers: Racers, labels: torch.Tensor,
     Token models end with the tokenizer's decoder (one pass), so that every row of the race
     times the same thing: pixels out.
     """
-    from minitok.diffusion import render, sample
+    from minitok.diffusion import sample
     from minitok.maskgit import decode
     from minitok.prior import ar_generate
 
+    chosen = racers.generators or {}
+    sample = chosen.get("diffusion", sample)
     if setting.method == "diffusion":
         return sample(racers.diffusion, labels, setting.steps, setting.sampler,
                       setting.cfg_scale, generator).cpu(), None
     if setting.method == "VAR":
         from minitok.var import var_generate
 
-        var_generate = (racers.generators or {}).get("VAR", var_generate)
-        ids = var_generate(racers.var, racers.var_tokenizer.quantizer, labels,
-                           cfg_scale=setting.cfg_scale, generator=generator)
+        ids = chosen.get("VAR", var_generate)(racers.var, racers.var_tokenizer.quantizer, labels,
+                                              cfg_scale=setting.cfg_scale, generator=generator)
         return racers.var_tokenizer.decode(ids).cpu(), torch.cat(ids, dim=1).cpu()
-    decode = (racers.generators or {}).get("MaskGIT", decode)
     if setting.method == "MaskGIT":
-        grids = decode(racers.maskgit, labels, steps=setting.steps, schedule=setting.schedule,
-                       generator=generator, cfg_scale=setting.cfg_scale)
+        grids = chosen.get("MaskGIT", decode)(racers.maskgit, labels, steps=setting.steps,
+                                              schedule=setting.schedule, generator=generator,
+                                              cfg_scale=setting.cfg_scale)
     else:
-        grids = ar_generate(racers.prior, labels, cfg_scale=setting.cfg_scale,
-                            generator=generator)
-    if setting.method == "hybrid":
-        images = render(racers.decoder, grids.to(racers.decoder.device), setting.steps,
+        grids = chosen.get("AR", ar_generate)(racers.prior, labels, cfg_scale=setting.cfg_scale,
+                                              generator=generator)
+    if setting.method == "hybrid":  # the decoder's sampler: `render` is `sample` with grids
+        images = sample(racers.decoder, grids.to(racers.decoder.device), setting.steps,
                         setting.sampler, 1.0, generator)
     else:
         images = racers.tokenizer.decode(grids.to(racers.tokenizer.device))
@@ -474,10 +475,15 @@ def race(maskgit_model, prior, tokenizer, classifier, settings=None, samples_per
          generators: dict | None = None, var_model=None, var_tokenizer=None) -> list[dict]:
     """The generators against each other on the same digits: one dict per setting.
 
-    generators: {"MaskGIT": f} makes MaskGIT's grids with f, called as `maskgit.decode` is
-    (a learner's loop: `functools.partial(maskgit.decode, loop=decode_loop)`); {"VAR": f}
-    VAR's token maps, called as `var.var_generate` is. var_model, var_tokenizer: Lesson 09's
-    next-scale model and its multi-scale tokenizer (for the "VAR" settings).
+    generators: stand-ins for the package's samplers, so that a lesson races the learner's
+        code. {"AR": f} draws the AR prior's grids (the hybrid's too), called as
+        `prior.ar_generate` is; {"MaskGIT": f} MaskGIT's, called as `maskgit.decode` is (a
+        learner's loop: `functools.partial(maskgit.decode, loop=decode_loop)`);
+        {"diffusion": f} the diffusion model's images and the hybrid decoder's, called as
+        `diffusion.sample` is (`functools.partial(diffusion.sample, loop=sample_loop)`);
+        {"VAR": f} VAR's token maps, called as `var.var_generate` is.
+    var_model, var_tokenizer: Lesson 09's next-scale model and its multi-scale tokenizer (for
+    the "VAR" settings).
 
     passes/image: forward passes to make one image (a batch shares them; guidance's doubled
         batch is one pass); for the hybrid, the AR prior's plus the decoder's;
@@ -521,6 +527,7 @@ def race(maskgit_model, prior, tokenizer, classifier, settings=None, samples_per
             positions = stats[0]["positions"] / labels.shape[0] / var_model.config.n_embd
         rows.append({
             "setting": setting.name,
+            "method": setting.method,
             "passes/image": sum(s["passes"] for s in stats),
             "positions/image": positions,
             "ms/image @1": 1000 * seconds_per_image(generate, 1, latency_repeats, device)
@@ -535,8 +542,21 @@ def race(maskgit_model, prior, tokenizer, classifier, settings=None, samples_per
     return rows
 
 
-def race_table(rows: list[dict]) -> str:
-    """The rows of `race` as an aligned text table, with speed-ups relative to AR."""
+def whose_code(parts: dict[str, bool]) -> str:
+    """Whose code made a row, from {part: True if it is the learner's}: "yours", "minitok's",
+    or "yours, minitok's <the parts that are not>"."""
+    if not parts:
+        raise ValueError("parts must name at least one part")
+    if all(parts.values()):
+        return "yours"
+    if not any(parts.values()):
+        return "minitok's"
+    return "yours, minitok's " + " + ".join(name for name, mine in parts.items() if not mine)
+
+
+def race_table(rows: list[dict], whose: dict[str, str] | None = None) -> str:
+    """The rows of `race` as an aligned text table, with speed-ups relative to AR.
+    whose: {method ("AR", "MaskGIT", ...): whose code made it}, a last column "code"."""
     ar = next((r for r in rows if r["setting"].startswith("AR")), rows[0])
 
     def number(value, fmt: str, width: int) -> str:
@@ -550,7 +570,7 @@ def race_table(rows: list[dict]) -> str:
     width = max(20, *(len(r["setting"]) for r in rows))
     head = (f"{'setting':<{width}} {'passes/img':>10} {'positions/img':>13} {'ms/img @1':>10} "
             f"{'x AR @1':>8} {'ms/img @64':>10} {'x AR @64':>8} {'accuracy':>9} {'FD':>6} "
-            f"{'diversity':>9}")
+            f"{'diversity':>9}") + ("  code" if whose else "")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
@@ -559,7 +579,7 @@ def race_table(rows: list[dict]) -> str:
             f"{number(r['ms/image @1'], '.2f', 10)} {speedup('ms/image @1', r)} "
             f"{number(r['ms/image @64'], '.3f', 10)} {speedup('ms/image @64', r)} "
             f"{100 * r['accuracy']:>8.1f}% {number(r.get('fd'), '.2f', 6)} "
-            f"{r['diversity']:>9.2f}"
+            f"{r['diversity']:>9.2f}" + (f"  {whose.get(r['method'], '?')}" if whose else "")
         )
     return "\n".join(lines)
 

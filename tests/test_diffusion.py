@@ -383,6 +383,27 @@ def test_sample_is_reproducible_and_restores_the_mode(device):
     assert model.training
 
 
+def test_sample_runs_a_given_loop_with_its_own_ddim_step():
+    """A learner's loop (Lesson 08's race) gets step=None for DDIM, so it steps with its own
+    ddim_step, and minitok's ddpm_step for DDPM; with the default loop nothing changes."""
+    model, labels = _tiny().eval(), torch.tensor([0, 5])
+    calls = []
+
+    def mine(*args):
+        calls.append(args[-1])  # the step it is given
+        return diffusion.sample_loop(*args)
+
+    for sampler in ("ddim", "ddpm"):
+        a = diffusion.sample(model, labels, 3, sampler, 2.0, torch.Generator().manual_seed(1),
+                             loop=mine)
+        b = diffusion.sample(model, labels, 3, sampler, 2.0, torch.Generator().manual_seed(1))
+        assert torch.equal(a, b)
+    assert calls == [None, diffusion.ddpm_step]
+    decoder, grids = _decoder().eval(), torch.randint(0, 12, (2, 4, 4))
+    diffusion.render(decoder, grids, 2, loop=mine)
+    assert len(calls) == 3
+
+
 # --------------------------------------------------------------------------- bad input
 # Each row: a call at the public boundary with one bad argument, the error it must raise and
 # the words the message must contain (the argument's name first).

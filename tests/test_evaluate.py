@@ -415,6 +415,55 @@ def test_race_with_diffusion_and_the_hybrid():
     assert "diffusion DDPM 4, s=2" in table and " - " in table
 
 
+def test_race_draws_with_the_given_generators_and_says_whose_code_ran():
+    """Lesson 08 races the learner's ar_generate, decode and sample: each stand-in is called
+    where the package's sampler would be (the hybrid's tokens and renders too)."""
+    from minitok.diffusion import DiffusionConfig, DiffusionDecoder, DiffusionModel, sample
+    from minitok.maskgit import decode
+
+    torch.manual_seed(0)
+    tokenizer = VQTokenizer(TokenizerConfig(image_size=8, num_codes=12)).eval()
+    prior = ARPrior(PriorConfig(num_codes=12, grid_size=4, n_layer=1, n_head=2, n_embd=16)).eval()
+    small = {"image_size": 8, "channels": 8, "inner_channels": 8, "emb_dim": 16,
+             "timesteps": 100}
+    model = DiffusionModel(DiffusionConfig(**small)).eval()
+    decoder = DiffusionDecoder(DiffusionConfig(num_codes=12, grid_size=4, **small)).eval()
+    calls = []
+
+    def recorded(name, fn):
+        def stand_in(model, *args, **kwargs):
+            calls.append((name, type(model).__name__))
+            return fn(model, *args, **kwargs)
+        return stand_in
+
+    generators = {"AR": recorded("AR", ar_generate), "MaskGIT": recorded("MaskGIT", decode),
+                  "diffusion": recorded("diffusion", sample)}
+    settings = [evaluate.RaceSetting("AR"), evaluate.RaceSetting("MaskGIT", 2),
+                evaluate.RaceSetting("diffusion", 2), evaluate.RaceSetting("hybrid", 2)]
+    rows = evaluate.race(_tiny_maskgit(), prior, tokenizer, Referee(0), settings,
+                         samples_per_class=2, diffusion_model=model, decoder=decoder,
+                         timing=False, generators=generators)
+    assert calls == [("AR", "ARPrior"), ("MaskGIT", "MaskGIT"),
+                     ("diffusion", "DiffusionModel"), ("AR", "ARPrior"),
+                     ("diffusion", "DiffusionDecoder")]
+    assert [r["method"] for r in rows] == ["AR", "MaskGIT", "diffusion", "hybrid"]
+    whose = {"AR": "yours", "MaskGIT": "minitok's", "diffusion": "yours"}
+    lines = evaluate.race_table(rows, whose).splitlines()
+    assert lines[0].endswith("  code")
+    assert [line.rsplit("  ", 1)[1] for line in lines[2:]] == ["yours", "minitok's", "yours",
+                                                              "?"]
+    assert not evaluate.race_table(rows).splitlines()[0].endswith("code")
+
+
+def test_whose_code_names_what_is_not_yours():
+    assert evaluate.whose_code({"ar_generate": True, "Transformer": True}) == "yours"
+    assert evaluate.whose_code({"ar_generate": False, "Transformer": False}) == "minitok's"
+    assert evaluate.whose_code({"ar_generate": True, "Transformer": False, "ddim_step": False}
+                               ) == "yours, minitok's Transformer + ddim_step"
+    with pytest.raises(ValueError, match="parts"):
+        evaluate.whose_code({})
+
+
 # --------------------------------------------------------------------------- any-to-any
 
 

@@ -9,8 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from minitok import maskgit, quantize, sampling, transformer
-from minitok.tools.capstone import STAGES, capstone, format_table, load_package, stage_lines
+from minitok import maskgit, quantize, sampling, training, transformer
+from minitok.tools import cli
+from minitok.tools.capstone import (
+    STAGES,
+    Parts,
+    capstone,
+    format_table,
+    load_package,
+    run_capstone,
+    stage_lines,
+)
 from minitok.tools.export import Lesson, export, package_files, references, write_package
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,14 +129,58 @@ def test_progress_line_says_which_stages_run_on_their_code():
     assert all("yours" in line and "minitok's" not in line for line in stage_lines(everything))
     some = everything - {("lesson06", "decode_loop")}
     maskgit_line = [line for line in stage_lines(some) if line.startswith("MaskGIT")][0]
-    assert maskgit_line == "MaskGIT: 3/4 yours (minitok's: decode_loop)"
+    n = len(STAGES["MaskGIT"])  # 4, or 5 once Lesson 05's fit is an exercise
+    assert maskgit_line == f"MaskGIT: {n - 1}/{n} yours (minitok's: decode_loop)"
+
+
+# A training loop of the learner's, as `minitok export` writes Lesson 05's `fit`: it records
+# what it trained and runs minitok's loop (the same contract).
+YOUR_FIT = """
+
+TRAINED = []
+
+
+def fit(model, batch_loss, steps, lr=3e-3, weight_decay=0.05, warmup=None, seed=0,
+        desc="train", progress=True, eval_loss=None):
+    from minitok.training import fit as minitok_fit
+
+    TRAINED.append((desc, steps))
+    return minitok_fit(model, batch_loss, steps, lr, weight_decay, warmup, seed, desc, progress)
+"""
+
+
+def _with_your_fit(package: Path, listed: bool = True) -> Path:
+    """The package with a `fit` in lesson05.py, listed in YOURS (theirs) or not."""
+    (package / "lesson05.py").write_text((package / "lesson05.py").read_text() + YOUR_FIT)
+    if listed:
+        init = package / "__init__.py"
+        init.write_text(init.read_text() + "YOURS['lesson05'] += ('fit',)\n")
+    return package
+
+
+def test_the_loop_is_theirs_only_when_their_package_lists_it(tmp_path):
+    files = package_files(_lessons(ROOT / "solutions"), "loops")
+    for listed in (True, False):
+        out = tmp_path / str(listed) / "loops"
+        write_package(files, out, force=False)
+        package = load_package(_with_your_fit(out, listed))
+        try:
+            parts = Parts(package)
+            assert parts.your_loop is listed
+            assert (parts.fit is package.lesson05.fit) is listed
+            assert (parts.fit is training.fit) is not listed
+        finally:
+            for name in [m for m in sys.modules if m.split(".")[0] == out.name]:
+                del sys.modules[name]
+    assert Parts(None).fit is training.fit and not Parts(None).your_loop
 
 
 def test_capstone_runs_their_code_beside_the_shipped_pipeline(tmp_path):
-    """A fast path: two training steps each; what ran is the package's code."""
+    """A fast path: two training steps each; what ran is the package's code, their loop too."""
     out = tmp_path / "mycap"
     write_package(package_files(_lessons(ROOT / "solutions", {"06": ["decode_loop"]}),
                                 out.name), out, force=False)
+    _with_your_fit(out)
     try:
         result = capstone(out, tmp_path / "out", quick=True,
                           steps={"tokenizer": 2, "prior": 2, "maskgit": 2})
@@ -137,6 +190,8 @@ def test_capstone_runs_their_code_beside_the_shipped_pipeline(tmp_path):
     parts = result["parts"]
     assert parts.ar_generate.__module__ == "mycap.lesson05"
     assert parts.Transformer.__module__ == "mycap.lesson04"
+    assert parts.fit.__module__ == "mycap.lesson05" and parts.your_loop
+    assert parts.fit.__globals__["TRAINED"] == [("your prior", 2), ("your MaskGIT", 2)]
     assert parts.decode_loop is maskgit.decode_loop and parts.missing == {"decode_loop"}
     methods = [row["method"] for row in result["yours"]]
     assert methods == [row["method"] for row in result["shipped"]] and len(methods) == 3
@@ -145,8 +200,31 @@ def test_capstone_runs_their_code_beside_the_shipped_pipeline(tmp_path):
     assert [row["passes/image"] for row in result["yours"]] == [2, 64, 8]
     assert result["picture"].is_file()
     table = format_table(result["yours"], result["shipped"], parts)
-    assert "ran your Transformer, random_mask, masked_loss; minitok's decode_loop (yours" in table
-    assert "ran your Transformer, prior_batch_loss, ar_generate\n" in table
+    assert ("ran your Transformer, random_mask, masked_loss; minitok's decode_loop (yours has "
+            "not passed yet); the training loop: your fit") == table.splitlines()[-1].strip()
+    assert "ran your Transformer, prior_batch_loss, ar_generate; the training loop: your fit\n" \
+        in table
+    assert "ran your tokenizer_step, tokens_to_image\n" in table
+
+
+@pytest.mark.parametrize(("option", "said"), [
+    (["--device", "cuda"], "--device cuda: with --yours the capstone runs on the CPU only"),
+    (["--train", "models"], "--train: with --yours the capstone trains your pipeline itself"),
+])
+def test_demo_yours_refuses_device_and_train_naming_the_option(option, said, tmp_path, capsys):
+    """Refused before anything is read or trained: the package need not even exist."""
+    argv = ["demo", "--yours", str(tmp_path / "absent"), "--out", str(tmp_path / "out"), *option]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"minitok demo: {said}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_capstone_says_why_it_refuses(tmp_path, capsys):
+    assert run_capstone(tmp_path / "absent", device="cuda:0") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minitok demo: --device cuda:0:") and "drop --device" in err
+    assert run_capstone(tmp_path / "absent", train=tmp_path / "models") == 2
+    assert capsys.readouterr().err.startswith("minitok demo: --train:")
 
 
 @pytest.mark.slow

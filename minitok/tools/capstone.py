@@ -7,13 +7,14 @@ With your package, the course's pipeline is trained from scratch on the digits w
 code, and the shipped checkpoints run beside it, measured the same way:
 
     tokenizer   your tokenizer_step (L03) in the course's loop; your tokens_to_image decodes
-    AR prior    your Transformer (L04) trained with your prior_batch_loss (L05) in
-                `training.fit`; drawn with your ar_generate (L05), guidance s=2
+    AR prior    your Transformer (L04) trained with your prior_batch_loss (L05) in your
+                training loop `fit` (L05); drawn with your ar_generate (L05), guidance s=2
     MaskGIT     your Transformer (L04, bidirectional) trained with your random_mask and
-                masked_loss (L06) in `training.fit`; drawn with your decode_loop (L06)
+                masked_loss (L06) in your `fit`; drawn with your decode_loop (L06)
 
 Where an exercise is missing from the package (not passed yet), minitok's stands in and the
-table says so. The digits are judged by the Lesson 03 classifier (trained on real digits
+table says so (`training.fit` for the loop). It runs on the CPU, on one thread, the shipped
+pipeline beside yours, so that its ms/image compare. The digits are judged by the Lesson 03 classifier (trained on real digits
 only): accuracy, Fréchet distance on its features (`evaluate.digit_fd`, lower is closer),
 diversity (1.0 = as varied as real digits), sequential forward passes and ms per image.
 """
@@ -36,12 +37,23 @@ from minitok.course import one_thread, seed_everything
 from minitok.data import load_digits
 from minitok.evaluate import count_forward, digit_fd, diversity, encode_digits
 from minitok.sampling import drop_labels
-from minitok.training import fit
+from minitok.training import fit as reference_fit
 
 AR_SCALE = 2.0  # Lesson 05's guidance scale, as the demo's
 MASKGIT_STEPS = 8
 STEPS = {"tokenizer": 600, "prior": 1000, "maskgit": 500}  # the shipped ones: 2000 each
 QUICK_STEPS = {"tokenizer": 10, "prior": 10, "maskgit": 10}
+
+# The training loop of the AR prior and MaskGIT: yours once Lesson 05 has you write it.
+LOOP = ("lesson05", "fit", reference_fit)
+
+
+def is_exercise(lesson: str, name: str) -> bool:
+    """True if `name` is an exercise of the lesson module `lesson` ("lesson05")."""
+    from minitok.checks import exercises_in
+
+    return name in exercises_in(importlib.import_module(f"minitok.checks.{lesson}"))
+
 
 # Each stage of the pipeline and the exercises it runs: (lesson module, exercise, reference).
 STAGES = {
@@ -55,6 +67,9 @@ STAGES = {
                 ("lesson06", "masked_loss", reference_maskgit.masked_loss),
                 ("lesson06", "decode_loop", reference_maskgit.decode_loop)],
 }
+if is_exercise(*LOOP[:2]):  # the loop counts towards the stages once it is an exercise
+    for stage in ("AR prior", "MaskGIT"):
+        STAGES[stage].insert(2, LOOP)
 
 
 LESSONS = tuple(sorted({lesson[-2:] for parts in STAGES.values() for lesson, _, _ in parts}))
@@ -97,18 +112,34 @@ def load_package(folder: Path) -> ModuleType:
     return package
 
 
+def yours_in(package: ModuleType | None, lesson: str, name: str, reference):
+    """Your `name` from the package's module `lesson`, or None where it is not yours: not
+    there, minitok's own (imported in its place), or not listed in the package's YOURS."""
+    mine = getattr(getattr(package, lesson, None), name, None)
+    listed = getattr(package, "YOURS", None)
+    if mine is None or mine is reference or (isinstance(listed, dict)
+                                             and name not in listed.get(lesson, ())):
+        return None
+    return mine
+
+
 class Parts:
-    """Your function for each exercise of the pipeline, or minitok's where yours is missing;
-    `whose[stage]` records which ran."""
+    """Your function for each exercise of the pipeline, or minitok's where yours is missing
+    (`missing` names those), and the training loop `fit`: yours or `training.fit`."""
 
     def __init__(self, package: ModuleType | None):
         self.found, self.missing = {}, set()
         for parts in STAGES.values():
             for lesson, name, reference in parts:
-                mine = getattr(getattr(package, lesson, None), name, None)
+                mine = yours_in(package, lesson, name, reference)
                 self.found[name] = reference if mine is None else mine
                 if mine is None:
                     self.missing.add(name)
+        self.found["fit"] = yours_in(package, *LOOP) or reference_fit  # before it is an exercise
+
+    @property
+    def your_loop(self) -> bool:
+        return self.found["fit"] is not reference_fit
 
     def __getattr__(self, name: str):
         found = self.__dict__.get("found", {})
@@ -140,20 +171,21 @@ def with_your_transformer(model, parts: Parts):
 
 
 def train_prior(parts: Parts, grids, labels, num_codes: int, steps: int, seed: int):
-    """Your Transformer as an AR prior, trained with your prior_batch_loss in `fit`."""
+    """Your Transformer as an AR prior, trained with your prior_batch_loss in your `fit`."""
     from minitok.prior import ARPrior, PriorConfig
 
     torch.manual_seed(seed)  # the initial weights
     prior = with_your_transformer(ARPrior(PriorConfig(num_codes=num_codes, grid_size=grids.shape[1])),
                                   parts)
-    fit(prior, lambda g: parts.prior_batch_loss(prior, grids, labels, g), steps, seed=seed,
-        desc="your prior", progress=False)
+    parts.fit(prior, lambda g: parts.prior_batch_loss(prior, grids, labels, g), steps,
+              seed=seed, desc="your prior", progress=False)
     return prior
 
 
 def train_maskgit(parts: Parts, grids, labels, num_codes: int, steps: int, seed: int,
                   batch_size: int = 64, p_uncond: float = 0.1):
-    """Your Transformer as a MaskGIT, trained with your random_mask and masked_loss in `fit`."""
+    """Your Transformer as a MaskGIT, trained with your random_mask and masked_loss in your
+    `fit`."""
     from minitok.maskgit import MaskGIT, MaskGITConfig
 
     torch.manual_seed(seed)
@@ -167,7 +199,7 @@ def train_maskgit(parts: Parts, grids, labels, num_codes: int, steps: int, seed:
         dropped = drop_labels(labels[rows], p_uncond, model.null_class, generator)  # (B,)
         return parts.masked_loss(model(inputs, dropped), flat[rows], mask)
 
-    fit(model, batch_loss, steps, seed=seed, desc="your MaskGIT", progress=False)
+    parts.fit(model, batch_loss, steps, seed=seed, desc="your MaskGIT", progress=False)
     return model
 
 
@@ -249,13 +281,22 @@ def format_table(yours: list[dict], shipped: list[dict], parts: Parts) -> str:
                          f"{100 * row['accuracy']:>7.1f}% {row['fd']:>7.2f} "
                          f"{row['diversity']:>9.2f} {row['ms/image']:>9.2f} "
                          f"{row['passes/image']:>6g}")
-        names = [name for _, name, _ in STAGES[stage]]
-        mine_names = [name for name in names if name not in parts.missing]
-        missing = [name for name in names if name in parts.missing]
-        ran = ([f"your {', '.join(mine_names)}"] if mine_names else []) + \
-            ([f"minitok's {', '.join(missing)} (yours has not passed yet)"] if missing else [])
-        lines.append(f"{'':<28} ran {'; '.join(ran)}")
+        lines.append(f"{'':<28} ran {ran_line(stage, parts)}")
     return "\n".join(lines)
+
+
+def ran_line(stage: str, parts: Parts) -> str:
+    """Whose code a stage ran: "your A, B; minitok's C (yours has not passed yet); the
+    training loop: your fit" (the loop for the two token models)."""
+    names = [name for _, name, _ in STAGES[stage] if name != LOOP[1]]
+    mine_names = [name for name in names if name not in parts.missing]
+    missing = [name for name in names if name in parts.missing]
+    ran = ([f"your {', '.join(mine_names)}"] if mine_names else []) + \
+        ([f"minitok's {', '.join(missing)} (yours has not passed yet)"] if missing else [])
+    if stage != "tokenizer":
+        ran.append("the training loop: " + ("your fit" if parts.your_loop
+                                            else "minitok's training.fit"))
+    return "; ".join(ran)
 
 
 def capstone(package: Path | None, out: Path, seed: int = 0, quick: bool = False,
@@ -293,9 +334,28 @@ def draw(yours: list[dict], shipped: list[dict], labels: torch.Tensor, path: Pat
     return path
 
 
+def refused_options(device: str = "cpu", train: Path | None = None) -> str | None:
+    """Why `demo --yours` cannot take these options, or None: it trains your pipeline itself
+    (so not --train), on the CPU on one thread beside the shipped one (so not --device)."""
+    if train is not None:
+        return ("--train: with --yours the capstone trains your pipeline itself and compares it "
+                "with the shipped checkpoints; `minitok demo --train DIR` (without --yours) "
+                "trains minitok's")
+    if str(device) != "cpu":
+        return (f"--device {device}: with --yours the capstone runs on the CPU only (its "
+                "ms/image compare your code and the shipped pipeline on one thread); drop "
+                "--device")
+    return None
+
+
 def run_capstone(package: Path, out: Path = Path("out"), seed: int = 0,
-                 quick: bool = False) -> int:
-    """`minitok demo --yours PACKAGE`: print the side-by-side table; 2 for a bad package."""
+                 quick: bool = False, device: str = "cpu", train: Path | None = None) -> int:
+    """`minitok demo --yours PACKAGE`: print the side-by-side table; 2 for a bad package or an
+    option the capstone does not take (--train, --device other than cpu)."""
+    refused = refused_options(device, train)
+    if refused:
+        print(f"minitok demo: {refused}", file=sys.stderr)
+        return 2
     try:
         result = capstone(package, out, seed, quick)
     except ValueError as err:

@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo" and args.yours is not None:
         from minitok.tools.capstone import run_capstone
 
-        return run_capstone(args.yours, out=args.out, seed=args.seed, quick=args.quick)
+        return run_capstone(args.yours, out=args.out, seed=args.seed, quick=args.quick,
+                            device=args.device, train=args.train)
     if args.command == "demo":
         from minitok.tools.demo import run_demo
 
