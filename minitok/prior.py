@@ -85,25 +85,29 @@ class PriorConfig(TokenGridConfig):
     04's `generate` counts it)."""
 
 
-def make_sequences(codes: torch.Tensor, labels: torch.Tensor, num_codes: int) -> torch.Tensor:
+def make_sequences(codes: torch.Tensor, labels: torch.Tensor, num_codes: int,
+                   num_classes: int = 10) -> torch.Tensor:
     """Token grids (N, G, G) and labels (N,) -> sequences (N, 1 + G*G): [K + label, codes].
 
     The class token K + label comes *after* the codes in the id table, so that it never
-    collides with a code id; the G*G codes follow in raster order (row by row). Beyond the
-    notebook's version: the checks that keep every id in its part of the table (a label
-    beyond the null class is refused by the model, which knows how many classes it has).
+    collides with a code id; the G*G codes follow in raster order (row by row). A label is a
+    class 0 .. num_classes - 1 or the null class num_classes. Beyond the notebook's
+    version: the checks that keep every id in its part of the table.
     """
-    _check_codes_and_labels(codes, labels, num_codes)
+    _check_codes_and_labels(codes, labels, num_codes, num_classes)
     N = codes.shape[0]
     first = (labels.long() + num_codes)[:, None]  # (N, 1) the class token
     rest = codes.long().reshape(N, -1)  # (N, G*G) raster order, row by row
     return torch.cat([first, rest], dim=1)  # (N, 1 + G*G)
 
 
-def _check_codes_and_labels(codes, labels, num_codes) -> None:
-    """make_sequences' arguments: codes in [0, K), one label >= 0 (a class token) per grid."""
+def _check_codes_and_labels(codes, labels, num_codes, num_classes) -> None:
+    """make_sequences' arguments: codes in [0, K), one label in [0, num_classes] per grid
+    (num_classes itself is the null class)."""
     validate.index_tensor(codes, "codes", validate.positive_int(num_codes, "num_codes"))
-    if validate.index_tensor(labels, "labels", dim=1).shape[0] != codes.shape[0]:
+    validate.positive_int(num_classes, "num_classes")
+    if validate.index_tensor(labels, "labels", num_classes + 1, dim=1).shape[0] != \
+            codes.shape[0]:
         raise ValueError(f"labels must be ({codes.shape[0]},), one per grid of codes, got "
                          f"shape {tuple(labels.shape)}")
 
@@ -156,7 +160,8 @@ def prior_batch_loss(prior: ARPrior, codes: torch.Tensor, labels: torch.Tensor,
     dropped labels, from `generator` (on the CPU, where codes and labels are)."""
     rows = torch.randint(0, codes.shape[0], (batch_size,), generator=generator)  # (B,)
     dropped = drop_labels(labels[rows], p_uncond, prior.config.null_class, generator)  # (B,)
-    seqs = make_sequences(codes[rows], dropped, prior.config.num_codes)  # (B, 1 + G*G)
+    seqs = make_sequences(codes[rows], dropped, prior.config.num_codes,
+                          prior.config.num_classes)  # (B, 1 + G*G)
     return prior_loss(prior, seqs.to(prior.device), prior.config.num_codes)
 
 

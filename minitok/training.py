@@ -7,7 +7,8 @@
     optimizer_step  zero_grad, backward, gradient-norm clipping, step
     adamw        the token models' optimiser (AR prior, MaskGIT, any-to-any, `minitok train`):
                  AdamW with betas (0.9, 0.95); CLIP is their gradient-norm clipping
-    fit          the token models' recipe: adamw, clipping at CLIP, random mini-batches
+    fit          the token models' recipe (Lesson 05's exercise): AdamW, the schedule,
+                 clipping at CLIP, random mini-batches, a held-out loss printed as it goes
 
 Loops run under `course.reproducible()` (one CPU thread, deterministic kernels): the same
 call with the same seed gives the same model on the same CPU.
@@ -97,27 +98,52 @@ def adamw(model: nn.Module, lr: float = LR, weight_decay: float = 0.05) -> torch
 
 def fit(model: nn.Module, batch_loss: Callable[[torch.Generator], torch.Tensor], steps: int,
         lr: float = LR, weight_decay: float = 0.05, warmup: int | None = None, seed: int = 0,
-        desc: str = "train", progress: bool = True) -> list[float]:
-    """Train a token model: adamw, the schedule, clipping at CLIP; returns each step's loss.
+        eval_loss: Callable[[], torch.Tensor | float] | None = None, eval_every: int = 100,
+        *, desc: str = "train", progress: bool = False) -> list[float]:
+    """Train a token model; returns each step's training loss (floats, before its update).
 
-    `batch_loss(generator)` draws a mini-batch with `generator` (seeded with `seed`, so the
-    batches, masks and dropped labels repeat) and returns its loss. The model is left in
-    eval mode.
+    Lesson 05's exercise `fit`, line for line: AdamW with betas (0.9, 0.95), each step's
+    learning rate lr * lr_scale(step, steps, warmup) (warm-up, then cosine), the model in
+    train mode, `batch_loss(generator)` with one generator seeded with `seed` for the whole
+    run (so the batches, masks and dropped labels repeat), zero_grad, backward, gradient
+    norm clipped to CLIP, step. With `eval_loss` (a function of no arguments returning a
+    held-out loss) the model is measured in eval mode without gradients after every
+    `eval_every`-th update and after the last, and a line is printed. The model is left in
+    eval mode. Beyond the notebook's version: the arguments are checked here, the loop runs
+    under `course.reproducible()` (one thread, deterministic kernels), and a progress bar
+    named `desc` shows when `progress` is True.
     """
+    from tqdm.auto import tqdm
+
+    positive_int(steps, "steps")
     number(lr, "lr", low=0, low_open=True)
     number(weight_decay, "weight_decay", low=0)
-    non_negative_int(seed, "seed")
     if warmup is not None:
         non_negative_int(warmup, "warmup")
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = adamw(model, lr, weight_decay)
-
-    def step_fn(step: int) -> dict[str, float]:
-        loss = batch_loss(generator)
-        optimizer_step(loss, optimizer, model.parameters())
-        return {"loss": loss.item()}
-
-    model.train()
-    history = train_loop(step_fn, steps, [optimizer], warmup, desc, progress)
-    model.eval()
-    return history["loss"]
+    non_negative_int(seed, "seed")
+    if eval_loss is not None and not callable(eval_loss):
+        raise TypeError(f"eval_loss must be a function or None, got {type(eval_loss).__name__}")
+    positive_int(eval_every, "eval_every")
+    with reproducible():
+        generator = torch.Generator().manual_seed(seed)  # every batch is drawn from it
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
+                                      betas=(0.9, 0.95))
+        losses = []
+        for step in tqdm(range(steps), desc=desc, disable=not progress):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * lr_scale(step, steps, warmup)  # warm-up, then cosine
+            model.train()  # dropout on (a held-out measure switched it off)
+            loss = batch_loss(generator)
+            optimizer.zero_grad(set_to_none=True)  # the last step's gradients are spent
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), CLIP)  # after backward, before step
+            optimizer.step()
+            losses.append(loss.item())
+            if eval_loss is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
+                model.eval()
+                with torch.no_grad():
+                    held_out = float(eval_loss())
+                print(f"step {step + 1:4d}: train loss {losses[-1]:.3f}, "
+                      f"held-out loss {held_out:.3f}")
+        model.eval()
+    return losses

@@ -6,14 +6,17 @@ the RNG and thread count alone) is tested once for all lessons in tests/test_che
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
-from checking import assert_fails_with, assert_passes
+from checking import assert_each_hint_is_its_own, assert_fails_with, assert_passes, verdict
 
-from minitok import prior, sampling
-from minitok.checks import exercises_in
+from minitok import prior, sampling, training
+from minitok.checks import exercises_in, lesson05
 from minitok.checks import lesson05 as check
+from minitok.training import CLIP, lr_scale
 
 pytestmark = pytest.mark.usefixtures("transport")  # local and through the wire
 
@@ -96,6 +99,121 @@ def test_prior_batch_loss_passes_a_different_correct_step():
 ])
 def test_prior_batch_loss_catches(mistake, words):
     assert_fails_with(check.prior_batch_loss, step_with(mistake), words)
+
+
+# --------------------------------------------------------------------------- the training loop
+
+
+def learner_fit(model, batch_loss, steps, lr=3e-3, weight_decay=0.05, warmup=None, seed=0,
+                eval_loss=None, eval_every=100, mistake=None):
+    """A learner's loop, written differently from minitok's (a LambdaLR scheduler stepped
+    after the update, the step counted from 1), with one classic `mistake`."""
+    if mistake == "wrong_seed":
+        seed += 1
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
+                                  betas=(0.9, 0.95))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 1.0 if mistake == "no_schedule" else lr_scale(s, steps, warmup))
+    losses = []
+    if mistake != "no_train":
+        model.train()
+    for done in range(1, steps + 1):
+        if mistake == "fresh_generator":
+            generator = torch.Generator().manual_seed(seed)
+        if mistake == "train_once":
+            pass
+        elif mistake != "no_train":
+            model.train()
+        loss = batch_loss(None if mistake == "global_rng" else generator)
+        if mistake == "clip_before_backward":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        if mistake != "no_zero_grad":
+            optimizer.zero_grad()
+        loss.backward()
+        if mistake not in ("no_clip", "clip_before_backward"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss if mistake == "tensors" else loss.item())
+        due = (done - 1) % eval_every == 0 if mistake == "eval_off_by_one" else (
+            done % eval_every == 0 or done == steps)
+        if eval_loss is not None and due:
+            if mistake != "eval_in_train_mode":
+                model.eval()
+            if mistake == "eval_with_grad":
+                held = eval_loss().item()
+            else:
+                with torch.no_grad():
+                    held = eval_loss().item()
+            if mistake != "silent":
+                print(f"{done}: {losses[-1]:.4f} / {held:.4f}")
+    if mistake != "left_training":
+        model.eval()
+    return losses
+
+
+def fit_with(mistake):
+    def fit(model, batch_loss, steps, lr=3e-3, weight_decay=0.05, warmup=None, seed=0,
+            eval_loss=None, eval_every=100):
+        return learner_fit(model, batch_loss, steps, lr, weight_decay, warmup, seed, eval_loss,
+                           eval_every, mistake)
+    return fit
+
+
+def test_fit_passes_a_different_correct_loop():
+    assert_passes(check.fit, fit_with(None))
+
+
+def test_fit_passes_minitoks_own_with_its_extra_keywords():
+    assert_passes(check.fit, functools.partial(training.fit, desc="prior", progress=False))
+
+
+@pytest.mark.parametrize(("mistake", "words"), [
+    ("no_schedule", "lr_scale(step, steps, warmup)"),
+    ("no_clip", "clip_grad_norm_"),
+    ("clip_before_backward", "before backward there is nothing to clip"),
+    ("no_zero_grad", "zero_grad() every step"),
+    ("wrong_seed", "seeded with seed"),
+    ("fresh_generator", "ONE torch.Generator before the loop"),
+    ("global_rng", "pass it to batch_loss"),
+    ("no_train", "model.train() at the start of every step"),
+    ("train_once", "measuring the held-out loss switches it"),
+    ("left_training", "model.eval() before returning"),
+    ("eval_in_train_mode", "model.eval() before eval_loss()"),
+    ("eval_with_grad", "torch.no_grad()"),
+    ("eval_off_by_one", "(step + 1) % eval_every == 0"),
+    ("silent", "print one line"),
+    ("tensors", "loss.item()"),
+])
+def test_fit_catches(mistake, words):
+    assert_fails_with(check.fit, fit_with(mistake), words)
+
+
+def variant_fit(mistake):
+    def fit(model, batch_loss, steps, lr=3e-3, weight_decay=0.05, warmup=None, seed=0,
+            eval_loss=None, eval_every=100):
+        return lesson05._variant_fit(model, batch_loss, steps, lr, weight_decay, warmup, seed,
+                                     eval_loss, eval_every, mistake)
+    return fit
+
+
+def test_each_mistake_in_the_update_gets_its_own_hint():
+    """Every weight-level mistake the check knows, each named by its own hint (a wrong loop
+    matching none of them gets the general one, tested below)."""
+    rows = [(variant_fit(mistake), [hint.split(":")[0][:40]])
+            for mistake, _, hint in lesson05.FIT_MISTAKES]
+    assert_each_hint_is_its_own(check.fit, rows)
+
+
+def test_fit_gives_an_unknown_mistake_the_general_hint():
+    def half_lr(model, batch_loss, steps, lr=3e-3, weight_decay=0.05, warmup=None, seed=0,
+                eval_loss=None, eval_every=100):
+        return learner_fit(model, batch_loss, steps, lr / 2, weight_decay, warmup, seed,
+                           eval_loss, eval_every)
+    result = verdict(check.fit, half_lr)
+    assert result.status == "failed" and "the same seed must give the reference's weights" \
+        in result.hint, result.render()
 
 
 # --------------------------------------------------------------------------- filters

@@ -236,7 +236,7 @@ def test_export_grades_the_solutions_and_everything_is_theirs(tmp_path, capsys):
     shutil.copy(ROOT / "lessons" / "06_maskgit.ipynb", work)  # untouched: read, not run
     assert export(work, tmp_path / "mine", sandbox="none") == 0
     out = capsys.readouterr().out
-    assert "lesson04: 7/7 yours" in out and "lesson05: 8/8 yours" in out
+    assert "lesson04: 7/7 yours" in out and "lesson05: 9/9 yours" in out
     assert "lesson06: 0/7 yours" in out
     assert not (tmp_path / "mine" / "lesson06.py").exists()
     package = load_package(tmp_path / "mine")

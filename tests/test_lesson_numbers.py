@@ -29,10 +29,6 @@ NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(%|x)?(?!\w)")
 SOURCE = re.compile(r"\]\(|et al\.|\(paper|README|\bTable \d|\breports\b|minitok\.bench|"
                     r"docs/benchmarks|\((?:computed|by hand|quoted)", re.IGNORECASE)
 
-# Lessons whose prose still states numbers that neither their code nor a marked source gives
-# (each listed for its owner in the round's report: 05's top-p example); every other
-# solution is held to this test.
-NOT_YET = {"05"}
 
 
 def _value(whole: str, frac: str | None) -> float:
@@ -81,8 +77,7 @@ def mismatches(notebook) -> list[str]:
     return wrong
 
 
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[:2] not in NOT_YET],
-                         ids=lambda p: p.name[:2])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_every_stated_number_is_printed_or_sourced(path):
     wrong = mismatches(nbformat.read(path, as_version=4))
     assert not wrong, f"{path.name}: numbers its outputs do not print:\n" + "\n".join(wrong)
@@ -101,15 +96,11 @@ def test_a_stale_number_is_caught_and_a_sourced_one_is_not():
     assert len(wrong) == 2 and "14.0%" in wrong[0] and "2.8x" in wrong[1], wrong
 
 
-SUMMARISED = {"01", "02", "03", "04", "06", "07", "08", "09", "10"}  # close with the idea to keep
-
-
 def test_the_capstone_is_covered():
     assert [p.name[:2] for p in NOTEBOOKS][-1] == "10" and NOTEBOOKS[-1].is_file()
 
 
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[:2] in SUMMARISED],
-                         ids=lambda p: p.name[:2])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_a_lesson_closes_with_what_was_measured_and_the_idea_to_keep(path):
     markdown = [cell.source for cell in nbformat.read(path, as_version=4).cells
                 if cell.cell_type == "markdown"]

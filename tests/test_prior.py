@@ -73,6 +73,17 @@ def test_the_id_table_does_not_collide():
     assert config.transformer_config().block_size == 1 + G * G
 
 
+def test_sequences_take_the_null_class_and_refuse_a_label_beyond_it():
+    codes = torch.zeros(2, G, G, dtype=torch.long)
+    null = make_sequences(codes, torch.tensor([10, 3]), K)[:, 0]  # the null class: K + 10
+    assert null.tolist() == [K + 10, K + 3]
+    assert make_sequences(codes, torch.tensor([4, 0]), K, num_classes=4)[0, 0] == K + 4
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\]"):
+        make_sequences(codes, torch.tensor([11, 0]), K)  # would be another table's id
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\]"):
+        make_sequences(codes, torch.tensor([5, 0]), K, num_classes=4)
+
+
 @pytest.mark.parametrize("bad", [[10], [-1], [3, 11]])
 def test_an_unknown_class_is_a_clear_error(bad):
     prior = tiny_prior("cpu")

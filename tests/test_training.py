@@ -161,3 +161,35 @@ def test_fit_clips_the_gradient_norm_at_one():
     fit(model, batch_loss, 2, lr=1e-3, weight_decay=0.0, progress=False)
     assert grads[0].abs().item() == pytest.approx(1e6)
     assert model.weight.grad.norm().item() == pytest.approx(1.0, rel=1e-5)  # after clipping
+
+
+def test_fit_measures_the_held_out_loss_in_eval_mode_without_gradients(capsys):
+    model, batch_loss = _regression()
+    updates, seen = [], []
+
+    def counted(generator):
+        updates.append(model.training)
+        return batch_loss(generator)
+
+    def eval_loss():
+        seen.append((len(updates), model.training, torch.is_grad_enabled()))
+        return torch.tensor(0.25)
+
+    losses = fit(model, counted, 12, lr=1e-2, eval_loss=eval_loss, eval_every=5)
+    assert [after for after, _, _ in seen] == [5, 10, 12]  # every 5th update and the last
+    assert not any(training or grad for _, training, grad in seen)
+    assert all(updates) and not model.training  # each step in train mode, eval at the end
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"step {n:4d}: train loss {losses[n - 1]:.3f}, held-out loss 0.250"
+                     for n in (5, 10, 12)]
+
+
+def test_fit_without_a_held_out_loss_prints_nothing_and_matches_with_it(capsys):
+    model, batch_loss = _regression()
+    plain = fit(model, batch_loss, 12, lr=1e-2)
+    weights = [p.detach().clone() for p in model.parameters()]
+    assert capsys.readouterr().out == ""
+    model, batch_loss = _regression()  # measuring (in eval mode, no grad) changes no update
+    measured = fit(model, batch_loss, 12, lr=1e-2, eval_loss=lambda: 0.0, eval_every=3)
+    assert measured == plain
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))

@@ -21,6 +21,7 @@ from minitok import (
     quantize,
     sampling,
     tokenizer,
+    training,
     transformer,
     validate,
     vocab,
@@ -238,6 +239,9 @@ BAD_CALLS = [  # (argument the message must name, call)
     ("labels", lambda: prior.make_sequences(CODES, torch.tensor([0, 1, -1]), K)),
     ("labels", lambda: prior.make_sequences(CODES, LABELS[:2], K)),
     ("num_codes", lambda: prior.make_sequences(CODES, LABELS, 0)),
+    ("labels", lambda: prior.make_sequences(CODES, torch.tensor([0, 1, 11]), K)),  # null is 10
+    ("labels", lambda: prior.make_sequences(CODES, torch.tensor([0, 1, 4]), K, num_classes=3)),
+    ("num_classes", lambda: prior.make_sequences(CODES, LABELS, K, num_classes=0)),
     ("p_uncond", lambda: prior.prior_batch_loss(PRIOR, CODES, LABELS, None, 4, 1.5)),
     ("codes", lambda: prior.train_prior(PRIOR, torch.randint(0, K, (3, 3, 3)), LABELS, 1,
                                         progress=False)),
@@ -247,6 +251,11 @@ BAD_CALLS = [  # (argument the message must name, call)
     ("seed", lambda: prior.train_prior(PRIOR, CODES, LABELS, 1, seed=-1, progress=False)),
     ("seed", lambda: prior.train_prior(PRIOR, CODES, LABELS, 1, seed=1.5, progress=False)),
     ("labels", lambda: prior.ar_generate(PRIOR, [10])),
+    # the training loop: a held-out measure that cannot run
+    ("eval_every", lambda: training.fit(PRIOR, lambda g: None, 1, eval_every=0)),
+    ("eval_loss", lambda: training.fit(PRIOR, lambda g: None, 1, eval_loss=1.5)),
+    ("warmup", lambda: training.fit(PRIOR, lambda g: None, 1, warmup=-1)),
+    ("steps", lambda: training.fit(PRIOR, lambda g: None, 0)),
     ("generator", lambda: prior.ar_generate(PRIOR, [1], generator=3)),
     # sampling: settings that leave no token to draw, or NaN
     ("k", lambda: sampling.top_k_filter(LOGITS, 0)),

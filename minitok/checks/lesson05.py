@@ -9,9 +9,11 @@ guidance with its halves swapped.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from minitok import prior, sampling
+from minitok import prior, sampling, training
 from minitok.checks._core import (
     CheckFailed,
     exercise,
@@ -98,9 +100,9 @@ def make_sequences(fn):
     g = _gen(0)
     K, N, G = 32, 6, 4
     codes = torch.randint(0, K, (N, G, G), generator=g)  # (N, G, G)
-    labels = torch.tensor([0, 7, 3, 9, 1, 7])  # (N,)
+    labels = torch.tensor([0, 7, 3, 10, 1, 9])  # (N,) 10: the null class
     got = fn(codes, labels, K)
-    expect_equal(labels, torch.tensor([0, 7, 3, 9, 1, 7]), "the labels after make_sequences",
+    expect_equal(labels, torch.tensor([0, 7, 3, 10, 1, 9]), "the labels after make_sequences",
                  hint="do not add num_codes to labels in place: build a new tensor")
     expected = prior.make_sequences(codes, labels, K)
     expect_shape(got, (N, 1 + G * G), "make_sequences(codes, labels, K)",
@@ -112,10 +114,10 @@ def make_sequences(fn):
             "ids 0..K-1 are already codes: class c must be the token K + c, after the codes",
         )
     expect_equal(got[:, 0], expected[:, 0], "the class tokens (first column)",
-                 hint="class c has id num_codes + c")
+                 hint="class c has id num_codes + c (the null class 10 too: num_codes + 10)")
     expect_equal(got[:, 1:], expected[:, 1:], "the codes after the class token",
                  hint="raster order, row by row: codes.reshape(N, -1)")
-    return "class tokens K + label in front, codes in raster order"
+    return "class tokens K + label in front (the null class too), codes in raster order"
 
 
 # --------------------------------------------------------------------------- the loss
@@ -292,6 +294,266 @@ def _step_prior(num_codes: int, grid: int) -> prior.ARPrior:
             if param.dim() >= 2:
                 param.mul_(10.0)  # sharp logits: the labels a batch was given show in its loss
     return model.eval()
+
+
+# --------------------------------------------------------------------------- the training loop
+
+FIT_HINTS = (
+    "Every step: set the learning rate the schedule gives this step, switch the model to "
+    "train mode, take the loss of a fresh mini-batch, clear the old gradients, "
+    "backpropagate, clip the gradients' total norm, take the optimizer's step. One "
+    "generator, seeded once, feeds every batch. Now and then measure the held-out loss in "
+    "eval mode without gradients and print it.",
+    "torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, "
+    "0.95)); group[\"lr\"] = lr * lr_scale(step, steps, warmup) for every group of "
+    "optimizer.param_groups, step counted from 0; optimizer.zero_grad(), loss.backward(), "
+    "torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP), optimizer.step(); the "
+    "held-out loss when (step + 1) % eval_every == 0 or step + 1 == steps, under "
+    "torch.no_grad() with model.eval(); model.eval() before returning.",
+    "generator = ...                      # one, seeded with seed\n"
+    "optimizer = ...                      # AdamW, betas (0.9, 0.95)\n"
+    "losses = []\n"
+    "for step in range(steps):\n"
+    "    for group in optimizer.param_groups:\n"
+    "        group[\"lr\"] = ...              # this step's learning rate\n"
+    "    model.train()\n"
+    "    loss = ...\n"
+    "    ...                              # four lines: clear, backward, clip, step\n"
+    "    losses.append(____)\n"
+    "    if eval_loss is not None and ____:\n"
+    "        ...                          # eval mode, no gradients, print\n"
+    "model.eval()\n"
+    "return losses",
+)
+FIT_MISTAKES = (  # (mistake, what the weights show, the hint that names it)
+    ("no_schedule", "every step ran at the peak learning rate",
+     "set each step's learning rate before its update: for every group of "
+     "optimizer.param_groups, group[\"lr\"] = lr * lr_scale(step, steps, warmup) (a warm-up "
+     "from small steps, then a cosine down to a tenth)"),
+    ("schedule_ahead", "the schedule is one step ahead",
+     "lr_scale counts steps from 0: the first update uses lr_scale(0, steps, warmup), the "
+     "last lr_scale(steps - 1, steps, warmup)"),
+    ("schedule_late", "each update used the previous step's learning rate",
+     "set the learning rate before optimizer.step(), not after it: the first update then "
+     "runs at the first warm-up value, not at the full lr"),
+    ("warmup_ignored", "the warm-up length is not the one asked for",
+     "pass warmup on to lr_scale(step, steps, warmup): None means its default, 5% of steps"),
+    ("no_clip", "the gradients were not clipped",
+     "clip the gradients' total norm to CLIP with torch.nn.utils.clip_grad_norm_("
+     "model.parameters(), CLIP) after loss.backward() and before optimizer.step() (before "
+     "backward there is nothing to clip yet)"),
+    ("no_zero_grad", "the gradients of earlier steps were added in",
+     "loss.backward() adds to .grad: call optimizer.zero_grad() every step, before "
+     "backward, or each update carries every earlier step's gradients"),
+    ("zero_grad_late", "the updates used no gradient",
+     "optimizer.zero_grad() between backward and step clears the gradients just computed: "
+     "clear them before loss.backward()"),
+    ("adam", "the weight decay is Adam's L2 penalty",
+     "use torch.optim.AdamW (weight decay applied to the weights directly, decoupled from "
+     "the gradient), not torch.optim.Adam(weight_decay=...)"),
+    ("betas", "Adam's default betas (0.9, 0.999)",
+     "the course's AdamW uses betas=(0.9, 0.95): the second moment follows the gradients' "
+     "scale sooner, the usual choice for transformers"),
+    ("no_weight_decay", "no weight decay",
+     "pass weight_decay on to AdamW (AdamW(..., weight_decay=weight_decay))"),
+)
+FIT_LR = 0.05  # large enough that every mistake moves the weights far apart
+
+
+def _fit_model() -> torch.nn.Module:
+    """The check's tiny regression model (big targets: the gradients' norm exceeds 1)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        return torch.nn.Sequential(torch.nn.Linear(4, 12), torch.nn.Tanh(),
+                                   torch.nn.Linear(12, 3))
+
+
+def _fit_data() -> tuple[torch.Tensor, ...]:
+    g = _gen(21)
+    x = torch.randn(48, 4, generator=g)
+    y = 4 * torch.tanh(x @ torch.randn(4, 3, generator=g))  # (48, 3)
+    return x[:40], y[:40], x[40:], y[40:]
+
+
+def _fit_probe(fn, case: dict) -> dict:
+    """Runs where the learner's function lives (checks.probe): the tiny model handed over in
+    eval mode, a batch_loss and an eval_loss that note how they are called (the generator,
+    the model's mode, gradients on or off), what was printed, the weights after."""
+    import contextlib
+    import io
+
+    model = _fit_model().eval()  # handed over in eval mode: each step must switch train on
+    x, y, x_val, y_val = _fit_data()
+    seen = {"batches": [], "evals": []}
+
+    def batch_loss(generator):
+        is_gen = isinstance(generator, torch.Generator)
+        seen["batches"].append({
+            "kind": type(generator).__name__, "training": model.training,
+            "seed": generator.initial_seed() if is_gen else None,
+            "state": generator.get_state() if is_gen else None})
+        rows = torch.randint(0, x.shape[0], (8,), generator=generator)  # (8,)
+        return ((model(x[rows]) - y[rows]) ** 2).mean()
+
+    def eval_loss():
+        seen["evals"].append({"after": len(seen["batches"]), "training": model.training,
+                              "grad": torch.is_grad_enabled()})
+        return ((model(x_val) - y_val) ** 2).mean()
+
+    kwargs = dict(case["kwargs"])
+    if case["eval"]:
+        kwargs["eval_loss"] = eval_loss
+    printed = io.StringIO()
+    with torch.random.fork_rng(devices=[]), contextlib.redirect_stdout(printed):
+        torch.manual_seed(0)
+        losses = fn(model, batch_loss, case["steps"], **kwargs)
+    if isinstance(losses, (list, tuple)):
+        losses = [[type(v).__name__, float(v.detach()) if isinstance(v, torch.Tensor)
+                   and v.numel() == 1 else v if isinstance(v, (int, float)) else None]
+                  for v in losses]
+    else:
+        losses = type(losses).__name__
+    return {"losses": losses, "seen": seen, "training": model.training,
+            "printed": printed.getvalue(),
+            "weights": {name: p.detach().clone() for name, p in model.named_parameters()}}
+
+
+def _variant_fit(model, batch_loss, steps, lr=3e-3, weight_decay=0.05, warmup=None, seed=0,
+                 eval_loss=None, eval_every=100, mistake=None):
+    """The reference loop, or the classic `mistake` in it: the weights each wrong loop
+    leaves (`training.fit`'s steps, written out so that each mistake has its place)."""
+    from minitok.training import CLIP, lr_scale
+
+    generator = torch.Generator().manual_seed(seed)
+    if mistake == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay,
+                                     betas=(0.9, 0.95))
+    else:
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=lr, betas=(0.9, 0.999) if mistake == "betas" else (0.9, 0.95),
+            weight_decay=0.0 if mistake == "no_weight_decay" else weight_decay)
+    shift = {"schedule_ahead": 1, "schedule_late": -1}.get(mistake, 0)
+    losses = []
+    for step in range(steps):
+        if mistake not in ("no_schedule",) and not (mistake == "schedule_late" and step == 0):
+            scale = lr_scale(step + shift, steps, None if mistake == "warmup_ignored" else warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * scale
+        model.train()
+        loss = batch_loss(generator)
+        if mistake not in ("no_zero_grad", "zero_grad_late"):
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if mistake == "zero_grad_late":
+            optimizer.zero_grad(set_to_none=True)
+        if mistake != "no_clip":
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        optimizer.step()
+        losses.append(loss.item())
+        if eval_loss is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            model.eval()
+            with torch.no_grad():
+                print(f"step {step + 1}: held-out loss {float(eval_loss()):.3f}")
+    model.eval()
+    return losses
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(torch.allclose(a[name], b[name], atol=1e-6, rtol=1e-5) for name in b)
+
+
+FIT_CASES = (  # the lesson's call with a held-out loss; then every default
+    {"steps": 12, "eval": True, "kwargs": {"lr": FIT_LR, "weight_decay": 0.1, "warmup": 3,
+                                            "seed": 5, "eval_every": 5}},
+    {"steps": 10, "eval": False, "kwargs": {}},
+)
+GENERATOR_HINT = ("make ONE torch.Generator before the loop, seeded with seed "
+                  "(torch.Generator().manual_seed(seed)), and pass it to batch_loss at every "
+                  "step: the same seed must give the same batches")
+EVAL_HINT = ("measure the held-out loss after every eval_every-th update and after the last "
+             "one: when (step + 1) % eval_every == 0 or step + 1 == steps (step counted from "
+             "0), and only when eval_loss is given")
+
+
+@exercise("fit", reference=training.fit, hints=FIT_HINTS)
+def fit(fn):
+    with one_thread():  # tiny models: one thread is as fast and gives the same sums
+        return _judge_fit(fn)
+
+
+def _judge_fit(fn):
+    for case in FIT_CASES:
+        what = f"fit(model, batch_loss, {case['steps']}, " + (
+            ", ".join(f"{k}={v}" for k, v in case["kwargs"].items()) + ", eval_loss=...)"
+            if case["eval"] else "defaults)")
+        got = probe(_fit_probe, fn, case)
+        expected = _fit_probe(_variant_fit, case)
+        batches, steps = got["seen"]["batches"], case["steps"]
+        expect(len(batches) == steps, f"{what}: batch_loss was called {len(batches)} times "
+               f"in {steps} steps", hint="call batch_loss(generator) once per step")
+        seed = case["kwargs"].get("seed", 0)
+        expect(all(b["kind"] == "Generator" for b in batches),
+               f"{what}: batch_loss got a {batches[0]['kind']}, not a torch.Generator",
+               GENERATOR_HINT)
+        expect(all(b["seed"] == seed for b in batches),
+               f"{what}: the generator was seeded with {batches[0]['seed']}, not seed={seed}",
+               GENERATOR_HINT)
+        expect(not any(torch.equal(b["state"], batches[0]["state"]) for b in batches[1:]),
+               f"{what}: every step drew the same batch (the generator started afresh)",
+               GENERATOR_HINT)
+        in_eval = [step for step, b in enumerate(batches) if not b["training"]]
+        expect(not in_eval, f"{what}: batch_loss ran with the model in eval mode at the "
+               f"steps {in_eval}",
+               hint="call model.train() at the start of every step: the model may come in "
+                    "eval mode, and measuring the held-out loss switches it to eval mode")
+        evals = got["seen"]["evals"]
+        after = [e["after"] for e in evals]
+        expect(after == [e["after"] for e in expected["seen"]["evals"]],
+               f"{what}: the held-out loss was measured after the updates {after}, expected "
+               f"{[e['after'] for e in expected['seen']['evals']]}", EVAL_HINT)
+        expect(not any(e["training"] for e in evals),
+               f"{what}: the held-out loss was measured in train mode",
+               hint="call model.eval() before eval_loss(): in train mode dropout is on and "
+                    "the held-out loss is noisy and too high")
+        expect(not any(e["grad"] for e in evals),
+               f"{what}: the held-out loss was measured with gradients on",
+               hint="measure the held-out loss under torch.no_grad(): no graph is needed "
+                    "there, and building one costs memory and time")
+        expect(len([line for line in got["printed"].splitlines() if line.strip()])
+               >= len(evals), f"{what}: {len(evals)} held-out losses, fewer lines printed",
+               hint="print one line each time you measure the held-out loss (the step, the "
+                    "training loss, the held-out loss)")
+        expect(not got["training"], f"{what}: fit left the model in train mode",
+               hint="call model.eval() before returning: the caller samples from the model, "
+                    "and dropout must be off then")
+        if not _same(got["weights"], expected["weights"]):
+            for mistake, message, hint in FIT_MISTAKES:
+                wrong = _fit_probe(functools.partial(_variant_fit, mistake=mistake), case)
+                if _same(got["weights"], wrong["weights"]):
+                    raise CheckFailed(f"{what}: the weights after {steps} steps: {message}",
+                                      hint)
+            name = next(n for n in expected["weights"]
+                        if not _same({n: got["weights"][n]}, {n: expected["weights"][n]}))
+            expect_close(got["weights"][name], expected["weights"][name],
+                         f"{what}: the weight {name} after {steps} steps", atol=1e-6,
+                         hint="the same seed must give the reference's weights: "
+                              + FIT_HINTS[1] + (" The defaults: lr=3e-3, weight_decay=0.05, "
+                                                "warmup=None, seed=0, eval_every=100."
+                                                if not case["kwargs"] else ""))
+        losses = got["losses"]
+        expect(isinstance(losses, list) and len(losses) == steps,
+               f"{what}: returned {losses if isinstance(losses, str) else len(losses)}, "
+               f"expected a list of {steps} losses",
+               hint="return a list with each step's training loss, one float per step")
+        expect(all(kind == "float" for kind, _ in losses),
+               f"{what}: the losses are {sorted({kind for kind, _ in losses})}, not floats",
+               hint="append loss.item(), a float: a tensor keeps its whole graph alive")
+        expect_close(torch.tensor([v for _, v in losses]),
+                     torch.tensor([v for _, v in expected["losses"]]), f"{what}: the losses",
+                     atol=1e-6, hint="append each step's loss, the one its update used")
+    return ("a tiny seeded model against the reference: the same weights after 12 steps "
+            "(schedule, clipping, AdamW, one seeded generator), the held-out loss after "
+            "updates 5, 10, 12 in eval mode without gradients; then every default")
 
 
 # --------------------------------------------------------------------------- filters
