@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from minitok import validate
+
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 FORMAT = 2
 
@@ -51,9 +53,59 @@ class CheckpointError(ValueError):
     """A file that is not a sound minitok checkpoint of the expected kind."""
 
 
+def check_kind(kind) -> str:
+    """`kind` if it names a model minitok saves (a key of MODELS)."""
+    if not isinstance(kind, str) or kind not in MODELS:
+        raise ValueError(f"kind must be one of {', '.join(MODELS)}; got {kind!r}")
+    return kind
+
+
+def check_path(path, name: str = "path") -> Path:
+    """`path` as a Path, if it is a str or a path-like object."""
+    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise TypeError(f"{name} must be a file path (str or pathlib.Path), got {path!r}")
+    return Path(path)
+
+
+def check_device(device) -> torch.device:
+    """`device` as a torch.device, if it names one this machine has."""
+    try:
+        found = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got "
+                         f"{device!r}") from err
+    backends = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if found.type in backends and not backends[found.type]():
+        raise ValueError(f"device {device!r} is not available on this machine "
+                         f"(torch.{found.type} finds none); use 'cpu'")
+    return found
+
+
+def check_meta(meta) -> dict:
+    """A copy of `meta` (None: {}), if it is a dict of plain values: str keys, and values that
+    JSON can write (numbers, strings, lists, dicts...), which is what the digest reads and
+    what `torch.load(weights_only=True)` can read back."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict) or not all(isinstance(key, str) for key in meta):
+        raise TypeError(f"meta must be a dict with str keys (or None), got {meta!r}"[:200])
+    try:
+        json.dumps(meta, sort_keys=True)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"meta must hold only plain values (numbers, strings, lists, dicts): "
+                        f"{err}") from err
+    return dict(meta)
+
+
 def checkpoint_path(kind: str) -> Path:
     """Where the shipped checkpoint of `kind` (e.g. "tokenizer") lives inside the package."""
-    return CHECKPOINT_DIR / f"{kind}.pt"
+    return CHECKPOINT_DIR / f"{check_kind(kind)}.pt"
+
+
+def model_class(kind: str) -> type:
+    """The class of the `kind` models (imported on first use)."""
+    module, name = MODELS[check_kind(kind)].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def digest(kind: str, config: dict, state_dict: dict, meta: dict) -> str:
@@ -68,9 +120,24 @@ def digest(kind: str, config: dict, state_dict: dict, meta: dict) -> str:
 
 
 def save(model: torch.nn.Module, path: str | Path, meta: dict | None = None) -> Path:
-    """Write `model` (its kind, its config, its CPU state dict) and `meta` to `path`."""
+    """Write `model` (its kind, its config, its CPU state dict) and `meta` to `path`.
+
+    model: one of the MODELS (a `kind` and a `config` of its class's config_class); meta: a
+    dict of plain values, or None."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a minitok model (a torch.nn.Module with a kind), got "
+                        f"{type(model).__name__}")
+    if getattr(model, "kind", None) not in MODELS:
+        raise TypeError(f"model must be one of minitok's models ({', '.join(MODELS)}), got a "
+                        f"{type(model).__name__} of kind {getattr(model, 'kind', None)!r}")
+    cls = model_class(model.kind)
+    if not isinstance(model, cls) or not isinstance(getattr(model, "config", None),
+                                                    cls.config_class):
+        raise TypeError(f"model must be a {cls.__name__} with a {cls.config_class.__name__} "
+                        f"config, as its kind {model.kind!r} says, got {type(model).__name__}")
+    path, meta = check_path(path), check_meta(meta)
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-    config, meta = asdict(model.config), dict(meta or {})
+    config = asdict(model.config)
     payload = {"format": FORMAT, "kind": model.kind, "config": config, "state_dict": state,
                "meta": meta, "sha256": digest(model.kind, config, state, meta)}
     path = Path(path)
@@ -85,7 +152,8 @@ def load_payload(path: str | Path, kind: str) -> dict:
     Every way a file can be wrong (missing, empty, truncated, not a checkpoint, another
     kind, edited after it was written) is a CheckpointError that names the file.
     """
-    path = Path(path)
+    check_kind(kind)
+    path = check_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file (the script named in its "
                               f"lesson rebuilds it)")
@@ -112,11 +180,8 @@ def load(kind: str, path: str | Path | None = None, device: str | torch.device =
 
     Its `meta` (how it was trained, and what it scored) is kept as `model.meta`.
     """
-    if kind not in MODELS:
-        raise ValueError(f"kind must be one of {', '.join(MODELS)}; got {kind!r}")
+    cls, device = model_class(kind), check_device(device)
     payload = load_payload(checkpoint_path(kind) if path is None else path, kind)
-    module, name = MODELS[kind].split(":")
-    cls = getattr(importlib.import_module(module), name)
     model = cls(cls.config_class(**payload["config"]))
     model.load_state_dict(payload["state_dict"])
     model.meta = payload["meta"]
@@ -132,13 +197,19 @@ def training_meta(script: str, recipe: dict, seconds: float, results: dict | Non
     tokenizer: for models of token grids, the tokenizer they were trained on (its sha256 is
     kept, so that `check_tokenizer` can refuse another one).
     """
-    import torch
-
+    validate.instance(script, "script", str)
+    if not isinstance(recipe, dict) or not (results is None or isinstance(results, dict)):
+        raise TypeError(f"recipe and results must be dicts (results may be None), got "
+                        f"{type(recipe).__name__} and {type(results).__name__}")
+    validate.number(seconds, "seconds", low=0)
     meta = {"script": script, "recipe": dict(recipe), "results": dict(results or {}),
             "seconds": round(float(seconds), 1), "torch": str(torch.__version__),
             "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs "
                        f"(training.train_loop runs on one thread)"}
     if tokenizer is not None:
+        if not isinstance(getattr(tokenizer, "checkpoint_sha256", None), str):
+            raise TypeError("tokenizer must be a model loaded with checkpoints.load (it "
+                            "carries checkpoint_sha256), or None")
         meta["tokenizer_sha256"] = tokenizer.checkpoint_sha256
     return meta
 

@@ -60,6 +60,13 @@ def make_betas(beta_schedule: str, timesteps: int, beta_start: float = 1e-4,
     """
     validate.one_of(beta_schedule, "beta_schedule", BETA_SCHEDULES)
     validate.positive_int(timesteps, "timesteps")
+    # each step adds some noise and keeps some signal: 0 < beta < 1 (beta = 0 makes the
+    # first step's 1 - abar zero, a division by 0 in the samplers)
+    validate.number(beta_start, "beta_start", low=0, high=1, low_open=True, high_open=True)
+    validate.number(beta_end, "beta_end", low=0, high=1, low_open=True, high_open=True)
+    if beta_start > beta_end:
+        raise ValueError(f"beta_start must be at most beta_end (the noise grows with t), got "
+                         f"{beta_start} > {beta_end}")
     if beta_schedule == "linear":
         return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
 
@@ -72,6 +79,10 @@ def make_betas(beta_schedule: str, timesteps: int, beta_start: float = 1e-4,
 
 def alphas_cumprod_of(betas: Tensor) -> Tensor:
     """abar_t = prod_{s <= t} (1 - beta_s): (T,) float64, from 1 - beta_0 down to nearly 0."""
+    validate.float_tensor(betas, "betas", dim=1, finite=True)
+    if not bool(((betas > 0) & (betas < 1)).all()):  # once, when a schedule is built
+        raise ValueError(f"betas must lie in (0, 1), got values in [{betas.min().item():.3g}, "
+                         f"{betas.max().item():.3g}]")
     return torch.cumprod(1 - betas.double(), dim=0)
 
 
@@ -93,6 +104,9 @@ def sampling_timesteps(steps: int, timesteps: int = 1000) -> list[int]:
 
 def abar_at(alphas_cumprod: Tensor, t: int) -> Tensor:
     """alphas_cumprod[t], and 1 at t = -1 (the clean image: no noise at all)."""
+    T = alphas_cumprod.shape[0]
+    if not -1 <= t < T:  # alphas_cumprod[-2] would silently read the second-to-last step
+        raise ValueError(f"t must lie in [-1, {T - 1}] (-1: the clean image), got {t}")
     return alphas_cumprod[t] if t >= 0 else torch.ones((), dtype=alphas_cumprod.dtype,
                                                        device=alphas_cumprod.device)
 
@@ -102,11 +116,14 @@ def check_schedule(alphas_cumprod) -> Tensor:
     return validate.float_tensor(alphas_cumprod, "alphas_cumprod", dim=1)
 
 
-def check_step(x_t, eps, t, t_prev, alphas_cumprod) -> tuple[int, int]:
+def check_step(x_t, eps, t, t_prev, alphas_cumprod, names: str = "x_t and eps"
+               ) -> tuple[int, int]:
     """Refuse a sampler step's arguments unless x_t and eps are tensors of one shape and
-    -1 <= t_prev < t < T (ints, or one-element integer tensors); returns them as ints."""
-    validate.same_shape(validate.float_tensor(x_t, "x_t"), validate.float_tensor(eps, "eps"),
-                        "x_t and eps")
+    -1 <= t_prev < t < T (ints, or one-element integer tensors); returns them as ints.
+    `names`: the two tensors' names (posterior_mean_variance's are x_t and x0)."""
+    first, second = names.split(" and ")
+    validate.same_shape(validate.float_tensor(x_t, first), validate.float_tensor(eps, second),
+                        names)
     T = check_schedule(alphas_cumprod).shape[0]
     try:
         t, t_prev = operator.index(t), operator.index(t_prev)
@@ -130,8 +147,8 @@ def add_noise(x0: Tensor, noise: Tensor, t: Tensor, alphas_cumprod: Tensor) -> T
     (B, C, H, W) in x0's dtype: each image keeps sqrt(abar_t) of its signal and gets noise
     of variance 1 - abar_t, so a unit-variance input stays unit-variance.
     """
-    validate.same_shape(validate.float_tensor(x0, "x0", dim=4), validate.tensor(noise, "noise"),
-                        "x0 and noise")
+    validate.same_shape(validate.float_tensor(x0, "x0", dim=4),
+                        validate.float_tensor(noise, "noise"), "x0 and noise")
     validate.index_tensor(t, "t", check_schedule(alphas_cumprod).shape[0], dim=1)
     if t.shape[0] != x0.shape[0]:
         raise ValueError(f"t must hold one step per image ({x0.shape[0]}), got {t.shape[0]}")
@@ -147,6 +164,9 @@ def diffusion_loss(model, x0: Tensor, labels: Tensor, alphas_cumprod: Tensor,
     x_t = add_noise(x0, eps, t), and return mean((model(x_t, t, labels) - eps)^2). The
     target is the noise, not the clean image: the sampler reads the model's output as eps.
     """
+    if not callable(model):
+        raise TypeError(f"model must be a noise predictor model(x_t, t, labels), got "
+                        f"{type(model).__name__}")
     validate.float_tensor(x0, "x0", dim=4)
     check_schedule(alphas_cumprod)
     validate.generator(generator)
@@ -175,6 +195,7 @@ def posterior_mean_variance(x0: Tensor, x_t: Tensor, t: int, t_prev: int,
       variance = (1 - abar_prev) / (1 - abar_t) b   (at least 1e-20, as diffusers clamps it)
     t_prev may skip steps (strided sampling) or be -1 (the clean image: variance 0).
     """
+    t, t_prev = check_step(x_t, x0, t, t_prev, alphas_cumprod, "x_t and x0")
     abar_t = abar_at(alphas_cumprod, t).to(x_t.dtype)
     abar_prev = abar_at(alphas_cumprod, t_prev).to(x_t.dtype)
     a = abar_t / abar_prev
@@ -198,6 +219,7 @@ def ddim_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, alphas_cumprod: Ten
     that both samplers' steps take the same arguments.
     """
     t, t_prev = check_step(x_t, eps, t, t_prev, alphas_cumprod)
+    validate.flag(clip, "clip")
     abar_t = abar_at(alphas_cumprod, t).to(x_t.dtype)
     abar_prev = abar_at(alphas_cumprod, t_prev).to(x_t.dtype)
     x0 = predict_x0(x_t, eps, abar_t)
@@ -215,6 +237,7 @@ def ddpm_step(x_t: Tensor, eps: Tensor, t: int, t_prev: int, alphas_cumprod: Ten
     """
     t, t_prev = check_step(x_t, eps, t, t_prev, alphas_cumprod)
     validate.generator(generator)
+    validate.flag(clip, "clip")
     abar_t = abar_at(alphas_cumprod, t).to(x_t.dtype)
     x0 = predict_x0(x_t, eps, abar_t)
     if clip:
@@ -252,6 +275,9 @@ def sample_loop(model, labels: Tensor, alphas_cumprod: Tensor, steps: int,
         model.check_condition(labels)
         model.check_timesteps(alphas_cumprod)
     step = ddim_step if step is None else step
+    if not callable(step):
+        raise TypeError(f"step must be a sampler step such as ddim_step or ddpm_step, got "
+                        f"{step!r}")
     B = labels.shape[0]
     device = alphas_cumprod.device
     where = generator.device if generator is not None else "cpu"
@@ -285,6 +311,7 @@ def sample(model, labels: Tensor, steps: int = 20, sampler: str = "ddim", cfg_sc
     loop: the loop that runs the steps, called as `sample_loop` is (a learner's loop: Lesson
     08's race); for "ddim" it gets step=None, so it steps with its own `ddim_step`.
     """
+    validate.instance(model, "model", DiffusionModel)  # a DiffusionDecoder is one too
     validate.one_of(sampler, "sampler", SAMPLERS)
     validate.positive_int(steps, "steps")
     validate.number(cfg_scale, "cfg_scale", low=0)
@@ -336,6 +363,9 @@ class DiffusionConfig:
         if self.image_size % 4:
             raise ValueError(f"image_size must be a multiple of 4 (the U-Net halves it twice), "
                              f"got {self.image_size}")
+        if self.emb_dim % 2:
+            raise ValueError(f"emb_dim must be even (half sines, half cosines), got "
+                             f"{self.emb_dim}")
         for name in ("channels", "inner_channels"):
             if getattr(self, name) % 8:
                 raise ValueError(f"{name} must be a multiple of 8 (GroupNorm's 8 groups), got "
@@ -541,12 +571,18 @@ def train_diffusion(model: DiffusionModel, images: Tensor, conditions: Tensor, s
     model.check_images(images, "images")
     model.check_condition(conditions)
     validate.positive_int(batch_size, "batch_size")
+    validate.non_negative_int(seed, "seed")
+    validate.flag(progress, "progress")
     validate.number(lr, "lr", low=0, low_open=True)
     validate.number(p_uncond, "p_uncond", low=0, high=1)
     if conditions.shape[0] != images.shape[0]:
         raise ValueError(f"conditions must hold one entry per image ({images.shape[0]}), got "
                          f"{conditions.shape[0]}")
     validate.number(ema_decay, "ema_decay", low=0, high=1, high_open=True)
+    low, high = torch.stack(torch.aminmax(images)).tolist()  # once: 0..255 pixels, or NaN
+    if not -1 <= low <= high <= 1:
+        raise ValueError(f"images must lie in [-1, 1] (as data.load_digits gives them), got "
+                         f"values in [{low:.3g}, {high:.3g}]")
     device = model.device
     images, conditions = images.to(device), conditions.to(device).long()
     generator = torch.Generator().manual_seed(seed)

@@ -14,8 +14,9 @@ then top-k, then top-p, then softmax and one draw. Filtering sets the dropped lo
 so softmax gives them probability exactly 0 and the kept tokens are renormalised.
 
 Every function here checks its arguments, each a line that reads no tensor values (no
-device sync), except that `sample_logits` looks for NaN: the samplers of Lessons 05-07 call
-them on every step, and a learner calls them directly.
+device sync), except that `sample_logits` looks for NaN and for rows left all -inf (one
+sync): the samplers of Lessons 05-07 call them on every step, and a learner calls them
+directly.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     the distribution becomes uniform. T = 0 is not a number we can divide by, so greedy
     decoding has its own flag instead.
     """
-    if not (isinstance(temperature, (int, float)) and temperature > 0 and math.isfinite(temperature)):
+    validate.float_tensor(logits, "logits")  # integer logits would be rounded already
+    if isinstance(temperature, bool) or not (isinstance(temperature, (int, float))
+                                             and temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be finite and > 0 (or greedy=True): {temperature!r}")
     return logits / temperature
 
@@ -46,6 +49,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     `torch.topk` returns, not every logit >= the k-th). A k larger than the vocabulary is
     clamped to V (`torch.topk` itself would raise), so it simply keeps everything.
     """
+    validate.float_tensor(logits, "logits")
     validate.positive_int(k, "k")  # k = 0 would leave a row of -inf: no token to draw
     k = min(k, logits.shape[-1])
     values, indices = torch.topk(logits, k, dim=-1)  # (B, k), (B, k)
@@ -61,6 +65,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     token (mass above it: 0) is always kept. p = 1 keeps every token (returned as is, so
     that no rounding in the cumulative sum can drop a tail token). logits: (B, V).
     """
+    validate.float_tensor(logits, "logits")
     validate.number(p, "p", low=0, high=1, low_open=True)  # p = 0 keeps nothing, NaN all
     if p == 1.0:
         return logits
@@ -84,8 +89,14 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     than the notebook's by its checks: it is where every sampler's settings come in.
     """
     validate.float_tensor(logits, "logits", dim=2)
-    if torch.isnan(logits).any():  # argmax would return the NaN's position, softmax NaNs
+    # one device sync for both: argmax would return a NaN's position, and a row of -inf
+    # (nothing left to draw) makes softmax NaN
+    nan, empty = torch.stack([torch.isnan(logits).any(),
+                              (logits == float("-inf")).all(dim=-1).any()]).tolist()
+    if nan:
         raise ValueError("logits hold NaN values: no token can be chosen from them")
+    if empty:
+        raise ValueError("logits have a row that is all -inf: no token is left to draw")
     if top_k is not None:
         validate.positive_int(top_k, "top_k")
     if top_p is not None:

@@ -81,7 +81,7 @@ def causal_mask(T_q: int, T_k: int | None = None, device=None) -> torch.Tensor:
     `scaled_dot_product_attention(..., is_causal=True)` builds, would let it see key 0 only.)
     """
     validate.positive_int(T_q, "T_q")  # no query: an empty mask that attends nowhere
-    T_k = T_q if T_k is None else T_k
+    T_k = T_q if T_k is None else validate.positive_int(T_k, "T_k")
     if T_k < T_q:  # the first queries would see no key at all: NaN attention
         raise ValueError(f"T_k ({T_k}) must be >= T_q ({T_q}): the queries are the last T_q")
     ones = torch.ones(T_q, T_k, dtype=torch.bool, device=device)  # (T_q, T_k)
@@ -147,6 +147,7 @@ def count_parameters(config: TransformerConfig) -> int:
     Plus the token table (V C), the position table (block_size C), the final LayerNorm (2C)
     and the head (C V, no bias).
     """
+    validate.instance(config, "config", TransformerConfig)
     C, V, b = config.n_embd, config.vocab_size, int(config.bias)
     norm = C + b * C
     per_block = 2 * norm + (3 * C * C + b * 3 * C) + (C * C + b * C)  # norms + attention
@@ -176,6 +177,9 @@ class KVCache:
         for name, size in zip(("n_layer", "batch_size", "n_head", "max_len", "head_dim"), shape,
                               strict=True):
             validate.positive_int(size, name)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point torch.dtype (keys and values are "
+                            f"vectors), got {dtype!r}")
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0  # how many positions are filled
@@ -313,6 +317,9 @@ class TransformerBase(nn.Module):
         broadcast."""
         c = self.config
         validate.index_tensor(idx, "idx", c.vocab_size, dim=2)
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache (model.new_cache(B)) or None, got "
+                            f"{type(cache).__name__}")
         B, T = idx.shape
         start = 0 if cache is None else cache.length  # where the new tokens begin
         if start + T > c.block_size:
@@ -347,7 +354,7 @@ class Transformer(TransformerBase):
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.config = config
+        self.config = validate.instance(config, "config", TransformerConfig)
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token id -> vector
         self.wpe = nn.Embedding(config.block_size, config.n_embd)  # position -> vector
         self.drop = nn.Dropout(config.dropout)
@@ -393,6 +400,7 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     if T0 + validate.positive_int(max_new_tokens, "max_new_tokens") > model.config.block_size:
         raise ValueError(f"max_new_tokens: prompt ({T0}) + max_new_tokens ({max_new_tokens}) "
                          f"exceeds the model's block_size = {model.config.block_size}")
+    validate.flag(use_cache, "use_cache")
     pick = greedy if pick is None else pick
     if not callable(pick):
         raise TypeError(f"pick must be a function (B, V) logits -> (B,) ids, got {pick!r}")
@@ -402,8 +410,11 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     for _ in range(max_new_tokens):
         logits = model(step_input, cache) if use_cache else model(tokens)  # (B, T_in, V)
         next_token = pick(logits[:, -1, :])  # (B,)
-        if next_token.shape != (B,):
-            raise ValueError(f"pick must return a ({B},) tensor, got {tuple(next_token.shape)}")
+        if not isinstance(next_token, torch.Tensor) or next_token.shape != (B,):
+            got = tuple(next_token.shape) if isinstance(next_token, torch.Tensor) else next_token
+            raise ValueError(f"pick must return a ({B},) tensor, got {got!r}"[:200])
+        # float ids would be truncated by the cast below; ids beyond V returned at the end
+        validate.index_tensor(next_token, "the ids pick returned", model.config.vocab_size)
         step_input = next_token.to(prompt.dtype)[:, None]  # (B, 1)
         tokens = torch.cat([tokens, step_input], dim=1)  # (B, T + 1)
     return tokens

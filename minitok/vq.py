@@ -42,7 +42,8 @@ def straight_through(z: Tensor, q: Tensor) -> Tensor:
     z and q have the same shape; the result equals q up to rounding, its gradient goes to z
     unchanged, and nothing flows into q (the codebook) through it.
     """
-    validate.same_shape(z, q, "z and q")  # z + (q - z) would broadcast
+    validate.float_tensor(z, "z")  # integer codes would round the gradient path away
+    validate.same_shape(z, validate.float_tensor(q, "q"), "z and q")  # would broadcast
     return z + (q - z).detach()
 
 
@@ -87,6 +88,8 @@ def laplace_smoothed(cluster_size: Tensor, eps: float = 1e-5) -> Tensor:
     Dividing embed_avg by a raw count of 0 would give NaN for a code nobody uses; the
     smoothing makes every count positive while changing the used ones by a negligible amount.
     """
+    validate.tensor(cluster_size, "cluster_size", dim=1)
+    validate.number(eps, "eps", low=0, low_open=True)  # eps = 0 divides an unused code by 0
     total = cluster_size.sum()
     return (cluster_size + eps) / (total + cluster_size.numel() * eps) * total
 
@@ -103,7 +106,15 @@ def ema_update(codebook: Tensor, cluster_size: Tensor, embed_avg: Tensor, z: Ten
     """
     validate.number(decay, "decay", 0, 1, low_open=True, high_open=True)
     validate.number(eps, "eps", low=0, low_open=True)  # eps = 0 divides an unused code by 0
-    validate.tensor(z, "z", dim=2)
+    K, D = validate.float_tensor(codebook, "codebook", dim=2).shape
+    validate.last_dim(validate.float_tensor(z, "z", dim=2), "z", D, "the codebook's D")
+    # the state must be the codebook's: a (1,) count or a (1, D) sum would broadcast
+    if validate.float_tensor(cluster_size, "cluster_size").shape != (K,):
+        raise ValueError(f"cluster_size must be ({K},), one count per code, got shape "
+                         f"{tuple(cluster_size.shape)}")
+    if validate.float_tensor(embed_avg, "embed_avg").shape != (K, D):
+        raise ValueError(f"embed_avg must be ({K}, {D}), the codebook's shape, got shape "
+                         f"{tuple(embed_avg.shape)}")
     indices = nearest_code(z, codebook)  # (N,) from the codebook BEFORE the update
     counts = torch.bincount(indices, minlength=codebook.shape[0]).to(cluster_size.dtype)  # (K,)
     sums = torch.zeros_like(embed_avg).index_add_(0, indices, z.to(embed_avg.dtype))  # (K, D)
@@ -127,7 +138,12 @@ class VQOutput(NamedTuple):
 
 def usage_stats(indices: Tensor, num_codes: int) -> tuple[Tensor, Tensor]:
     """(perplexity, usage) of a batch of indices, as tensors that stay on the device."""
-    counts = torch.bincount(indices.flatten(), minlength=num_codes).float()  # (K,)
+    validate.positive_int(num_codes, "num_codes")
+    counts = torch.bincount(validate.int_tensor(indices, "indices").flatten(),
+                            minlength=num_codes).float()  # (K,), longer for an id >= K
+    if counts.shape[0] != num_codes:  # the range check, at no cost: bincount read the max
+        raise ValueError(f"indices must lie in [0, {num_codes - 1}], got ids up to "
+                         f"{counts.shape[0] - 1}")
     p = counts / counts.sum()  # (K,)
     entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
     return entropy.exp(), (counts > 0).float().mean()
@@ -174,13 +190,13 @@ class VectorQuantizer(nn.Module):
         self.num_codes = validate.positive_int(num_codes, "num_codes")
         self.dim = validate.positive_int(dim, "dim")
         self.beta = validate.number(beta, "beta", low=0)
-        self.ema = ema
+        self.ema = validate.flag(ema, "ema")
         self.decay = validate.number(decay, "decay", 0, 1, low_open=True, high_open=True)
         self.eps = validate.number(eps, "eps", low=0, low_open=True)
         self.dead_code_threshold = validate.number(dead_code_threshold, "dead_code_threshold",
                                                    low=0)
-        self.kmeans_init = kmeans_init
-        self.l2_normalize = l2_normalize
+        self.kmeans_init = validate.flag(kmeans_init, "kmeans_init")
+        self.l2_normalize = validate.flag(l2_normalize, "l2_normalize")
         self.code_dim = dim if code_dim is None else validate.positive_int(code_dim, "code_dim")
 
         # The low-dimensional lookup (LlamaGen): project in, look up, project back out.

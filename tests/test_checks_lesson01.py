@@ -237,7 +237,7 @@ def test_quantize_feature_map_accepts_a_learners_version():
 def test_quantize_feature_map_catches_reshape_without_permute():
     assert_fails_with(
         check.quantize_feature_map, lambda z, cb: learner_map(z, cb, flatten="reshape"),
-        "z.permute(0, 2, 3, 1).reshape(-1, C)",
+        "move the channels last",
     )
 
 
@@ -368,7 +368,7 @@ def test_kmeans_step_catches_sums_instead_of_means():
 
 def test_kmeans_step_catches_changing_the_argument():
     assert_fails_with(check.kmeans_step, lambda v, c: learner_kmeans_step(v, c, in_place=True),
-                      "codebook.clone()")
+                      "changed the codebook it was given", "a copy")
 
 
 def test_kmeans_step_catches_changing_the_vectors():
@@ -448,7 +448,7 @@ def test_kmeans_catches_a_generator_of_its_own():
 def test_kmeans_catches_a_start_that_is_not_distinct():
     assert_fails_with(check.kmeans, lambda v, k, iters=10, generator=None:
                       learner_kmeans(v, k, iters, generator, start="all"),
-                      "K distinct vectors", "torch.unique(vectors, dim=0)")
+                      "K distinct vectors", "U distinct rows")
 
 
 def test_kmeans_catches_a_start_drawn_with_replacement():
@@ -679,7 +679,7 @@ def test_kmeans_catches_another_start():
             codebook = quantize.kmeans_step(vectors, codebook)
         return codebook
 
-    assert_fails_with(check.kmeans, wrong, "torch.randperm(U, generator=generator)[:num_codes]")
+    assert_fails_with(check.kmeans, wrong, "first K positions of one random permutation")
 
 
 def test_kmeans_catches_a_pair_returned():

@@ -285,7 +285,7 @@ def test_vq_catches_a_leak_a_missing_detach_usage_and_a_short_output():
     assert_fails_with(check.VectorQuantizer, learner_vq(loss_kind="no_detach"),
                       "detach z there")
     assert_fails_with(check.VectorQuantizer, learner_vq(usage="count"), "usage_stats")
-    assert_fails_with(check.VectorQuantizer, learner_vq(fields=4), "return VQOutput")
+    assert_fails_with(check.VectorQuantizer, learner_vq(fields=4), "forward returns a VQOutput")
     assert_fails_with(check.VectorQuantizer, learner_vq(in_place=True), "do not modify z")
 
 

@@ -12,8 +12,10 @@ import torch
 
 from minitok import (
     anytoany,
+    checkpoints,
     classifier,
     data,
+    diffusion,
     evaluate,
     fsq,
     maskgit,
@@ -222,6 +224,17 @@ CONFIDENCE = torch.rand(2, 4, generator=torch.Generator().manual_seed(2))
 CODEBOOK = torch.randn(8, 4, generator=torch.Generator().manual_seed(3))
 MASKED = torch.full((2, G * G), MASK_ID)
 DOCS = torch.zeros(2, 5, dtype=torch.long)
+Z = torch.randn(5, 4, generator=torch.Generator().manual_seed(4))
+DIFFUSION = diffusion.DiffusionModel(diffusion.DiffusionConfig(
+    image_size=8, channels=8, inner_channels=8, emb_dim=8, timesteps=10)).eval()
+AC = DIFFUSION.alphas_cumprod.float()
+X8 = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 - 1
+L2 = torch.tensor([1, 2])
+
+
+@pytest.fixture(scope="module")
+def prior_file(tmp_path_factory):
+    return checkpoints.save(PRIOR, tmp_path_factory.mktemp("ckpt") / "prior.pt")
 
 
 def _filled_cache():
@@ -391,7 +404,109 @@ BAD_CALLS = [  # (argument the message must name, call)
     ("batch_size", lambda: evaluate.image_to_text_accuracy(A2A, CODES, LABELS, 0)),
     ("labels", lambda: evaluate.image_to_text_accuracy(A2A, CODES, LABELS[:2])),
     ("indices", lambda: fsq.FSQ([3, 3]).codes(torch.full((1, 2, 2), 9))),
+    # checkpoints (the rows that need a saved file take it as an argument: see CHECKPOINT_CALLS)
+    ("kind", lambda: checkpoints.checkpoint_path("vqgan")),
+    ("kind", lambda: checkpoints.checkpoint_path(None)),
+    ("kind", lambda: checkpoints.load(["prior"])),
+    ("model", lambda: checkpoints.save("x", "unused.pt")),
+    ("model", lambda: checkpoints.save(torch.nn.Linear(2, 2), "unused.pt")),
+    ("model", lambda: checkpoints.save(GPT, "unused.pt")),  # no kind: a part of a prior
+    ("seconds", lambda: checkpoints.training_meta("s.py", {}, NAN)),
+    ("seconds", lambda: checkpoints.training_meta("s.py", {}, -1.0)),
+    ("recipe", lambda: checkpoints.training_meta("s.py", [("steps", 1)], 1.0)),
+    ("script", lambda: checkpoints.training_meta(None, {}, 1.0)),
+    ("tokenizer", lambda: checkpoints.training_meta("s.py", {}, 1.0, tokenizer=PRIOR)),
+    # vq: state that would broadcast, flags that a string would turn on, ids beyond K
+    ("z", lambda: vq.straight_through(torch.ones(3, dtype=torch.long),
+                                      torch.ones(3, dtype=torch.long))),
+    ("z", lambda: vq.straight_through([1.0], torch.ones(1))),
+    *[("eps", lambda e=e: vq.laplace_smoothed(torch.tensor([0.0, 3.0]), e))
+      for e in (0.0, -1.0, NAN)],
+    ("cluster_size", lambda: vq.ema_update(CODEBOOK, torch.ones(1), CODEBOOK.clone(), Z)),
+    ("embed_avg", lambda: vq.ema_update(CODEBOOK, torch.ones(8), CODEBOOK[:1].clone(), Z)),
+    ("embed_avg", lambda: vq.ema_update(CODEBOOK, torch.ones(8), CODEBOOK[:, :1].clone(), Z)),
+    ("z", lambda: vq.ema_update(CODEBOOK, torch.ones(8), CODEBOOK.clone(), Z[:, :1])),
+    ("z", lambda: vq.ema_update(CODEBOOK, torch.ones(8), CODEBOOK.clone(), Z.long())),
+    ("codebook", lambda: vq.ema_update(CODEBOOK.long(), torch.ones(8), CODEBOOK.clone(), Z)),
+    *[(flag, lambda flag=flag: vq.VectorQuantizer(8, 4, **{flag: "no"}))
+      for flag in ("ema", "kmeans_init", "l2_normalize")],
+    ("indices", lambda: vq.usage_stats(torch.tensor([0, 9]), 8)),
+    ("indices", lambda: vq.usage_stats(torch.tensor([0.0, 1.0]), 8)),
+    ("num_codes", lambda: vq.usage_stats(torch.tensor([0, 1]), 0)),
+    # sampling: integer logits (rounded already), a bool temperature, nothing left to draw
+    ("logits", lambda: sampling.apply_temperature(LOGITS.long(), 2.0)),
+    ("logits", lambda: sampling.apply_temperature([1.0, 2.0], 1.0)),
+    ("temperature", lambda: sampling.apply_temperature(LOGITS, True)),
+    ("logits", lambda: sampling.top_k_filter(LOGITS.long(), 2)),
+    ("logits", lambda: sampling.top_p_filter(LOGITS.long(), 0.5)),
+    ("logits", lambda: sampling.sample_logits(torch.full((1, 3), -INF))),
+    ("logits", lambda: sampling.sample_logits(torch.tensor([[0.0, 1.0], [-INF, -INF]]))),
+    # transformer
+    ("T_k", lambda: transformer.causal_mask(1, True)),
+    ("T_k", lambda: transformer.causal_mask(2, 2.5)),
+    ("config", lambda: transformer.Transformer({"vocab_size": 4})),
+    ("config", lambda: transformer.count_parameters({"vocab_size": 4})),
+    ("cache", lambda: GPT(torch.tensor([[1]]), cache="x")),
+    ("dtype", lambda: transformer.KVCache(1, 1, 1, 4, 4, dtype=torch.long)),
+    ("use_cache", lambda: transformer.generate(GPT, torch.tensor([[1]]), 2, use_cache="no")),
+    ("pick", lambda: transformer.generate(GPT, torch.tensor([[1]]), 2,
+                                          pick=lambda logits: logits.softmax(-1).max(-1).values)),
+    ("pick", lambda: transformer.generate(GPT, torch.tensor([[1]]), 1,
+                                          pick=lambda logits: logits.argmax(-1) + 100)),
+    # diffusion: schedules outside (0, 1), steps out of order, flags, pixels out of range
+    ("beta_start", lambda: diffusion.make_betas("linear", 10, beta_start=-0.1)),
+    ("beta_start", lambda: diffusion.make_betas("linear", 10, beta_start=0.0)),
+    ("beta_start", lambda: diffusion.make_betas("linear", 10, beta_start=NAN)),
+    ("beta_end", lambda: diffusion.make_betas("linear", 10, beta_end=1.5)),
+    ("beta_start", lambda: diffusion.make_betas("linear", 10, beta_start=0.5, beta_end=0.1)),
+    ("betas", lambda: diffusion.alphas_cumprod_of(torch.tensor([0.5, 1.5]))),
+    ("betas", lambda: diffusion.alphas_cumprod_of(torch.tensor([0.5, NAN]))),
+    ("betas", lambda: diffusion.alphas_cumprod_of([0.1, 0.2])),
+    ("t", lambda: diffusion.abar_at(AC, -2)),
+    ("t", lambda: diffusion.abar_at(AC, 10)),
+    ("t_prev", lambda: diffusion.posterior_mean_variance(X8, X8, 3, 5, AC)),
+    ("t", lambda: diffusion.posterior_mean_variance(X8, X8, 30, 5, AC)),
+    ("x0", lambda: diffusion.posterior_mean_variance(X8[:1], X8, 5, 3, AC)),
+    ("noise", lambda: diffusion.add_noise(X8, X8.long(), L2, AC)),
+    ("clip", lambda: diffusion.ddim_step(X8, X8, 5, 3, AC, clip="no")),
+    ("clip", lambda: diffusion.ddpm_step(X8, X8, 5, 3, AC, clip="no")),
+    ("step", lambda: diffusion.sample_loop(DIFFUSION, torch.tensor([1]), AC, 2, step="ddim")),
+    ("model", lambda: diffusion.sample("x", torch.tensor([1]))),
+    ("model", lambda: diffusion.diffusion_loss("m", X8, L2, AC)),
+    ("emb_dim", lambda: diffusion.DiffusionConfig(emb_dim=7)),
+    ("seed", lambda: diffusion.train_diffusion(DIFFUSION, X8, L2, 1, seed=-1, progress=False)),
+    ("seed", lambda: diffusion.train_diffusion(DIFFUSION, X8, L2, 1, seed=1.5, progress=False)),
+    ("steps", lambda: diffusion.train_diffusion(DIFFUSION, X8, L2, 0, progress=False)),
+    ("progress", lambda: diffusion.train_diffusion(DIFFUSION, X8, L2, 1, progress="no")),
+    ("images", lambda: diffusion.train_diffusion(DIFFUSION, X8 * 127.5 + 127.5, L2, 1,
+                                                 progress=False)),
+    ("images", lambda: diffusion.train_diffusion(DIFFUSION, X8.masked_fill(X8 > 0.9, NAN), L2,
+                                                 1, progress=False)),
 ]
+
+# Rows that read a saved checkpoint: (argument, call taking the file's path).
+CHECKPOINT_CALLS = [
+    ("device", lambda path: checkpoints.load("prior", path, device="gpu")),
+    ("device", lambda path: checkpoints.load("prior", path, device=3.5)),
+    ("device", lambda path: checkpoints.load("prior", path, device="cuda")
+     if not torch.cuda.is_available() else checkpoints.load("prior", path, device="gpu:0")),
+    ("path", lambda path: checkpoints.load("prior", 3)),
+    ("path", lambda path: checkpoints.load_payload(None, "prior")),
+    ("kind", lambda path: checkpoints.load_payload(path, "vqgan")),
+    ("meta", lambda path: checkpoints.save(PRIOR, path.with_name("m.pt"), 3)),
+    ("meta", lambda path: checkpoints.save(PRIOR, path.with_name("m.pt"), {"t": torch.ones(1)})),
+    ("meta", lambda path: checkpoints.save(PRIOR, path.with_name("m.pt"), {1: "one"})),
+    ("path", lambda path: checkpoints.save(PRIOR, None)),
+]
+
+
+@pytest.mark.parametrize("name, call", CHECKPOINT_CALLS,
+                         ids=[f"{i:03d}-{name}" for i, (name, _) in enumerate(CHECKPOINT_CALLS)])
+def test_bad_checkpoint_arguments_are_refused_by_name(name, call, prior_file):
+    with pytest.raises((ValueError, TypeError)) as info:
+        call(prior_file)
+    assert re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", str(info.value)), str(info.value)
+    assert not prior_file.with_name("m.pt").exists()  # a refused save writes nothing
 
 
 @pytest.mark.parametrize("name, call", BAD_CALLS,

@@ -35,8 +35,9 @@ from minitok.checks._core import (
 
 PRECISION_HINT = (
     "the distances lost precision: under autocast (or with bf16/fp16 inputs) the matrix "
-    "product ran in 16 bits. Compute them inside torch.autocast(device_type=z.device.type, "
-    "enabled=False) after z.float() and codebook.float(), and return float32."
+    "product ran in 16 bits. Compute them in float32 whatever the inputs' dtype, with "
+    "autocast turned off for the computation (torch.autocast(..., enabled=False)), and "
+    "return float32."
 )
 
 
@@ -341,9 +342,9 @@ def nearest_code(fn):
 # --------------------------------------------------------------------------- quantize_feature_map
 
 PERMUTE_HINT = (
-    "a (B, C, H, W) map holds one C-vector per position (b, h, w): flatten it with "
-    "z.permute(0, 2, 3, 1).reshape(-1, C). z.reshape(-1, C) mixes channels of different "
-    "positions."
+    "a (B, C, H, W) map holds one C-vector per position (b, h, w): move the channels last "
+    "before flattening to rows of C. z.reshape(-1, C) straight away mixes channels of "
+    "different positions."
 )
 HW_HINT = (
     "the tokens come back as (B, H, W): permute(0, 2, 3, 1) puts H before W, and the indices "
@@ -354,8 +355,8 @@ BACK_HINT = (
     "reshaping it to (B, C, H, W) scrambles channels and positions."
 )
 TOKENS_HINT = (
-    "the tokens of a map: one row per position (b, h, w), z.permute(0, 2, 3, 1).reshape(-1, "
-    "C), nearest_code of the rows, reshaped to (B, H, W)."
+    "the tokens of a map: one row per position (b, h, w), channels last, the nearest code "
+    "of each row, reshaped to (B, H, W)."
 )
 LOOKUP_HINT = (
     "the quantized map is each token's code, codebook[indices] (B, H, W, C), in the map's "
@@ -550,8 +551,8 @@ EMPTY_HINT = (
 )
 MEAN_HINT = "move each code to the MEAN of its vectors: their sum divided by their count."
 CLONE_HINT = (
-    "kmeans_step changed the codebook it was given: start from codebook.clone() and return "
-    "the new one."
+    "kmeans_step changed the codebook it was given: write the new codes into a copy and "
+    "return that."
 )
 
 
@@ -626,26 +627,27 @@ OWN_GENERATOR_HINT = (
     "`generator` you are given, as it is (no generator of your own, no manual_seed on it)."
 )
 DISTINCT_HINT = (
-    "the start must be K distinct vectors: draw the positions among the U rows of "
-    "torch.unique(vectors, dim=0), not among all N vectors (digit patches repeat)."
+    "the start must be K distinct vectors: draw the positions among the U distinct rows of "
+    "vectors, not among all N vectors (digit patches repeat)."
 )
 REPLACEMENT_HINT = (
     "the start drew positions with replacement (torch.randint can pick one vector twice, and "
-    "two equal codes split their vectors): draw K different positions with "
-    "torch.randperm(U, generator=generator)[:num_codes]."
+    "two equal codes split their vectors): draw K different positions, the first K of a "
+    "random permutation (torch.randperm)."
 )
 START_HINT = (
-    "the start codebook (iters=0) is not minitok's for the same generator: take the rows of "
-    "torch.unique(vectors, dim=0) at positions torch.randperm(U, generator=generator)"
-    "[:num_codes]."
+    "the start codebook (iters=0) is not minitok's for the same generator: the convention "
+    "(hint 2) is the distinct rows, sorted as torch.unique sorts them, at the first K "
+    "positions of one random permutation of U drawn from `generator`."
 )
 FEED_HINT = (
-    "each step must start from the previous step's codebook: codebook = kmeans_step(vectors, "
-    "codebook) inside the loop, then return that codebook."
+    "each step must start from the previous step's codebook: yours started every step from "
+    "the same one. Feed each step the codebook the step before returned, and return the "
+    "last."
 )
 LOOP_HINT = (
-    "the start (iters=0) is right, the steps after it are not: codebook = "
-    "kmeans_step(vectors, codebook), exactly iters times, each from the previous codebook."
+    "the start (iters=0) is right, the steps after it are not: exactly iters steps of "
+    "kmeans_step, each from the codebook the previous step returned."
 )
 KMEANS_HINTS = (
     "A fit is a start and a loop: pick K distinct vectors at random, with the generator you are "

@@ -33,7 +33,7 @@ def _randn(g: torch.Generator, *shape: int, scale: float = 1.0) -> torch.Tensor:
 
 WRONG_SIDE = (
     "the wrong side is detached: q + (z - q).detach() has z's value and sends the gradient "
-    "to q. Write z + (q - z).detach(): q's value forward, the gradient to z."
+    "to q. The output must carry q's value forward and send the gradient back to z."
 )
 
 
@@ -393,7 +393,8 @@ def _vq_run(fn, case: dict, what: str) -> tuple[dict, dict]:
         raise CheckFailed(f"{what}: the forward raised {got['forward_error']}", hint)
     expect(got["fields"] == 5,
            f"{what}: forward should return a VQOutput (5 fields), got {got['fields']} fields",
-           hint="return VQOutput(quantized, indices, loss, perplexity, usage).")
+           hint="forward returns a VQOutput: quantized, indices, loss, perplexity, usage, in that "
+           "order.")
     expect(got["z_unchanged"], f"{what}: the forward changed its input z", hint="do not "
            "modify z in place; permute/reshape give new views, detach() a new tensor.")
     return got, expected
@@ -433,8 +434,8 @@ def _judge_outputs(got: dict, expected: dict, case: dict, what: str) -> None:
     for field in ("perplexity", "usage"):
         expect_close(got[field].reshape(()) if got[field].numel() == 1 else got[field],
                      expected[field], f"{what}: {field}",
-                     hint="perplexity and usage of this batch's indices: usage_stats(indices, "
-                     "self.num_codes) gives both as tensors.")
+                     hint="perplexity and usage of this batch's indices, over all "
+                     "num_codes codes (vq.usage_stats gives both as tensors).")
 
 
 def _judge_loss(got: dict, expected: dict, case: dict, what: str) -> None:

@@ -32,9 +32,8 @@ from minitok.checks._core import show_hint
 # --------------------------------------------------------------------------- attention
 
 SCALE_HINT = (
-    "scale the scores by 1/sqrt(d_head), where d_head = q.shape[-1]: "
-    "scores = q @ k.transpose(-2, -1) / math.sqrt(d). Scaling by 1/d (or not at all) "
-    "gives these numbers."
+    "the scores are not scaled by 1/sqrt(d_head), where d_head is the size of each query "
+    "(q's last dimension): scaling by 1/d (or not at all) gives these numbers."
 )
 AXIS_HINT = (
     "take the softmax over the keys, the last dimension (dim=-1), so that each query's "
@@ -45,8 +44,9 @@ ZERO_MASK_HINT = (
     "gives them no weight. Masking with 0 still gives them a share (exp(0) = 1)."
 )
 MASK_MEANING_HINT = (
-    "in this course the mask is True where a query MAY attend: use scores.masked_fill(~mask, "
-    "float('-inf')). (torch.nn.MultiheadAttention's attn_mask uses the opposite convention.)"
+    "your mask is read the wrong way round: in this course it is True where a query MAY "
+    "attend, so the scores to hide are those where it is False. "
+    "(torch.nn.MultiheadAttention's attn_mask uses the opposite convention.)"
 )
 AFTER_SOFTMAX_HINT = (
     "mask the scores before the softmax, not the weights after it: zeroing weights after "
@@ -119,21 +119,25 @@ def attention(fn):
 
 DIAGONAL_HINT = (
     "your mask hides the diagonal: a token may attend to itself (query i sees keys 0..i, "
-    "i included). Use torch.tril with diagonal=T_k - T_q, not one less."
+    "i included). Your triangle stops one diagonal too low."
 )
 FUTURE_HINT = (
     "your mask shows the future (off by one): query i may see keys 0..i only, never i+1. "
-    "Use torch.tril with diagonal=T_k - T_q, not one more."
+    "Your triangle reaches one diagonal too high."
 )
 UPPER_HINT = (
     "your mask is the upper triangle: True must mean 'may attend', and a query may attend "
-    "to the past (keys j <= i): the lower triangle, torch.tril."
+    "to the past (keys j <= i): the lower triangle."
 )
 TOP_LEFT_HINT = (
     "with T_q < T_k the queries are the LAST T_q positions (new tokens after a cache): "
     "query i sits at position T_k - T_q + i and sees keys 0..T_k - T_q + i, so the triangle "
-    "is aligned to the bottom-right corner: torch.tril(ones, diagonal=T_k - T_q). "
+    "is aligned to the bottom-right corner, yours to the top-left one. "
     "A top-left aligned mask (SDPA's is_causal=True) lets a single new query see key 0 only."
+)
+MASK_HINT = (
+    "query i may attend to keys 0..(T_k - T_q + i), no fewer and no more: write that rule "
+    "out by hand for T_q = 3, T_k = 7 and compare it with your mask, row by row."
 )
 
 
@@ -152,7 +156,7 @@ def _diagnose(got: torch.Tensor, T_q: int, T_k: int) -> str:
     for wrong, hint in known:
         if torch.equal(got, wrong):
             return hint
-    return "query i may attend to keys 0..(T_k - T_q + i): torch.tril(ones(T_q, T_k), diagonal=T_k - T_q)"
+    return MASK_HINT
 
 
 def _expect_mask(fn, T_q: int, T_k: int | None) -> None:
@@ -160,7 +164,7 @@ def _expect_mask(fn, T_q: int, T_k: int | None) -> None:
     T_k = T_q if T_k is None else T_k
     what = f"causal_mask({T_q})" if T_q == T_k else f"causal_mask({T_q}, {T_k})"
     expect_tensor(got, what, dtype=torch.bool,
-                  hint="build it as a bool tensor: torch.ones(..., dtype=torch.bool)")
+                  hint="the mask is a bool tensor (True or False per pair), not numbers")
     expect_shape(got, (T_q, T_k), what, hint="one row per query, one column per key")
     expected = transformer.causal_mask(T_q, T_k)
     got = got.cpu()
@@ -290,7 +294,8 @@ NAMES_HINT = (
     "use the package's attribute names and shapes, so that the shipped weights load: "
     "SelfAttention has qkv (Linear C -> 3C) and proj (Linear C -> C); Block has ln1, attn, "
     "ln2, mlp; Transformer has wte, wpe, blocks (an nn.ModuleList), ln_f and head "
-    "(Linear C -> V, bias=False); Linear and LayerNorm layers take bias=config.bias."
+    "(Linear C -> V, bias=False); Linear and LayerNorm layers have a bias only when "
+    "config.bias is True."
 )
 
 
@@ -340,60 +345,61 @@ def _expect_output(got: torch.Tensor, expected: torch.Tensor, what: str, wrong: 
 
 NO_MASK_HINT = (
     "the output of token t changed with the tokens after it: a causal layer (config.causal "
-    "True) masks its scores with causal_mask(T, T_k); without the mask every token sees the "
-    "future."
+    "True) must mask its scores; without the mask every token sees the future."
 )
 BIDIRECTIONAL_HINT = (
     "with config.causal False there is no mask at all: every token sees every token "
     "(MaskGIT's model). Keep config.causal in self.causal and mask only when it is True."
 )
 TOP_LEFT_CACHE_HINT = (
-    "with a cache the T new queries are the LAST T of the T_k keys: the mask is "
-    "causal_mask(T, T_k) (bottom-right aligned), built after cache.update from "
-    "k.shape[2]. A top-left triangle (torch.tril of ones(T, T_k), SDPA's is_causal=True) "
-    "hides cached keys the new tokens may see."
+    "with a cache the T new queries are the LAST T of the T_k keys: the mask must be "
+    "aligned to the bottom-right corner (your causal_mask is, given both sizes). A top-left "
+    "triangle (SDPA's is_causal=True) hides cached keys the new tokens may see."
 )
 NO_MASK_CACHE_HINT = (
     "with a cache and several new tokens, the mask is still needed: the first new token "
-    "must not see the second. Mask with causal_mask(T, T_k) whenever the layer is causal, "
-    "cache or not."
+    "must not see the second. A causal layer masks its scores on every call, cache or not."
 )
 MASK_SIZE_HINT = (
-    "with a cache, the keys are the cached ones plus the new ones: build the mask after "
-    "cache.update, as causal_mask(T, k.shape[2]), not causal_mask(T)."
+    "with a cache, the keys are the cached ones plus the new ones: your mask was built for "
+    "the new tokens only, and it needs one column per key, so it can only be built once the "
+    "cache has handed back all the keys."
 )
 HEADS_ORDER_HINT = (
-    "heads split in the wrong order: cut each of q, k, v with split_heads(t, self.n_head) "
-    "((B, T, C) -> (B, T, H, d) -> (B, H, T, d)) and put them back with merge_heads; a "
-    "direct view/reshape to (B, H, T, d) mixes the channels of different tokens."
+    "heads split in the wrong order: a direct view/reshape of (B, T, C) to (B, H, T, d) "
+    "mixes the channels of different tokens. Cut each token's channels into heads first "
+    "(your split_heads does), and put them back with merge_heads."
 )
 QKV_ORDER_HINT = (
-    "qkv(x) holds q, then k, then v, each C channels wide: q, k, v = self.qkv(x).split(C, "
-    "dim=2). Another order (or a per-head interleaving) does not match the shipped weights."
+    "qkv(x) holds q, then k, then v, each C channels wide, one block after the other. "
+    "Another order (or a per-head interleaving) does not match the shipped weights."
 )
 ATTN_SCALE_HINT = (
     "wrong scale: the scores are divided by sqrt(d), d = C // n_head, the head size (your "
     "attention does this), not by sqrt(C) or d."
 )
 PROJ_HINT = (
-    "after merging the heads, project back with self.proj (Linear C -> C), then dropout."
+    "the output projection is missing: after merging the heads, the output goes through "
+    "self.proj (Linear C -> C), then dropout."
 )
 NO_UPDATE_HINT = (
-    "with a cache, the new keys and values go into it and the queries attend to all of "
-    "them: k, v = cache.update(layer, k, v) before the mask and the attention."
+    "your layer ignored its cache: with a cache, the new keys and values are written into "
+    "it first, and the queries attend to everything it then holds, cached and new, before "
+    "the mask and the attention."
 )
 LAYER_SLOT_HINT = (
-    "write this layer's keys and values into its own slot: k, v = cache.update(layer, k, v) "
-    "with the `layer` argument; the cache holds one slot per layer."
+    "write this layer's keys and values into its own slot: the cache holds one slot per "
+    "layer, and the `layer` argument says which one is this layer's."
 )
 SELF_ATTENTION_HINT = (
-    "q, k, v = self.qkv(x).split(C, dim=2); split each into heads; with a cache, "
-    "k, v = cache.update(layer, k, v); mask with causal_mask(T, k.shape[2]) when causal; "
-    "attention; merge_heads; self.proj; self.drop."
+    "go through your forward step by step against the recipe: q, k, v from one qkv "
+    "projection (C channels each), each into heads; with a cache, this layer's keys and "
+    "values added to it; the mask (bottom-right, when causal); attention; heads merged; "
+    "proj; dropout. Print the shapes at each step on a small input."
 )
 DROPOUT_HINT = (
-    "apply dropout (self.drop = nn.Dropout(config.dropout)) to the output in training mode: "
-    "in train() mode the output should change from call to call when config.dropout > 0."
+    "dropout is missing: in train() mode the output should change from call to call when "
+    "config.dropout > 0, so the output goes through a dropout layer of that rate."
 )
 
 
@@ -517,8 +523,8 @@ def SelfAttention(fn):  # noqa: N802 (the exercise is a class)
                "other slots nothing", LAYER_SLOT_HINT)
         expect(cache.length == 0, "your SelfAttention moved cache.length (the Transformer "
                "does that once, after its last layer)",
-               "SelfAttention writes with cache.update(layer, k, v) and leaves cache.length "
-               "alone; Transformer.forward calls cache.advance(T) after the last block.")
+               "SelfAttention only writes into the cache and leaves cache.length alone: the "
+               "Transformer moves it on once, after its last block.")
         expect_close(cache.keys, expected_cache.keys, "the cached keys after the prefill",
                      hint=QKV_ORDER_HINT)
         expect_close(cache.values, expected_cache.values, "the cached values after the prefill",
@@ -560,28 +566,31 @@ def full_keys(ref, x, layer):
 
 POST_NORM_HINT = (
     "that is a post-norm block (normalise after adding, as in the 2017 Transformer). "
-    "minitok's blocks are pre-norm: each sub-layer reads a normalised copy, and its output "
-    "is added to the untouched x: x = x + self.attn(self.ln1(x), ...), then "
-    "x = x + self.mlp(self.ln2(x))."
+    "minitok's blocks are pre-norm: each sub-layer reads a normalised copy of x, and its "
+    "output is added to the untouched x."
 )
 RESIDUAL_HINT = (
-    "a residual connection is missing: each sub-layer's output is ADDED to x "
-    "(x = x + self.attn(...), x = x + self.mlp(...)), it does not replace it."
+    "a residual connection is missing: each sub-layer's output is ADDED to the x it read "
+    "from, it does not replace it."
 )
 NORM_HINT = (
-    "each sub-layer reads its own normalised copy of x: self.attn reads self.ln1(x) and "
-    "self.mlp reads self.ln2(x) (the second from the x after the attention's residual)."
+    "each sub-layer reads its own normalised copy of x: the attention's through ln1, the "
+    "MLP's through ln2 (the second from the x after the attention's residual)."
 )
 ORDER_HINT = "attention first (tokens talk), then the MLP (each token on its own)."
 BLOCK_CACHE_HINT = (
-    "pass the cache and the layer's number on to the attention: "
-    "self.attn(self.ln1(x), cache, layer)."
+    "pass the cache and the layer's number on to the attention: without them it cannot "
+    "write into, or read from, this layer's slot."
 )
 IN_PLACE_HINT = (
     "write x = x + ..., not x += ...: the in-place version changes the tensor the caller "
     "passed in (the previous block's output)."
 )
-BLOCK_HINT = "x = x + self.attn(self.ln1(x), cache, layer); x = x + self.mlp(self.ln2(x))."
+BLOCK_HINT = (
+    "go through your forward step by step: the attention (given the cache and the layer's "
+    "number) reads a normalised x and its output is added to x; then the MLP reads a "
+    "normalised copy of that result, and its output is added in turn."
+)
 
 
 def _block_mistakes(ref, x, cache=None, layer=0):
@@ -649,42 +658,46 @@ def Block(fn):  # noqa: N802 (the exercise is a class)
 # --------------------------------------------------------------------------- Transformer
 
 ADVANCE_HINT = (
-    "after the last block, move the cache on: cache.advance(T). Every layer writes its keys "
-    "and values at positions cache.length .. cache.length + T - 1, so the length may only "
-    "grow once all layers are done."
+    "the cache's length did not move on: once the last block is done, the cache must count "
+    "the T new positions as filled (KVCache.advance). Every layer writes its keys and values "
+    "at positions cache.length .. cache.length + T - 1, so the length may only grow once "
+    "all layers are done."
 )
 ADVANCE_FIRST_HINT = (
-    "cache.advance(T) is called before the blocks: they then write the new keys at "
-    "positions cache.length .. (already moved on), T places too far, and attend to empty "
-    "slots. Call cache.advance(T) once, after the last block."
+    "the cache's length moved on before the blocks ran: they then write the new keys T "
+    "places too far, and attend to empty slots. Move it on once, after the last block."
 )
 LAYER_INDEX_HINT = (
-    "every block wrote into the cache's slot 0: give each block its own layer number, "
-    "for layer, block in enumerate(self.blocks): x = block(x, cache, layer)."
+    "every block wrote into the cache's slot 0: give each block its own layer number "
+    "(0 for the first block, 1 for the next, ...), so that each writes into its own slot."
 )
 PASS_CACHE_HINT = (
-    "the prefill wrote nothing into the cache: pass the cache to every block, "
-    "block(x, cache, layer)."
+    "the prefill wrote nothing into the cache: pass the cache (and the layer's number) on "
+    "to every block."
 )
 OFFSET_HINT = (
     "position ids not offset by the cache: the new tokens come after the cache.length cached "
-    "ones, so pos = torch.arange(cache.length, cache.length + T), not torch.arange(T). "
-    "(Without a cache, start at 0.)"
+    "ones, so their positions start at cache.length, not at 0. (Without a cache, they start "
+    "at 0.)"
 )
 NO_POSITIONS_HINT = (
-    "the position embedding is missing: x = self.wte(idx) + self.wpe(pos), with "
-    "pos = 0 .. T-1 (offset by the cache length under a cache)."
+    "the position embedding is missing: each token's vector is its token's embedding plus "
+    "its position's (wpe), positions offset by the cache's length under a cache."
 )
-NO_LN_F_HINT = "normalise before the head: logits = self.head(self.ln_f(x))."
+NO_LN_F_HINT = (
+    "the final LayerNorm is missing: the head reads the last block's output normalised by "
+    "ln_f, not the raw output."
+)
 TRANSFORMER_HINT = (
-    "pos = arange(start, start + T) with start = cache.length (0 without a cache); "
-    "x = self.drop(self.wte(idx) + self.wpe(pos)); x = block(x, cache, layer) for each "
-    "block; cache.advance(T) if there is a cache; return self.head(self.ln_f(x))."
+    "go through your forward step by step: positions start at the cache's length (0 without "
+    "one); token plus position embeddings, then dropout; every block gets the cache and its "
+    "own layer number; the cache moves on once, after the last block; the head reads the "
+    "final LayerNorm's output."
 )
 EMBED_DROPOUT_HINT = (
-    "apply self.drop (nn.Dropout(config.dropout)) to the embeddings, wte(idx) + wpe(pos): "
-    "in train() mode, with every block in eval() mode, the logits should change from call "
-    "to call when config.dropout > 0."
+    "dropout on the embeddings is missing: the sum of the token and position embeddings "
+    "goes through self.drop. In train() mode, with every block in eval() mode, the logits "
+    "should change from call to call when config.dropout > 0."
 )
 
 
