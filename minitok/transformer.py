@@ -354,7 +354,7 @@ class Transformer(TransformerBase):
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.config = validate.instance(config, "config", TransformerConfig)
+        self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token id -> vector
         self.wpe = nn.Embedding(config.block_size, config.n_embd)  # position -> vector
         self.drop = nn.Dropout(config.dropout)
@@ -410,11 +410,12 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int,
     for _ in range(max_new_tokens):
         logits = model(step_input, cache) if use_cache else model(tokens)  # (B, T_in, V)
         next_token = pick(logits[:, -1, :])  # (B,)
-        if not isinstance(next_token, torch.Tensor) or next_token.shape != (B,):
-            got = tuple(next_token.shape) if isinstance(next_token, torch.Tensor) else next_token
-            raise ValueError(f"pick must return a ({B},) tensor, got {got!r}"[:200])
-        # float ids would be truncated by the cast below; ids beyond V returned at the end
-        validate.index_tensor(next_token, "the ids pick returned", model.config.vocab_size)
+        if (not isinstance(next_token, torch.Tensor) or next_token.shape != (B,)
+                or next_token.is_floating_point()):
+            got = (f"{next_token.dtype} {tuple(next_token.shape)}"
+                   if isinstance(next_token, torch.Tensor) else repr(next_token))
+            raise ValueError(f"pick must return ({B},) integer ids, got {got}"[:200])
         step_input = next_token.to(prompt.dtype)[:, None]  # (B, 1)
         tokens = torch.cat([tokens, step_input], dim=1)  # (B, T + 1)
-    return tokens
+    # the model read every id but the last: check them all once, at the end
+    return validate.index_tensor(tokens, "the ids pick returned", model.config.vocab_size)

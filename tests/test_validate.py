@@ -444,7 +444,6 @@ BAD_CALLS = [  # (argument the message must name, call)
     # transformer
     ("T_k", lambda: transformer.causal_mask(1, True)),
     ("T_k", lambda: transformer.causal_mask(2, 2.5)),
-    ("config", lambda: transformer.Transformer({"vocab_size": 4})),
     ("config", lambda: transformer.count_parameters({"vocab_size": 4})),
     ("cache", lambda: GPT(torch.tensor([[1]]), cache="x")),
     ("dtype", lambda: transformer.KVCache(1, 1, 1, 4, 4, dtype=torch.long)),
