@@ -84,9 +84,13 @@ def same_logits(mine: nn.Module, reference: nn.Module, seed: int = 0) -> float:
 
 
 def yours(reference: nn.Module, lesson: str = "04", name: str = "Transformer",
-          folder: str | Path = ".", atol: float = 1e-4) -> nn.Module:
+          folder: str | Path = ".", atol: float = 1e-4,
+          weights: str = "the shipped weights") -> nn.Module:
     """Your class `name` from lesson `lesson`, holding `reference`'s weights, in eval mode;
-    `reference` itself, with the reason printed, when yours cannot stand in for it."""
+    `reference` itself, with the reason printed, when yours cannot stand in for it.
+
+    `weights` says in the printed line what `reference` holds (a freshly initialised model,
+    which yours then trains, is "minitok's initial weights")."""
     path = others = None
     try:
         path, others = find_notebook(lesson, folder)
@@ -105,7 +109,7 @@ def yours(reference: nn.Module, lesson: str = "04", name: str = "Transformer",
               f"{_also(others)}")
         return reference
     how = "with and without the KV cache" if reference.config.causal else "bidirectional"
-    print(f"your {name} from lesson {lesson}, with the shipped weights: the same logits as "
+    print(f"your {name} from lesson {lesson}, with {weights}: the same logits as "
           f"minitok's (largest difference {max(g for g in gaps if g is not None):.1e}, {how})")
     if others:
         print(f"(read {path.name}{_also(others)})")
