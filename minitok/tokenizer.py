@@ -309,7 +309,7 @@ def fit_tokenizer(
     model: VQTokenizer,
     images: Tensor,
     train: TrainConfig,
-    step_fn: Callable = tokenizer_step,
+    step_fn: Callable,
     disc: nn.Module | None = None,
     progress: bool = False,
 ) -> dict[str, list[float]]:
