@@ -21,16 +21,17 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from minitok import validate
+from minitok.course import reproducible
 from minitok.data import load_digits
-from minitok.training import train_loop
+from minitok.training import lr_scale
 from minitok.vq import VectorQuantizer, VQOutput
 from minitok.vqgan import (
     ADAPTIVE_MAX,
     PatchDiscriminator,
     adaptive_weight,
-    disc_factor,
     generator_loss,
     hinge_d_loss,
 )
@@ -304,6 +305,49 @@ def tokenizer_step(
     return stats
 
 
+def fit_tokenizer(
+    model: VQTokenizer,
+    images: Tensor,
+    train: TrainConfig,
+    step_fn: Callable,
+    disc: nn.Module | None = None,
+    progress: bool = False,
+) -> dict[str, list[float]]:
+    """The training loop: train.steps calls of `step_fn` on random batches of `images`.
+
+    One Adam for the whole run (its moments carry over from step to step), its learning rate
+    set before every step to train.lr * lr_scale(step, train.steps) (a short warm-up, then a
+    cosine decay to 10%). The batches are train.batch_size rows drawn with torch.randint from
+    a generator seeded with train.seed, one batch per step: the same call trains the same
+    model. With a discriminator `disc` the step is the VQ-GAN's from step train.disc_start
+    on (D's Adam: lr train.disc_lr, betas (0.5, 0.9) as taming's, constant); before it the
+    plain step, logged with g_loss, d_loss and lambda at 0.0. Returns each value the step
+    returned, one list per name; leaves the model in eval mode.
+    """
+    generator = torch.Generator().manual_seed(train.seed)  # the batches, and nothing else
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
+    if disc is not None:  # the discriminator keeps a constant learning rate
+        d_optimizer = torch.optim.Adam(disc.parameters(), lr=train.disc_lr, betas=(0.5, 0.9))
+    model.train()
+    history = {}
+    for step in tqdm(range(train.steps), desc="tokenizer", disable=not progress):
+        for group in optimizer.param_groups:
+            group["lr"] = train.lr * lr_scale(step, train.steps)
+        rows = torch.randint(0, images.shape[0], (train.batch_size,), generator=generator)
+        batch = images[rows.to(images.device)]  # (B, C, S, S)
+        if disc is not None and step >= train.disc_start:  # the VQ-GAN's step
+            stats = step_fn(model, batch, optimizer, disc, d_optimizer, train.disc_weight,
+                            train.max_weight)
+        else:
+            stats = step_fn(model, batch, optimizer)
+            if disc is not None:  # the adversarial terms are off before disc_start
+                stats = {**stats, "g_loss": 0.0, "d_loss": 0.0, "lambda": 0.0}
+        for name, value in stats.items():
+            history.setdefault(name, []).append(value)
+    model.eval()
+    return history
+
+
 def train_tokenizer(
     config: TokenizerConfig | None = None,
     train: TrainConfig | None = None,
@@ -312,16 +356,17 @@ def train_tokenizer(
     progress: bool = True,
     quantizer: nn.Module | None = None,
     step_fn: Callable | None = None,
+    loop: Callable = fit_tokenizer,
 ) -> tuple[VQTokenizer, dict[str, list[float]]]:
     """Train a tokenizer from scratch; returns (tokenizer in eval mode, history of the losses).
 
-    Each step is `tokenizer_step` (or `step_fn`, a function with its signature: Lesson 03
-    passes the learner's) on a random batch; with `train.gan`, the discriminator joins from
-    step `disc_start` on. images default to the training digits at the config's size.
-    Everything random (initial weights, batches) follows `train.seed`, and
-    `training.train_loop` runs it under `course.reproducible()` (deterministic kernels, one
-    CPU thread): the same call gives the same tokenizer on the same CPU. `quantizer` swaps in
-    another module that maps z to a VQOutput (the benchmark compares with
+    It builds the model (and with `train.gan` the discriminator) from `train.seed`, then
+    hands them to `loop` (`fit_tokenizer`, or a learner's loop with its signature: Lesson 03
+    passes the learner's), whose every step is `tokenizer_step` (or `step_fn`, a function
+    with its signature) on a random batch. images default to the training digits at the
+    config's size. The loop runs under `course.reproducible()` (deterministic kernels, one
+    CPU thread): the same call gives the same tokenizer on the same CPU. `quantizer` swaps
+    in another module that maps z to a VQOutput (the benchmark compares with
     vector-quantize-pytorch's).
 
     history: per step "rec" (MSE), "vq" (VQ loss), "usage" (fraction of codes in the
@@ -333,25 +378,15 @@ def train_tokenizer(
     step_fn = tokenizer_step if step_fn is None else step_fn
     images = load_digits("train", size=config.image_size)[0] if images is None else images
     torch.manual_seed(train.seed)  # initial weights
-    generator = torch.Generator().manual_seed(train.seed)  # batches
     model = VQTokenizer(config)
     if quantizer is not None:
         model.quantizer = quantizer
-    model.to(device).train()
+    model.to(device)
     model._check_images(images)
-    images = images.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
-    if train.gan:  # the discriminator keeps a constant learning rate
+    disc = None
+    if train.gan:
         disc = PatchDiscriminator(config.in_channels, train.disc_channels).to(device)
-        d_optimizer = torch.optim.Adam(disc.parameters(), lr=train.disc_lr, betas=(0.5, 0.9))
-
-    def one_step(step: int) -> dict[str, float]:
-        rows = torch.randint(0, images.shape[0], (train.batch_size,), generator=generator)
-        x = images[rows.to(device)]  # (B, C, S, S)
-        if not (train.gan and disc_factor(step, train.disc_start) > 0):
-            stats = step_fn(model, x, optimizer)
-            return {**stats, "g_loss": 0.0, "d_loss": 0.0, "lambda": 0.0} if train.gan else stats
-        return step_fn(model, x, optimizer, disc, d_optimizer, train.disc_weight, train.max_weight)
-
-    history = train_loop(one_step, train.steps, [optimizer], desc="tokenizer", progress=progress)
+    with reproducible():
+        history = loop(model, images.to(device), train, step_fn=step_fn, disc=disc,
+                       progress=progress)
     return model.eval(), history

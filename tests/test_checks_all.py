@@ -14,7 +14,7 @@ import pytest
 import torch
 from checking import verdict
 
-from minitok import anytoany, diffusion, quantize, vocab, vqgan
+from minitok import anytoany, diffusion, quantize, tokenizer, vocab, vqgan
 from minitok.checks import (
     exercises_in,
     lesson01,
@@ -36,7 +36,8 @@ EXERCISES = {
     lesson01: ["squared_distances", "nearest_code", "quantize_feature_map", "codebook_usage",
                "perplexity", "kmeans_step", "kmeans"],
     lesson02: ["straight_through", "vq_loss", "ema_update", "VectorQuantizer", "fsq_quantize"],
-    lesson03: ["tokens_to_image", "hinge_d_loss", "adaptive_weight", "tokenizer_step"],
+    lesson03: ["tokens_to_image", "hinge_d_loss", "adaptive_weight", "tokenizer_step",
+               "fit_tokenizer"],
     lesson04: ["attention", "causal_mask", "split_heads", "merge_heads", "SelfAttention", "Block",
                "Transformer"],
     lesson05: ["make_sequences", "prior_loss", "prior_batch_loss", "fit", "top_k_filter",
@@ -144,6 +145,13 @@ def _rolled_tokens(z, codebook):
     return quantized, (indices + 1) % codebook.shape[0]
 
 
+def _nudged_loop(model, images, train, step_fn, disc=None, progress=False):
+    history = tokenizer.fit_tokenizer(model, images, train, step_fn, disc, progress)
+    with torch.no_grad():
+        model.decoder.conv_out.bias.add_(0.01)  # right calls, right history, other weights
+    return history
+
+
 def _last_target_dropped(seqs, starts, v):
     inputs, targets = anytoany.masked_targets(seqs, starts, v)
     return inputs, targets.index_fill(1, torch.tensor([targets.shape[1] - 1]), -100)
@@ -171,6 +179,7 @@ GARBLED = [
                                                                      max_weight) * 0.9,
      "||grad_W L_rec|| / (||grad_W L_G|| + 1e-4), clamped to [0, max_weight], "
      "with W = decoder.conv_out.weight."),
+    (lesson03, "fit_tokenizer", _nudged_loop, lesson03.LOOP_GENERAL),
     (lesson07, "build_sequence", lambda parts, v: vocab.build_sequence(parts, v).flip(0),
      "text becomes vocab.encode_text(text); the document ends with vocab.eot."),
     (lesson07, "masked_targets", _last_target_dropped, lesson07.TARGETS_HINT),

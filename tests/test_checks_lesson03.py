@@ -6,10 +6,12 @@ the RNG and thread count alone) is tested once for all lessons in tests/test_che
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
-from checking import assert_fails_with, assert_passes
+from checking import assert_each_hint_is_its_own, assert_fails_with, assert_passes
 
 from minitok.checks import lesson03 as check
 
@@ -283,6 +285,146 @@ def test_tokenizer_step_passes_correct_variants():
 
     assert_passes(check.tokenizer_step, variant)
     assert_passes(check.tokenizer_step, _step)
+
+
+# --------------------------------------------------------------------------- fit_tokenizer
+
+
+def _loop(model, images, train, step_fn=None, disc=None, progress=False, *, mistake=None):
+    """A learner's loop, written out, with one classic `mistake` switched on."""
+    from minitok.tokenizer import tokenizer_step
+    from minitok.training import lr_scale
+
+    step_fn = tokenizer_step if step_fn is None or mistake == "not called" else step_fn
+    seed = 0 if mistake == "seed 0" else train.seed
+    generator = torch.Generator().manual_seed(seed)
+    optimizer_class = torch.optim.AdamW if mistake == "AdamW" else torch.optim.Adam
+    optimizer = optimizer_class(model.parameters(), lr=train.lr)
+    if disc is not None:
+        betas = (0.9, 0.999) if mistake == "D betas" else (0.5, 0.9)
+        d_optimizer = torch.optim.Adam(disc.parameters(), lr=train.disc_lr, betas=betas)
+    if mistake != "no train()":
+        model.train()
+    history = {}
+    for step in range(train.steps):
+        if mistake == "new optimizer":
+            optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
+        scale = {"constant lr": 1.0, "lr ahead": lr_scale(step + 1, train.steps),
+                 "lr after": lr_scale(step - 1, train.steps) if step else 1.0}
+        for group in optimizer.param_groups:
+            group["lr"] = train.lr * scale.get(mistake, lr_scale(step, train.steps))
+        size = 2 if mistake == "batch size" else train.batch_size
+        rows = (torch.randint(0, len(images), (size,)) if mistake == "global RNG"
+                else torch.randint(0, len(images), (size,), generator=generator))
+        batch = images[rows]
+        start = {"late gate": train.disc_start + 1, "no gate": 0}.get(mistake, train.disc_start)
+        if disc is not None and step >= start:
+            weights = ((1.0, 1e4) if mistake == "weights dropped"
+                       else (train.disc_weight, train.max_weight))
+            stats = step_fn(model, batch, optimizer, disc, d_optimizer, *weights)
+        else:
+            stats = step_fn(model, batch, optimizer)
+            if disc is not None and mistake != "no zeros":
+                stats = {**stats, "g_loss": 0.0, "d_loss": 0.0, "lambda": 0.0}
+        for name, value in stats.items():
+            history.setdefault(name, []).append(value)
+    if mistake != "no eval()":
+        model.eval()
+    return list(history["rec"]) if mistake == "a list" else history
+
+
+LOOP_MISTAKES = {
+    "not called": "call the step you are given",
+    "global RNG": "global random state",
+    "seed 0": "seed the batches' generator with train.seed",
+    "batch size": "a batch is train.batch_size rows",
+    "constant lr": "stayed at train.lr",
+    "lr ahead": "one step ahead",
+    "lr after": "set after the step",
+    "new optimizer": "a new optimizer was built during the run",
+    "AdamW": "Adam's default betas",
+    "no train()": "model.train() before the loop",
+    "no eval()": "model.eval() after the loop",
+    "late gate": "one step late",
+    "no gate": "before it, call the plain step",
+    "D betas": "betas=(0.5, 0.9)), taming's",
+    "weights dropped": "pass the run's weights on",
+    "no zeros": "log 'g_loss', 'd_loss' and 'lambda' as 0.0",
+    "a list": "return a dict",
+}
+
+
+@pytest.mark.parametrize("mistake", list(LOOP_MISTAKES))
+def test_fit_tokenizer_catches(mistake):
+    def wrong(*args, **kwargs):
+        return _loop(*args, **kwargs, mistake=mistake)
+
+    assert_fails_with(check.fit_tokenizer, wrong, LOOP_MISTAKES[mistake])
+
+
+def test_fit_tokenizer_names_each_mistake_with_its_own_hint():
+    rows = [(functools.partial(_loop, mistake=mistake), (words,))
+            for mistake, words in LOOP_MISTAKES.items()]
+    assert_each_hint_is_its_own(check.fit_tokenizer, rows)
+
+
+def test_fit_tokenizer_passes_correct_variants():
+    from minitok.training import lr_scale
+    from minitok.vqgan import disc_factor
+
+    def variant(model, images, train, step_fn, disc=None, progress=False):
+        # torch's LambdaLR for the schedule, D's optimizer built when it joins, taming's gate
+        generator = torch.Generator().manual_seed(train.seed)
+        optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_scale(step, train.steps))
+        d_optimizer, history = None, {"rec": [], "vq": [], "usage": [], "perplexity": []}
+        if disc is not None:
+            history.update(g_loss=[], d_loss=[], **{"lambda": []})
+        model.train()
+        for step in range(train.steps):
+            batch = images[torch.randint(0, images.shape[0], (train.batch_size,),
+                                         generator=generator)]
+            if disc is not None and disc_factor(step, train.disc_start) > 0:
+                if d_optimizer is None:
+                    d_optimizer = torch.optim.Adam(disc.parameters(), lr=train.disc_lr,
+                                                   betas=(0.5, 0.9))
+                stats = step_fn(model, batch, optimizer, disc, d_optimizer,
+                                disc_weight=train.disc_weight, max_weight=train.max_weight)
+            else:
+                stats = dict.fromkeys(history, 0.0) | step_fn(model, batch, optimizer)
+            for name in history:
+                history[name].append(stats[name])
+            schedule.step()
+        model.eval()
+        return history
+
+    assert_passes(check.fit_tokenizer, variant)
+    assert_passes(check.fit_tokenizer, _loop)
+
+
+def test_fit_tokenizer_is_the_loop_train_tokenizer_runs():
+    """The package's train_tokenizer hands its model to the loop it is given (Lesson 03
+    passes the learner's), and the exercise's reference is that loop."""
+    from minitok.tokenizer import TokenizerConfig, TrainConfig, fit_tokenizer, train_tokenizer
+
+    seen = []
+
+    def loop(model, images, train, step_fn, disc=None, progress=False):
+        seen.append((type(model).__name__, tuple(images.shape), train.steps, disc is None))
+        return fit_tokenizer(model, images, train, step_fn, disc, progress)
+
+    images = torch.rand(10, 1, 8, 8) * 2 - 1
+    config = TokenizerConfig(image_size=8, channels=8, num_codes=8)
+    mine, history = train_tokenizer(config, TrainConfig(steps=3, batch_size=4), images,
+                                    progress=False, loop=loop)
+    ref, ref_history = train_tokenizer(config, TrainConfig(steps=3, batch_size=4), images,
+                                       progress=False)
+    assert seen == [("VQTokenizer", (10, 1, 8, 8), 3, True)]
+    assert history == ref_history and not mine.training
+    assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(),
+                                                 ref.state_dict().values(), strict=True))
+    assert check.fit_tokenizer.reference is fit_tokenizer
 
 
 # --------------------------------------------------------------------------- hints

@@ -1,5 +1,5 @@
-"""Checks for Lesson 03: decoding a token grid, the hinge loss, the adaptive weight, and the
-tokenizer's training step that uses them.
+"""Checks for Lesson 03: decoding a token grid, the hinge loss, the adaptive weight, the
+tokenizer's training step that uses them, and the training loop around the step.
 
 Each check runs the learner's function on small seeded cases (a tiny minitok Decoder with
 weights drawn from the check's own generator). When the answer is wrong, the check first
@@ -8,10 +8,14 @@ compares it with what each classic mistake would give, so the hint names that mi
 relu, gradients taken at the wrong layer (or the last bias), no epsilon, no clamp,
 no detach, `.backward()` leaving gradients behind, a freed graph; in the training step a
 missing zero_grad, a missing VQ loss, the generator term's sign, a discriminator loss that
-reaches the tokenizer, the two updates in the wrong order.
+reaches the tokenizer, the two updates in the wrong order; in the loop a step never called,
+batches from the global random state or another seed, no schedule (or one step off), a new
+optimizer every step, the discriminator one step late, D's optimizer not taming's, a history
+without the zeros before disc_start, the model left in train mode.
 
-adaptive_weight's inputs are losses whose graphs reach a decoder's weight, and
-tokenizer_step's are a model with its optimisers: their checks build them next to the
+adaptive_weight's inputs are losses whose graphs reach a decoder's weight, tokenizer_step's
+are a model with its optimisers, and fit_tokenizer's a model and a step to repeat (a spy that
+records what each step is given): their checks build them next to the
 learner's function with a probe (checks.probe) from plain data (state dicts, tensors), so the
 same check runs in a notebook and in `minitok grade`.
 """
@@ -35,8 +39,9 @@ from minitok.checks import (
     probe,
 )
 from minitok.checks._core import show_hint
-from minitok.tokenizer import Decoder, TokenizerConfig, VQTokenizer
+from minitok.tokenizer import Decoder, TokenizerConfig, TrainConfig, VQTokenizer
 from minitok.tokenizer import tokens_to_image as reference_tokens_to_image
+from minitok.training import lr_scale
 from minitok.vqgan import ADAPTIVE_MAX, PatchDiscriminator, generator_loss
 
 
@@ -695,6 +700,342 @@ def tokenizer_step(fn):
                 "with a discriminator and max_weight below lambda")
     return ("losses, weights and .grad after one step, with stale gradients; with a "
             "discriminator, disc_weight and max_weight")
+
+
+# --------------------------------------------------------------------------- fit_tokenizer
+
+LOOP_HINTS = (
+    "A training loop is the step, repeated. Build what lasts the whole run once: the "
+    "optimizers (Adam keeps a running average of every gradient, which a new optimizer would "
+    "forget) and the generator the batches come from. Then, for every step: set the "
+    "learning rate, draw a batch, call the step you were given, keep what it returns. The "
+    "discriminator joins at disc_start. The same call must train the same model, so every "
+    "random draw of the loop comes from a generator seeded with train.seed.",
+    "torch.Generator().manual_seed(train.seed) makes the batches' generator; "
+    "torch.randint(0, N, (train.batch_size,), generator=...) draws a batch's rows. The "
+    "tokenizer's optimizer is torch.optim.Adam(model.parameters(), lr=train.lr); before each "
+    "step every one of its param_groups gets 'lr' = train.lr * lr_scale(step, train.steps). "
+    "D's is Adam(disc.parameters(), lr=train.disc_lr, betas=(0.5, 0.9)). From step >= "
+    "train.disc_start: step_fn(model, batch, optimizer, disc, d_optimizer, "
+    "train.disc_weight, train.max_weight); before it step_fn(model, batch, optimizer), with "
+    "'g_loss', 'd_loss' and 'lambda' added as 0.0. history.setdefault(name, []).append(v).",
+    "generator = ...                          # seeded with train.seed: the batches\n"
+    "optimizer = torch.optim.Adam(____, lr=train.lr)\n"
+    "if disc is not None:\n"
+    "    d_optimizer = ...                    # its own Adam, taming's betas\n"
+    "model.train()\n"
+    "history = {}\n"
+    "for step in range(train.steps):\n"
+    "    for group in optimizer.param_groups:\n"
+    "        group[\"lr\"] = ____               # the schedule at this step\n"
+    "    rows = ____                          # (B,) row numbers, from your generator\n"
+    "    batch = images[rows]\n"
+    "    if ____:                             # the VQ-GAN's step?\n"
+    "        stats = step_fn(model, batch, optimizer, ____)\n"
+    "    else:\n"
+    "        stats = ...                      # the plain step (with disc: zeros logged)\n"
+    "    ...                                  # one value per name and step in history\n"
+    "model.eval()\n"
+    "return history",
+)
+
+LOOP_GENERAL = (
+    "one Adam over model.parameters() for the whole run; before step s every group's lr = "
+    "train.lr * lr_scale(s, train.steps); a batch of train.batch_size rows from "
+    "torch.randint with a generator seeded with train.seed; step_fn on it (the VQ-GAN step "
+    "from step train.disc_start on); each returned value appended to history[name]."
+)
+NOT_CALLED = (
+    "call the step you are given, step_fn(model, batch, optimizer, ...), once per step: the "
+    "loop must train with whatever step it is handed (Lesson 03 hands it yours), not call "
+    "tokenizer_step by name."
+)
+STEPS_COUNT = "train.steps steps, one call of step_fn each: for step in range(train.steps)."
+WRONG_MODEL = "call step_fn with the model you were given, not a copy or a new one."
+TRAIN_MODE = (
+    "the model was in eval mode during training: call model.train() before the loop (the "
+    "quantizer updates its codebook statistics only in train mode), and model.eval() after."
+)
+EVAL_AT_END = "return the trained model in eval mode: model.eval() after the loop."
+ADAM = (
+    "the tokenizer's optimizer is torch.optim.Adam(model.parameters(), lr=train.lr) (Adam's "
+    "default betas), over every parameter of the model."
+)
+ONE_OPTIMIZER = (
+    "a new optimizer was built during the run: build each optimizer once, before the loop. "
+    "Adam keeps a running average of every gradient and of its square, and a new optimizer "
+    "starts them from zero again."
+)
+GLOBAL_RNG = (
+    "your batches depend on the global random state (torch.randint without generator=): "
+    "draw them from your own torch.Generator().manual_seed(train.seed), so that the same "
+    "call gives the same batches, and so the same model, whatever ran before it."
+)
+SEED = "seed the batches' generator with train.seed: torch.Generator().manual_seed(train.seed)."
+BATCH_SIZE = "a batch is train.batch_size rows of images: torch.randint(0, N, (train.batch_size,), ...)."
+BATCHES = (
+    "the batches differ from the reference's: per step, before the step, rows = "
+    "torch.randint(0, len(images), (train.batch_size,), generator=generator) with one "
+    "generator seeded with train.seed for the whole run, nothing else drawn from it, and "
+    "batch = images[rows]."
+)
+NO_SCHEDULE = (
+    "the learning rate stayed at train.lr: set it before every step to train.lr * "
+    "lr_scale(step, train.steps), the warm-up then cosine of Lesson 05, in every param_group."
+)
+SCHEDULE_SHIFTED = (
+    "the schedule is one step ahead: step s (counting from 0) uses lr_scale(s, train.steps), "
+    "not lr_scale(s + 1, ...)."
+)
+SCHEDULE_LATE = (
+    "the learning rate was set after the step: set it before calling step_fn, so that step s "
+    "runs at train.lr * lr_scale(s, train.steps)."
+)
+SCHEDULE = "step s runs at train.lr * lr_scale(s, train.steps), set in every group before the step."
+GATE_NEVER = (
+    "the discriminator never joined: from step train.disc_start on, call step_fn(model, batch, "
+    "optimizer, disc, d_optimizer, train.disc_weight, train.max_weight)."
+)
+GATE_LATE = (
+    "the discriminator joined one step late: the adversarial step starts *at* "
+    "train.disc_start (step >= train.disc_start), as taming's adopt_weight."
+)
+GATE_EARLY = (
+    "the discriminator joined before train.disc_start: before it, call the plain step "
+    "step_fn(model, batch, optimizer) and log g_loss, d_loss and lambda as 0.0."
+)
+D_OPTIMIZER = (
+    "the discriminator's optimizer is torch.optim.Adam(disc.parameters(), lr=train.disc_lr, "
+    "betas=(0.5, 0.9)), taming's, built once; its learning rate is not scheduled."
+)
+D_ARGUMENTS = (
+    "pass the run's weights on to the VQ-GAN's step: step_fn(model, batch, optimizer, disc, "
+    "d_optimizer, train.disc_weight, train.max_weight)."
+)
+HISTORY = (
+    "return a dict: for every name the step returns, the list of its values, one per step "
+    "(history.setdefault(name, []).append(value))."
+)
+HISTORY_ZEROS = (
+    "every list of the history holds train.steps values: with a discriminator, the steps "
+    "before disc_start log 'g_loss', 'd_loss' and 'lambda' as 0.0."
+)
+
+# 6 steps of batch 4 from 11 images of the tiny tokenizer above: a warm-up of one step, then
+# the cosine; with a discriminator from step 3 on. Adam at 0.02, D's at 0.01.
+_LOOP_TRAIN = {"steps": 6, "batch_size": 4, "lr": 0.02, "seed": 5, "disc_start": 3,
+               "disc_weight": 0.7, "max_weight": ADAPTIVE_MAX, "disc_lr": 0.01,
+               "disc_channels": 8}
+
+
+def _loop_case(g: torch.Generator, gan: bool) -> dict:
+    """A case as plain data: the tiny tokenizer's (and D's) weights, images, the config."""
+    case = _step_case(g, gan)
+    return {"model": case["model"], "disc": case["disc"],
+            "images": torch.rand(11, 1, 8, 8, generator=g) * 2 - 1,  # (N, 1, S, S)
+            "train": {**_LOOP_TRAIN, "gan": gan}, "global_seed": 0}
+
+
+def _index_of(item, seen: list) -> int:
+    """Which of the objects seen so far `item` is (appended if new)."""
+    for i, known in enumerate(seen):
+        if known is item:
+            return i
+    seen.append(item)
+    return len(seen) - 1
+
+
+def _loop_probe(fn, case: dict) -> dict:
+    """Runs where the learner's loop lives (checks.probe): builds the tiny tokenizer (in
+    eval mode: the loop must switch it) and D, calls fn with a spy as step_fn that records
+    what each step is given and runs minitok's tokenizer_step, and returns plain data."""
+    with torch.random.fork_rng():
+        torch.manual_seed(case["global_seed"])  # the loop must not depend on it
+        model = VQTokenizer(TokenizerConfig(**_STEP_CONFIG))
+        model.load_state_dict(case["model"])
+        model.eval()
+        disc = None
+        if case["disc"] is not None:
+            disc = PatchDiscriminator(1, 8)
+            disc.load_state_dict(case["disc"])
+        images = case["images"].clone()
+        parameters = {id(p) for p in model.parameters()}
+        calls, optimizers, d_optimizers = [], [], []
+
+        def spy(model_, batch, optimizer, disc_=None, d_optimizer=None,
+                disc_weight=1.0, max_weight=ADAPTIVE_MAX):
+            held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            call = {"batch": batch.detach().clone(), "model": model_ is model,
+                    "training": bool(model_.training), "optimizer": type(optimizer).__name__,
+                    "optimizer_index": _index_of(optimizer, optimizers),
+                    "all_parameters": held == parameters,
+                    "lr": [float(group["lr"]) for group in optimizer.param_groups],
+                    "gan": disc_ is not None}
+            if disc_ is not None:
+                d_group = d_optimizer.param_groups[0]
+                call.update(d_optimizer=type(d_optimizer).__name__,
+                            d_index=_index_of(d_optimizer, d_optimizers),
+                            d_lr=float(d_group["lr"]),
+                            d_betas=[float(b) for b in d_group.get("betas", (0.0, 0.0))],
+                            disc=disc_ is disc, disc_weight=float(disc_weight),
+                            max_weight=float(max_weight))
+            calls.append(call)
+            return tok.tokenizer_step(model_, batch, optimizer, disc_, d_optimizer,
+                                      disc_weight, max_weight)
+
+        history = fn(model, images, TrainConfig(**case["train"]), step_fn=spy, disc=disc,
+                     progress=False)
+    return {
+        "calls": calls, "history": _plain_history(history),
+        "history_type": type(history).__name__,
+        "model": {n: p.detach().clone() for n, p in model.named_parameters()},
+        "disc": {} if disc is None else {n: p.detach().clone()
+                                         for n, p in disc.named_parameters()},
+        "training": model.training, "images": images,
+    }
+
+
+def _plain_history(history) -> dict | None:
+    """The history as {name: [floats]}, a name None where its values are not numbers."""
+    if not isinstance(history, dict):
+        return None
+    plain = {}
+    for name, values in history.items():
+        try:
+            plain[str(name)] = [float(v) for v in values]
+        except (TypeError, ValueError, RuntimeError):
+            plain[str(name)] = None
+    return plain
+
+
+def _batches_of(case: dict, seed: int, batch_size: int) -> list[torch.Tensor]:
+    """The batches a loop seeded with `seed` would draw."""
+    generator = torch.Generator().manual_seed(seed)
+    n = case["images"].shape[0]
+    return [case["images"][torch.randint(0, n, (batch_size,), generator=generator)]
+            for _ in range(case["train"]["steps"])]
+
+
+def _same_batches(calls: list, batches: list) -> bool:
+    return all(torch.equal(call["batch"], batch) for call, batch in zip(calls, batches,
+                                                                        strict=True))
+
+
+def _judge_batches(fn, case: dict, got: dict, expected: dict, what: str) -> None:
+    calls, train = got["calls"], case["train"]
+    if _same_batches(calls, [call["batch"] for call in expected["calls"]]):
+        return
+    expect(all(call["batch"].shape[0] == train["batch_size"] for call in calls),
+           f"{what}: batches of {sorted({c['batch'].shape[0] for c in calls})} rows, "
+           f"expected train.batch_size = {train['batch_size']}", hint=BATCH_SIZE)
+    again = probe(_loop_probe, fn, {**case, "global_seed": 1})["calls"]
+    expect(_same_batches(calls, [call["batch"] for call in again]),
+           f"{what}: other batches when the global random state differs", hint=GLOBAL_RNG)
+    for seed in (0, train["seed"] + 1):
+        expect(not _same_batches(calls, _batches_of(case, seed, train["batch_size"])),
+               f"{what}: the batches of a generator seeded with {seed}, not train.seed = "
+               f"{train['seed']}", hint=SEED)
+    raise CheckFailed(f"{what}: the batches differ from the reference's", BATCHES)
+
+
+def _judge_schedule(calls: list, train: dict, what: str) -> None:
+    lrs = [call["lr"] for call in calls]
+    steps, peak = train["steps"], train["lr"]
+
+    def same(values):
+        return all(len(lr) > 0 and all(abs(x - v) <= 1e-9 + 1e-6 * v for x in lr)
+                   for lr, v in zip(lrs, values, strict=True))
+
+    if same([peak * lr_scale(s, steps) for s in range(steps)]):
+        return
+    expect(not same([peak] * steps), f"{what}: the learning rate stayed at train.lr",
+           hint=NO_SCHEDULE)
+    expect(not same([peak * lr_scale(s + 1, steps) for s in range(steps)]),
+           f"{what}: step s ran at lr_scale(s + 1)", hint=SCHEDULE_SHIFTED)
+    expect(not same([peak] + [peak * lr_scale(s, steps) for s in range(steps - 1)]),
+           f"{what}: step s ran at lr_scale(s - 1)", hint=SCHEDULE_LATE)
+    raise CheckFailed(f"{what}: learning rates {[round(lr[0], 6) for lr in lrs]}", SCHEDULE)
+
+
+def _judge_gan(calls: list, train: dict, what: str) -> None:
+    joined = [s for s, call in enumerate(calls) if call["gan"]]
+    start, steps = train["disc_start"], train["steps"]
+    expect(joined or not train["gan"], f"{what}: step_fn never got the discriminator",
+           hint=GATE_NEVER)
+    expect(not joined or train["gan"], f"{what}: a discriminator appeared without one",
+           hint=GATE_EARLY)
+    if not joined:
+        return
+    expect(joined[0] != start + 1, f"{what}: the discriminator joined at step {joined[0]}, "
+           f"disc_start = {start}", hint=GATE_LATE)
+    expect(joined == list(range(start, steps)), f"{what}: the discriminator was given at "
+           f"steps {joined}, expected {start}..{steps - 1}", hint=GATE_EARLY)
+    gan_calls = [calls[s] for s in joined]
+    expect(all(c["disc"] for c in gan_calls), f"{what}: step_fn got another discriminator",
+           hint="pass the discriminator you were given (disc) to step_fn.")
+    expect(all(c["d_optimizer"] == "Adam" and abs(c["d_lr"] - train["disc_lr"]) <= 1e-12
+               and c["d_betas"] == [0.5, 0.9] for c in gan_calls),
+           f"{what}: D's optimizer is {gan_calls[0]['d_optimizer']}(lr={gan_calls[0]['d_lr']}"
+           f", betas={tuple(gan_calls[0]['d_betas'])})", hint=D_OPTIMIZER)
+    expect(max(c["d_index"] for c in gan_calls) == 0,
+           f"{what}: a new discriminator optimizer was built during the run", hint=ONE_OPTIMIZER)
+    expect(all(c["disc_weight"] == train["disc_weight"]
+               and c["max_weight"] == train["max_weight"] for c in gan_calls),
+           f"{what}: the VQ-GAN step got disc_weight={gan_calls[0]['disc_weight']}, "
+           f"max_weight={gan_calls[0]['max_weight']:g}", hint=D_ARGUMENTS)
+
+
+def _judge_loop(fn, case: dict, what: str) -> None:
+    expected = _loop_probe(tok.fit_tokenizer, case)
+    got = probe(_loop_probe, fn, case)
+    calls, train = got["calls"], case["train"]
+    expect(len(calls) > 0, f"{what}: step_fn was never called", hint=NOT_CALLED)
+    expect(len(calls) == train["steps"], f"{what}: step_fn was called {len(calls)} times for "
+           f"train.steps = {train['steps']}", hint=STEPS_COUNT)
+    expect(all(call["model"] for call in calls), f"{what}: step_fn got another model",
+           hint=WRONG_MODEL)
+    expect(all(call["training"] for call in calls), f"{what}: a step ran in eval mode",
+           hint=TRAIN_MODE)
+    expect({call["optimizer"] for call in calls} == {"Adam"} and
+           all(call["all_parameters"] for call in calls),
+           f"{what}: the tokenizer's optimizer is {calls[0]['optimizer']}", hint=ADAM)
+    expect(max(call["optimizer_index"] for call in calls) == 0,
+           f"{what}: a new optimizer was built during the run", hint=ONE_OPTIMIZER)
+    _judge_batches(fn, case, got, expected, what)
+    _judge_schedule(calls, train, what)
+    _judge_gan(calls, train, what)
+    history, want = got["history"], expected["history"]
+    expect(history is not None, f"{what}: returned {got['history_type']}, not a dict",
+           hint=HISTORY)
+    expect(sorted(history) == sorted(want),
+           f"{what}: history has the keys {sorted(history)}, expected {sorted(want)}",
+           hint=HISTORY)
+    for name, values in want.items():
+        expect(history[name] is not None and len(history[name]) == len(values),
+               f"{what}: history[{name!r}] should hold {len(values)} numbers, one per step",
+               hint=HISTORY_ZEROS)
+        expect_close(torch.tensor(history[name]), torch.tensor(values),
+                     f"{what}: history[{name!r}]", atol=1e-6, rtol=1e-5, hint=HISTORY)
+    expect(torch.equal(got["images"], case["images"]), f"{what}: the images were modified",
+           hint="do not change images in place: index a batch out of them.")
+    for part in ("model", "disc"):
+        for name in expected[part]:
+            expect_close(got[part][name], expected[part][name],
+                         f"{what}: the {part}'s {name} after {train['steps']} steps",
+                         atol=1e-6, rtol=1e-4, hint=LOOP_GENERAL)
+    expect(not got["training"], f"{what}: the model was left in train mode", hint=EVAL_AT_END)
+
+
+@exercise("fit_tokenizer", reference=tok.fit_tokenizer, hints=LOOP_HINTS)
+@_on_one_thread
+def fit_tokenizer(fn):
+    g = torch.Generator().manual_seed(4)
+    # 1. a VQ-VAE: 6 steps of batch 4, the schedule's warm-up and cosine.
+    _judge_loop(fn, _loop_case(g, gan=False), "without a discriminator")
+    # 2. a VQ-GAN: the discriminator from step 3 of 6, disc_weight 0.7.
+    _judge_loop(fn, _loop_case(g, gan=True), "with a discriminator from step 3")
+    return ("the batches, learning rates, optimizers and discriminator each step was given, "
+            "the history and the weights after 6 steps, with and without a discriminator")
 
 
 def hint(name: str, level: int | None = None) -> None:
