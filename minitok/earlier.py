@@ -21,6 +21,7 @@ back, so the lesson still runs; under MINITOK_STRICT (the solutions, in CI) it i
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import traceback
 from collections.abc import Callable
@@ -39,12 +40,21 @@ def find_notebook(lesson: str, folder: str | Path = ".") -> tuple[Path, list[Pat
     The lesson's own file name (`04_transformer.ipynb`: letters, digits and underscores)
     wins over copies (`04_transformer-Copy1.ipynb`, `04_transformer (1).ipynb`); among
     copies only, the most recently changed one."""
+    _check_lesson(lesson)
     found = sorted(Path(folder).glob(f"{lesson}_*.ipynb"))
     if not found:
         raise LookupError(f"no {lesson}_*.ipynb in {Path(folder).resolve()}")
     exact = [path for path in found if re.fullmatch(rf"{lesson}_\w+\.ipynb", path.name)]
     chosen = exact[0] if exact else max(found, key=lambda path: path.stat().st_mtime)
     return chosen, [path for path in found if path != chosen]
+
+
+def _check_lesson(lesson) -> str:
+    """A lesson's number as its notebooks begin: two digits, "04" (not a glob pattern)."""
+    if not (isinstance(lesson, str) and re.fullmatch(r"\d\d", lesson)):
+        raise ValueError(f"lesson must be two digits as the notebooks begin, e.g. '04', "
+                         f"got {lesson!r}")
+    return lesson
 
 
 def load_class(lesson: str, name: str, folder: str | Path = ".") -> type:
@@ -91,6 +101,10 @@ def yours(reference: nn.Module, lesson: str = "04", name: str = "Transformer",
 
     `weights` says in the printed line what `reference` holds (a freshly initialised model,
     which yours then trains, is "minitok's initial weights")."""
+    if not (isinstance(reference, nn.Module) and hasattr(reference, "config")):
+        raise TypeError(f"reference must be minitok's model (an nn.Module with a config), "
+                        f"got {type(reference).__name__}")
+    _check_lesson(lesson)
     path = others = None
     try:
         path, others = find_notebook(lesson, folder)
@@ -127,7 +141,13 @@ def passed(lesson: str, name: str, folder: str | Path = ".") -> Callable:
     """
     from minitok.checks import exercises_in, verdict  # the checks import the lesson modules
 
-    checks = exercises_in(importlib.import_module(f"minitok.checks.lesson{lesson}"))
+    module = f"minitok.checks.lesson{_check_lesson(lesson)}"
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"lesson: there is no lesson {lesson} with exercises")
+    checks = exercises_in(importlib.import_module(module))
+    if name not in checks:
+        raise ValueError(f"name: lesson {lesson} has no exercise {name!r} (it has "
+                         f"{', '.join(checks)})")
     path = others = None
     try:
         path, others = find_notebook(lesson, folder)

@@ -184,3 +184,16 @@ def test_a_wrong_function_is_refused_with_its_checks_words_and_a_wrong_helper_re
     assert mine.__wrapped__.__globals__["cfg_logits"] is prior.cfg_logits  # theirs failed
     assert passed("05", "cfg_logits", folder=tmp_path) is prior.cfg_logits
     assert "its check says" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("name", "call"), [
+    ("lesson", lambda: find_notebook("0?", ROOT / "solutions")),  # a glob would find lesson 04
+    ("lesson", lambda: find_notebook(4, ROOT / "solutions")),
+    ("lesson", lambda: passed("99", "fit")),
+    ("name", lambda: passed("05", "nope")),
+    ("reference", lambda: yours("x")),
+], ids=["glob", "int", "no-lesson", "no-exercise", "not-a-model"])
+def test_bad_arguments_are_refused_by_name_before_any_fallback(name, call, capsys):
+    with pytest.raises((ValueError, TypeError), match=rf"^{name}\b"):
+        call()
+    assert "using minitok's" not in capsys.readouterr().out
