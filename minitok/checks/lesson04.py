@@ -18,16 +18,8 @@ import math
 import torch
 
 from minitok import transformer
-from minitok.checks import (
-    CheckFailed,
-    exercise,
-    expect,
-    expect_close,
-    expect_equal,
-    expect_shape,
-    expect_tensor,
-)
-from minitok.checks._core import show_hint
+from minitok.checks import expect, expect_close, expect_equal, expect_shape, expect_tensor
+from minitok.checks._core import CheckFailed, exercise, show_hint
 
 # --------------------------------------------------------------------------- attention
 

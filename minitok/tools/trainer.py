@@ -473,11 +473,8 @@ def load_state(path: Path, s: TrainSettings, procs: Processes,
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no training state at {path} (a run writes one "
                                 f"every --checkpoint-every steps)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file: name the file
-        raise ValueError(f"--resume: {path} is not a readable training state "
-                         f"({type(err).__name__}: {str(err)[:200]})") from err
+    state = checkpoints.read_safely(path, lambda why: ValueError(
+        f"--resume: {path} is not a readable training state ({why})"))
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ValueError(f"--resume: {path} is not a training state of format {STATE_FORMAT}")
     changed = [f"{name} {old!r} (now {getattr(s, name)!r})"
