@@ -291,7 +291,8 @@ def _prior() -> transformer.Transformer:
     """The shipped prior's transformer, in eval mode (loaded once)."""
     from minitok import checkpoints  # (a checkpoint load, only when a class check runs)
 
-    return checkpoints.load("prior").transformer.eval()
+    with torch.random.fork_rng(devices=[]):  # a first load draws from the global RNG
+        return checkpoints.load("prior").transformer.eval()
 
 
 def _build(fn, config: transformer.TransformerConfig, state: dict, what: str):
