@@ -132,6 +132,18 @@ def load(kind: str, path: str | Path | None = None, device: str | torch.device =
     return model.to(device).eval()
 
 
+def save_trained(model, path: str | Path, script: str, recipe: dict, seconds: float,
+                 losses: list[float], results: dict | None = None, tokenizer=None,
+                 name: str = "final_loss") -> tuple[Path, dict]:
+    """Save a model a script has trained (`training_meta` says how): its results are
+    `results` and, under `name`, the mean loss of its last 100 steps (4 decimals).
+    Returns (the path written, the results)."""
+    last = losses[-100:]
+    results = {name: round(sum(last) / len(last), 4), **(results or {})}
+    meta = training_meta(script, recipe, seconds, results, tokenizer)
+    return save(model, path, meta), results
+
+
 def training_meta(script: str, recipe: dict, seconds: float, results: dict | None = None,
                   tokenizer=None) -> dict:
     """The meta every checkpoint carries: how it was made, where, and what it scored.

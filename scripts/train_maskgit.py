@@ -54,12 +54,10 @@ def main(argv=None) -> None:
                                    p_uncond=args.p_uncond, seed=args.seed,
                                    label_smoothing=args.label_smoothing)
     seconds = time.perf_counter() - start
-    final = sum(losses[-100:]) / len(losses[-100:])
-    meta = checkpoints.training_meta("scripts/train_maskgit.py", recipe, seconds,
-                                     {"final_loss": round(final, 4)}, tokenizer=tokenizer)
-    path = checkpoints.save(model, args.out, meta)
+    path, results = checkpoints.save_trained(model, args.out, "scripts/train_maskgit.py", recipe,
+                                             seconds, losses, tokenizer=tokenizer)
     print(f"wrote {path}: {args.steps} steps in {seconds:.0f} s, mean loss of the last 100 "
-          f"steps {final:.3f} (uniform guess: ln {config.num_codes} = "
+          f"steps {results['final_loss']:.3f} (uniform guess: ln {config.num_codes} = "
           f"{math.log(config.num_codes):.3f})")
 
 
