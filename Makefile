@@ -52,8 +52,9 @@ NBVAL := MINITOK_STRICT=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
 # Lane 1 holds every test that runs the grader (its sandboxed workers use fixed uids, so two
 # graders must not run at once; `export` and `progress` run it too), the benchmarks' tests,
 # test_evaluate and test_demo, and lessons 02, 03, 04 and 06; lane 2 the other tests and
-# notebooks, a new lesson's included. The split is by CPU time measured file by file
-# (2026-12-07): the two lanes' tests and notebooks within about half a minute of each other.
+# notebooks, a new lesson's included. Measured file by file (2026-12-07, load 2-12): lane 1's
+# tests 628 CPU-s (its graders run two workers at once: about 0.8 s of wall per CPU-s in the
+# last fresh-clone run), lane 2's 461; with the notebooks, both lanes about 11 minutes.
 NOTEBOOKS_1 := $(wildcard solutions/0[2346]_*.ipynb)
 NOTEBOOKS_2 := $(filter-out $(NOTEBOOKS_1),$(wildcard solutions/[0-9][0-9]_*.ipynb))
 TESTS_1 := tests/test_grade.py tests/test_grade_hostile.py tests/test_grade_verdicts.py \
