@@ -50,13 +50,16 @@ PYTEST := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -rs -p no:cache
 NBVAL := MINITOK_STRICT=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
 	--nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg
 # Lane 1 holds every test that runs the grader (its sandboxed workers use fixed uids, so two
-# graders must not run at once) and lessons 02, 03, 04 and 06 (5.3 of the 9.4 minutes the eight
-# notebooks took in the last bench run); lane 2 the other tests (about 1.4 CPU-minutes more
-# than lane 1's, measured on 2026-12-06) and notebooks, a new lesson's included.
+# graders must not run at once; `export` and `progress` run it too), the benchmarks' tests,
+# test_evaluate and test_demo, and lessons 02, 03, 04 and 06; lane 2 the other tests and
+# notebooks, a new lesson's included. Measured file by file (2026-12-07, load 2-12): lane 1's
+# tests 628 CPU-s (its graders run two workers at once: about 0.8 s of wall per CPU-s in the
+# last fresh-clone run), lane 2's 461; with the notebooks, both lanes about 11 minutes.
 NOTEBOOKS_1 := $(wildcard solutions/0[2346]_*.ipynb)
 NOTEBOOKS_2 := $(filter-out $(NOTEBOOKS_1),$(wildcard solutions/[0-9][0-9]_*.ipynb))
-TESTS_1 := tests/test_grade.py tests/test_grade_hostile.py tests/test_nbgrader.py \
-	tests/test_workspace.py tests/test_bench.py
+TESTS_1 := tests/test_grade.py tests/test_grade_hostile.py tests/test_grade_verdicts.py \
+	tests/test_nbgrader.py tests/test_workspace.py tests/test_export.py tests/test_bench.py \
+	tests/test_evaluate.py tests/test_demo.py
 TESTS_2 := $(filter-out $(TESTS_1),$(wildcard tests/test_*.py))
 
 test-lane-1: setup-instructor

@@ -25,6 +25,7 @@ import importlib
 import json
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -146,6 +147,16 @@ def save(model: torch.nn.Module, path: str | Path, meta: dict | None = None) -> 
     return path
 
 
+def read_safely(path: Path, error: Callable[[str], Exception]):
+    """torch.load(path) onto the CPU with weights_only=True (tensors and plain values: loading
+    runs no code from the file). A damaged file raises `error(why)`: torch raises many types
+    for one, and `why` names the type and the first of its message."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise error(f"{type(err).__name__}: {str(err)[:200]}") from err
+
+
 def load_payload(path: str | Path, kind: str) -> dict:
     """The verified contents of the checkpoint at `path`, which must hold a `kind` model.
 
@@ -157,11 +168,8 @@ def load_payload(path: str | Path, kind: str) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file (the script named in its "
                               f"lesson rebuilds it)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file: name the file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
-                              f"{str(err)[:200]})") from err
+    payload = read_safely(path, lambda why: CheckpointError(f"{path}: not a readable "
+                                                           f"checkpoint ({why})"))
     keys = {"format", "kind", "config", "state_dict", "meta", "sha256"}
     if not isinstance(payload, dict) or not keys <= set(payload):
         raise CheckpointError(f"{path}: not a minitok checkpoint (format {FORMAT}: a dict with "
@@ -187,6 +195,18 @@ def load(kind: str, path: str | Path | None = None, device: str | torch.device =
     model.meta = payload["meta"]
     model.checkpoint_sha256 = payload["sha256"]
     return model.to(device).eval()
+
+
+def save_trained(model, path: str | Path, script: str, recipe: dict, seconds: float,
+                 losses: list[float], results: dict | None = None, tokenizer=None,
+                 name: str = "final_loss") -> tuple[Path, dict]:
+    """Save a model a script has trained (`training_meta` says how): its results are
+    `results` and, under `name`, the mean loss of its last 100 steps (4 decimals).
+    Returns (the path written, the results)."""
+    last = losses[-100:]
+    results = {name: round(sum(last) / len(last), 4), **(results or {})}
+    meta = training_meta(script, recipe, seconds, results, tokenizer)
+    return save(model, path, meta), results
 
 
 def training_meta(script: str, recipe: dict, seconds: float, results: dict | None = None,

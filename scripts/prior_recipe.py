@@ -39,14 +39,12 @@ def parse_recipe(recipe: dict, kind: str, argv, description: str
 
 def save_trained(model, path: Path, script: str, recipe: dict, seconds: float,
                  losses: list[float], tokenizer) -> Path:
-    """Save `model` with the meta every checkpoint carries (final_loss: the mean of the last
-    100 steps' losses; the tokenizer it was trained on) and say what was written."""
-    final = sum(losses[-100:]) / len(losses[-100:])
-    meta = checkpoints.training_meta(script, recipe, seconds, {"final_loss": round(final, 4)},
-                                     tokenizer=tokenizer)
-    path = checkpoints.save(model, path, meta)
+    """Save `model` as `checkpoints.save_trained` does (final_loss: the mean of the last 100
+    steps' losses; the tokenizer it was trained on) and say what was written."""
+    path, results = checkpoints.save_trained(model, path, script, recipe, seconds, losses,
+                                             tokenizer=tokenizer)
     K = model.config.num_codes
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB): {recipe['steps']} steps in "
-          f"{seconds:.0f} s, mean loss of the last 100 steps {final:.3f} (uniform guess: "
-          f"ln {K} = {math.log(K):.3f})")
+          f"{seconds:.0f} s, mean loss of the last 100 steps {results['final_loss']:.3f} "
+          f"(uniform guess: ln {K} = {math.log(K):.3f})")
     return path

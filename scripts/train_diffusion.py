@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -47,6 +48,22 @@ def parse(argv, size: dict, recipe: dict, kind: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def train_and_save(model, images, conditions, test_images, test_conditions, args, recipe: dict,
+                   script: str, tokenizer=None) -> tuple[Path, dict, float]:
+    """Train `model` on images and their conditions (labels or token grids) with the recipe in
+    `args`, measure its test loss, write its checkpoint to args.out; returns (the path, the
+    results, the seconds of training)."""
+    start = time.perf_counter()
+    losses = train_diffusion(model, images, conditions, args.steps, args.batch_size, args.lr,
+                             args.p_uncond, args.ema_decay, args.seed)
+    seconds = time.perf_counter() - start
+    path, results = checkpoints.save_trained(
+        model, args.out, script, recipe, seconds, losses,
+        {"test_loss": round(test_loss(model, test_images, test_conditions), 4)},
+        tokenizer=tokenizer, name="final_train_loss")
+    return path, results, seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv, SIZE, RECIPE, "diffusion")
     recipe = {name: getattr(args, name) for name in {**SIZE, **RECIPE}}
@@ -55,14 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     config = DiffusionConfig(**{name: getattr(args, name) for name in SIZE})
     torch.manual_seed(args.seed)  # the initial weights
     model = DiffusionModel(config)
-    start = time.perf_counter()
-    losses = train_diffusion(model, images, labels, args.steps, args.batch_size, args.lr,
-                             args.p_uncond, args.ema_decay, args.seed)
-    seconds = time.perf_counter() - start
-    results = {"final_train_loss": round(sum(losses[-100:]) / len(losses[-100:]), 4),
-               "test_loss": round(test_loss(model, test_images, test_labels), 4)}
-    meta = checkpoints.training_meta("scripts/train_diffusion.py", recipe, seconds, results)
-    path = checkpoints.save(model, args.out, meta)
+    path, results, seconds = train_and_save(model, images, labels, test_images, test_labels,
+                                            args, recipe, "scripts/train_diffusion.py")
     weights = sum(p.numel() for p in model.parameters())
     print(f"trained {args.steps} steps in {seconds:.0f} s ({weights:,} weights): train loss "
           f"{results['final_train_loss']:.4f}, test loss {results['test_loss']:.4f} (mean "

@@ -13,18 +13,17 @@ U-Net and recipe as scripts/train_diffusion.py; one CPU thread, deterministic ke
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from minitok import checkpoints
 from minitok.data import load_digits
-from minitok.diffusion import DiffusionConfig, DiffusionDecoder, train_diffusion
+from minitok.diffusion import DiffusionConfig, DiffusionDecoder
 from minitok.evaluate import encode_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_diffusion import RECIPE, SIZE, parse, test_loss  # noqa: E402  (the shared recipe)
+from train_diffusion import RECIPE, SIZE, parse, train_and_save  # noqa: E402  (the shared recipe)
 
 DECODER_SIZE = {**SIZE, "code_dim": 8}
 
@@ -41,15 +40,9 @@ def main(argv: list[str] | None = None) -> None:
                              **{name: getattr(args, name) for name in DECODER_SIZE})
     torch.manual_seed(args.seed)  # the initial weights
     model = DiffusionDecoder(config)
-    start = time.perf_counter()
-    losses = train_diffusion(model, images, grids, args.steps, args.batch_size, args.lr,
-                             args.p_uncond, args.ema_decay, args.seed)
-    seconds = time.perf_counter() - start
-    results = {"final_train_loss": round(sum(losses[-100:]) / len(losses[-100:]), 4),
-               "test_loss": round(test_loss(model, test_images, test_grids), 4)}
-    meta = checkpoints.training_meta("scripts/train_diffusion_decoder.py", recipe, seconds,
-                                     results, tokenizer=tokenizer)
-    path = checkpoints.save(model, args.out, meta)
+    path, results, seconds = train_and_save(model, images, grids, test_images, test_grids, args,
+                                            recipe, "scripts/train_diffusion_decoder.py",
+                                            tokenizer)
     weights = sum(p.numel() for p in model.parameters())
     print(f"trained {args.steps} steps in {seconds:.0f} s ({weights:,} weights): train loss "
           f"{results['final_train_loss']:.4f}, test loss {results['test_loss']:.4f}")

@@ -8,6 +8,7 @@ the report records the date and the machine, and that a failing section is repor
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -55,12 +56,41 @@ def test_each_section_is_a_module_of_the_package(name):
     assert "sys.path" not in source and "E402" not in source  # imports, not path hacks
 
 
-@pytest.mark.parametrize("name", [n for n in bench.SECTIONS if n != "notebooks"])
-def test_each_section_runs_as_a_module_from_any_folder(name, tmp_path):
-    result = subprocess.run([sys.executable, "-m", f"minitok.bench.{name}", "--help"],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+# `python -m minitok.bench.<name> --help` for every section, in one interpreter (torch starts
+# once): runpy.run_module(name, run_name="__main__") is what `python -m` runs. Prints, per
+# section, a JSON line: the exit code, stdout and stderr.
+RUN_AS_MODULES = """
+import contextlib, io, json, runpy, sys
+for name in sys.argv[1:]:
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    sys.argv = [name, "--help"]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module(name, run_name="__main__", alter_sys=True)
+        except SystemExit as stop:
+            code = stop.code or 0
+        except BaseException as crash:
+            code, _ = 1, print(repr(crash), file=sys.stderr)
+    print(json.dumps({"name": name, "code": code, "out": out.getvalue(), "err": err.getvalue()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def ran_as_modules(tmp_path_factory) -> dict[str, dict]:
+    """Each section's `--help` run as a module from a folder outside the checkout."""
+    names = [f"minitok.bench.{n}" for n in bench.SECTIONS if n != "notebooks"]
+    result = subprocess.run([sys.executable, "-c", RUN_AS_MODULES, *names], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path_factory.mktemp("elsewhere"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("usage:") and not result.stderr
+    runs = [json.loads(line) for line in result.stdout.splitlines()]
+    return {run["name"].rsplit(".", 1)[1]: run for run in runs}
+
+
+@pytest.mark.parametrize("name", [n for n in bench.SECTIONS if n != "notebooks"])
+def test_each_section_runs_as_a_module_from_any_folder(name, ran_as_modules):
+    result = ran_as_modules[name]
+    assert result["code"] == 0, result["err"]
+    assert result["out"].startswith("usage:") and not result["err"]
     assert f"python -m minitok.bench.{name}" in bench.load_section(name).__doc__
 
 

@@ -100,6 +100,9 @@ def test_a_codebook_of_one_code_is_refused_before_anything_runs(tmp_path, capsys
     with pytest.raises(ValueError, match="num_codes must lie in"):
         check_settings(tiny("tokenizer", "x", "y", num_codes=1))
     check_settings(tiny("tokenizer", "x", "y", num_codes=2))
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "codebook size, at least 2 (default 256)" in " ".join(capsys.readouterr().out.split())
 
 
 def test_bad_folders_are_clear_errors_not_tracebacks(tmp_path, capsys):
@@ -260,12 +263,15 @@ def test_one_ddp_step_equals_one_step_of_one_process_on_the_global_batch(
     finally:
         stop(proc)
     assert proc.returncode == 0, output[-3000:]
-    ddp = params(tmp_path / "ddp" / f"{kind}.pt", kind)
-    one = params(train(dataclasses.replace(settings, out=str(tmp_path / "one"), batch_size=8)),
-                 kind)
+    ddp_path = tmp_path / "ddp" / f"{kind}.pt"
+    one_path = train(dataclasses.replace(settings, out=str(tmp_path / "one"), batch_size=8))
+    ddp, one = params(ddp_path, kind), params(one_path, kind)
     half = params(train(dataclasses.replace(settings, out=str(tmp_path / "half"))), kind)
     assert max_difference(ddp, one) <= 1e-6
     assert max_difference(ddp, half) > 5e-6, "a step on rank 0's share alone differs"
+    losses = [checkpoints.load(kind, path).meta["results"]["final_loss"]
+              for path in (ddp_path, one_path)]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5), "the loss shown: the global batch's"
 
 
 def test_ddp_keeps_the_copies_equal_when_the_tokenizer_restarts_codes(shapes, tmp_path):

@@ -12,16 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from minitok import fsq, vq
-from minitok.checks import (
-    CheckFailed,
-    exercise,
-    expect,
-    expect_close,
-    expect_equal,
-    expect_shape,
-    expect_tensor,
-)
-from minitok.checks._core import probe, show_hint
+from minitok.checks import expect, expect_close, expect_equal, expect_shape, expect_tensor
+from minitok.checks._core import CheckFailed, exercise, probe, show_hint
 from minitok.quantize import nearest_code
 
 

@@ -18,16 +18,8 @@ import math
 import torch
 
 from minitok import transformer
-from minitok.checks import (
-    CheckFailed,
-    exercise,
-    expect,
-    expect_close,
-    expect_equal,
-    expect_shape,
-    expect_tensor,
-)
-from minitok.checks._core import show_hint
+from minitok.checks import expect, expect_close, expect_equal, expect_shape, expect_tensor
+from minitok.checks._core import CheckFailed, exercise, show_hint
 
 # --------------------------------------------------------------------------- attention
 
@@ -304,7 +296,8 @@ def _prior() -> transformer.Transformer:
     """The shipped prior's transformer, in eval mode (loaded once)."""
     from minitok import checkpoints  # (a checkpoint load, only when a class check runs)
 
-    return checkpoints.load("prior").transformer.eval()
+    with torch.random.fork_rng(devices=[]):  # a first load draws from the global RNG
+        return checkpoints.load("prior").transformer.eval()
 
 
 def _build(fn, config: transformer.TransformerConfig, state: dict, what: str):
@@ -493,15 +486,10 @@ def SelfAttention(fn):  # noqa: N802 (the exercise is a class)
     mine = _build(fn, config, state, "SelfAttention")
     g = torch.Generator().manual_seed(6)
     x = torch.randn(3, 7, config.n_embd, generator=g)  # (B, T, C): 3, 7, 64
-    x_before = x.clone()
     with torch.no_grad():
-        full = ref(x)  # (3, 7, 64)
-        got = mine(x)
-        expect(torch.equal(x, x_before), "your SelfAttention changed its input x",
-               "compute new tensors; never write into x")
-        expect_shape(got, (3, 7, config.n_embd), "SelfAttention(x (3, 7, 64))",
-                     hint="the output has the input's shape (B, T, C)")
-        _expect_output(got, full, "the output without a cache", lambda: _attention_mistakes(ref, x), SELF_ATTENTION_HINT)
+        full = _whole_sequence(mine, ref, x, "SelfAttention",
+                               "compute new tensors; never write into x",
+                               lambda: _attention_mistakes(ref, x), SELF_ATTENTION_HINT)
 
         # A bidirectional layer: no mask at all.
         open_config = dataclasses.replace(config, causal=False)
@@ -553,6 +541,19 @@ def SelfAttention(fn):  # noqa: N802 (the exercise is a class)
                "equals the eval() output", DROPOUT_HINT)
     return ("the shipped prior's second layer loads; causal and bidirectional outputs, a "
             "prefill into layer 2's cache slot, 2 new tokens after 5 cached")
+
+
+def _whole_sequence(mine, ref, x, name, in_place_hint, mistakes, hint) -> torch.Tensor:
+    """The layer `ref`'s output on all of x (B, T, C), once the learner's layer `mine` has left
+    x unchanged and given that output, in x's shape, without a cache."""
+    x_before = x.clone()
+    full = ref(x)
+    got = mine(x)
+    expect(torch.equal(x, x_before), f"your {name} changed its input x", in_place_hint)
+    expect_shape(got, tuple(x.shape), f"{name}(x {tuple(x.shape)})",
+                 hint="the output has the input's shape (B, T, C)")
+    _expect_output(got, full, "the output without a cache", mistakes, hint)
+    return full
 
 
 def full_keys(ref, x, layer):
@@ -633,15 +634,9 @@ def Block(fn):  # noqa: N802 (the exercise is a class)
     mine = _build(fn, config, ref.state_dict(), "Block")
     g = torch.Generator().manual_seed(7)
     x = 2.0 * torch.randn(3, 7, config.n_embd, generator=g) + 0.5  # not normalised already
-    x_before = x.clone()
     with torch.no_grad():
-        full = ref(x)
-        got = mine(x)
-        expect(torch.equal(x, x_before), "your Block changed its input x", IN_PLACE_HINT)
-        expect_shape(got, (3, 7, config.n_embd), "Block(x (3, 7, 64))",
-                     hint="the output has the input's shape (B, T, C)")
-        _expect_output(got, full, "the output without a cache", lambda: _block_mistakes(ref, x),
-                       BLOCK_HINT)
+        full = _whole_sequence(mine, ref, x, "Block", IN_PLACE_HINT,
+                               lambda: _block_mistakes(ref, x), BLOCK_HINT)
 
         cache = _cache(3, 9)
         got = mine(x[:, :5], cache, 3)

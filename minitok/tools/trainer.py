@@ -8,10 +8,11 @@ GPU or many.
 
 One training loop for the three models, written out like nanoGPT's train.py: the settings
 in a dataclass, the data and the model built once, then the lessons' own loop
-(`training.train_loop`: the learning-rate schedule) runs the steps: draw a batch, forward
-and backward (in bf16 autocast on a GPU), `training.optimizer_step`. The models and their losses are the lessons' own: VQTokenizer
-(Lesson 03), ARPrior (Lesson 05), MaskGIT (Lesson 06); the prior and MaskGIT learn the token
-grids of a tokenizer checkpoint, one class per subfolder of --images (else one class).
+(`training.train_loop`: the learning-rate schedule) runs the steps, and each step is the
+model's own lesson's (in bf16 autocast on a GPU): VQTokenizer's `tokenizer_step` (Lesson 03),
+ARPrior's `prior_batch_loss` (Lesson 05) and MaskGIT's `maskgit_loss` (Lesson 06) with
+`training.optimizer_step`. The prior and MaskGIT learn the token grids of a tokenizer
+checkpoint, one class per subfolder of --images (else one class).
 
 Under `torchrun --nproc_per_node=N` it is data-parallel on PyTorch's own engine:
 DistributedDataParallel (gloo on CPU, NCCL on CUDA) averages the gradients. Every process
@@ -57,17 +58,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from minitok import checkpoints, validate
 from minitok.course import seed_everything
 from minitok.data import load_image_classes
-from minitok.maskgit import MaskGIT, MaskGITConfig, decode, masked_loss, random_mask
-from minitok.prior import ARPrior, PriorConfig, ar_generate, make_sequences, prior_loss
-from minitok.sampling import drop_labels
-from minitok.tokenizer import TokenizerConfig, TrainConfig, VQTokenizer
+from minitok.maskgit import MaskGIT, MaskGITConfig, decode, maskgit_loss
+from minitok.prior import ARPrior, PriorConfig, ar_generate, prior_batch_loss
+from minitok.tokenizer import TokenizerConfig, TrainConfig, VQTokenizer, tokenizer_step
 from minitok.training import CLIP, LR, adamw, optimizer_step, train_loop
 
 MODELS = ("tokenizer", "prior", "maskgit")
@@ -270,42 +269,74 @@ def make_optimizer(s: TrainSettings, model: nn.Module) -> torch.optim.Optimizer:
 # --------------------------------------------------------------------------- one step
 
 
-def draw_batch(s: TrainSettings, data: Data, model: nn.Module, generator: torch.Generator,
-               procs: Processes) -> dict:
-    """This process's share of the step's global batch, and the share's weight in the loss.
+class Share:
+    """The model as one of several processes runs it, inside a lesson's batch loss.
 
-    Everything random about the global batch (rows, dropped labels, MaskGIT's masks) is
-    drawn with `generator`, the same in every process; each then keeps every world-th
-    example, starting at its rank. The weight makes the average over processes (what DDP
-    does to gradients) equal the loss of the whole global batch: 1 when every example
-    counts the same, the share's masked positions over their mean for MaskGIT.
+    The lesson's function draws the global batch (its rows, dropped labels and masks come
+    from the batch generator, the same in every process) and calls the model on all of it.
+    Through a Share the model runs on rows rank, rank + world, ... only (DistributedSampler's
+    split) and the other rows get zero logits, constants without a gradient. The lesson's
+    loss, a mean over the global batch, then carries this process's rows' part of the
+    global gradient, so `world` times it, averaged over the processes by DDP, is the global
+    batch's gradient. The lesson's function reads the model's config, device and ids
+    (mask_id, null_class) through the Share.
     """
-    n = s.batch_size * procs.world
-    rows = torch.randint(0, len(data.x), (n,), generator=generator).to(data.x.device)  # (n,)
-    mine = slice(procs.rank, None, procs.world)
-    if s.model == "tokenizer":
-        return {"x": data.x[rows][mine], "weight": 1.0}  # (B, C, S, S)
-    labels = drop_labels(data.labels[rows], P_UNCOND, model.config.null_class, generator)
-    grids = data.x[rows].reshape(n, -1)  # (n, G*G)
-    if s.model == "prior":
-        K = model.config.num_codes
-        return {"seqs": make_sequences(grids, labels, K)[mine], "num_codes": K,
-                "weight": 1.0}  # (B, 1 + G*G)
-    inputs, mask = random_mask(grids, model.config.mask_id, "cosine", None, generator)
-    weight = mask[mine].sum() * procs.world / mask.sum()
-    return {"inputs": inputs[mine], "labels": labels[mine], "targets": grids[mine],
-            "mask": mask[mine], "weight": weight}
+
+    def __init__(self, net: nn.Module, model: nn.Module, procs: Processes):
+        self.net, self.model, self.procs = net, model, procs
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def __call__(self, tokens: Tensor, *labels: Tensor) -> Tensor:
+        mine = slice(self.procs.rank, None, self.procs.world)
+        logits = self.net(tokens[mine], *(y[mine] for y in labels))  # (B, T, V)
+        every = logits.new_zeros(tokens.shape[0], *logits.shape[1:])  # (n, T, V)
+        every[mine] = logits
+        return every
 
 
-def batch_loss(s: TrainSettings, net: nn.Module, batch: dict) -> Tensor:
-    """The lessons' loss of one share: net is the model, or its DDP wrapper."""
-    if s.model == "tokenizer":
-        x_hat, vq = net(batch["x"])
-        return F.mse_loss(x_hat.float(), batch["x"]) + vq.loss  # Lesson 03
-    if s.model == "prior":
-        return prior_loss(net, batch["seqs"], batch["num_codes"])  # Lesson 05
-    logits = net(batch["inputs"], batch["labels"])  # (B, G*G, K), Lesson 06
-    return masked_loss(logits.float(), batch["targets"], batch["mask"]) * batch["weight"]
+def train_step(s: TrainSettings, procs: Processes, net: nn.Module, model: nn.Module,
+               optimizer: torch.optim.Optimizer, data: Data, generator: torch.Generator
+               ) -> float:
+    """One step on this process's share of the global batch; returns the global batch's loss.
+
+    Each model's step is its lesson's: the tokenizer's `tokenizer_step` (Lesson 03: no
+    clipping), the prior's `prior_batch_loss` (Lesson 05), MaskGIT's `maskgit_loss` (Lesson
+    06), those two through a `Share` and `training.optimizer_step` with the lessons' CLIP.
+    Everything random about the global batch is drawn with `generator`, the same in every
+    process, so N processes take the step one process takes on the global batch.
+    """
+    n = s.batch_size * procs.world  # the global batch
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if procs.device.type == "cuda"
+                else nullcontext())  # bf16 on a GPU; a CPU trains in float32
+    if s.model == "tokenizer":  # every example counts the same: the share's own mean
+        rows = torch.randint(0, len(data.x), (n,), generator=generator).to(data.x.device)
+        with autocast:
+            stats = tokenizer_step(net, data.x[rows][procs.rank::procs.world], optimizer)
+        return sum_over_processes(stats["rec"] + stats["vq"], procs) / procs.world
+    share = Share(net, model, procs) if procs.world > 1 else net
+    with autocast:
+        if s.model == "prior":
+            loss = prior_batch_loss(share, data.x, data.labels, generator, n, P_UNCOND)
+        else:
+            rows = torch.randint(0, len(data.x), (n,), generator=generator).to(data.x.device)
+            loss = maskgit_loss(share, data.x[rows], data.labels[rows], P_UNCOND,
+                                generator=generator)
+    optimizer_step(loss * procs.world, optimizer, net.parameters(), CLIP)
+    # Each other process's rows score log K at every position (zero logits: uniform), so
+    # the processes' losses add up to the global batch's plus (world - 1) log K.
+    return sum_over_processes(loss.item(), procs) - (procs.world - 1) * math.log(
+        model.config.num_codes)
+
+
+def sum_over_processes(value: float, procs: Processes) -> float:
+    """The sum of `value` over the processes (one process: the value)."""
+    if procs.world == 1:
+        return value
+    total = torch.tensor(value, dtype=torch.float64, device=procs.device)
+    dist.all_reduce(total)
+    return total.item()
 
 
 def sync_codebook(s: TrainSettings, procs: Processes, model: nn.Module) -> None:
@@ -442,11 +473,8 @@ def load_state(path: Path, s: TrainSettings, procs: Processes,
     if not path.is_file():
         raise FileNotFoundError(f"--resume: no training state at {path} (a run writes one "
                                 f"every --checkpoint-every steps)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file: name the file
-        raise ValueError(f"--resume: {path} is not a readable training state "
-                         f"({type(err).__name__}: {str(err)[:200]})") from err
+    state = checkpoints.read_safely(path, lambda why: ValueError(
+        f"--resume: {path} is not a readable training state ({why})"))
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ValueError(f"--resume: {path} is not a training state of format {STATE_FORMAT}")
     changed = [f"{name} {old!r} (now {getattr(s, name)!r})"
@@ -537,26 +565,19 @@ def _loop(s: TrainSettings, procs: Processes, net: nn.Module, model: nn.Module,
           tokenizer: VQTokenizer | None, start: int) -> tuple[float, float]:
     """The steps from `start` to `s.steps` on the lessons' loop (`training.train_loop`: its
     schedule, its deterministic thread settings); returns (seconds in steps, last loss)."""
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if procs.device.type == "cuda"
-                else nullcontext())  # bf16 on a GPU; a CPU trains in float32
-    clip = None if s.model == "tokenizer" else CLIP  # Lesson 03 trains it without clipping
     out, seconds = Path(s.out), [0.0]
 
     def step_fn(step: int) -> dict[str, float]:
         began = time.perf_counter()
-        batch = draw_batch(s, data, model, generator, procs)
-        with autocast:
-            loss = batch_loss(s, net, batch)
-        optimizer_step(loss, optimizer, net.parameters(), clip)
+        loss = train_step(s, procs, net, model, optimizer, data, generator)
         sync_codebook(s, procs, model)
-        loss_value = loss.item() / float(batch["weight"])  # this process's share
         seconds[0] += time.perf_counter() - began
         done = step + 1
         if procs.main and (done % s.sample_every == 0 or done == s.steps):
             save_grid(sample_rows(s, model, data, tokenizer), out / f"samples_{done:06d}.png")
         if done % s.checkpoint_every == 0 or done == s.steps:
             save_state(out / "state.pt", done, s, procs, model, optimizer, generator, tokenizer)
-        return {"loss": loss_value}
+        return {"loss": loss}
 
     net.train()
     history = train_loop(step_fn, s.steps, [optimizer], desc=s.model, progress=procs.main,
@@ -597,43 +618,38 @@ def parse_args(argv: list[str]) -> TrainSettings:
     p.add_argument("--images", required=True,
                    help="folder of PNG/JPEG images, or one subfolder of them per class")
     p.add_argument("--out", required=True, help="folder for the model, state.pt and samples")
-    p.add_argument("--size", type=int, default=d.size, help=f"pixels per side (default {d.size})")
-    p.add_argument("--channels", type=int, default=d.channels,
-                   help=f"3 colour, 1 grey (default {d.channels})")
     p.add_argument("--tokenizer", default=None,
                    help="prior, maskgit: the tokenizer checkpoint (tokenizer.pt of a run)")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"default {d.steps}")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help=f"per process; the global batch is this x processes (default "
-                        f"{d.batch_size})")
     p.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate (default: tokenizer {TrainConfig.lr:g}, prior and "
                         f"maskgit {LR:g})")
-    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
     p.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     p.add_argument("--device", default=d.device, help="cpu (default) or cuda")
-    p.add_argument("--sample-every", type=int, default=d.sample_every,
-                   help=f"write a sample grid every N steps (default {d.sample_every})")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help=f"write state.pt every N steps (default {d.checkpoint_every})")
-    p.add_argument("--timeout", type=float, default=d.timeout,
-                   help=f"seconds a process waits for the others (default {d.timeout:g})")
-    p.add_argument("--num-codes", type=int, default=d.num_codes,
-                   help=f"tokenizer: codebook size (default {d.num_codes})")
-    p.add_argument("--width", type=int, default=d.width,
-                   help=f"tokenizer: convolution channels, a multiple of 8 (default {d.width})")
-    p.add_argument("--dead-code-threshold", type=float, default=d.dead_code_threshold,
-                   help=f"tokenizer: restart codes used less than this (Lesson 02; 0: never; "
-                        f"default {d.dead_code_threshold:g})")
-    p.add_argument("--n-layer", type=int, default=d.n_layer,
-                   help=f"prior, maskgit: transformer blocks (default {d.n_layer})")
-    p.add_argument("--n-head", type=int, default=d.n_head,
-                   help=f"prior, maskgit: attention heads (default {d.n_head})")
-    p.add_argument("--n-embd", type=int, default=d.n_embd,
-                   help=f"prior, maskgit: embedding width (default {d.n_embd})")
-    p.add_argument("--dropout", type=float, default=d.dropout,
-                   help=f"prior, maskgit (default {d.dropout:g})")
+    for name, help in FLAG_HELP.items():  # the other flags: the field's type and default
+        default = getattr(d, name)
+        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
+                       help=f"{help} (default {default:g})" if help else f"default {default:g}")
     return TrainSettings(**vars(p.parse_args(argv)))
+
+
+# The help of each flag that takes its type and default from its TrainSettings field.
+FLAG_HELP = {
+    "size": "pixels per side",
+    "channels": "3 colour, 1 grey",
+    "steps": "",
+    "batch_size": "per process; the global batch is this x processes",
+    "seed": "",
+    "sample_every": "write a sample grid every N steps",
+    "checkpoint_every": "write state.pt every N steps",
+    "timeout": "seconds a process waits for the others",
+    "num_codes": "tokenizer: codebook size, at least 2",
+    "width": "tokenizer: convolution channels, a multiple of 8",
+    "dead_code_threshold": "tokenizer: restart codes used less than this (Lesson 02; 0: never)",
+    "n_layer": "prior, maskgit: transformer blocks",
+    "n_head": "prior, maskgit: attention heads",
+    "n_embd": "prior, maskgit: embedding width",
+    "dropout": "prior, maskgit",
+}
 
 
 def main(argv: list[str]) -> int:

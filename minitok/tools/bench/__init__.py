@@ -62,15 +62,26 @@ def load_section(name: str):
     return importlib.import_module(f"minitok.tools.bench.{name}")
 
 
-def race_args(description: str, argv: list[str] | None) -> argparse.Namespace:
-    """The flags of the generation races (maskgit, diffusion): --quick, --device, --seed,
-    --threads. The thread count is applied here."""
+def bench_parser(description: str, quick: str, device: bool = True,
+                 threads: str | None = None) -> argparse.ArgumentParser:
+    """The flags the benchmarks share: --quick (a smoke run: `quick` says what it shrinks),
+    --device (cpu or cuda), --seed, and --threads where `threads` says why its default is 1;
+    a benchmark adds its own flags to the parser it gets."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true", help="fewer samples and repeats")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    if device:
+        parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = parser.parse_args(argv)
+    if threads:
+        parser.add_argument("--threads", type=int, default=1, help=threads)
+    return parser
+
+
+def race_args(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The flags of the generation races (maskgit, diffusion, var): --quick, --device, --seed,
+    --threads. The thread count is applied here."""
+    args = bench_parser(description, "fewer samples and repeats",
+                        threads="torch threads (default 1)").parse_args(argv)
     torch.set_num_threads(args.threads)
     return args
 

@@ -19,7 +19,6 @@ Goals (issues 7 and 17), on the held-out split:
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
@@ -28,6 +27,7 @@ from minitok import checkpoints
 from minitok.anytoany import DRAW_TEMPERATURE, caption, held_out_pairs
 from minitok.classifier import load_classifier
 from minitok.evaluate import encode_digits, image_to_text_accuracy, text_to_image_accuracy
+from minitok.tools.bench import bench_parser
 
 GOAL = 0.90  # image to text
 GOAL_GUIDED, GOAL_PLAIN = 0.95, 0.85  # text to image, with guidance at CFG_SCALE and without
@@ -84,11 +84,7 @@ def report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run with few images")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = bench_parser(__doc__.splitlines()[0], "a smoke run with few images").parse_args(argv)
     print(report(run(args.device, args.quick, args.seed)))
 
 

@@ -20,7 +20,6 @@ can import it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -31,6 +30,7 @@ from minitok.classifier import load_classifier
 from minitok.data import load_digits
 from minitok.evaluate import count_forward, encode_digits, sample_quality, spread
 from minitok.prior import ar_generate
+from minitok.tools.bench import bench_parser
 
 SETTINGS = {"temperature": 1.0, "top_k": None, "top_p": None}  # plain sampling
 LESSON_SCALE = 2.0  # the guidance scale Lesson 05 uses (LlamaGen evaluates 1.65 to 2.0)
@@ -105,13 +105,11 @@ def run(quick: bool = False, seed: int = 0, threads: int | None = None) -> list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 10 digits per class, one timing")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1, as the lesson: the prior is tiny, and "
-                             "extra threads on a shared CPU mostly add waiting)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = bench_parser(__doc__.split("\n")[0], "smoke run: 10 digits per class, one timing",
+                        device=False,
+                        threads="torch threads (default 1, as the lesson: the prior is tiny, and "
+                                "extra threads on a shared CPU mostly add waiting)"
+                        ).parse_args(argv)
     rows = run(args.quick, args.seed, args.threads)
     print(f"AR prior (minitok/checkpoints/prior.pt), CPU, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; sampling T = 1, no top-k/top-p"

@@ -15,13 +15,13 @@ Goal: at least 5x at 256 tokens (batch 1, CPU, a small model), growing with leng
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import torch
 
 from minitok.evaluate import count_forward
+from minitok.tools.bench import bench_parser
 from minitok.transformer import Transformer, TransformerConfig, generate
 
 LENGTHS = (64, 256, 1024)
@@ -79,13 +79,10 @@ def run(lengths=LENGTHS, seed: int = 0, threads: int | None = None) -> list[dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="64 and 256 tokens only")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: batch-1 decoding is a chain of tiny "
-                             "ops, and extra threads on a shared CPU mostly add waiting)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = bench_parser(__doc__.split("\n")[0], "64 and 256 tokens only", device=False,
+                        threads="torch threads (default 1: batch-1 decoding is a chain of tiny "
+                                "ops, and extra threads on a shared CPU mostly add waiting)"
+                        ).parse_args(argv)
     rows = run(QUICK_LENGTHS if args.quick else LENGTHS, seed=args.seed, threads=args.threads)
     config = bench_config(1)
     print(f"KV cache vs recompute, batch 1, CPU, torch {torch.__version__}, "

@@ -34,6 +34,7 @@ import time
 import torch
 
 from minitok.quantize import default_chunk_size, nearest_code
+from minitok.tools.bench import bench_parser
 
 FULL = {"n": 65_536, "k": 16_384, "d": 8}
 QUICK = {"n": 8_192, "k": 4_096, "d": 8}
@@ -213,13 +214,10 @@ def report(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--quick", action="store_true", help="N=8,192, K=4,096 instead")
+    parser = bench_parser(__doc__.splitlines()[0], "N=8,192, K=4,096 instead")
     parser.add_argument("--chunk-size", type=int, default=None,
                         help="rows per chunk for nearest_code (default: its own default)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per method")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--k", type=int, help=argparse.SUPPRESS)

@@ -21,7 +21,6 @@ this module and print or record them.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
@@ -31,6 +30,7 @@ from torch import Tensor, nn
 from minitok import checkpoints
 from minitok.evaluate import quality_lines, tokenizer_quality
 from minitok.tokenizer import TokenizerConfig, TrainConfig, train_tokenizer
+from minitok.tools.bench import bench_parser
 from minitok.vq import VQOutput, usage_stats
 
 QUICK_STEPS = 300
@@ -130,14 +130,8 @@ def report(rows: list[dict], device: str = "cpu") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{QUICK_STEPS} training steps per quantizer instead of {TrainConfig().steps}",
-    )
-    parser.add_argument("--seed", type=int, default=0)
+    parser = bench_parser(__doc__.splitlines()[0], f"{QUICK_STEPS} training steps per "
+                          f"quantizer instead of {TrainConfig().steps}")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda, but torch.cuda.is_available() is False")
