@@ -29,16 +29,8 @@ import torch.nn.functional as F
 
 from minitok import tokenizer as tok
 from minitok import vqgan
-from minitok.checks import (
-    CheckFailed,
-    exercise,
-    expect,
-    expect_close,
-    expect_shape,
-    expect_tensor,
-    probe,
-)
-from minitok.checks._core import show_hint
+from minitok.checks import expect, expect_close, expect_shape, expect_tensor
+from minitok.checks._core import CheckFailed, exercise, probe, show_hint
 from minitok.tokenizer import Decoder, TokenizerConfig, TrainConfig, VQTokenizer
 from minitok.tokenizer import tokens_to_image as reference_tokens_to_image
 from minitok.training import lr_scale

@@ -14,17 +14,8 @@ import functools
 import torch
 
 from minitok import prior, sampling, training
-from minitok.checks._core import (
-    CheckFailed,
-    exercise,
-    expect,
-    expect_close,
-    expect_equal,
-    expect_shape,
-    expect_tensor,
-    probe,
-    show_hint,
-)
+from minitok.checks import expect, expect_close, expect_equal, expect_shape, expect_tensor
+from minitok.checks._core import CheckFailed, exercise, probe, show_hint
 from minitok.course import one_thread
 from minitok.transformer import Transformer, TransformerConfig
 

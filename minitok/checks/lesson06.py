@@ -25,16 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from minitok import maskgit
-from minitok.checks import (
-    CheckFailed,
-    exercise,
-    expect,
-    expect_close,
-    expect_equal,
-    expect_shape,
-    expect_tensor,
-)
-from minitok.checks._core import show_hint
+from minitok.checks import expect, expect_close, expect_equal, expect_shape, expect_tensor
+from minitok.checks._core import CheckFailed, exercise, show_hint
 
 # --------------------------------------------------------------------------- gamma
 

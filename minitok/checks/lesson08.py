@@ -18,15 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from minitok import diffusion
-from minitok.checks import (
-    CheckFailed,
-    exercise,
-    expect,
-    expect_close,
-    expect_shape,
-    expect_tensor,
-)
-from minitok.checks._core import show_hint
+from minitok.checks import expect, expect_close, expect_shape, expect_tensor
+from minitok.checks._core import CheckFailed, exercise, show_hint
 
 T = 50  # a short schedule: every index mistake moves the answer visibly
 
