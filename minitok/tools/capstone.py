@@ -14,10 +14,11 @@ code, and the shipped checkpoints run beside it, measured the same way:
                 masked_loss (L06) in your `fit`; drawn with your decode_loop (L06)
 
 Where an exercise is missing from the package (not passed yet), minitok's stands in and the
-table says so (`tokenizer.fit_tokenizer` and `training.fit` for the loops). It runs on the CPU, on one thread, the shipped
-pipeline beside yours, so that its ms/image compare. The digits are judged by the Lesson 03 classifier (trained on real digits
-only): accuracy, Fréchet distance on its features (`evaluate.digit_fd`, lower is closer),
-diversity (1.0 = as varied as real digits), sequential forward passes and ms per image.
+table says so (`tokenizer.fit_tokenizer` and `training.fit` for the loops). It runs on the
+CPU, on one thread, the shipped pipeline beside yours, so that its ms/image compare. The
+digits are judged by the Lesson 03 classifier (trained on real digits only): accuracy,
+Fréchet distance on its features (`evaluate.digit_fd`, lower is closer), diversity (1.0 =
+as varied as real digits), sequential forward passes and ms per image.
 """
 
 from __future__ import annotations
