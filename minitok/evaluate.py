@@ -130,13 +130,28 @@ def count_forward(model: nn.Module):
 # --------------------------------------------------------------------------- quality of samples
 
 
+def _images(x, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """`x` if it is a batch of images (N, C, H, W), finite floats; with `like`, of the same
+    (C, H, W) as those images (pixel distances and features compare like with like)."""
+    validate.float_tensor(x, name, dim=4, finite=True)
+    if like is not None and x.shape[1:] != like.shape[1:]:
+        raise ValueError(f"{name} must be images of the same size as images, "
+                         f"(N, {', '.join(map(str, like.shape[1:]))}), got shape "
+                         f"{tuple(x.shape)}")
+    return x
+
+
 def pairwise_distance_per_class(images: torch.Tensor, labels) -> dict[int, float]:
     """For each class with two or more images: the mean Euclidean pixel distance over all
     pairs of its images (float64, so that thousands of pairs add up exactly enough)."""
+    return _pairwise(_images(images, "images"), labels, "labels")
+
+
+def _pairwise(images: torch.Tensor, labels, labels_name: str) -> dict[int, float]:
     flat = images.reshape(images.shape[0], -1).double().cpu()  # (N, pixels)
-    labels = validate.int_tensor(torch.as_tensor(labels), "labels", dim=1).cpu()
+    labels = validate.int_tensor(torch.as_tensor(labels), labels_name, dim=1).cpu()
     if labels.shape[0] != flat.shape[0]:
-        raise ValueError(f"labels must be ({flat.shape[0]},), one per image, got shape "
+        raise ValueError(f"{labels_name} must be ({flat.shape[0]},), one per image, got shape "
                          f"{tuple(labels.shape)}")
     per_class = {}
     for c in labels.unique().tolist():
@@ -164,7 +179,8 @@ def diversity(images: torch.Tensor, labels, reference: torch.Tensor, reference_l
     divided by the real digits', then the mean over classes. 1.0 is as varied as real
     handwriting, 0 means every sample of a class is the same image."""
     mine = pairwise_distance_per_class(images, labels)
-    real = pairwise_distance_per_class(reference, reference_labels)
+    real = _pairwise(_images(reference, "reference", like=images), reference_labels,
+                     "reference_labels")
     ratios = [mine[c] / real[c] for c in mine if c in real]
     if not ratios:
         raise ValueError("diversity needs at least two samples of some class")
@@ -178,6 +194,9 @@ def nearest_distance(images: torch.Tensor, reference: torch.Tensor) -> torch.Ten
     closer to the training set than held-out real digits are (exact copies of a token grid
     are a vacuous test with K^(G*G) possible grids). float64, on the CPU.
     """
+    _images(images, "images")
+    if _images(reference, "reference", like=images).shape[0] == 0:
+        raise ValueError("reference must hold at least one image")
     flat = images.reshape(images.shape[0], -1).double().cpu()  # (N, pixels)
     ref = reference.reshape(reference.shape[0], -1).double().cpu()  # (M, pixels)
     return torch.cdist(flat, ref).min(dim=1).values  # (N,)
@@ -268,9 +287,15 @@ def digit_fd(images: torch.Tensor, reference: torch.Tensor | None = None, classi
     """
     from minitok.classifier import load_classifier
 
-    classifier = load_classifier() if classifier is None else classifier
+    if _images(images, "images").shape[0] < 2:
+        raise ValueError(f"images: need at least two to measure a covariance, got shape "
+                         f"{tuple(images.shape)}")
     if reference is None:
         reference = load_digits("test", size=images.shape[-1])[0]
+    if _images(reference, "reference", like=images).shape[0] < 2:
+        raise ValueError(f"reference: need at least two images, got shape "
+                         f"{tuple(reference.shape)}")
+    classifier = load_classifier() if classifier is None else classifier
     stats_a = feature_statistics(classifier.features(images))
     stats_b = feature_statistics(classifier.features(reference))
     return frechet_distance(*stats_a, *stats_b)
@@ -294,7 +319,11 @@ def fd_floor(n: int, classifier=None, size: int = 16, seed: int = 0) -> float:
 
 def sharpness(images: torch.Tensor) -> float:
     """The mean absolute difference between neighbouring pixels (across and down), in
-    [-1, 1] pixel units: edges make it large, blur makes it small, speckle makes it larger."""
+    [-1, 1] pixel units: edges make it large, blur makes it small, speckle makes it larger.
+    images: (N, C, H, W) with H, W >= 2."""
+    if min(_images(images, "images").shape[-2:]) < 2 or images.shape[0] == 0:
+        raise ValueError(f"images must be (N, C, H, W) with N >= 1 and H, W >= 2, got shape "
+                         f"{tuple(images.shape)}")
     x = images.double()
     across = (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
     down = (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
@@ -360,7 +389,11 @@ class RaceSetting:
 
     def __post_init__(self):
         validate.one_of(self.method, "method", ("AR", "MaskGIT", "diffusion", "hybrid", "VAR"))
-        validate.non_negative_int(self.steps, "steps")
+        if self.method in ("AR", "VAR"):  # no steps to take
+            validate.non_negative_int(self.steps, "steps")
+        else:  # decoding or sampling steps: at least one
+            validate.positive_int(self.steps, "steps")
+        _schedule(self.schedule, "schedule")
         validate.number(self.cfg_scale, "cfg_scale", low=0)
         validate.one_of(self.sampler, "sampler", ("ddim", "ddpm"))
 
@@ -378,8 +411,29 @@ class RaceSetting:
         return f"hybrid: AR{guided} + diffusion decoder {self.sampler.upper()} {self.steps}"
 
 
+def _schedule(value, name: str) -> str:
+    """`value` if it is a MaskGIT mask schedule (`maskgit.gamma`'s), else an error naming
+    `name`."""
+    from minitok.maskgit import SCHEDULES, gamma
+
+    try:
+        gamma(value, 0.0)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name} must be a mask schedule ({', '.join(SCHEDULES)}, or "
+                         f"'pow<k>' with k > 0), got {value!r}") from None
+    return value
+
+
 def race_settings(steps=(4, 8, 12), schedules=("cosine", "linear", "square")) -> list[RaceSetting]:
-    """AR, then MaskGIT at every number of steps with cosine, then the other schedules at 8."""
+    """AR, then MaskGIT at every number of steps with cosine, then the other schedules at 8.
+    steps: a tuple of positive ints; schedules: a tuple of mask schedules."""
+    for value, name in ((steps, "steps"), (schedules, "schedules")):
+        if not isinstance(value, (tuple, list)):
+            raise TypeError(f"{name} must be a tuple, got {type(value).__name__} {value!r}")
+    for s in steps:
+        validate.positive_int(s, "steps")
+    for name in schedules:
+        _schedule(name, "schedules")
     rows = [RaceSetting("AR")]
     rows += [RaceSetting("MaskGIT", s, "cosine") for s in steps]
     rows += [RaceSetting("MaskGIT", 8, name) for name in schedules if name != "cosine"]

@@ -356,6 +356,9 @@ def test_race_settings_and_their_names():
                      "MaskGIT 8 linear", "MaskGIT 8 square"]
     assert [s.name for s in evaluate.race_settings((2,), ("cosine",))] == ["AR (KV cache)",
                                                                           "MaskGIT 2 cosine"]
+    assert [s.name for s in evaluate.race_settings([1], ["pow3"])] == [
+        "AR (KV cache)", "MaskGIT 1 cosine", "MaskGIT 8 pow3"]  # lists, and any power schedule
+    assert evaluate.RaceSetting("VAR").steps == 0  # AR and VAR take no steps
 
 
 def test_seconds_per_image_warms_up_then_takes_the_median():

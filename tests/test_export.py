@@ -9,14 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from minitok import maskgit, quantize, sampling, training, transformer
+from minitok import maskgit, quantize, sampling, tokenizer, training, transformer
 from minitok.tools import cli
 from minitok.tools.capstone import (
+    LOOPS,
     STAGES,
     Parts,
     capstone,
     format_table,
     load_package,
+    ran_line,
     run_capstone,
     stage_lines,
 )
@@ -129,58 +131,92 @@ def test_progress_line_says_which_stages_run_on_their_code():
     assert all("yours" in line and "minitok's" not in line for line in stage_lines(everything))
     some = everything - {("lesson06", "decode_loop")}
     maskgit_line = [line for line in stage_lines(some) if line.startswith("MaskGIT")][0]
-    n = len(STAGES["MaskGIT"])  # 4, or 5 once Lesson 05's fit is an exercise
-    assert maskgit_line == f"MaskGIT: {n - 1}/{n} yours (minitok's: decode_loop)"
+    assert maskgit_line == "MaskGIT: 4/5 yours (minitok's: decode_loop)"
+    assert stage_lines(set())[0] == ("tokenizer: 0/3 yours (minitok's: tokenizer_step, "
+                                     "fit_tokenizer, tokens_to_image)")
 
 
-# A training loop of the learner's, as `minitok export` writes Lesson 05's `fit`: it records
-# what it trained and runs minitok's loop (the same contract).
+def test_every_stage_runs_exercises_and_their_references():
+    """Each (lesson, name, reference) of STAGES is an exercise of that lesson whose check
+    holds that reference; each stage's training loop is one of its exercises."""
+    for stage, parts in STAGES.items():
+        for lesson, name, reference in parts:
+            assert references(lesson)[name] == (reference.__module__, reference.__name__)
+        assert LOOPS[stage] in [name for _, name, _ in parts]
+    assert references("lesson03")["fit_tokenizer"] == ("minitok.tokenizer", "fit_tokenizer")
+    assert references("lesson05")["fit"] == ("minitok.training", "fit")
+
+
+# The learner's loops as `minitok export` writes them (the solutions'), wrapped to record what
+# they trained; with the lessons' signatures exactly, so an extra keyword argument fails.
 YOUR_FIT = """
 
 TRAINED = []
+_exported_fit = fit
 
 
 def fit(model, batch_loss, steps, lr=3e-3, weight_decay=0.05, warmup=None, seed=0,
-        desc="train", progress=True, eval_loss=None):
-    from minitok.training import fit as minitok_fit
-
-    TRAINED.append((desc, steps))
-    return minitok_fit(model, batch_loss, steps, lr, weight_decay, warmup, seed, desc, progress)
+        eval_loss=None, eval_every=100):
+    TRAINED.append((type(model).__name__, steps))
+    return _exported_fit(model, batch_loss, steps, lr, weight_decay, warmup, seed, eval_loss,
+                         eval_every)
 """
+YOUR_FIT_TOKENIZER = """
+
+TRAINED = []
+_exported_fit_tokenizer = fit_tokenizer
 
 
-def _with_your_fit(package: Path, listed: bool = True) -> Path:
-    """The package with a `fit` in lesson05.py, listed in YOURS (theirs) or not."""
-    (package / "lesson05.py").write_text((package / "lesson05.py").read_text() + YOUR_FIT)
-    if listed:
+def fit_tokenizer(model, images, train, step_fn, disc=None, progress=False):
+    TRAINED.append((type(model).__name__, train.steps))
+    return _exported_fit_tokenizer(model, images, train, step_fn, disc, progress)
+"""
+LOOP_NAMES = ("fit", "fit_tokenizer")
+
+
+def _recording_loops(package: Path, listed: bool = True) -> Path:
+    """The package with its loops wrapped to record what they trained; with `listed` False
+    they are taken out of YOURS (so not theirs, though in the modules)."""
+    for module, text in (("lesson05.py", YOUR_FIT), ("lesson03.py", YOUR_FIT_TOKENIZER)):
+        (package / module).write_text((package / module).read_text() + text)
+    if not listed:
         init = package / "__init__.py"
-        init.write_text(init.read_text() + "YOURS['lesson05'] += ('fit',)\n")
+        init.write_text(init.read_text() + "YOURS = {k: tuple(n for n in v if n not in "
+                        f"{LOOP_NAMES!r}) for k, v in YOURS.items()}}\n")
     return package
 
 
-def test_the_loop_is_theirs_only_when_their_package_lists_it(tmp_path):
+def test_the_loops_are_theirs_only_when_their_package_lists_them(tmp_path):
     files = package_files(_lessons(ROOT / "solutions"), "loops")
+    assert "def fit(" in files["lesson05.py"] and "def fit_tokenizer(" in files["lesson03.py"]
     for listed in (True, False):
         out = tmp_path / str(listed) / "loops"
         write_package(files, out, force=False)
-        package = load_package(_with_your_fit(out, listed))
+        package = load_package(_recording_loops(out, listed))
         try:
             parts = Parts(package)
-            assert parts.your_loop is listed
             assert (parts.fit is package.lesson05.fit) is listed
             assert (parts.fit is training.fit) is not listed
+            assert (parts.fit_tokenizer is package.lesson03.fit_tokenizer) is listed
+            assert (parts.fit_tokenizer is tokenizer.fit_tokenizer) is not listed
+            assert (set(LOOP_NAMES) & parts.missing == set()) is listed
         finally:
             for name in [m for m in sys.modules if m.split(".")[0] == out.name]:
                 del sys.modules[name]
-    assert Parts(None).fit is training.fit and not Parts(None).your_loop
+    none = Parts(None)
+    assert none.fit is training.fit and none.fit_tokenizer is tokenizer.fit_tokenizer
+    assert ran_line("tokenizer", none) == (
+        "minitok's tokenizer_step, tokens_to_image (yours has not passed yet); the training "
+        "loop: minitok's tokenizer.fit_tokenizer")
+    assert ran_line("AR prior", none).endswith("; the training loop: minitok's training.fit")
 
 
 def test_capstone_runs_their_code_beside_the_shipped_pipeline(tmp_path):
-    """A fast path: two training steps each; what ran is the package's code, their loop too."""
+    """A fast path: two training steps each; what ran is the package's code, their loops too."""
     out = tmp_path / "mycap"
     write_package(package_files(_lessons(ROOT / "solutions", {"06": ["decode_loop"]}),
                                 out.name), out, force=False)
-    _with_your_fit(out)
+    _recording_loops(out)
     try:
         result = capstone(out, tmp_path / "out", quick=True,
                           steps={"tokenizer": 2, "prior": 2, "maskgit": 2})
@@ -190,8 +226,10 @@ def test_capstone_runs_their_code_beside_the_shipped_pipeline(tmp_path):
     parts = result["parts"]
     assert parts.ar_generate.__module__ == "mycap.lesson05"
     assert parts.Transformer.__module__ == "mycap.lesson04"
-    assert parts.fit.__module__ == "mycap.lesson05" and parts.your_loop
-    assert parts.fit.__globals__["TRAINED"] == [("your prior", 2), ("your MaskGIT", 2)]
+    assert parts.fit.__module__ == "mycap.lesson05"
+    assert parts.fit.__globals__["TRAINED"] == [("ARPrior", 2), ("MaskGIT", 2)]
+    assert parts.fit_tokenizer.__module__ == "mycap.lesson03"
+    assert parts.fit_tokenizer.__globals__["TRAINED"] == [("VQTokenizer", 2)]
     assert parts.decode_loop is maskgit.decode_loop and parts.missing == {"decode_loop"}
     methods = [row["method"] for row in result["yours"]]
     assert methods == [row["method"] for row in result["shipped"]] and len(methods) == 3
@@ -204,7 +242,8 @@ def test_capstone_runs_their_code_beside_the_shipped_pipeline(tmp_path):
             "not passed yet); the training loop: your fit") == table.splitlines()[-1].strip()
     assert "ran your Transformer, prior_batch_loss, ar_generate; the training loop: your fit\n" \
         in table
-    assert "ran your tokenizer_step, tokens_to_image\n" in table
+    assert ("ran your tokenizer_step, tokens_to_image; the training loop: your fit_tokenizer\n"
+            in table)
 
 
 @pytest.mark.parametrize(("option", "said"), [
@@ -231,17 +270,27 @@ def test_run_capstone_says_why_it_refuses(tmp_path, capsys):
 def test_export_grades_the_solutions_and_everything_is_theirs(tmp_path, capsys):
     work = tmp_path / "workspace"
     work.mkdir()
-    for name in ("04_transformer.ipynb", "05_autoregressive.ipynb"):
+    for name in ("03_image_tokenizer.ipynb", "04_transformer.ipynb",
+                 "05_autoregressive.ipynb"):
         shutil.copy(ROOT / "solutions" / name, work)
     shutil.copy(ROOT / "lessons" / "06_maskgit.ipynb", work)  # untouched: read, not run
     assert export(work, tmp_path / "mine", sandbox="none") == 0
     out = capsys.readouterr().out
+    n03 = len(references("lesson03"))
+    assert f"lesson03: {n03}/{n03} yours" in out
     assert "lesson04: 7/7 yours" in out and "lesson05: 9/9 yours" in out
     assert "lesson06: 0/7 yours" in out
     assert not (tmp_path / "mine" / "lesson06.py").exists()
     package = load_package(tmp_path / "mine")
     try:
         assert package.YOURS["lesson05"][-1] == "ar_generate"
+        # the training loops are theirs, as they wrote them, and the capstone runs them
+        assert "fit" in package.YOURS["lesson05"]
+        assert "fit_tokenizer" in package.YOURS["lesson03"]
+        parts = Parts(package)
+        assert parts.fit is package.lesson05.fit and parts.fit.__module__ == "mine.lesson05"
+        assert parts.fit_tokenizer is package.lesson03.fit_tokenizer
+        assert "def fit(model, batch_loss" in Path(package.lesson05.__file__).read_text()
     finally:
         for name in [m for m in sys.modules if m.split(".")[0] == "mine"]:
             del sys.modules[name]

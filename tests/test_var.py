@@ -169,9 +169,14 @@ def _var(seed=0, dropout=0.0):
 
 
 def test_one_masked_pass_equals_one_cached_pass_per_scale():
-    """Training's block-causal mask and sampling's cache give the same logits."""
-    model, q = _var(), _quantizer((1, 2, 4, 8)).float()
-    f = torch.randn(3, 6, 8, 8, generator=torch.Generator().manual_seed(3))
+    """Training's block-causal mask and sampling's cache give the same logits.
+
+    In float64: the two paths sum in different orders, so they agree only to rounding
+    (7.5e-15 here; 3.8e-6 in float32, too close to any tolerance float32 would allow).
+    1e-10 is far above that and far below what a wrong cache changes: keys and values kept
+    in float32 move the logits by 4e-7, a cache that forgets the earlier scales by 6."""
+    model, q = _var().double(), _quantizer((1, 2, 4, 8))
+    f = torch.randn(3, 6, 8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     labels = torch.tensor([0, 4, 10])
     with torch.no_grad():
         ids = msvq.encode_scales(f, q.codebook, q.phis())
@@ -182,8 +187,8 @@ def test_one_masked_pass_equals_one_cached_pass_per_scale():
             x = None if k == 0 else inputs[:, model.starts[k] - 1 : model.starts[k + 1] - 1]
             parts.append(model(model.embed(k, labels, x), cache))
         causal = model(model.embed_all(labels, inputs), mask=torch.ones(85, 85).tril().bool())
-    assert full.shape == (3, 85, 32)
-    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=0, atol=1e-5)
+    assert full.shape == (3, 85, 32) and full.dtype == torch.float64
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=0, atol=1e-10)
     assert (causal - full).abs().max() > 1e-2  # a plain causal mask is another model
 
 

@@ -100,7 +100,8 @@ def test_progress_reads_untouched_lessons_without_running_them(tmp_path, capsys,
         total = passed.split("/")[1]
         assert passed == f"0/{total}" and written == f"0/{total}", row
     assert "none run" in lines[-1]
-    assert lines[-2] == ("your pipeline (minitok demo --yours): tokenizer: 0/2 yours (minitok's: "
-                         "tokenizer_step, tokens_to_image); AR prior: 0/3 yours (minitok's: "
-                         "Transformer, prior_batch_loss, ar_generate); MaskGIT: 0/4 yours "
-                         "(minitok's: Transformer, random_mask, masked_loss, decode_loop)")
+    assert lines[-2] == ("your pipeline (minitok demo --yours): tokenizer: 0/3 yours (minitok's: "
+                         "tokenizer_step, fit_tokenizer, tokens_to_image); AR prior: 0/4 yours "
+                         "(minitok's: Transformer, prior_batch_loss, fit, ar_generate); "
+                         "MaskGIT: 0/5 yours (minitok's: Transformer, random_mask, masked_loss, "
+                         "fit, decode_loop)")

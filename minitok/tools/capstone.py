@@ -6,17 +6,19 @@
 With your package, the course's pipeline is trained from scratch on the digits with your
 code, and the shipped checkpoints run beside it, measured the same way:
 
-    tokenizer   your tokenizer_step (L03) in the course's loop; your tokens_to_image decodes
+    tokenizer   your tokenizer_step (L03) in your training loop `fit_tokenizer` (L03); your
+                tokens_to_image decodes
     AR prior    your Transformer (L04) trained with your prior_batch_loss (L05) in your
                 training loop `fit` (L05); drawn with your ar_generate (L05), guidance s=2
     MaskGIT     your Transformer (L04, bidirectional) trained with your random_mask and
                 masked_loss (L06) in your `fit`; drawn with your decode_loop (L06)
 
 Where an exercise is missing from the package (not passed yet), minitok's stands in and the
-table says so (`training.fit` for the loop). It runs on the CPU, on one thread, the shipped
-pipeline beside yours, so that its ms/image compare. The digits are judged by the Lesson 03 classifier (trained on real digits
-only): accuracy, Fréchet distance on its features (`evaluate.digit_fd`, lower is closer),
-diversity (1.0 = as varied as real digits), sequential forward passes and ms per image.
+table says so (`tokenizer.fit_tokenizer` and `training.fit` for the loops). It runs on the
+CPU, on one thread, the shipped pipeline beside yours, so that its ms/image compare. The
+digits are judged by the Lesson 03 classifier (trained on real digits only): accuracy,
+Fréchet distance on its features (`evaluate.digit_fd`, lower is closer), diversity (1.0 =
+as varied as real digits), sequential forward passes and ms per image.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from minitok import maskgit as reference_maskgit
 from minitok import prior as reference_prior
 from minitok import tokenizer as reference_tokenizer
 from minitok import transformer as reference_transformer
-from minitok.course import one_thread, seed_everything
+from minitok.course import one_thread, reproducible, seed_everything
 from minitok.data import load_digits
 from minitok.evaluate import count_forward, digit_fd, diversity, encode_digits
 from minitok.sampling import drop_labels
@@ -44,32 +46,23 @@ MASKGIT_STEPS = 8
 STEPS = {"tokenizer": 600, "prior": 1000, "maskgit": 500}  # the shipped ones: 2000 each
 QUICK_STEPS = {"tokenizer": 10, "prior": 10, "maskgit": 10}
 
-# The training loop of the AR prior and MaskGIT: yours once Lesson 05 has you write it.
-LOOP = ("lesson05", "fit", reference_fit)
-
-
-def is_exercise(lesson: str, name: str) -> bool:
-    """True if `name` is an exercise of the lesson module `lesson` ("lesson05")."""
-    from minitok.checks import exercises_in
-
-    return name in exercises_in(importlib.import_module(f"minitok.checks.{lesson}"))
-
-
 # Each stage of the pipeline and the exercises it runs: (lesson module, exercise, reference).
+FIT = ("lesson05", "fit", reference_fit)  # Lesson 05's training loop, for both token models
 STAGES = {
     "tokenizer": [("lesson03", "tokenizer_step", reference_tokenizer.tokenizer_step),
+                  ("lesson03", "fit_tokenizer", reference_tokenizer.fit_tokenizer),
                   ("lesson03", "tokens_to_image", reference_tokenizer.tokens_to_image)],
     "AR prior": [("lesson04", "Transformer", reference_transformer.Transformer),
                  ("lesson05", "prior_batch_loss", reference_prior.prior_batch_loss),
+                 FIT,
                  ("lesson05", "ar_generate", reference_prior.ar_generate)],
     "MaskGIT": [("lesson04", "Transformer", reference_transformer.Transformer),
                 ("lesson06", "random_mask", reference_maskgit.random_mask),
                 ("lesson06", "masked_loss", reference_maskgit.masked_loss),
+                FIT,
                 ("lesson06", "decode_loop", reference_maskgit.decode_loop)],
 }
-if is_exercise(*LOOP[:2]):  # the loop counts towards the stages once it is an exercise
-    for stage in ("AR prior", "MaskGIT"):
-        STAGES[stage].insert(2, LOOP)
+LOOPS = {"tokenizer": "fit_tokenizer", "AR prior": "fit", "MaskGIT": "fit"}  # whose loop trains it
 
 
 LESSONS = tuple(sorted({lesson[-2:] for parts in STAGES.values() for lesson, _, _ in parts}))
@@ -124,22 +117,18 @@ def yours_in(package: ModuleType | None, lesson: str, name: str, reference):
 
 
 class Parts:
-    """Your function for each exercise of the pipeline, or minitok's where yours is missing
-    (`missing` names those), and the training loop `fit`: yours or `training.fit`."""
+    """Your function for each exercise of the pipeline, the training loops `fit_tokenizer`
+    and `fit` among them, or minitok's where yours is missing (`missing` names those)."""
 
     def __init__(self, package: ModuleType | None):
-        self.found, self.missing = {}, set()
+        self.found, self.missing, self.references = {}, set(), {}
         for parts in STAGES.values():
             for lesson, name, reference in parts:
                 mine = yours_in(package, lesson, name, reference)
                 self.found[name] = reference if mine is None else mine
+                self.references[name] = reference
                 if mine is None:
                     self.missing.add(name)
-        self.found["fit"] = yours_in(package, *LOOP) or reference_fit  # before it is an exercise
-
-    @property
-    def your_loop(self) -> bool:
-        return self.found["fit"] is not reference_fit
 
     def __getattr__(self, name: str):
         found = self.__dict__.get("found", {})
@@ -156,12 +145,20 @@ class Parts:
 
 
 def train_tokenizer(parts: Parts, steps: int, seed: int):
-    """The course's tokenizer, trained by the course's loop around your tokenizer_step."""
+    """The course's tokenizer, trained by your fit_tokenizer around your tokenizer_step."""
     from minitok.tokenizer import TrainConfig
 
     tokenizer, _ = reference_tokenizer.train_tokenizer(
-        train=TrainConfig(steps=steps, seed=seed), step_fn=parts.tokenizer_step, progress=False)
+        train=TrainConfig(steps=steps, seed=seed), step_fn=parts.tokenizer_step,
+        loop=parts.fit_tokenizer, progress=False)
     return tokenizer
+
+
+def run_fit(parts: Parts, model, batch_loss, steps: int, seed: int) -> list[float]:
+    """Your `fit` (Lesson 05's signature, so no progress bar) on one thread with deterministic
+    kernels, as `training.fit` runs itself."""
+    with reproducible():
+        return parts.fit(model, batch_loss, steps, seed=seed)
 
 
 def with_your_transformer(model, parts: Parts):
@@ -177,8 +174,7 @@ def train_prior(parts: Parts, grids, labels, num_codes: int, steps: int, seed: i
     torch.manual_seed(seed)  # the initial weights
     prior = with_your_transformer(ARPrior(PriorConfig(num_codes=num_codes, grid_size=grids.shape[1])),
                                   parts)
-    parts.fit(prior, lambda g: parts.prior_batch_loss(prior, grids, labels, g), steps,
-              seed=seed, desc="your prior", progress=False)
+    run_fit(parts, prior, lambda g: parts.prior_batch_loss(prior, grids, labels, g), steps, seed)
     return prior
 
 
@@ -199,7 +195,7 @@ def train_maskgit(parts: Parts, grids, labels, num_codes: int, steps: int, seed:
         dropped = drop_labels(labels[rows], p_uncond, model.null_class, generator)  # (B,)
         return parts.masked_loss(model(inputs, dropped), flat[rows], mask)
 
-    parts.fit(model, batch_loss, steps, seed=seed, desc="your MaskGIT", progress=False)
+    run_fit(parts, model, batch_loss, steps, seed)
     return model
 
 
@@ -287,15 +283,17 @@ def format_table(yours: list[dict], shipped: list[dict], parts: Parts) -> str:
 
 def ran_line(stage: str, parts: Parts) -> str:
     """Whose code a stage ran: "your A, B; minitok's C (yours has not passed yet); the
-    training loop: your fit" (the loop for the two token models)."""
-    names = [name for _, name, _ in STAGES[stage] if name != LOOP[1]]
+    training loop: your fit" (or "minitok's training.fit")."""
+    loop = LOOPS[stage]
+    names = [name for _, name, _ in STAGES[stage] if name != loop]
     mine_names = [name for name in names if name not in parts.missing]
     missing = [name for name in names if name in parts.missing]
     ran = ([f"your {', '.join(mine_names)}"] if mine_names else []) + \
         ([f"minitok's {', '.join(missing)} (yours has not passed yet)"] if missing else [])
-    if stage != "tokenizer":
-        ran.append("the training loop: " + ("your fit" if parts.your_loop
-                                            else "minitok's training.fit"))
+    reference = parts.references[loop]
+    ran.append("the training loop: " + (
+        f"minitok's {reference.__module__.removeprefix('minitok.')}.{reference.__name__}"
+        if loop in parts.missing else f"your {loop}"))
     return "; ".join(ran)
 
 
