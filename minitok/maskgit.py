@@ -416,7 +416,8 @@ def maskgit_loss(model: MaskGIT, codes: torch.Tensor, labels: torch.Tensor,
     position and the true codes elsewhere, and only the hidden positions carry a loss.
     """
     validate.index_tensor(codes, "codes", model.num_codes)  # a code >= K is no target
-    validate.int_tensor(labels, "labels")  # .long() below would truncate float labels
+    # before the labels are dropped: a label beyond the null class could be replaced by it
+    validate.index_tensor(labels, "labels", model.null_class + 1)
     targets = codes.reshape(codes.shape[0], -1).long()  # (B, N)
     inputs, mask = random_mask(targets, model.mask_id, generator=generator)  # (B, N) each
     labels = drop_labels(labels.long(), p_uncond, model.null_class, generator)  # (B,)

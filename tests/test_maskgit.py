@@ -639,3 +639,16 @@ def test_benchmark_quick_smoke_run(capsys):
     for goal in ("accuracy: MaskGIT 8 steps", "forward passes per image: AR 64 vs MaskGIT 8",
                  "latency at batch 1", "throughput at batch 64"):
         assert goal in out
+
+
+def test_a_label_beyond_the_null_class_is_refused_whatever_the_random_state():
+    """The labels are checked before some are dropped to the null class: checked after, a bad
+    label dropped by chance (p_uncond of the time) passed without a word."""
+    config = maskgit.MaskGITConfig(num_codes=12, grid_size=4, n_layer=1, n_head=2, n_embd=16)
+    model = maskgit.MaskGIT(config)
+    codes = torch.zeros(3, 4, 4, dtype=torch.long)
+    labels = torch.tensor([0, 1, model.null_class + 1])
+    for seed in range(40):  # 0.9 ** 40: a check after the drop passes at some seed
+        with pytest.raises(ValueError, match="labels"):
+            maskgit.maskgit_loss(model, codes, labels, p_uncond=0.9,
+                                 generator=torch.Generator().manual_seed(seed))
