@@ -128,3 +128,39 @@ def test_prejudging_judges_a_kept_lambda_and_refuses_what_does_not_run(tmp_path)
     assert decided["codebook_usage"].status == "failed"
     assert "minitok's reference" in decided["codebook_usage"].message
     assert "is minitok's reference, bound by an assignment" in decided["perplexity"].message
+
+
+# --------------------------------------- lesson 09: the earlier lessons' functions it binds
+
+L09_HEAD = ("import torch\nimport torch.nn.functional as F\nfrom minitok import msvq\n"
+            "from minitok import var as V\nfrom minitok.checks import lesson09 as check\n"
+            "from minitok.earlier import passed")
+L09_BINDS = ('nearest_code = passed("01", "nearest_code")\n'
+             'sample_logits = passed("05", "sample_logits")\ncfg_logits = passed("05", "cfg_logits")')
+
+
+@pytest.mark.slow
+def test_lesson09_binds_minitoks_earlier_functions_while_a_check_runs_here_and_in_the_grader(
+        tmp_path):
+    """encode_scales and var_generate call nearest_code, sample_logits and cfg_logits, which
+    the notebook binds to the learner's own with earlier.passed: a call, which does not run
+    in the grader's worker. Both bind minitok's under those names (check.EARLIER) while a
+    check runs, so the notebook and `minitok grade` give one verdict."""
+    import nbformat
+    from notebooks import ROOT
+
+    from minitok.checks import lesson09 as check
+
+    solved = nbformat.read(ROOT / "solutions" / "09_next_scale.ipynb", as_version=4)
+    defs = {name: next(c.source for c in solved.cells if c.source.startswith(f"def {name}("))
+            for name in ("encode_scales", "var_generate")}
+    assert set(check.EARLIER) == {"nearest_code", "sample_logits", "cfg_logits"}
+    namespace = {}  # the names left unbound: the check binds them
+    exec(L09_HEAD + "\n" + "\n\n".join(defs.values()), namespace)
+    for name in defs:
+        assert verdict(getattr(check, name), namespace[name]).status == "passed", name
+        assert "nearest_code" not in namespace  # and unbinds them again
+    path = write_notebook(tmp_path / "09_next_scale.ipynb", L09_HEAD, L09_BINDS, *defs.values())
+    (report,), _ = grade_reports([path], timeout=120, jobs=2)
+    status = {item["exercise"]: (item["status"], item["message"]) for item in report.exercises}
+    assert {name: status[name][0] for name in defs} == dict.fromkeys(defs, "passed"), status
