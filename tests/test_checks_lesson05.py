@@ -182,7 +182,7 @@ def test_fit_passes_minitoks_own_with_its_extra_keywords():
     ("left_training", "model.eval() before returning"),
     ("eval_in_train_mode", "model.eval() before eval_loss()"),
     ("eval_with_grad", "torch.no_grad()"),
-    ("eval_off_by_one", "(step + 1) % eval_every == 0"),
+    ("eval_off_by_one", "counting updates from 1"),
     ("silent", "print one line"),
     ("tensors", "loss.item()"),
 ])

@@ -462,8 +462,8 @@ GENERATOR_HINT = ("make ONE torch.Generator before the loop, seeded with seed "
                   "(torch.Generator().manual_seed(seed)), and pass it to batch_loss at every "
                   "step: the same seed must give the same batches")
 EVAL_HINT = ("measure the held-out loss after every eval_every-th update and after the last "
-             "one: when (step + 1) % eval_every == 0 or step + 1 == steps (step counted from "
-             "0), and only when eval_loss is given")
+             "one, counting updates from 1 while step counts from 0 (check.hint('fit', 2) "
+             "has the condition), and only when eval_loss is given")
 
 
 @exercise("fit", reference=training.fit, hints=FIT_HINTS)
