@@ -45,9 +45,13 @@ test: setup-instructor
 	$(MAKE) --no-print-directory -j2 $(SYNC) test-lane-1 test-lane-2
 
 # Each lane's output together, line by line (GNU make 4+; macOS's make 3.81 interleaves).
+# One torch thread per lane: two lanes share the two cores, and a second thread in each only
+# waits (a fresh clone's lane 2 pytest took 7:56 with one thread, 9:40 with two). The tests
+# that must see two threads (a check or a loop that forgets to restore the count) set it.
 SYNC := $(if $(filter 3.%,$(MAKE_VERSION)),,--output-sync=line)
-PYTEST := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -rs -p no:cacheprovider
-NBVAL := MINITOK_STRICT=1 $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
+LANE_ENV := OMP_NUM_THREADS=1
+PYTEST := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(LANE_ENV) $(PY) -m pytest -q -rs -p no:cacheprovider
+NBVAL := MINITOK_STRICT=1 $(LANE_ENV) $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
 	--nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg
 # Lane 1 holds every test that runs the grader (its sandboxed workers use fixed uids, so two
 # graders must not run at once; `export` and `progress` run it too), the benchmarks' tests,
