@@ -47,6 +47,7 @@ MODELS = {
     "diffusion_decoder": "minitok.diffusion:DiffusionDecoder",
     "var_tokenizer": "minitok.msvq:MultiScaleTokenizer",
     "var": "minitok.var:VAR",
+    "classifier": "minitok.classifier:DigitClassifier",
 }
 
 

@@ -9,18 +9,23 @@ digits' native resolution, so 8 x 8, 16 x 16 and 32 x 32 images all look alike t
 a one-hidden-layer MLP (64 -> 64 -> 10). It trains in float64 with full-batch L-BFGS on one
 CPU thread, so the same CPU gives the same weights every time, in a few seconds. It sees the
 training digits at sizes 8 and 16, and scores about 97-98% on the held-out test digits.
+
+`load_classifier` returns the shipped one (minitok/checkpoints/classifier.pt, which
+scripts/train_classifier.py rebuilds with `train_classifier`): every lesson, test and tool
+judges with the same weights on every machine, and none spends seconds training it again.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minitok import data, validate
+from minitok import checkpoints, data, validate
 from minitok.course import one_thread
 
 NATIVE_SIZE = 8  # the bundled digits are 8 x 8
@@ -41,14 +46,29 @@ def to_features(images: Tensor) -> Tensor:
     return pooled.flatten(1)  # (N, 64)
 
 
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """hidden: the width of the MLP's one hidden layer."""
+
+    hidden: int = 64
+
+    def __post_init__(self):
+        validate.positive_int(self.hidden, "hidden")
+
+
 class DigitClassifier(nn.Module):
     """images (N, 1, S, S) -> logits (N, 10), for any S that is a multiple of 8."""
 
-    def __init__(self, hidden: int = 64):
+    kind = "classifier"  # its checkpoints' kind (minitok.checkpoints)
+    config_class = ClassifierConfig
+
+    def __init__(self, config: ClassifierConfig | None = None):
         super().__init__()
-        validate.positive_int(hidden, "hidden")
+        config = ClassifierConfig() if config is None else config
+        self.config = validate.instance(config, "config", ClassifierConfig)
         self.net = nn.Sequential(
-            nn.Linear(NATIVE_SIZE * NATIVE_SIZE, hidden), nn.ReLU(), nn.Linear(hidden, 10)
+            nn.Linear(NATIVE_SIZE * NATIVE_SIZE, config.hidden), nn.ReLU(),
+            nn.Linear(config.hidden, 10)
         )
 
     def forward(self, images: Tensor) -> Tensor:
@@ -90,6 +110,7 @@ def train_classifier(
     no mini-batch noise, so the result depends only on the seed (the initial weights).
     """
     validate.non_negative_int(seed, "seed")
+    config = ClassifierConfig(hidden)
     validate.number(weight_decay, "weight_decay", low=0)
     validate.positive_int(max_iter, "max_iter")
     features, labels = [], []
@@ -101,7 +122,7 @@ def train_classifier(
     y = torch.cat(labels)  # (2 * 1437,)
 
     generator = torch.Generator().manual_seed(seed)
-    model = DigitClassifier(hidden).double()
+    model = DigitClassifier(config).double()
     with torch.no_grad():
         for layer in (model.net[0], model.net[2]):
             bound = 1.0 / layer.in_features**0.5  # nn.Linear's default range, seeded here
@@ -129,14 +150,21 @@ def train_classifier(
     return model.float().eval()
 
 
+SHIPPED_SEED = 0  # the seed scripts/train_classifier.py trains the shipped classifier with
+
+
 @lru_cache(maxsize=2)
 def _cached_classifier(seed: int) -> DigitClassifier:
+    if seed == SHIPPED_SEED:
+        return checkpoints.load("classifier")
     return train_classifier(seed)
 
 
 def load_classifier(device: str | torch.device = "cpu", seed: int = 0) -> DigitClassifier:
-    """The course's digit classifier, trained on first use (a few seconds) and cached.
+    """The course's digit classifier: the shipped one (seed 0), or one trained now with
+    another seed (a few seconds), cached either way.
 
     Returns a copy on `device`, in eval mode, so callers can move it without affecting others.
     """
+    validate.non_negative_int(seed, "seed")
     return copy.deepcopy(_cached_classifier(seed)).to(device).eval()

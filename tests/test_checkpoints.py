@@ -16,13 +16,14 @@ import torch
 from minitok import checkpoints
 from minitok.anytoany import AnyToAny, AnyToAnyConfig
 from minitok.checkpoints import CheckpointError
+from minitok.classifier import ClassifierConfig, DigitClassifier
 from minitok.maskgit import MaskGIT, MaskGITConfig
 from minitok.msvq import MultiScaleConfig, MultiScaleTokenizer
 from minitok.prior import ARPrior, PriorConfig
 from minitok.tokenizer import TokenizerConfig, VQTokenizer
 from minitok.var import VAR, VARConfig
 
-KINDS = ("tokenizer", "prior", "maskgit", "anytoany", "var_tokenizer", "var")
+KINDS = ("tokenizer", "prior", "maskgit", "anytoany", "var_tokenizer", "var", "classifier")
 
 
 def tiny(kind: str, seed: int = 0) -> torch.nn.Module:
@@ -37,6 +38,7 @@ def tiny(kind: str, seed: int = 0) -> torch.nn.Module:
         "var_tokenizer": lambda: MultiScaleTokenizer(MultiScaleConfig(
             image_size=8, channels=8, num_codes=12, scales=(1, 2, 4))),
         "var": lambda: VAR(VARConfig(num_codes=12, code_dim=4, scales=(1, 2), **size)),
+        "classifier": lambda: DigitClassifier(ClassifierConfig(hidden=8)),
     }[kind]()
     return model.eval()
 
@@ -170,7 +172,7 @@ def test_a_checkpoint_of_another_kind_is_refused(tmp_path):
 
 def test_an_unknown_kind_is_refused():
     with pytest.raises(ValueError, match="kind must be one of tokenizer, prior, maskgit, anytoany"):
-        checkpoints.load("classifier")
+        checkpoints.load("vae")
 
 
 # --------------------------------------------------------------------------- meta and tokenizers
@@ -222,7 +224,7 @@ def test_the_shipped_checkpoints_verify_and_carry_the_one_meta_layout(kind):
         assert key in model.meta, (kind, key)
     assert model.meta["script"] == f"scripts/train_{kind}.py"
     assert {"steps", "seed"} <= set(model.meta["recipe"])
-    if kind != "tokenizer":  # token models pin the tokenizer they were trained on (VAR: the
+    if kind not in ("tokenizer", "classifier"):  # token models pin their tokenizer (VAR: the
         # multi-scale one, itself fine-tuned from the shipped tokenizer)
         checkpoints.check_tokenizer(model, checkpoints.load("var_tokenizer" if kind == "var"
                                                             else "tokenizer"))

@@ -6,9 +6,12 @@ import pytest
 import torch
 
 import minitok.data
+from minitok import checkpoints
 from minitok import classifier as classifier_module
 from minitok.classifier import load_classifier, to_features, train_classifier
 from minitok.data import load_digits
+
+from repo_scripts import load_script
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +56,23 @@ def test_training_is_deterministic():
     b = train_classifier(max_iter=30)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
+
+
+@pytest.mark.slow
+def test_the_shipped_classifier_is_what_its_script_trains(clf, tmp_path):
+    """scripts/train_classifier.py, run here, rebuilds the shipped classifier: the same weights
+    on the CPU that made it; elsewhere (another CPU's float64 kernels may round differently
+    over 500 L-BFGS steps) the same reading of all but a few held-out digits, and the same
+    accuracy to within half a point."""
+    assert clf.meta["script"] == "scripts/train_classifier.py"
+    load_script("scripts/train_classifier.py").main(["--out", str(tmp_path / "c.pt")])
+    trained = checkpoints.load("classifier", tmp_path / "c.pt")
+    assert trained.meta["recipe"] == clf.meta["recipe"]
+    images, labels = load_digits("test", size=16)
+    agree = (trained.predict(images) == clf.predict(images)).double().mean().item()
+    assert agree >= 0.99, f"the shipped classifier reads {1 - agree:.1%} of the digits otherwise"
+    assert abs(trained.accuracy(images, labels) - clf.accuracy(images, labels)) <= 0.005
+    assert clf.meta["results"]["test_accuracy_16"] == round(clf.accuracy(images, labels), 4)
 
 
 @pytest.mark.slow

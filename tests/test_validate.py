@@ -377,7 +377,9 @@ BAD_CALLS = [  # (argument the message must name, call)
     ("config", lambda: tokenizer.train_tokenizer(config="x", progress=False)),
     ("train", lambda: tokenizer.train_tokenizer(train="x", progress=False)),
     # the classifier, the data, the judges
-    ("hidden", lambda: classifier.DigitClassifier(0)),
+    ("hidden", lambda: classifier.ClassifierConfig(0)),
+    ("config", lambda: classifier.DigitClassifier(64)),
+    ("seed", lambda: classifier.load_classifier(seed=-1)),
     ("max_iter", lambda: classifier.train_classifier(max_iter=0)),
     ("weight_decay", lambda: classifier.train_classifier(weight_decay=-1.0, max_iter=1)),
     ("seed", lambda: classifier.train_classifier(seed=-1, max_iter=1)),
