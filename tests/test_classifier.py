@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from repo_scripts import load_script
 
 import minitok.data
 from minitok import checkpoints
 from minitok import classifier as classifier_module
 from minitok.classifier import load_classifier, to_features, train_classifier
 from minitok.data import load_digits
-
-from repo_scripts import load_script
 
 
 @pytest.fixture(scope="module")
