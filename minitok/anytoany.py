@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minitok import validate
+from minitok.checkpoints import Checkpointable
 from minitok.sampling import cfg_logits, sample_logits
 from minitok.training import fit
 from minitok.transformer import Transformer, TransformerConfig
@@ -242,15 +243,14 @@ class AnyToAnyConfig:
                                  dropout=self.dropout, causal=True)
 
 
-class AnyToAny(nn.Module):
+class AnyToAny(Checkpointable):
     """One causal Transformer over the shared vocabulary: ids (B, T) -> logits (B, T, V)."""
 
-    kind = "anytoany"  # its checkpoints' kind (minitok.checkpoints)
+    kind = "anytoany"
     config_class = AnyToAnyConfig
 
     def __init__(self, config: AnyToAnyConfig):
-        super().__init__()
-        self.config = validate.instance(config, "config", AnyToAnyConfig)
+        super().__init__(config)  # checks it: self.config
         self.vocab = config.vocab()
         self.transformer = Transformer(config.transformer_config())
 

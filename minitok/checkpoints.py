@@ -9,7 +9,8 @@ flipped byte in a weight) is refused instead of giving subtly different tokens:
      "state_dict": {...tensors...}, "meta": {"script": ..., "seed": ..., ...},
      "sha256": "..."}
 
-    save(model, path, meta)              any model with a `kind`, a `config` dataclass
+    Checkpointable                       what every saved model is: a kind and a config
+    save(model, path, meta)              any Checkpointable model
     load(kind, path=None, device="cpu")  the model, in eval mode, with `.meta`
     load_payload(path, kind)             the verified dict, for tools that need the raw parts
     training_meta(script, recipe, ...)   the one layout of `meta`, for every model
@@ -49,6 +50,22 @@ MODELS = {
     "var": "minitok.var:VAR",
     "classifier": "minitok.classifier:DigitClassifier",
 }
+
+
+class Checkpointable(torch.nn.Module):
+    """A model `save` and `load` know. Its class names its checkpoint `kind` (a key of MODELS)
+    and its `config_class`, a dataclass (`load` builds `config_class(**saved config)`).
+
+    Every such model keeps the config it was built from as `self.config`, checked here, once
+    for all of them.
+    """
+
+    kind: str
+    config_class: type
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = validate.instance(config, "config", self.config_class)
 
 
 class CheckpointError(ValueError):

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minitok import checkpoints, data, validate
+from minitok.checkpoints import Checkpointable
 from minitok.course import one_thread
 
 NATIVE_SIZE = 8  # the bundled digits are 8 x 8
@@ -56,19 +57,17 @@ class ClassifierConfig:
         validate.positive_int(self.hidden, "hidden")
 
 
-class DigitClassifier(nn.Module):
+class DigitClassifier(Checkpointable):
     """images (N, 1, S, S) -> logits (N, 10), for any S that is a multiple of 8."""
 
-    kind = "classifier"  # its checkpoints' kind (minitok.checkpoints)
+    kind = "classifier"
     config_class = ClassifierConfig
 
     def __init__(self, config: ClassifierConfig | None = None):
-        super().__init__()
-        config = ClassifierConfig() if config is None else config
-        self.config = validate.instance(config, "config", ClassifierConfig)
+        super().__init__(ClassifierConfig() if config is None else config)  # self.config
+        hidden = self.config.hidden
         self.net = nn.Sequential(
-            nn.Linear(NATIVE_SIZE * NATIVE_SIZE, config.hidden), nn.ReLU(),
-            nn.Linear(config.hidden, 10)
+            nn.Linear(NATIVE_SIZE * NATIVE_SIZE, hidden), nn.ReLU(), nn.Linear(hidden, 10)
         )
 
     def forward(self, images: Tensor) -> Tensor:

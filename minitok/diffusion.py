@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minitok import validate
+from minitok.checkpoints import Checkpointable
 from minitok.sampling import cfg_logits, drop_labels
 from minitok.training import train_loop
 
@@ -430,7 +431,7 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
-class DiffusionModel(nn.Module):
+class DiffusionModel(Checkpointable):
     """The noise predictor eps(x_t, t, label) of a class-conditional diffusion model.
 
     forward(x_t (B, C, S, S), t (B,) int64, labels (B,) with num_classes = null) -> (B, C, S, S).
@@ -438,13 +439,12 @@ class DiffusionModel(nn.Module):
     normalised channels inside every residual block.
     """
 
-    kind = "diffusion"  # its checkpoints' kind (minitok.checkpoints)
+    kind = "diffusion"
     config_class = DiffusionConfig
 
     def __init__(self, config: DiffusionConfig | None = None):
-        super().__init__()
         config = DiffusionConfig() if config is None else config
-        self.config = validate.instance(config, "config", DiffusionConfig)
+        super().__init__(config)  # checks it: self.config
         E = config.emb_dim
         self.time_mlp = nn.Sequential(nn.Linear(E, E), nn.SiLU(), nn.Linear(E, E))
         self.class_emb = nn.Embedding(config.num_classes + 1, E)  # + the null class

@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from minitok import validate
+from minitok.checkpoints import Checkpointable
 from minitok.prior import TokenGridConfig
 from minitok.sampling import cfg_logits, drop_labels
 from minitok.training import fit
@@ -366,20 +366,18 @@ class MaskGITConfig(TokenGridConfig):
         return self.mask_id + 1
 
 
-class MaskGIT(nn.Module):
+class MaskGIT(Checkpointable):
     """A bidirectional Transformer that predicts the codes behind [MASK] tokens.
 
     forward(tokens (B, G*G) codes or mask_id, labels (B,)) -> (B, G*G, K) code logits.
     A label of `null_class` (= num_classes) means "no class" (classifier-free guidance).
     """
 
-    kind = "maskgit"  # its checkpoints' kind (minitok.checkpoints)
+    kind = "maskgit"
     config_class = MaskGITConfig
 
     def __init__(self, config: MaskGITConfig):
-        super().__init__()
-        # a PriorConfig has the same fields but would build a causal model
-        self.config = validate.instance(config, "config", MaskGITConfig)
+        super().__init__(config)  # a MaskGITConfig: a PriorConfig would build a causal model
         self.transformer = Transformer(config.transformer_config())
 
     # what decode needs to know about a model (a test can fake these)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minitok import validate
+from minitok.checkpoints import Checkpointable
 from minitok.quantize import nearest_code
 from minitok.tokenizer import Decoder, Encoder
 from minitok.vq import VQOutput, straight_through, usage_stats
@@ -234,16 +235,15 @@ class MultiScaleConfig:
         return cls(**values)
 
 
-class MultiScaleTokenizer(nn.Module):
+class MultiScaleTokenizer(Checkpointable):
     """images <-> token maps of every scale: encode -> [ids (B, s*s)], decode -> images."""
 
-    kind = "var_tokenizer"  # its checkpoints' kind (minitok.checkpoints)
+    kind = "var_tokenizer"
     config_class = MultiScaleConfig
 
     def __init__(self, config: MultiScaleConfig | None = None):
-        super().__init__()
         config = MultiScaleConfig() if config is None else config
-        self.config = validate.instance(config, "config", MultiScaleConfig)
+        super().__init__(config)  # checks it: self.config
         self.encoder = Encoder(config.in_channels, config.channels, config.code_dim)
         self.quantizer = MultiScaleQuantizer(config.num_codes, config.code_dim, config.scales,
                                              config.num_phi, config.quant_resi, config.beta)

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minitok import validate
+from minitok.checkpoints import Checkpointable
 from minitok.sampling import cfg_logits, drop_labels, sample_logits
 from minitok.training import fit
 from minitok.transformer import Transformer, TransformerConfig
@@ -129,17 +130,14 @@ def prior_loss(model: nn.Module, seqs: torch.Tensor, num_codes: int) -> torch.Te
 # --------------------------------------------------------------------------- the model
 
 
-class ARPrior(nn.Module):
+class ARPrior(Checkpointable):
     """The class-conditional prior: a causal Transformer plus the layout of its ids."""
 
-    kind = "prior"  # its checkpoints' kind (minitok.checkpoints)
+    kind = "prior"
     config_class = PriorConfig
 
     def __init__(self, config: PriorConfig):
-        super().__init__()
-        if not isinstance(config, PriorConfig):  # a MaskGITConfig's transformer is bidirectional
-            raise TypeError(f"config must be a PriorConfig, got {type(config).__name__}")
-        self.config = config
+        super().__init__(config)  # a PriorConfig: a MaskGITConfig's transformer is bidirectional
         self.transformer = Transformer(config.transformer_config())
 
     def forward(self, idx: torch.Tensor, cache=None) -> torch.Tensor:

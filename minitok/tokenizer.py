@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from minitok import validate
+from minitok.checkpoints import Checkpointable
 from minitok.course import reproducible
 from minitok.data import load_digits
 from minitok.training import lr_scale
@@ -181,20 +182,19 @@ def tokens_to_image(indices: Tensor, codebook: Tensor, decoder: nn.Module) -> Te
 # --------------------------------------------------------------------------- the tokenizer
 
 
-class VQTokenizer(nn.Module):
+class VQTokenizer(Checkpointable):
     """Encoder + VectorQuantizer + decoder: images <-> (G, G) grids of integer tokens.
 
     encode(images) -> indices (B, G, G); decode(indices) -> images (B, C, S, S);
     forward(images) -> (reconstruction, VQOutput) for training.
     """
 
-    kind = "tokenizer"  # its checkpoints' kind (minitok.checkpoints)
+    kind = "tokenizer"
     config_class = TokenizerConfig
 
     def __init__(self, config: TokenizerConfig | None = None):
-        super().__init__()
         config = TokenizerConfig() if config is None else config
-        self.config = validate.instance(config, "config", TokenizerConfig)
+        super().__init__(config)  # checks it: self.config
         self.encoder = Encoder(config.in_channels, config.channels, config.code_dim)
         self.quantizer = VectorQuantizer(config.num_codes, config.code_dim, config.beta,
                                          kmeans_init=config.kmeans_init,

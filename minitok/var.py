@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minitok import validate
+from minitok.checkpoints import Checkpointable
 from minitok.msvq import SCALES, downsample, lookup, tokens_per_scale, upsample, var_inputs
 from minitok.sampling import cfg_logits, drop_labels, sample_logits
 from minitok.training import fit
@@ -149,15 +150,14 @@ class VARConfig:
                                  causal=False)
 
 
-class VAR(nn.Module):
+class VAR(Checkpointable):
     """Class + coarser scales -> the logits of the next scale's tokens."""
 
-    kind = "var"  # its checkpoints' kind (minitok.checkpoints)
+    kind = "var"
     config_class = VARConfig
 
     def __init__(self, config: VARConfig):
-        super().__init__()
-        self.config = validate.instance(config, "config", VARConfig)
+        super().__init__(config)  # checks it: self.config
         self.transformer = Transformer(config.transformer_config())
         self.word_embed = nn.Linear(config.code_dim, config.n_embd)  # an input vector -> C
         self.level_embed = nn.Embedding(len(config.scales), config.n_embd)  # which scale
