@@ -300,6 +300,8 @@ def test_a_module_outside_the_lesson_imports_but_computes_nothing():
     assert "minitok.vq" not in lesson_modules("lesson01")
     assert {"minitok.quantize", "minitok.checks.lesson01"} <= lesson_modules("lesson01")
     assert "minitok.vq" in lesson_modules("lesson02")
+    # checkpoints.py, whose module the models import, beside minitok/checkpoints/ (the .pt files)
+    assert {"minitok.tokenizer", "minitok.checkpoints"} <= lesson_modules("lesson03")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="worker uids are only allocated as root")

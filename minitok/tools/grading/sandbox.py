@@ -131,7 +131,9 @@ def lesson_modules(lesson: str) -> frozenset[str]:
     while todo:
         module = todo.pop()
         path = package.joinpath(*module.split(".")[1:])
-        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        # a package's __init__.py first, then a module's .py, as Python looks: a folder of
+        # data beside a module (minitok/checkpoints/ beside checkpoints.py) is neither
+        path = path / "__init__.py" if (path / "__init__.py").is_file() else path.with_suffix(".py")
         if module in found or not path.is_file():
             continue
         found.add(module)
