@@ -11,6 +11,7 @@ at every size the course uses. Same seed, same weights on the same CPU (a few se
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 from pathlib import Path
 
@@ -18,7 +19,10 @@ from minitok import checkpoints
 from minitok.classifier import SHIPPED_SEED, train_classifier
 from minitok.data import load_digits
 
-RECIPE = {"steps": 500, "hidden": 64, "weight_decay": 1e-4}  # steps: L-BFGS's max_iter
+# the recipe is train_classifier's own defaults (steps: L-BFGS's max_iter), recorded in the meta
+DEFAULTS = {n: p.default for n, p in inspect.signature(train_classifier).parameters.items()}
+RECIPE = {"steps": DEFAULTS["max_iter"], "hidden": DEFAULTS["hidden"],
+          "weight_decay": DEFAULTS["weight_decay"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,8 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    model = train_classifier(args.seed, RECIPE["hidden"], RECIPE["weight_decay"],
-                             max_iter=RECIPE["steps"])
+    model = train_classifier(args.seed)
     seconds = time.perf_counter() - start
     results = {}
     for size in (8, 16, 32):
