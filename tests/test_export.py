@@ -268,6 +268,9 @@ def test_run_capstone_says_why_it_refuses(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_export_grades_the_solutions_and_everything_is_theirs(tmp_path, capsys):
+    """Lessons 03-05's solutions, graded in workers, are all theirs: full marks there take
+    the adaptive weight's probe, a KV cache written in place and classes built in the worker
+    crossing the process boundary (test_grade's gradients test grades Lesson 02)."""
     work = tmp_path / "workspace"
     work.mkdir()
     for name in ("03_image_tokenizer.ipynb", "04_transformer.ipynb",
