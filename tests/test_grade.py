@@ -291,13 +291,13 @@ def test_a_sandbox_that_cannot_run_stops_the_run_with_one_error(tmp_path, capsys
 # --------------------------------------------------------------------------- load
 
 
-def _solution_classes(path: Path, name: str, *classes: str) -> Path:
-    """A notebook of a solution's import cell and the cells that define `classes`."""
-    cells = [cell.source for cell in nbformat.read(name, as_version=4).cells
+def _solution_classes(path: Path, solution: Path, *classes: str) -> Path:
+    """A notebook at `path` of the solution's import cell and the cells defining `classes`."""
+    cells = [cell.source for cell in nbformat.read(solution, as_version=4).cells
              if cell.cell_type == "code"]
     keep = [cells[0], *(source for source in cells if any(
         source.startswith(f"class {c}(") for c in classes))]
-    assert len(keep) == 1 + len(classes), name
+    assert len(keep) == 1 + len(classes), solution
     return write_notebook(path, *keep)
 
 
