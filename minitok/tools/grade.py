@@ -22,10 +22,11 @@ A submission is untrusted code, so the grader never runs it in a process that ju
    submission (its file name, its messages) is escaped and quoted, so that it can draw
    nothing on the terminal and never reads as a verdict.
 
-As the judges start, the run starts one worker of its own (the preflight); if that fails
-(a sandbox that cannot run here), the run stops with one error, scores nothing and writes
-no report. A file that is not a regular file (a symbolic link, a folder, a FIFO, a device)
-is refused as a submission, with a line in the report; the others are graded.
+The first judge begins with a preflight: a worker of its first zygote loads an empty
+submission; if that fails (a sandbox that cannot run here), the run stops with one error,
+scores nothing and writes no report. A file that is not a regular file (a symbolic link, a
+folder, a FIFO, a device) is refused as a submission, with a line in the report; the others
+are graded.
 
 docs/instructors.md says what is guaranteed with and without the sandbox.
 """
@@ -56,9 +57,7 @@ from minitok.tools.grading.sandbox import (
     build_library,
     bwrap_problem,
     make_plan,
-    preflight,
     release_uids,
-    start_preflight,
 )
 
 NO_SANDBOX = ("without the sandbox, a worker can read every file the grader's user can read "
@@ -133,11 +132,12 @@ def grade_reports(paths: list[Path], timeout: float = 60.0, jobs: int | None = N
     regular = [path for path in paths if refusal(path) is None]
     plan = make_plan(mode, timeout, regular, list(reports), jobs)
     try:
-        units, zygote = _units(graded, plan)
+        units = _units(graded, plan)
         bar = _progress_bar(len(units)) if progress else None
-        check = zygote and (lambda: _preflight(zygote, units[0].exercise, mode))
-        try:  # the preflight runs beside the judges: no verdict is returned if it fails
-            results = run_units(units, plan, jobs, bar.update if bar else None, check)
+        try:  # a failed preflight (judge.run_units) returns no verdict at all
+            results = run_units(units, plan, jobs, bar.update if bar else None)
+        except ZygoteError as err:
+            raise GraderCannotRun(cannot_run(mode, err)) from None
         finally:
             if bar is not None:
                 bar.close()
@@ -222,9 +222,8 @@ def _read(path: Path, student: str) -> tuple[Report, list, dict]:
     return report, notebook.kept(), {name: decided.get(name) for name in checks}
 
 
-def _units(graded: list, plan) -> tuple[list[Unit], object]:
-    """The units still to run, exercise-major, and the zygote of the preflight (None when
-    there is nothing to run); builds each exercise's stripped library."""
+def _units(graded: list, plan) -> list[Unit]:
+    """The units still to run, exercise-major; builds each exercise's stripped library."""
     units = []
     for report, statements, decided in graded:
         for name, result in decided.items():
@@ -232,28 +231,10 @@ def _units(graded: list, plan) -> tuple[list[Unit], object]:
                 units.append(Unit(len(units), report.lesson, name, statements))
                 decided[name] = len(units) - 1
     units.sort(key=lambda u: (u.lesson, _position(u), u.number))
-    zygote = None
-    try:
-        for lesson, name in dict.fromkeys((u.lesson, u.exercise) for u in units):
-            check = exercises_in(importlib.import_module(f"minitok.checks.{lesson}"))[name]
-            plan.libraries[lesson, name] = build_library(plan.run_dir, lesson, check)
-            if zygote is None:  # it imports torch while the other libraries are built
-                zygote = start_preflight(plan, lesson, name)
-    except ZygoteError as err:
-        raise GraderCannotRun(cannot_run(plan.mode, err)) from None
-    except BaseException:
-        if zygote is not None:
-            zygote.stop()
-        raise
-    return units, zygote
-
-
-def _preflight(zygote, exercise: str, mode: str) -> None:
-    """GraderCannotRun unless the preflight's worker runs (sandbox.preflight)."""
-    try:
-        preflight(zygote, exercise)
-    except ZygoteError as err:
-        raise GraderCannotRun(cannot_run(mode, err)) from None
+    for lesson, name in dict.fromkeys((u.lesson, u.exercise) for u in units):
+        check = exercises_in(importlib.import_module(f"minitok.checks.{lesson}"))[name]
+        plan.libraries[lesson, name] = build_library(plan.run_dir, lesson, check)
+    return units
 
 
 def _position(unit: Unit) -> int:

@@ -5,7 +5,8 @@ imported, and hands them units of work, one (submission, exercise) each, in exer
 order, so a judge keeps one zygote for an exercise while it grades that exercise's share of
 the submissions. A judge runs the check's test function with the learner's function replaced
 by a RemoteObject: it builds the inputs, computes the reference and compares, and executes
-no learner code.
+no learner code. The first judge begins with a preflight (sandbox.preflight): if its first
+zygote cannot run a worker, the run stops with that error and no verdict.
 
 Limits that load cannot make unfair: a worker's time limit (--timeout) is CPU time, counted
 by the kernel for its whole unit (loading the submission and the check's calls), so a busy
@@ -28,7 +29,6 @@ import multiprocessing
 import os
 import resource
 import signal
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -44,7 +44,7 @@ from minitok.tools.grading.remote import (
     WorkerGone,
     socket_exchange,
 )
-from minitok.tools.grading.sandbox import PREFLIGHT_SLOT, Plan, ZygoteError, ZygoteProcess
+from minitok.tools.grading.sandbox import Plan, ZygoteError, ZygoteProcess, preflight
 from minitok.tools.grading.zygote import (
     PR_SET_CHILD_SUBREAPER,
     PR_SET_PDEATHSIG,
@@ -113,6 +113,11 @@ class Judge:
             channel.close()
             status, cpu = self._end_worker()
         return self._outcome(result, session.failure, status, cpu, unit.exercise)
+
+    def preflight(self, unit: Unit) -> None:
+        """Before the run's first unit: start its zygote and have one worker of it load an
+        empty submission (sandbox.preflight); ZygoteError when that fails."""
+        preflight(self._zygote(unit.lesson, unit.exercise), unit.exercise)
 
     def _check(self, session: Session, unit: Unit) -> Result | None:
         checks = _checks(unit.lesson)
@@ -186,8 +191,9 @@ def _checks(lesson: str) -> dict:
     return exercises_in(importlib.import_module(f"minitok.checks.{lesson}"))
 
 
-def judge_main(connection, plan: Plan, slot: int) -> None:
-    """A judge process: grade the units it is sent until it is sent None."""
+def judge_main(connection, plan: Plan, slot: int, first: bool) -> None:
+    """A judge process: grade the units it is sent until it is sent None; when `first`,
+    preflight before the first unit, and on failure send (None, why) and stop."""
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the supervisor
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C
@@ -199,6 +205,13 @@ def judge_main(connection, plan: Plan, slot: int) -> None:
     judge = Judge(plan, slot)
     try:
         while (unit := connection.recv()) is not None:
+            if first:
+                first = False
+                try:
+                    judge.preflight(unit)
+                except ZygoteError as err:
+                    connection.send((None, str(err)))
+                    return
             connection.send((unit.number, judge.grade(unit)))
     finally:
         judge.close()
@@ -218,12 +231,10 @@ def kill_strays(keep: set[int]) -> None:
 # --------------------------------------------------------------------------- the pool
 
 
-def run_units(units: list[Unit], plan: Plan, jobs: int, progress=None,
-              beside=None) -> dict[int, Result]:
+def run_units(units: list[Unit], plan: Plan, jobs: int, progress=None) -> dict[int, Result]:
     """Every unit's verdict, graded by `jobs` judge processes (see the module docstring);
-    `progress(1)` is called as each unit is done. `beside()` runs in a thread meanwhile
-    (the preflight): if it raises, the judges are stopped and its exception is raised, with
-    no verdict at all.
+    `progress(1)` is called as each unit is done. ZygoteError, and no verdict at all, when
+    the first judge's preflight fails (the judges are stopped).
 
     The judges run under a supervisor process, a child subreaper: whatever a worker leaves
     behind ends up its child and is killed, without touching this process's other children.
@@ -233,18 +244,6 @@ def run_units(units: list[Unit], plan: Plan, jobs: int, progress=None,
     supervisor = context.Process(target=_supervise, args=(theirs, units, plan, jobs))
     supervisor.start()
     theirs.close()
-    failed: list[BaseException] = []
-
-    def guard():
-        try:
-            beside()
-        except BaseException as err:  # noqa: BLE001 - raised again below
-            failed.append(err)
-            supervisor.kill()
-
-    thread = threading.Thread(target=guard, daemon=True) if beside else None
-    if thread is not None:
-        thread.start()
     results = {}
     try:
         while (message := ours.recv()) == "done":
@@ -257,10 +256,8 @@ def run_units(units: list[Unit], plan: Plan, jobs: int, progress=None,
         if supervisor.is_alive() and not ours.poll():
             supervisor.kill()
         supervisor.join()
-        if thread is not None:
-            thread.join()
-    if failed:
-        raise failed[0]
+    if isinstance(results, ZygoteError):  # the preflight failed
+        raise results
     for unit in units:
         if unit.number not in results:
             results[unit.number] = Result(unit.exercise, "error", "the grader's supervisor "
@@ -272,13 +269,18 @@ def _supervise(connection, units: list[Unit], plan: Plan, jobs: int) -> None:
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    connection.send(_pool(units, plan, jobs, lambda: connection.send("done")))
+    try:
+        connection.send(_pool(units, plan, jobs, lambda: connection.send("done")))
+    except ZygoteError as err:
+        connection.send(err)
 
 
 def _pool(units: list[Unit], plan: Plan, jobs: int, done) -> dict[int, Result]:
     context = multiprocessing.get_context("fork")
     queue, results = _Queue(units), {}
-    idle = [_start_judge(context, plan, slot) for slot in range(min(jobs, len(units)))]
+    idle = [_start_judge(context, plan, slot, first=slot == 0)
+            for slot in range(min(jobs, len(units)))]
+    preflight_pid = idle[0][1].pid if idle else None  # until the first judge's first verdict
     busy: dict = {}  # connection -> (process, slot, unit)
     started: dict[int, float] = {}  # judge pid -> its CPU seconds when its unit started
     overran: set[int] = set()  # judges ended for spending too much CPU on a unit
@@ -294,7 +296,8 @@ def _pool(units: list[Unit], plan: Plan, jobs: int, done) -> dict[int, Result]:
                     busy[connection] = (process, slot, unit)
                 except OSError:  # it died between two units: take the unit back
                     queue.put_back(unit)
-                    idle.append(_start_judge(context, plan, slot))
+                    idle.append(_start_judge(context, plan, slot, process.pid == preflight_pid))
+                    preflight_pid = _successor(preflight_pid, process, idle[-1])
             ready = wait([*busy, *(process.sentinel for process, _, _ in busy.values())],
                          POLL_SECONDS)
             for process, _, _ in busy.values():
@@ -309,16 +312,21 @@ def _pool(units: list[Unit], plan: Plan, jobs: int, done) -> dict[int, Result]:
                 done()
                 try:
                     number, result = connection.recv()
+                    if number is None:  # the preflight failed: the run stops
+                        raise ZygoteError(result)
                     results[number] = result
                     idle.append((connection, process, slot))
+                    if process.pid == preflight_pid:
+                        preflight_pid = None
                     continue
                 except (EOFError, OSError):  # the judge died with this unit
                     results[unit.number] = _judge_died(unit, process.pid in overran,
                                                        plan.timeout)
                 kill_strays({p.pid for p, _, _ in busy.values()} | {p.pid for _, p, _ in idle})
                 restarts += 1
-                if restarts <= MAX_JUDGE_RESTARTS:
-                    idle.append(_start_judge(context, plan, slot))
+                if restarts <= MAX_JUDGE_RESTARTS:  # a new judge preflights if this one had not
+                    idle.append(_start_judge(context, plan, slot, process.pid == preflight_pid))
+                    preflight_pid = _successor(preflight_pid, process, idle[-1])
         for connection, process, _ in idle:
             connection.send(None)
             process.join()
@@ -329,6 +337,11 @@ def _pool(units: list[Unit], plan: Plan, jobs: int, done) -> dict[int, Result]:
         results[unit.number] = Result(unit.exercise, "error", "the grader gave up: its judges "
                                       "kept dying")
     return results
+
+
+def _successor(preflight_pid: int | None, dead, new: tuple) -> int | None:
+    """Whose preflight the run waits for once judge `dead` is replaced by `new`."""
+    return new[1].pid if dead.pid == preflight_pid else preflight_pid
 
 
 def _judge_died(unit: Unit, overran: bool, timeout: float) -> Result:
@@ -391,7 +404,7 @@ def _stop_everything(processes: list, jobs: int, uid_base: int | None) -> None:
         process.join()
     kill_strays(set())
     if uid_base is not None:  # this run's uids only: no other run's workers share them
-        for slot in [*range(jobs), PREFLIGHT_SLOT]:
+        for slot in range(jobs):
             _kill_uid(uid_base + slot)
 
 
@@ -408,10 +421,10 @@ def _kill_uid(uid: int) -> None:
     os.waitpid(pid, 0)
 
 
-def _start_judge(context, plan: Plan, slot: int) -> tuple:
-    """(connection, process, slot) of a new judge process."""
+def _start_judge(context, plan: Plan, slot: int, first: bool = False) -> tuple:
+    """(connection, process, slot) of a new judge process; `first`: it preflights."""
     ours, theirs = context.Pipe()
-    process = context.Process(target=judge_main, args=(theirs, plan, slot), daemon=True)
+    process = context.Process(target=judge_main, args=(theirs, plan, slot, first), daemon=True)
     process.start()
     theirs.close()
     return ours, process, slot

@@ -17,8 +17,9 @@ Everything here runs in the grader (main process or judge); zygote.py is the oth
   read-only, wherever it lives (/tmp, a home, /opt, the checkout); as root, every
   capability dropped but the four the zygote needs to give workers a uid of their own, kill
   them and remove their files (a worker loses them all when it changes uid).
-- `ZygoteProcess`: the judge's handle on one zygote; `preflight` starts one worker before a
-  run grades anything, so a sandbox that cannot run stops the run with one clear error.
+- `ZygoteProcess`: the judge's handle on one zygote; `preflight` has the first judge's
+  first zygote start one worker before it grades anything, so a sandbox that cannot run
+  stops the run with one clear error.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ from minitok.tools.grading.zygote import ENVIRONMENT
 LIB, WORK, CONFIG, FONTS = "/tmp/lib", "/tmp/work", "/tmp/config", "/tmp/fonts"  # in the sandbox
 UID_BASE = 0x7FFE0000  # as root, run r's judge i gives its workers uid UID_BASE + r * 256 + i
 UID_BLOCKS, MAX_JOBS = 256, 255  # blocks of 256 uids, one per concurrent run; judges per run
-PREFLIGHT_SLOT = MAX_JOBS  # the preflight's worker has a uid no judge's worker has
 STARTUP_SECONDS = 300  # a zygote imports torch: slow on a busy machine
 REPLY_SECONDS = 30
 SCRATCH = 64 << 20  # bytes of a worker's /tmp (and /dev/shm): tmpfs is memory
@@ -537,35 +537,25 @@ class ZygoteProcess:
         return lines[-1] if lines else "no message"
 
 
-def start_preflight(plan: Plan, lesson: str, exercise: str) -> ZygoteProcess:
-    """Start the zygote `preflight` will use (it imports torch meanwhile), with a slot (so a
-    uid, as root) of its own: no judge's worker can reach its worker."""
-    return ZygoteProcess(plan, PREFLIGHT_SLOT, lesson, exercise, wait=False)
-
-
 def preflight(zygote: ZygoteProcess, exercise: str) -> None:
-    """Have a zygote (start_preflight) start one worker the way the judges will, and the
-    worker load an empty submission; ZygoteError saying what failed if any step does. A run
-    whose sandbox cannot run a worker must stop before it scores anything (it would score 0
-    everywhere)."""
+    """Have a zygote start one worker and the worker load an empty submission, then end it;
+    ZygoteError saying what failed if any step does. The first judge does this before its
+    first unit (judge.run_units): a run whose sandbox cannot run a worker must stop before it
+    scores anything (it would score 0 everywhere). The zygote stays for the unit."""
     from minitok.tools.grading.wire import WireError, dump_request, recv_frame, send_frame, unpack
 
+    channel = zygote.spawn()
     try:
-        zygote.ready()
-        channel = zygote.spawn()
-        try:
-            channel.settimeout(STARTUP_SECONDS)
-            send_frame(channel, b"", dump_request({"op": "load", "statements": [],
-                                                   "exercise": exercise, "others": {}}))
-            message, _ = unpack(*recv_frame(channel))
-        except (OSError, EOFError, ValueError, WireError) as err:
-            status, _ = zygote.end()
-            raise ZygoteError(f"its worker did not answer ({type(err).__name__}; it ended: "
-                              f"{status}): {zygote.stderr_tail()}") from None
-        finally:
-            channel.close()
-        zygote.end()
-        if "loaded" not in message:
-            raise ZygoteError(f"its worker could not load a submission: {message}"[:500])
+        channel.settimeout(STARTUP_SECONDS)
+        send_frame(channel, b"", dump_request({"op": "load", "statements": [],
+                                               "exercise": exercise, "others": {}}))
+        message, _ = unpack(*recv_frame(channel))
+    except (OSError, EOFError, ValueError, WireError) as err:
+        status, _ = zygote.end()
+        raise ZygoteError(f"its worker did not answer ({type(err).__name__}; it ended: "
+                          f"{status}): {zygote.stderr_tail()}") from None
     finally:
-        zygote.stop()
+        channel.close()
+    zygote.end()
+    if "loaded" not in message:
+        raise ZygoteError(f"its worker could not load a submission: {message}"[:500])
