@@ -31,7 +31,7 @@ from minitok import maskgit
 from minitok.checks import lesson06, verdict
 from minitok.checks._core import run_check
 from minitok.tools.cli import main as cli
-from minitok.tools.grade import csv_text, grade, grade_reports, student_names
+from minitok.tools.grade import Report, csv_text, grade, grade_reports, student_names
 from minitok.tools.grading import sandbox
 
 SOLUTION = ROOT / "solutions" / "01_vector_quantization.ipynb"
@@ -109,6 +109,7 @@ def test_the_reports_say_how_it_ran_and_the_csv_is_a_gradebook(lesson01):
     assert lesson01["grader"]["sandbox"] in ("bubblewrap", "none (process limits only)")
     rows = list(csv.DictReader(lesson01["csv"].open()))
     assert [row["total"] for row in rows] == ["7", "0", "6", "6", "6", "6"]
+    assert [row["student"].rsplit("/")[-1] for row in rows[2:]] == list(MISTAKES)  # the files
     assert rows[0]["nearest_code"] == "1" and rows[1]["nearest_code"] == "0"
     assert rows[2]["squared_distances"] == "0" and rows[2]["error"] == ""
 
@@ -208,6 +209,7 @@ SMALL = ["import sys\nimport torch\nfrom minitok.checks import lesson01 as check
          "    return torch.unique(indices).numel() / num_codes",
          "def perplexity(indices, num_codes):\n"
          "    raise ValueError('PREFIX=' + sys.prefix + ' EXE=' + sys.executable)"]
+WHERE = [SMALL[0], SMALL[2]]  # one exercise: its error names the worker's interpreter
 GRADE_ONE = ("import json, sys; from minitok.tools.grade import grade_reports; "
              "(r,), mode = grade_reports([sys.argv[1]], timeout=60, jobs=1, sandbox=sys.argv[2]); "
              "print(json.dumps({'mode': mode, 'exercises': r.exercises}))")
@@ -237,8 +239,8 @@ def _grade_with(python: Path, submission: Path, mode: str, home: Path | None = N
 @pytest.mark.parametrize("mode", ["bwrap", "none"])
 def test_the_grader_runs_from_a_python_wherever_it_lives(tmp_path, where, mode):
     """The grader's Python in a venv under /tmp, in a home folder (hidden by the sandbox)
-    and in the course checkout (hidden too): its workers run that very interpreter, and a
-    correct exercise passes."""
+    and in the course checkout (hidden too): its workers run that very interpreter (the
+    exercise's error says which; a correct exercise passing is every other test's)."""
     if mode == "bwrap" and sandbox.bwrap_problem():
         pytest.skip(f"no sandbox here: {sandbox.bwrap_problem()}")
     home = None
@@ -251,11 +253,11 @@ def test_the_grader_runs_from_a_python_wherever_it_lives(tmp_path, where, mode):
         base = Path(tempfile.mkdtemp(prefix=".grader-venv-", dir=ROOT))
     try:
         python = _venv(base / "venv")
-        submission = write_notebook(tmp_path / "small.ipynb", *SMALL)
+        submission = write_notebook(tmp_path / "small.ipynb", *WHERE)
         got = _grade_with(python, submission, mode, home)
         verdicts = {item["exercise"]: item for item in got["exercises"]}
         assert got["mode"] == mode
-        assert verdicts["codebook_usage"]["status"] == "passed", verdicts
+        assert verdicts["perplexity"]["status"] == "error", verdicts
         message = verdicts["perplexity"]["message"]
         assert f"PREFIX={base / 'venv'}" in message, message
         assert f"EXE={base / 'venv' / 'bin' / 'python'}" in message, message
@@ -326,22 +328,23 @@ def test_a_busy_machine_costs_a_correct_submission_nothing(tmp_path):
 # --------------------------------------------------------------------------- reports
 
 
-def test_the_gradebook_has_a_row_per_student_and_lesson(tmp_path):
-    """nbgrader's submitted/<student>/<assignment>/ layout names the student; two notebooks
-    of one lesson from one student make one row; elsewhere the file names the student."""
+def test_the_gradebook_has_a_row_per_student_and_lesson(tmp_path, lesson01):
+    """nbgrader's submitted/<student>/<assignment>/ layout names the student, elsewhere the
+    file does; two notebooks of one lesson from one student make one row, with every
+    exercise passed in either (the fixture's graded mistakes fail one exercise each)."""
     nbgrader = [tmp_path / "submitted" / student / "lesson01" / name for student, name in (
         ("alice", "01_vector_quantization.ipynb"), ("bob", "01_vector_quantization.ipynb"),
         ("bob", "01_again.ipynb"))]
     assert student_names(nbgrader) == ["alice", "bob", "bob"]
     plain = [tmp_path / "class" / "carol.ipynb", tmp_path / "class" / "dan.ipynb"]
     assert student_names(plain) == ["carol", "dan"]
-    for path, text in zip(nbgrader, [SOLUTION, LESSON, SOLUTION], strict=True):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(text, path)
-    reports, _ = grade_reports(nbgrader, timeout=120, jobs=2)
+    graded = lesson01["reports"]
+    reports = [Report(**{**graded[name], "student": student}) for name, student in (
+        ("solution", "alice"), ("squared_distances", "bob"), ("kmeans", "bob"),
+        ("lesson", "carol"))]
     rows = list(csv.DictReader(csv_text(reports).splitlines()))
     assert [(row["student"], row["lesson"], row["total"]) for row in rows] == [
-        ("alice", "lesson01", "7"), ("bob", "lesson01", "7")]
+        ("alice", "lesson01", "7"), ("bob", "lesson01", "7"), ("carol", "lesson01", "0")]
     assert rows[1]["submission"].count(".ipynb") == 2
 
 
@@ -365,9 +368,27 @@ def test_a_judge_that_spends_too_much_cpu_on_an_answer_is_ended(monkeypatch, tmp
         return judge.Result(unit.exercise, "passed", "ok")
 
     monkeypatch.setattr(judge.Judge, "grade", busy)
+    monkeypatch.setattr(judge.Judge, "preflight", lambda self, unit: None)
     monkeypatch.setattr(judge, "JUDGE_CPU_SECONDS", 1)
     plan = sandbox.Plan("none", tmp_path, timeout=0.5)
     units = [judge.Unit(0, "lesson01", "spin", []), judge.Unit(1, "lesson01", "fine", [])]
     results = judge.run_units(units, plan, jobs=1)
     assert results[0].status == "error" and "s of CPU time judging" in results[0].message
     assert results[1].status == "passed"
+
+
+def test_a_failed_preflight_stops_the_run_with_no_verdict(monkeypatch, tmp_path):
+    """The first judge preflights before its first unit (sandbox.preflight); when that fails,
+    run_units raises its error and returns no verdict, though the other judge graded."""
+    from minitok.tools.grading import judge
+
+    def cannot(self, unit):
+        raise sandbox.ZygoteError("no worker can start here")
+
+    monkeypatch.setattr(judge.Judge, "grade",
+                        lambda self, unit: judge.Result(unit.exercise, "passed", "ok"))
+    monkeypatch.setattr(judge.Judge, "preflight", cannot)
+    plan = sandbox.Plan("none", tmp_path, timeout=0.5)
+    units = [judge.Unit(n, "lesson01", f"exercise{n}", []) for n in range(4)]
+    with pytest.raises(sandbox.ZygoteError, match="no worker can start here"):
+        judge.run_units(units, plan, jobs=2)
