@@ -379,7 +379,7 @@ def test_a_judge_that_spends_too_much_cpu_on_an_answer_is_ended(monkeypatch, tmp
 
 def test_a_failed_preflight_stops_the_run_with_no_verdict(monkeypatch, tmp_path):
     """The first judge preflights before its first unit (sandbox.preflight); when that fails,
-    run_units raises its error and returns no verdict, though the other judge graded."""
+    run_units raises its error and returns no verdict, whatever the other judge graded."""
     from minitok.tools.grading import judge
 
     def cannot(self, unit):
