@@ -463,7 +463,7 @@ def _checkout(folder: str) -> bool:
 class ZygoteProcess:
     """The judge's handle on one zygote: spawn a worker, end it, stop."""
 
-    def __init__(self, plan: Plan, slot: int, lesson: str, exercise: str, wait: bool = True):
+    def __init__(self, plan: Plan, slot: int, lesson: str, exercise: str):
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.errors = tempfile.TemporaryFile()
         library = plan.libraries[lesson, exercise]
@@ -479,8 +479,7 @@ class ZygoteProcess:
             raise ZygoteError(f"cannot start it: {err}") from None
         finally:
             theirs.close()
-        if wait:
-            self.ready()
+        self.ready()
 
     def ready(self) -> None:
         """Wait until the zygote has imported what its workers need."""
