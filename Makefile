@@ -14,6 +14,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STAMP_INSTRUCTOR := $(VENV)/.installed-instructor
 TORCH  := torch==2.13.0
+COMMA  := ,
 
 .PHONY: setup setup-instructor test test-lane-1 test-lane-2 notebooks notebooks-1 notebooks-2 lint unit unit-1 unit-2 demo bench lab progress assign clean
 
@@ -21,27 +22,31 @@ setup: $(STAMP)
 
 setup-instructor: $(STAMP_INSTRUCTOR)
 
-$(STAMP): pyproject.toml Makefile scripts/install_torch.py
+# Each stamp is one pip run with all its extras (the instructor's includes the learner's, so
+# a fresh `make test` resolves and installs once, not twice).
+define install
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) scripts/install_torch.py "$(TORCH)"
-	$(PY) -m pip install "$(TORCH)" -e ".[lab]"
+	$(PY) -m pip install "$(TORCH)" -e ".[$(1)]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
+endef
+
+$(STAMP): pyproject.toml Makefile scripts/install_torch.py
+	$(call install,lab)
 	touch $(STAMP)
 
-$(STAMP_INSTRUCTOR): $(STAMP)
-	$(PY) -m pip install "$(TORCH)" -e ".[lab,dev,instructor]"
-	touch $(STAMP_INSTRUCTOR)
+$(STAMP_INSTRUCTOR): pyproject.toml Makefile scripts/install_torch.py
+	$(call install,lab$(COMMA)dev$(COMMA)instructor)
+	touch $(STAMP) $(STAMP_INSTRUCTOR)
 
-# The README's test command: lint, generated lessons up to date, then the unit tests and the
-# solution notebooks (executed strictly), in two lanes at once, one per core: each lane runs
-# its share of tests/ and then its share of the notebooks. -rs prints why a test was skipped (no
-# bubblewrap for the grader's sandbox, no nbgrader). nbgrader calls alembic: the venv's bin/
-# goes on PATH.
+# The README's test command: the unit tests and the solution notebooks (executed strictly),
+# in two lanes at once, one per core: each lane runs its share of tests/ and then its share of
+# the notebooks; lane 2 first prints the environment, lints and checks that lessons/ is
+# generated from solutions/ (a few seconds that lane 1 spends grading). -rs prints why a test
+# was skipped (no bubblewrap for the grader's sandbox, no nbgrader). nbgrader calls alembic:
+# the venv's bin/ goes on PATH.
 test: setup-instructor
-	$(PY) -m minitok env
-	$(PY) -m ruff check minitok tests scripts solutions
-	$(PY) -m minitok assign --check
 	$(MAKE) --no-print-directory -j2 $(SYNC) test-lane-1 test-lane-2
 
 # Each lane's output together, line by line (GNU make 4+; macOS's make 3.81 interleaves).
@@ -71,6 +76,9 @@ test-lane-1: setup-instructor
 	$(NBVAL) $(NOTEBOOKS_1)
 
 test-lane-2: setup-instructor
+	$(PY) -m minitok env
+	$(PY) -m ruff check minitok tests scripts solutions
+	$(PY) -m minitok assign --check
 	$(PYTEST) $(TESTS_2)
 	$(NBVAL) $(NOTEBOOKS_2)
 
