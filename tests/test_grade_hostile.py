@@ -239,7 +239,9 @@ HARM = [
         needs="isolated"),
     Row("a detached child that rewrites the report later", [HEAD,
         "def codebook_usage(indices, num_codes):\n    if os.fork() == 0:\n        os.setsid()\n"
-        "        if os.fork() == 0:\n            time.sleep(4)\n"
+        "        if os.fork() == 0:\n            for _ in range(600):  # once it is written\n"
+        "                if os.path.exists(REPORT):\n                    break\n"
+        "                time.sleep(0.1)\n"
         "            open(REPORT, 'w').write('{\"forged\": 1}')\n        os._exit(0)\n"
         f"    return {USAGE}"], score=1, expect={"codebook_usage": ("passed", "")},
         needs="isolated"),
@@ -470,10 +472,13 @@ def run(request, tmp_path_factory):
         patch.setattr(sandbox, "allocate_uids", lambda jobs: uids.append(allocate(jobs)) or uids[-1])
         grade([*files.values(), Path("/dev/zero"), classmate], json_path=report,
               timeout=TIMEOUT, jobs=JOBS, sandbox=mode)
-    seconds = time.monotonic() - started
+    ended = time.monotonic()
+    seconds = ended - started
     concurrent.wait(timeout=900)
     written = report.read_bytes()
-    time.sleep(6)  # the detached child would have rewritten the report by now
+    # a detached child that outlived its worker would have rewritten the report by now: it
+    # looks for it every 0.1 s
+    time.sleep(max(0.0, 2 - (time.monotonic() - ended)))
     listener.close()
     content = json.loads(written)
     reports = {Path(r["submission"]).name: r for r in content["submissions"]}
