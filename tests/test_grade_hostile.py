@@ -49,7 +49,7 @@ HEAD = "import os, sys, time\nimport torch\nfrom minitok import quantize\n" \
 USAGE = "torch.unique(indices).numel() / num_codes"  # a correct codebook_usage
 GOOD = f"def codebook_usage(indices, num_codes):\n    return {USAGE}"
 SECRET = "CLASSMATE-SECRET-7f3a"
-TIMEOUT = 15
+TIMEOUT = 10  # CPU seconds; the wall-clock backstop is twice that (the kill(-1) row's)
 JOBS = 2
 ROOT_USER = os.geteuid() == 0
 
@@ -261,9 +261,9 @@ HARM = [
         expect={"codebook_usage": ("passed", "")}, needs="isolated"),
     Row("a fork bomb", [HEAD, "def codebook_usage(indices, num_codes):\n    while True:\n"
         "        os.fork()"], expect={"codebook_usage": ("error", "")}, needs="root"),
-    Row("kill(-1) for 20 s while another run grades", [HEAD,
+    Row(f"kill(-1) for {TIMEOUT + 5} s while another run grades", [HEAD,
         "def codebook_usage(indices, num_codes, _once=[]):\n    import signal\n"
-        "    if not _once:\n        _once.append(1)\n        end = time.time() + 20\n"
+        f"    if not _once:\n        _once.append(1)\n        end = time.time() + {TIMEOUT + 5}\n"
         "        while time.time() < end:\n            try:\n"
         "                os.kill(-1, signal.SIGKILL)\n            except OSError:\n"
         f"                pass\n            time.sleep(0.05)\n    return {USAGE}"], score=1,
