@@ -94,7 +94,7 @@ def test_an_endless_default_argument_costs_only_its_own_exercise(tmp_path):
         tmp_path / "loop.ipynb", HEAD, NOTEBOOK_LEVEL, HELPER, PERPLEXITY, USAGE,
         "def spin():\n    while True:\n        pass\n\n\n"
         "def kmeans_step(x, codebook, _=spin()):\n    return codebook")
-    (report,), _ = grade_reports([path], timeout=10, jobs=2)
+    (report,), _ = grade_reports([path], timeout=5, jobs=2)
     status = {item["exercise"]: item["status"] for item in report.exercises}
     assert status == {"squared_distances": "not done", "nearest_code": "not done",
                       "quantize_feature_map": "not done", "codebook_usage": "passed",
