@@ -14,6 +14,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 STAMP_INSTRUCTOR := $(VENV)/.installed-instructor
 TORCH  := torch==2.13.0
+# a comma as a value: $(call) splits its arguments at literal commas
 COMMA  := ,
 
 .PHONY: setup setup-instructor test test-lane-1 test-lane-2 notebooks notebooks-1 notebooks-2 lint unit unit-1 unit-2 demo bench lab progress assign clean
