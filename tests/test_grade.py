@@ -351,7 +351,7 @@ def test_the_gradebook_has_a_row_per_student_and_lesson(tmp_path, lesson01):
 def test_a_run_longer_than_two_seconds_shows_a_progress_bar_on_stderr(tmp_path, capsys,
                                                                         monkeypatch):
     """The bar shows once a run has lasted PROGRESS_AFTER seconds; set to 0 here, since how
-    long two exercises take (about two zygote starts) is the machine's, not the test's."""
+    long two exercises take (two judges importing torch) is the machine's, not the test's."""
     monkeypatch.setattr(grade_module, "PROGRESS_AFTER", 0.0)
     path = write_notebook(tmp_path / "small.ipynb", *SMALL)
     assert grade([path], timeout=120, jobs=2) == 0
@@ -396,3 +396,50 @@ def test_a_failed_preflight_stops_the_run_with_no_verdict(monkeypatch, tmp_path)
     units = [judge.Unit(n, "lesson01", f"exercise{n}", []) for n in range(4)]
     with pytest.raises(sandbox.ZygoteError, match="no worker can start here"):
         judge.run_units(units, plan, jobs=2)
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "none"])
+def test_one_judge_switches_exercises_each_with_its_own_library(tmp_path, mode):
+    """A judge starts one process in the sandbox and forks a zygote per exercise: each zygote
+    imports its exercise's copy of minitok, never one a previous zygote imported, and the
+    previous zygote is dead once the next is ready. minitok's own function is the
+    submission's: it raises in its exercise's copy and works in the other's."""
+    from minitok.checks import exercises_in, lesson01
+    from minitok.tools.grading import judge, submission
+    from minitok.tools.grading.zygote import children_of
+
+    if mode == "bwrap" and sandbox.bwrap_problem():
+        pytest.skip(f"no sandbox here: {sandbox.bwrap_problem()}")
+    names = ("squared_distances", "codebook_usage")
+    theirs = submission.read(write_notebook(
+        tmp_path / "theirs.ipynb", f"from minitok.quantize import {', '.join(names)}")).kept()
+    plan = sandbox.make_plan(mode, 60, [], [], jobs=1)
+    try:
+        checks = exercises_in(lesson01)
+        for name in names:
+            plan.libraries["lesson01", name] = sandbox.build_library(plan.run_dir, "lesson01",
+                                                                     checks[name])
+        one = judge.Judge(plan, 0)
+        try:
+            first, zygotes = None, []
+            for name in (*names, names[0]):
+                result = one.grade(judge.Unit(0, "lesson01", name, theirs))
+                assert result.status == "failed" and "minitok's reference" in result.message, (
+                    name, result)
+                first = first or one.zygote.process.pid
+                assert one.zygote.process.pid == first  # started once: torch imported once
+                if mode == "none":  # the process in the sandbox is this one's child
+                    zygotes.append(children_of(first))
+                    assert len(zygotes[-1]) == 1, zygotes  # the previous zygote is gone
+            other = judge.Unit(0, "lesson01", names[1], submission.read(write_notebook(
+                tmp_path / "other.ipynb", f"import torch\nfrom minitok.quantize import {names[0]}",
+                "def codebook_usage(indices, num_codes):\n"
+                "    squared_distances(torch.zeros(1, 1), torch.zeros(1, 1))\n"
+                "    return torch.unique(indices).numel() / num_codes")).kept())
+            assert one.grade(other).status == "passed"  # squared_distances works here
+            assert len({pid for found in zygotes for pid in found}) == len(zygotes)
+        finally:
+            one.close()
+    finally:
+        sandbox.release_uids(plan)
+        shutil.rmtree(plan.run_dir, ignore_errors=True)

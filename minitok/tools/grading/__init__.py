@@ -6,7 +6,8 @@
     judges (--jobs)   judge.py: run each check's test function with the learner's function
                       replaced by a proxy (remote.py); never execute learner code
     zygote            zygote.py, inside bubblewrap when it works (sandbox.py): a warm process
-                      (torch, a copy of minitok without the exercise's solution) per exercise
+                      per exercise (a copy of minitok without the exercise's solution), forked
+                      from one per judge that imports torch once
     worker            zygote.py + server.py: forked per (submission, exercise), limited and
                       isolated; runs the learner's definitions and answers the judge's calls
     the wire          wire.py: judge -> worker pickles of the judge's own inputs; worker ->

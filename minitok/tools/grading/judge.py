@@ -90,7 +90,6 @@ class Judge:
     def __init__(self, plan: Plan, slot: int):
         self.plan, self.slot = plan, slot
         self.zygote: ZygoteProcess | None = None
-        self.key: tuple[str, str] | None = None
         self.wall = wall_limit(plan.timeout)  # the current unit's wall-clock backstop
 
     def grade(self, unit: Unit) -> Result:
@@ -162,10 +161,15 @@ class Judge:
                       "the process or use too much memory?")
 
     def _zygote(self, lesson: str, exercise: str) -> ZygoteProcess:
-        if self.key != (lesson, exercise) or self.zygote is None:
-            self._drop_zygote()
+        """This judge's zygotes, serving this exercise (started, or switched to it)."""
+        if self.zygote is None:
             self.zygote = ZygoteProcess(self.plan, self.slot, lesson, exercise)
-            self.key = (lesson, exercise)
+            return self.zygote
+        try:
+            self.zygote.serve(lesson, exercise)
+        except ZygoteError:
+            self._drop_zygote()
+            raise
         return self.zygote
 
     def _end_worker(self) -> tuple[str, float]:
@@ -178,7 +182,7 @@ class Judge:
     def _drop_zygote(self) -> None:
         if self.zygote is not None:
             self.zygote.stop()
-            self.zygote, self.key = None, None
+            self.zygote = None
         kill_strays(set())
 
     def close(self) -> None:
@@ -366,7 +370,8 @@ def _cpu_seconds(pid: int) -> float:
 class _Queue:
     """Units grouped by exercise. A judge keeps getting units of its exercise while there
     are some, then starts an exercise nobody grades yet, else helps with the longest one:
-    each judge starts few zygotes (a zygote's start, importing torch, costs seconds)."""
+    each judge starts few zygotes (a zygote's start, importing the lesson's checks, costs
+    a fraction of a second; the judge's first, importing torch, seconds)."""
 
     def __init__(self, units: list[Unit]):
         self.groups: dict[tuple, deque] = {}

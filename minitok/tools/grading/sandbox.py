@@ -9,7 +9,7 @@ Everything here runs in the grader (main process or judge); zygote.py is the oth
   reference". Only the lesson's own modules work, as the lesson's other exercises need them.
 - `Plan` holds what every judge needs to start zygotes: the mode (bubblewrap or none), the
   libraries, the limits, and the folders the sandbox hides.
-- `bwrap_command`: a zygote inside bubblewrap: no network and its own pid, IPC and UTS
+- `bwrap_command`: a judge's zygotes inside bubblewrap: no network and its own pid, IPC and UTS
   namespaces; the whole filesystem read-only; a private, size-capped /tmp and /dev/shm; the
   instructor's home, the course checkout (solutions/ included), minitok's own package and
   every submission's folder hidden under empty tmpfs mounts; the Python installation (its
@@ -17,9 +17,11 @@ Everything here runs in the grader (main process or judge); zygote.py is the oth
   read-only, wherever it lives (/tmp, a home, /opt, the checkout); as root, every
   capability dropped but the four the zygote needs to give workers a uid of their own, kill
   them and remove their files (a worker loses them all when it changes uid).
-- `ZygoteProcess`: the judge's handle on one zygote; `preflight` has the first judge's
-  first zygote start one worker before it grades anything, so a sandbox that cannot run
-  stops the run with one clear error.
+- `ZygoteProcess`: the judge's handle on its zygotes: one process in the sandbox, started
+  once (it imports torch), forks a zygote per exercise, after the judge has put that
+  exercise's library in the judge's library folder; `preflight` has the first judge's first
+  zygote start one worker before it grades anything, so a sandbox that cannot run stops the
+  run with one clear error.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from minitok.tools.grading.zygote import ENVIRONMENT
 LIB, WORK, CONFIG, FONTS = "/tmp/lib", "/tmp/work", "/tmp/config", "/tmp/fonts"  # in the sandbox
 UID_BASE = 0x7FFE0000  # as root, run r's judge i gives its workers uid UID_BASE + r * 256 + i
 UID_BLOCKS, MAX_JOBS = 256, 255  # blocks of 256 uids, one per concurrent run; judges per run
-STARTUP_SECONDS = 300  # a zygote imports torch: slow on a busy machine
+STARTUP_SECONDS = 300  # a judge's first process imports torch: slow on a busy machine
 REPLY_SECONDS = 30
 SCRATCH = 64 << 20  # bytes of a worker's /tmp (and /dev/shm): tmpfs is memory
 LIBRARY = "MINITOK_GRADER_LIBRARY"  # the library's folder reaches the zygote in its environment
@@ -238,8 +240,9 @@ class Plan:
     processes: int = 64  # processes and threads of a worker's uid (root only)
     scratch: int = SCRATCH  # bytes of each private tmpfs (/tmp, /dev/shm, the work folder)
 
-    def settings(self, slot: int, lesson: str, library: Path) -> dict:
-        """What a zygote of judge `slot` needs to know (zygote.main)."""
+    def settings(self, slot: int, library: Path) -> dict:
+        """What judge `slot`'s zygotes need to know (zygote.main); `library` is its library
+        folder, which holds the current exercise's copy of minitok."""
         sandboxed = self.mode == "bwrap"
         own_mounts = self.uid_base is not None and not sandboxed  # root: mounts of its own
         work = WORK if sandboxed else str(self.run_dir / f"work-{slot}")
@@ -262,14 +265,12 @@ class Plan:
                 "own_mounts": own_mounts, "binds": binds if own_mounts else [],
                 "private": ["/tmp"] if sandboxed else list(WORLD_WRITABLE) if own_mounts else [],
                 "scratch": self.scratch, "keep": sorted(set(keep)),
-                "matplotlib": fonts, "config": config, "preload": [
-                    f"minitok.checks.{lesson}", "minitok.tools.grading.server", "minitok.data",
-                    "matplotlib.pyplot"]}
+                "matplotlib": fonts, "config": config}
 
-    def command(self, slot: int, lesson: str, library: Path, fd: int) -> list[str]:
-        """The command line that starts a zygote for one library on control socket `fd`
-        (the library's folder goes in the environment: see ZygoteProcess)."""
-        settings = json.dumps(self.settings(slot, lesson, library))
+    def command(self, slot: int, library: Path, fd: int) -> list[str]:
+        """The command line that starts judge `slot`'s zygotes on control socket `fd` (the
+        library folder goes in the environment: see ZygoteProcess)."""
+        settings = json.dumps(self.settings(slot, library))
         if self.mode == "none":
             return [sys.executable, "-I", "-c", BOOT, str(fd), settings]
         fonts = ["--ro-bind", str(self.matplotlib), FONTS] if self.matplotlib else []
@@ -461,29 +462,52 @@ def _checkout(folder: str) -> bool:
 
 
 class ZygoteProcess:
-    """The judge's handle on one zygote: spawn a worker, end it, stop."""
+    """The judge's handle on its zygotes (zygote.main): one process in the sandbox, started
+    once, that forks a zygote for one exercise at a time; spawn a worker, end it, stop.
+
+    The judge's library folder (bound read-only in the sandbox) holds the current exercise's
+    copy of minitok; `serve` replaces it only once the previous exercise's zygote has retired
+    and everything it started is dead."""
 
     def __init__(self, plan: Plan, slot: int, lesson: str, exercise: str):
+        self.plan, self.key = plan, None
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.errors = tempfile.TemporaryFile()
-        library = plan.libraries[lesson, exercise]
+        self.library = Path(tempfile.mkdtemp(prefix=f"lib-{slot}-", dir=plan.run_dir))
+        self.library.chmod(0o755)
+        _fill(self.library, plan.libraries[lesson, exercise])  # the boot imports from it
         sandboxed = plan.mode == "bwrap"
         env = {**ENVIRONMENT, "HOME": "/tmp" if sandboxed else str(plan.run_dir),
-               LIBRARY: LIB if sandboxed else str(library)}
+               LIBRARY: LIB if sandboxed else str(self.library)}
         try:
             self.process = subprocess.Popen(
-                plan.command(slot, lesson, library, theirs.fileno()), env=env,
+                plan.command(slot, self.library, theirs.fileno()), env=env,
                 cwd=plan.run_dir, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=self.errors)
         except OSError as err:
             raise ZygoteError(f"cannot start it: {err}") from None
         finally:
             theirs.close()
-        self.ready()
+        try:
+            self._reply("ready", STARTUP_SECONDS)  # torch and pyplot imported
+            self.serve(lesson, exercise)
+        except ZygoteError:
+            self.stop()
+            raise
 
-    def ready(self) -> None:
-        """Wait until the zygote has imported what its workers need."""
+    def serve(self, lesson: str, exercise: str) -> None:
+        """Have a zygote of this exercise ready: unless the current one is, retire it, put
+        the exercise's library in place, and start one (it imports the lesson's checks)."""
+        if self.key == (lesson, exercise):
+            return
+        if self.key is not None:
+            self._send({"op": "retire"})
+            self._reply("retired", REPLY_SECONDS)  # the zygote and all it left are dead
+            _fill(self.library, self.plan.libraries[lesson, exercise])
+        self.key = None
+        self._send({"op": "zygote", "preload": preload(lesson)})
         self._reply("ready", STARTUP_SECONDS)
+        self.key = (lesson, exercise)
 
     def spawn(self) -> socket.socket:
         """A new worker; the judge's end of its channel."""
@@ -500,10 +524,7 @@ class ZygoteProcess:
     def end(self) -> tuple[str, float]:
         """Kill the worker and all it left behind; how it ended ("exit code 0", ...) and
         the CPU seconds it (and the children it waited for) used."""
-        try:
-            self.control.send(b'{"op": "end"}')
-        except OSError as err:
-            raise ZygoteError(f"the zygote is gone ({err})") from None
+        self._send({"op": "end"})
         status = self._reply("status", REPLY_SECONDS)
         if not (isinstance(status, list) and len(status) == 2 and isinstance(status[0], str)
                 and isinstance(status[1], (int, float))):
@@ -518,6 +539,13 @@ class ZygoteProcess:
             self.process.kill()
             self.process.wait()
         self.errors.close()
+        shutil.rmtree(self.library, ignore_errors=True)
+
+    def _send(self, request: dict) -> None:
+        try:
+            self.control.send(json.dumps(request).encode())
+        except OSError as err:
+            raise ZygoteError(f"the zygote is gone ({err})") from None
 
     def _reply(self, key: str, seconds: float):
         self.control.settimeout(seconds)
@@ -534,6 +562,21 @@ class ZygoteProcess:
         self.errors.seek(0)
         lines = self.errors.read()[-2000:].decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else "no message"
+
+
+def preload(lesson: str) -> list[str]:
+    """What a zygote imports for its workers: the lesson's checks and the worker's server."""
+    return [f"minitok.checks.{lesson}", "minitok.tools.grading.server", "minitok.data"]
+
+
+def _fill(folder: Path, library: Path) -> None:
+    """Make `folder` hold a copy of `library`'s minitok, and nothing else."""
+    for entry in folder.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    shutil.copytree(library / "minitok", folder / "minitok")
 
 
 def preflight(zygote: ZygoteProcess, exercise: str) -> None:

@@ -1,9 +1,13 @@
 """The zygote: a warm process that forks one isolated worker per submission.
 
-A judge starts one zygote per exercise (inside bubblewrap when the sandbox is on). It imports
-torch and a stripped copy of minitok in which the exercise's own solution raises (see
-sandbox.build_library), and never runs learner code itself. On the judge's request it forks a
-worker, which before anything else:
+Each judge starts one process inside bubblewrap (when the sandbox is on), which imports
+torch and matplotlib once and then forks a zygote per exercise the judge grades, one at a
+time (main). A zygote imports the lesson's checks from a stripped copy of minitok in which
+the exercise's own solution raises (see sandbox.build_library): the judge puts that copy in
+the library folder, which the sandbox shows read-only, before it asks for the zygote, and
+replaces it only after the previous zygote has retired and every process it left is dead.
+A zygote never runs learner code itself. On the judge's request it forks a worker, which
+before anything else:
 
 - starts its own session and process group, and keeps only its channel to the judge: stdin
   is /dev/null, stdout and stderr go to a file in its private folder;
@@ -28,13 +32,15 @@ list). Without root and without bubblewrap a worker can write wherever you can.
 
 Judge <-> zygote messages are small JSON datagrams; a worker's channel is passed with
 SCM_RIGHTS. This module runs inside the sandbox: it imports nothing that would hold minitok's
-solution (only the stripped copy is on its path).
+solution (only the stripped copy is on its path), and a zygote drops every minitok module it
+inherited before it imports its exercise's.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import importlib
 import json
 import os
 import resource
@@ -43,6 +49,7 @@ import signal
 import socket
 import sys
 import tempfile
+import traceback
 
 PR_SET_PDEATHSIG, PR_SET_KEEPCAPS, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 8, 36, 38
 CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
@@ -273,50 +280,86 @@ def _describe(status: int) -> str:
     return f"killed by {name}{why}"
 
 
-def _preload(settings: dict) -> None:
-    """Import what every worker needs, once: torch, the lesson's checks, matplotlib's pyplot
-    (whose font list was built once for the whole run: copied here, where it is writable)."""
-    import importlib
-
+def _warm(settings: dict) -> None:
+    """Import, once per judge, what every exercise's workers need and no copy of minitok
+    holds: torch and matplotlib's pyplot (whose font list was built once for the whole run:
+    copied here, where it is writable)."""
     import torch
 
     torch.set_num_threads(1)
     if settings["matplotlib"]:
         shutil.copytree(settings["matplotlib"], settings["config"], dirs_exist_ok=True)
         os.environ["MPLCONFIGDIR"] = settings["config"]
-    for module in settings["preload"]:
+    _import(["matplotlib.pyplot"])
+    gc.freeze()  # a child's garbage collector then leaves these pages shared, not copied
+
+
+def _import(modules: list[str]) -> None:
+    for module in modules:
         try:
             importlib.import_module(module)
         except ImportError:  # an optional package: the workers that need it will say so
             pass
-    gc.freeze()  # a worker's garbage collector then leaves these pages shared, not copied
 
 
 def main(control_fd: int, settings_json: str) -> None:
-    """The zygote's loop: fork a worker ("spawn", with its channel), end it ("end"), until
-    the judge closes the control socket."""
+    """The judge's first process in the sandbox: it imports torch and pyplot once, then forks
+    one zygote per exercise ("zygote", with the modules of the exercise's lesson), one at a
+    time. Once that zygote retires, it kills whatever was left of its workers and answers
+    "retired": only then does the judge put the next exercise's library in place. It stops
+    when the judge closes the control socket."""
     settings = json.loads(settings_json)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with its judge
     if settings["own_mounts"]:
         own_mounts(settings)
     os.makedirs(settings["tmp"], mode=0o711, exist_ok=True)
-    _preload(settings)
+    _warm(settings)
     control = socket.socket(fileno=control_fd)
-    zygote = Zygote(settings)
     control.send(b'{"ready": true}')
-    while True:
-        message, fds, _, _ = socket.recv_fds(control, 4096, 1)
-        if not message:
-            break
-        request = json.loads(message)
-        if request["op"] == "spawn":
-            reply = {"pid": zygote.spawn(fds[0])}
-        else:
-            reply = {"status": zygote.end()}
-        control.send(json.dumps(reply).encode())
-    zygote.end()
+    try:
+        while message := control.recv(4096):
+            pid = os.fork()
+            if pid == 0:
+                _zygote_child(control, settings, json.loads(message)["preload"])
+            os.waitpid(pid, 0)
+            kill_children()
+            control.send(b'{"retired": true}')
+    except OSError:  # the judge is gone
+        pass
     kill_children()
+
+
+def _zygote_child(control: socket.socket, settings: dict, preload: list[str]) -> None:
+    """A zygote, freshly forked (no return): import minitok afresh from the library the judge
+    has just put in place, then fork a worker ("spawn", with its channel) or end it ("end")
+    until the judge retires it ("retire") or closes the control socket."""
+    try:
+        prctl(PR_SET_CHILD_SUBREAPER, 1)  # neither survives a fork
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        for name in [name for name in sys.modules if name.split(".")[0] == "minitok"]:
+            del sys.modules[name]  # the boot imported them from the first exercise's library
+        importlib.invalidate_caches()
+        _import(preload)
+        gc.freeze()
+        zygote = Zygote(settings)
+        control.send(b'{"ready": true}')
+        while True:
+            message, fds, _, _ = socket.recv_fds(control, 4096, 1)
+            request = json.loads(message) if message else {"op": "retire"}
+            if request["op"] == "retire":
+                break
+            if request["op"] == "spawn":
+                reply = {"pid": zygote.spawn(fds[0])}
+            else:
+                reply = {"status": zygote.end()}
+            control.send(json.dumps(reply).encode())
+        zygote.end()
+        kill_children()
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
 
 
 if __name__ == "__main__":
