@@ -503,7 +503,10 @@ class ZygoteProcess:
         if self.key is not None:
             self._send({"op": "retire"})
             self._reply("retired", REPLY_SECONDS)  # the zygote and all it left are dead
-            _fill(self.library, self.plan.libraries[lesson, exercise])
+            try:
+                _fill(self.library, self.plan.libraries[lesson, exercise])
+            except OSError as err:  # without root nor sandbox, a worker could write there
+                raise ZygoteError(f"cannot put the exercise's library in place: {err}") from None
         self.key = None
         self._send({"op": "zygote", "preload": preload(lesson)})
         self._reply("ready", STARTUP_SECONDS)
