@@ -11,6 +11,7 @@ Attacks and broken files are in tests/test_grade_hostile.py.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import inspect
@@ -398,48 +399,87 @@ def test_a_failed_preflight_stops_the_run_with_no_verdict(monkeypatch, tmp_path)
         judge.run_units(units, plan, jobs=2)
 
 
-@pytest.mark.parametrize("mode", ["bwrap", "none"])
-def test_one_judge_switches_exercises_each_with_its_own_library(tmp_path, mode):
-    """A judge starts one process in the sandbox and forks a zygote per exercise: each zygote
-    imports its exercise's copy of minitok, never one a previous zygote imported, and the
-    previous zygote is dead once the next is ready. minitok's own function is the
-    submission's: it raises in its exercise's copy and works in the other's."""
+@contextlib.contextmanager
+def _one_judge(mode: str, names: tuple[str, ...]):
+    """A judge of lesson01's exercises `names`, in a plan of its own (as grade makes it)."""
     from minitok.checks import exercises_in, lesson01
-    from minitok.tools.grading import judge, submission
-    from minitok.tools.grading.zygote import children_of
+    from minitok.tools.grading import judge
 
-    if mode == "bwrap" and sandbox.bwrap_problem():
-        pytest.skip(f"no sandbox here: {sandbox.bwrap_problem()}")
-    names = ("squared_distances", "codebook_usage")
-    theirs = submission.read(write_notebook(
-        tmp_path / "theirs.ipynb", f"from minitok.quantize import {', '.join(names)}")).kept()
     plan = sandbox.make_plan(mode, 60, [], [], jobs=1)
+    one = None
     try:
         checks = exercises_in(lesson01)
         for name in names:
             plan.libraries["lesson01", name] = sandbox.build_library(plan.run_dir, "lesson01",
                                                                      checks[name])
         one = judge.Judge(plan, 0)
-        try:
-            first, zygotes = None, []
-            for name in (*names, names[0]):
-                result = one.grade(judge.Unit(0, "lesson01", name, theirs))
-                assert result.status == "failed" and "minitok's reference" in result.message, (
-                    name, result)
-                first = first or one.zygote.process.pid
-                assert one.zygote.process.pid == first  # started once: torch imported once
-                if mode == "none":  # the process in the sandbox is this one's child
-                    zygotes.append(children_of(first))
-                    assert len(zygotes[-1]) == 1, zygotes  # the previous zygote is gone
-            other = judge.Unit(0, "lesson01", names[1], submission.read(write_notebook(
-                tmp_path / "other.ipynb", f"import torch\nfrom minitok.quantize import {names[0]}",
-                "def codebook_usage(indices, num_codes):\n"
-                "    squared_distances(torch.zeros(1, 1), torch.zeros(1, 1))\n"
-                "    return torch.unique(indices).numel() / num_codes")).kept())
-            assert one.grade(other).status == "passed"  # squared_distances works here
-            assert len({pid for found in zygotes for pid in found}) == len(zygotes)
-        finally:
-            one.close()
+        yield one
     finally:
+        if one is not None:
+            one.close()
         sandbox.release_uids(plan)
         shutil.rmtree(plan.run_dir, ignore_errors=True)
+
+
+SWITCHED = ("squared_distances", "codebook_usage")
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "none"])
+def test_one_judge_switches_exercises_each_with_its_own_library(tmp_path, mode):
+    """A judge starts one process in the sandbox and forks a zygote per exercise: each zygote
+    imports its exercise's copy of minitok, never one a previous zygote imported, and the
+    previous zygote is dead once the next is ready. minitok's own function is the
+    submission's: it raises in its exercise's copy and works in the other's."""
+    from minitok.tools.grading import submission
+    from minitok.tools.grading.judge import Unit
+    from minitok.tools.grading.zygote import children_of
+
+    if mode == "bwrap" and sandbox.bwrap_problem():
+        pytest.skip(f"no sandbox here: {sandbox.bwrap_problem()}")
+    theirs = submission.read(write_notebook(
+        tmp_path / "theirs.ipynb", f"from minitok.quantize import {', '.join(SWITCHED)}")).kept()
+    with _one_judge(mode, SWITCHED) as one:
+        first, zygotes = None, []
+        for name in (*SWITCHED, SWITCHED[0]):
+            result = one.grade(Unit(0, "lesson01", name, theirs))
+            assert result.status == "failed" and "minitok's reference" in result.message, (
+                name, result)
+            first = first or one.zygote.process.pid
+            assert one.zygote.process.pid == first  # started once: torch imported once
+            if mode == "none":  # the process in the sandbox is this one's child
+                zygotes.append(children_of(first))
+                assert len(zygotes[-1]) == 1, zygotes  # the previous zygote is gone
+        other = Unit(0, "lesson01", SWITCHED[1], submission.read(write_notebook(
+            tmp_path / "other.ipynb", f"import torch\nfrom minitok.quantize import {SWITCHED[0]}",
+            "def codebook_usage(indices, num_codes):\n"
+            "    squared_distances(torch.zeros(1, 1), torch.zeros(1, 1))\n"
+            "    return torch.unique(indices).numel() / num_codes")).kept())
+        assert one.grade(other).status == "passed"  # squared_distances works here
+        assert len({pid for found in zygotes for pid in found}) == len(zygotes)
+
+
+def test_a_library_that_cannot_be_put_in_place_costs_its_unit_only(tmp_path, monkeypatch):
+    """Without root nor sandbox a worker can write its library folder; when the judge then
+    cannot empty it, that unit is an error and the judge starts afresh in a new folder."""
+    from minitok.tools.grading import submission
+    from minitok.tools.grading.judge import Unit
+
+    statements = submission.read(write_notebook(
+        tmp_path / "theirs.ipynb", "import torch",
+        "def codebook_usage(indices, num_codes):\n"
+        "    return torch.unique(indices).numel() / num_codes")).kept()
+    fill = sandbox._fill
+
+    def refused(folder, library):
+        raise PermissionError(13, "Permission denied", str(folder / "minitok"))
+
+    with _one_judge("none", SWITCHED) as one:
+        assert one.grade(Unit(0, "lesson01", "squared_distances", statements)).status == "not done"
+        folder = one.zygote.library
+        monkeypatch.setattr(sandbox, "_fill", refused)
+        result = one.grade(Unit(1, "lesson01", "codebook_usage", statements))
+        assert result.status == "error" and "cannot put the exercise's library" in result.message
+        assert one.zygote is None and not folder.exists()
+        monkeypatch.setattr(sandbox, "_fill", fill)
+        assert one.grade(Unit(2, "lesson01", "codebook_usage", statements)).status == "passed"
+        assert one.zygote.library != folder
