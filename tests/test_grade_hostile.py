@@ -256,6 +256,15 @@ HARM = [
         "def codebook_usage(indices, num_codes):\n    import signal\n"
         f"    os.kill(os.getppid(), signal.SIGKILL)\n    return {USAGE}"],
         expect={"codebook_usage": ("error", "PermissionError")}, needs="isolated"),
+    Row("its zygote and the process above it ptraced", [HEAD,
+        "def codebook_usage(indices, num_codes):\n    import ctypes\n"
+        "    libc = ctypes.CDLL(None, use_errno=True)\n"
+        "    with open(f'/proc/{os.getppid()}/stat') as f:\n"
+        "        above = int(f.read().rsplit(')', 1)[1].split()[1])\n"
+        "    for pid in (os.getppid(), above):\n"
+        "        if libc.ptrace(16, pid, 0, 0) == 0:  # PTRACE_ATTACH: it could rewrite them\n"
+        f"            return -1.0\n    return {USAGE}"], score=1,
+        expect={"codebook_usage": ("passed", "")}),
     Row("every process it may signal killed", [HEAD, "def codebook_usage(indices, num_codes):\n"
         f"    import signal\n    os.kill(-1, signal.SIGKILL)\n    return {USAGE}"], score=1,
         expect={"codebook_usage": ("passed", "")}, needs="isolated"),

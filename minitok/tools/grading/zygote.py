@@ -51,7 +51,8 @@ import sys
 import tempfile
 import traceback
 
-PR_SET_PDEATHSIG, PR_SET_KEEPCAPS, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 8, 36, 38
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_KEEPCAPS = 1, 4, 8
+PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 36, 38
 CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
     1, 2, 4, 32, 4096, 16384, 1 << 18)
@@ -311,6 +312,10 @@ def main(control_fd: int, settings_json: str) -> None:
     settings = json.loads(settings_json)
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with its judge
+    # Not dumpable, nor then its zygotes and workers (a fork keeps it): without root every
+    # process in the sandbox has one uid, and a worker could otherwise ptrace its zygote or
+    # this process, or write their memory, and so tamper with the workers after it.
+    prctl(PR_SET_DUMPABLE, 0)
     if settings["own_mounts"]:
         own_mounts(settings)
     os.makedirs(settings["tmp"], mode=0o711, exist_ok=True)
